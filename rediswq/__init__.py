@@ -1,0 +1,35 @@
+"""rediswq: a Redis-backed, lease-based work queue for Kubernetes batch Jobs."""
+
+from __future__ import annotations
+
+from rediswq.compat import RedisWQ
+from rediswq.errors import (
+    ConnectionFailed,
+    InvalidArgument,
+    LeaseLost,
+    LeaseTimeout,
+    QueueClosed,
+    RedisWQError,
+)
+from rediswq.heartbeat import Heartbeat
+from rediswq.lease import Lease
+from rediswq.queue import DeadLetter, Enqueued, Handoff, Item, LeaseInfo, Queue, Stats
+
+__all__ = [
+    "ConnectionFailed",
+    "DeadLetter",
+    "Enqueued",
+    "Handoff",
+    "Heartbeat",
+    "InvalidArgument",
+    "Item",
+    "Lease",
+    "LeaseInfo",
+    "LeaseLost",
+    "LeaseTimeout",
+    "Queue",
+    "QueueClosed",
+    "RedisWQ",
+    "RedisWQError",
+    "Stats",
+]

@@ -1,0 +1,69 @@
+"""The boundary with redis-py: URL redaction, error wrapping, and retries of idempotent calls."""
+
+from __future__ import annotations
+
+import urllib.parse
+from collections.abc import Callable
+from typing import TypeVar
+
+import redis
+import redis.exceptions
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from rediswq.errors import ConnectionFailed
+
+T = TypeVar("T")
+
+_CONNECTION_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+
+
+def redact(url: str) -> str:
+    """The URL with any password replaced by ***, for every message and log line."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return "<unparsable URL>"
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def describe(client: redis.Redis) -> str:
+    """A password-free URL naming the server a client talks to."""
+    kwargs = client.connection_pool.connection_kwargs
+    if "path" in kwargs:
+        return f"unix://{kwargs['path']}/{kwargs.get('db', 0)}"
+    scheme = "rediss" if client.connection_pool.connection_class.__name__ == "SSLConnection" else "redis"
+    return f"{scheme}://{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
+
+
+class Connection:
+    """Runs calls against Redis, turning redis-py's connection errors into `ConnectionFailed`.
+
+    Idempotent calls are retried with exponential backoff (redis-py's own `Retry`); the others run
+    once, because a retry after a lost reply could apply them twice.
+    """
+
+    def __init__(self, url: str, retries: int = 5) -> None:
+        self.url = url
+        self._retry = Retry(ExponentialBackoff(cap=2.0, base=0.1), retries, _CONNECTION_ERRORS)
+
+    def call(self, fn: Callable[[], T], *, idempotent: bool) -> T:
+        try:
+            if idempotent:
+                return self._retry.call_with_retry(fn, lambda _error: None)
+            return fn()
+        except redis.exceptions.AuthenticationError as e:
+            raise ConnectionFailed(f"Redis at {self.url} refused the credentials: {e}") from e
+        except redis.exceptions.ResponseError as e:
+            if "NOAUTH" in str(e) or "WRONGPASS" in str(e):
+                raise ConnectionFailed(f"Redis at {self.url} refused the credentials: {e}") from e
+            raise
+        except _CONNECTION_ERRORS as e:
+            raise ConnectionFailed(f"cannot reach Redis at {self.url}: {e}") from e

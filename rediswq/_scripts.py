@@ -1,0 +1,118 @@
+"""The one typed façade in front of the Lua scripts: callers never see KEYS, ARGV or a script by name.
+
+Each script is registered once with `register_script`, so redis-py sends EVALSHA and reloads the
+script by itself after a Redis restart empties the script cache (NOSCRIPT).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+
+import redis
+
+from rediswq._keys import Keys
+
+# Status codes of lease.lua.
+LEASED, NOTHING_NOW, DRAINED = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class LeaseReply:
+    status: int
+    wait_ms: int
+    deadline_ms: int
+    lost: list[int]  # 0-based positions of the completions whose lease no longer held
+    items: list[tuple[str, int, bytes, bytes]]  # (id, attempt, payload, handle)
+
+
+def _source(name: str) -> str:
+    return resources.files("rediswq.lua").joinpath(f"{name}.lua").read_text(encoding="utf-8")
+
+
+def _positions(one_based: Sequence[int]) -> list[int]:
+    return [int(i) - 1 for i in one_based]
+
+
+class Scripts:
+    """One method per script, with named parameters; the scripts' contracts are in their headers."""
+
+    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+        self._keys = keys.all()
+        self._put = client.register_script(_source("put"))
+        self._lease = client.register_script(_source("lease"))
+        self._fail = client.register_script(_source("fail"))
+        self._extend = client.register_script(_source("extend"))
+        self._release = client.register_script(_source("release"))
+        self._requeue_dead = client.register_script(_source("requeue_dead"))
+        self._purge_dead = client.register_script(_source("purge_dead"))
+
+    def put(self, items: Sequence[tuple[str, bytes]]) -> tuple[bool, int, list[int]]:
+        """Add (id or "", payload) pairs; returns (closed, first assigned id, 0-based skipped positions)."""
+        args: list[str | bytes] = []
+        for item_id, payload in items:
+            args.append(item_id)
+            args.append(payload)
+        status, first_id, skipped = self._put(keys=self._keys, args=args)
+        return int(status) == 1, int(first_id), _positions(skipped)
+
+    def lease(
+        self,
+        *,
+        count: int,
+        lease_ms: int,
+        max_attempts: int,
+        reclaim_limit: int,
+        worker: str,
+        until_closed: bool,
+        complete: Sequence[tuple[bytes, str]] = (),
+    ) -> LeaseReply:
+        args: list[str | bytes | int] = [
+            count,
+            lease_ms,
+            max_attempts,
+            reclaim_limit,
+            worker,
+            1 if until_closed else 0,
+        ]
+        for handle, item_id in complete:
+            args.append(handle)
+            args.append(item_id)
+        status, wait_ms, deadline_ms, lost, flat = self._lease(keys=self._keys, args=args)
+        items = [
+            (flat[i].decode(), int(flat[i + 1]), flat[i + 2], flat[i + 3]) for i in range(0, len(flat), 4)
+        ]
+        return LeaseReply(int(status), int(wait_ms), int(deadline_ms), _positions(lost), items)
+
+    def fail(
+        self,
+        *,
+        handle: bytes,
+        error: str,
+        retry: bool,
+        max_attempts: int,
+        backoff_ms: int,
+        backoff_cap_ms: int,
+    ) -> tuple[bool, bool, int]:
+        """Returns (held, dead_lettered, due_ms)."""
+        status, outcome, due_ms = self._fail(
+            keys=self._keys,
+            args=[handle, error, 1 if retry else 0, max_attempts, backoff_ms, backoff_cap_ms],
+        )
+        return int(status) == 0, int(outcome) == 1, int(due_ms)
+
+    def extend(self, *, handles: Sequence[bytes], lease_ms: int) -> tuple[int, list[int]]:
+        """Returns (new deadline_ms, 0-based positions of the handles that no longer held)."""
+        deadline_ms, lost = self._extend(keys=self._keys, args=[lease_ms, *handles])
+        return int(deadline_ms), _positions(lost)
+
+    def release(self, *, handles: Sequence[bytes]) -> list[int]:
+        """Returns the 0-based positions of the handles that no longer held."""
+        return _positions(self._release(keys=self._keys, args=list(handles)))
+
+    def requeue_dead(self, *, ids: Sequence[str]) -> int:
+        return int(self._requeue_dead(keys=self._keys, args=list(ids)))
+
+    def purge_dead(self, *, ids: Sequence[str]) -> int:
+        return int(self._purge_dead(keys=self._keys, args=list(ids)))

