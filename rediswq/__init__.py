@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rediswq.compat import RedisWQ
 from rediswq.errors import (
+    AuthenticationFailed,
     ConnectionFailed,
     InvalidArgument,
     LeaseLost,
@@ -16,6 +17,7 @@ from rediswq.lease import Lease
 from rediswq.queue import DeadLetter, Enqueued, Handoff, Item, LeaseInfo, Queue, Stats
 
 __all__ = [
+    "AuthenticationFailed",
     "ConnectionFailed",
     "DeadLetter",
     "Enqueued",

@@ -11,7 +11,7 @@ import redis.exceptions
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from rediswq.errors import ConnectionFailed
+from rediswq.errors import AuthenticationFailed, ConnectionFailed
 
 T = TypeVar("T")
 
@@ -43,6 +43,12 @@ def describe(client: redis.Redis) -> str:
     return f"{scheme}://{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
 
 
+def _is_transient(error: Exception) -> bool:
+    return isinstance(error, _CONNECTION_ERRORS) and not isinstance(
+        error, redis.exceptions.AuthenticationError
+    )
+
+
 class Connection:
     """Runs calls against Redis, turning redis-py's connection errors into `ConnectionFailed`.
 
@@ -57,13 +63,15 @@ class Connection:
     def call(self, fn: Callable[[], T], *, idempotent: bool) -> T:
         try:
             if idempotent:
-                return self._retry.call_with_retry(fn, lambda _error: None)
+                return self._retry.call_with_retry(
+                    fn, lambda _error: None, is_retryable=_is_transient
+                )
             return fn()
         except redis.exceptions.AuthenticationError as e:
-            raise ConnectionFailed(f"Redis at {self.url} refused the credentials: {e}") from e
+            raise AuthenticationFailed(f"Redis at {self.url} refused the credentials: {e}") from e
         except redis.exceptions.ResponseError as e:
             if "NOAUTH" in str(e) or "WRONGPASS" in str(e):
-                raise ConnectionFailed(f"Redis at {self.url} refused the credentials: {e}") from e
+                raise AuthenticationFailed(f"Redis at {self.url} refused the credentials: {e}") from e
             raise
         except _CONNECTION_ERRORS as e:
             raise ConnectionFailed(f"cannot reach Redis at {self.url}: {e}") from e

@@ -25,6 +25,10 @@ class ConnectionFailed(RedisWQError):
     """Redis could not be reached or refused us; the message names the URL without its password."""
 
 
+class AuthenticationFailed(ConnectionFailed):
+    """Redis refused the credentials; retrying will not help."""
+
+
 class LeaseLost(RedisWQError):
     """The lease no longer holds: it expired and was reclaimed, or it was settled already."""
 
@@ -46,4 +50,4 @@ class LeaseTimeout(RedisWQError):
 
 
 class InvalidArgument(RedisWQError):
-    """An argument that can never succeed: a bad queue name, item id, payload or duration."""
+    """An argument that can never succeed: a bad URL, queue name, item id, payload or duration."""

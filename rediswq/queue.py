@@ -173,14 +173,12 @@ class Queue:
         rediswq retries idempotent calls itself, so the client it makes does not retry on its own: a
         blind retry of `put` or `complete` after a lost reply could apply it twice.
         """
-        from rediswq.errors import ConnectionFailed
-
         try:
             client = redis.Redis.from_url(
                 url, retry=Retry(NoBackoff(), 0), socket_connect_timeout=5, socket_keepalive=True
             )
         except ValueError as e:
-            raise ConnectionFailed(f"bad Redis URL {redact(url)}: {e}") from e
+            raise InvalidArgument(f"bad Redis URL {redact(url)}: {e}") from e
         return cls(client, name, url=url, **options)
 
     @property

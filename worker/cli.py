@@ -1,0 +1,29 @@
+"""The `rediswq` command: its root group and global options; subcommands live beside it."""
+
+from __future__ import annotations
+
+import click
+
+from worker.clikit import DEFAULT_URL, Settings
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option(
+    "--url",
+    envvar=["REDISWQ_URL", "REDIS_URL"],
+    default=DEFAULT_URL,
+    show_default=True,
+    metavar="URL",
+    help="Redis URL (redis://, rediss:// or unix://); from $REDISWQ_URL, then $REDIS_URL. "
+    "A password in it is never printed.",
+)
+@click.version_option(package_name="rediswq")
+@click.pass_context
+def main(ctx: click.Context, url: str) -> None:
+    """rediswq: a Redis work queue for Kubernetes batch Jobs.
+
+    Fill a queue with `rediswq enqueue`, drain it with `rediswq work` in every pod of a Job, and
+    watch it with `rediswq stats`. Exit codes: 0 success (for `work`: the queue is drained), 1 runtime
+    error, 2 usage or configuration error, 3 `work` stopped before the queue drained.
+    """
+    ctx.obj = Settings(url)

@@ -1,0 +1,61 @@
+"""What every `rediswq` subcommand shares: the --url option's value, opening a queue, exit codes.
+
+Exit codes (the same for every subcommand, and what the Kubernetes manifests' podFailurePolicy uses):
+  0  success; for `work`, the queue is drained (with --until closed: drained and closed)
+  1  a runtime error: Redis unreachable after retries, a closed queue, a Redis error
+  2  a usage or configuration error: bad option, bad URL, wrong password, handler not importable
+  3  `work` stopped before the queue drained, on purpose: --max-items reached, or SIGTERM/SIGINT
+     (its leases were given back)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import click
+
+import rediswq
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_STOPPED = 3
+
+DEFAULT_URL = "redis://localhost:6379/0"
+
+
+@dataclass
+class Settings:
+    """What the root group parsed, handed to subcommands as click's context object."""
+
+    url: str
+
+
+class ConfigError(click.ClickException):
+    """A configuration error: exits 2, as a usage error does, so a Job can fail at once on it."""
+
+    exit_code = EXIT_USAGE
+
+
+def settings() -> Settings:
+    return click.get_current_context().find_object(Settings) or Settings(DEFAULT_URL)
+
+
+@contextmanager
+def queue_errors() -> Iterator[None]:
+    """Turn rediswq's errors into one clear line and the documented exit code; never a traceback."""
+    try:
+        yield
+    except (rediswq.AuthenticationFailed, rediswq.InvalidArgument) as e:
+        raise ConfigError(str(e)) from e
+    except rediswq.RedisWQError as e:
+        raise click.ClickException(str(e)) from e
+
+
+def open_queue(name: str, **options: Any) -> rediswq.Queue:
+    """The queue `name` on the Redis that --url names."""
+    with queue_errors():
+        return rediswq.Queue.from_url(settings().url, name, **options)
