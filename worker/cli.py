@@ -27,3 +27,7 @@ def main(ctx: click.Context, url: str) -> None:
     error, 2 usage or configuration error, 3 `work` stopped before the queue drained.
     """
     ctx.obj = Settings(url)
+
+
+from worker.job import job  # noqa: E402  (registered after `main` exists)
+

@@ -1,0 +1,277 @@
+"""`rediswq job` without an API server: the Job built from the packaged template, the scaling rule,
+the progress figures, and the configuration errors (exit 2, one line, no traceback)."""
+
+from __future__ import annotations
+
+import importlib.resources
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from rediswq import LeaseInfo
+from worker.cli import main
+from worker.jobs_manifest import ManifestError, WorkerJob, build, load_template, split_args
+from worker.jobs_scale import desired_parallelism, holding_pods
+from worker.jobs_watch import Rate, eta_text
+
+K8S_TEMPLATE = Path(__file__).resolve().parent.parent / "k8s" / "base" / "worker-job.yaml"
+
+
+def run(*args: str, env: dict[str, str | None] | None = None) -> Any:
+    return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+
+
+def container(job: dict[str, Any]) -> dict[str, Any]:
+    return next(c for c in job["spec"]["template"]["spec"]["containers"] if c["name"] == "worker")
+
+
+# -- the Job manifest ---------------------------------------------------------------------------------
+
+
+def test_the_packaged_template_is_the_file_k8s_ships() -> None:
+    packaged = importlib.resources.files("worker.manifests").joinpath("base/worker-job.yaml").read_text()
+    assert packaged == K8S_TEMPLATE.read_text()
+    assert load_template() == yaml.safe_load(K8S_TEMPLATE.read_text())
+
+
+def test_the_template_has_what_submit_relies_on() -> None:
+    template = load_template()
+    queue, _options, command = split_args(container(template)["args"])
+    assert queue and command, "the template's args must be QUEUE [OPTION]... -- COMMAND"
+    assert "completions" not in template["spec"]
+
+
+def test_build_changes_only_name_image_parallelism_and_args() -> None:
+    template = load_template()
+    job = build(WorkerJob(queue="thumbs", image="ex/thumbs:2", parallelism=9, name="t1"))
+    expected = yaml.safe_load(K8S_TEMPLATE.read_text())
+    expected["metadata"]["name"] = "t1"
+    expected["spec"]["parallelism"] = 9
+    container(expected)["image"] = "ex/thumbs:2"
+    _, options, command = split_args(container(template)["args"])
+    container(expected)["args"] = ["thumbs", *options, "--", *command]
+    assert job == expected
+    assert load_template() == template  # the template itself is untouched
+
+
+def test_worker_options_and_command_go_into_the_args_in_order() -> None:
+    job = build(
+        WorkerJob(
+            queue="q",
+            image="i",
+            parallelism=1,
+            worker_options=("--until", "closed", "--lease-secs", "30"),
+            command=("python", "-m", "handle", "{}"),
+        )
+    )
+    assert container(job)["args"] == [
+        "q",
+        "--until",
+        "closed",
+        "--lease-secs",
+        "30",
+        "--",
+        "python",
+        "-m",
+        "handle",
+        "{}",
+    ]
+
+
+def test_a_handler_replaces_the_template_command() -> None:
+    job = build(WorkerJob(queue="q", image="i", parallelism=1, worker_options=("--handler", "pkg.mod:fn")))
+    assert container(job)["args"] == ["q", "--handler", "pkg.mod:fn"]
+
+
+def test_env_overrides_keep_their_place_and_new_ones_are_appended() -> None:
+    job = build(
+        WorkerJob(
+            queue="q",
+            image="i",
+            parallelism=1,
+            env=(("REDISWQ_URL", "redis://:$(REDIS_PASSWORD)@elsewhere:6380/1"), ("EXTRA", "1")),
+            secret="my-redis",
+        )
+    )
+    env = container(job)["env"]
+    names = [e["name"] for e in env]
+    template_names = [e["name"] for e in container(load_template())["env"]]
+    assert names == [*template_names, "EXTRA"]  # REDIS_PASSWORD stays before the URL that uses it
+    by_name = {e["name"]: e for e in env}
+    assert by_name["REDISWQ_URL"] == {
+        "name": "REDISWQ_URL",
+        "value": "redis://:$(REDIS_PASSWORD)@elsewhere:6380/1",
+    }
+    assert by_name["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "my-redis", "key": "password"}
+    assert by_name["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+
+
+@pytest.mark.parametrize("name", ["Upper", "-dash", "dash-", "a" * 64, "under_score"])
+def test_a_job_name_kubernetes_would_refuse_is_refused_first(name: str) -> None:
+    with pytest.raises(ManifestError, match="bad Job name"):
+        build(WorkerJob(queue="q", image="i", parallelism=1, name=name))
+
+
+def test_submit_dry_run_prints_the_job_the_client_would_send() -> None:
+    result = run(
+        "job", "submit", "jobs", "--image", "img:1", "-p", "3", "--until", "closed", "--dry-run", "--", "wc"
+    )
+    assert result.exit_code == 0, result.output
+    job = json.loads(result.output)
+    assert job["metadata"]["name"] == "rediswq-worker"
+    assert job["spec"]["parallelism"] == 3
+    assert container(job)["args"] == ["jobs", "--until", "closed", "--", "wc"]
+    # What the client's models keep of the template: everything the pods depend on.
+    template = load_template()
+    assert container(job)["env"] == container(template)["env"]
+    assert container(job)["securityContext"] == container(template)["securityContext"]
+    assert container(job)["resources"] == container(template)["resources"]
+    assert job["spec"]["template"]["spec"]["volumes"] == template["spec"]["template"]["spec"]["volumes"]
+    assert job["spec"]["backoffLimit"] == template["spec"]["backoffLimit"]
+
+
+def test_submit_with_both_a_handler_and_a_command_is_a_usage_error() -> None:
+    result = run(
+        "job", "submit", "q", "--image", "i", "-p", "1", "--handler", "m:f", "--dry-run", "--", "cat"
+    )
+    assert result.exit_code == 2
+    assert "either --handler or a COMMAND" in result.output
+
+
+def test_submit_with_a_bad_name_exits_2_with_one_line() -> None:
+    result = run("job", "submit", "q", "--image", "i", "-p", "1", "--name", "Bad_Name", "--dry-run")
+    assert result.exit_code == 2
+    assert result.output.startswith("Error: bad Job name 'Bad_Name'")
+    assert len(result.output.splitlines()) == 1
+
+
+# -- configuration errors -----------------------------------------------------------------------------
+
+
+def no_cluster_env(home: Path) -> dict[str, str | None]:
+    return {"HOME": str(home), "KUBECONFIG": None, "KUBERNETES_SERVICE_HOST": None}
+
+
+def test_no_kubeconfig_and_not_in_a_pod_is_exit_2_with_one_line(tmp_path: Path) -> None:
+    result = run("job", "status", "x", env=no_cluster_env(tmp_path))
+    assert result.exit_code == 2
+    assert result.output == (
+        "Error: no Kubernetes configuration: no kubeconfig (--kubeconfig, $KUBECONFIG, ~/.kube/config) "
+        "and not running in a pod\n"
+    )
+
+
+def test_a_missing_kubeconfig_file_is_exit_2(tmp_path: Path) -> None:
+    result = run("job", "delete", "x", "--kubeconfig", str(tmp_path / "nope"), env=no_cluster_env(tmp_path))
+    assert result.exit_code == 2
+    assert result.output == f"Error: kubeconfig not found: {tmp_path / 'nope'}\n"
+
+
+def test_kubeconfig_comes_from_the_environment_like_kubectl(tmp_path: Path) -> None:
+    kubeconfig = tmp_path / "kc"
+    kubeconfig.write_text("apiVersion: v1\nkind: Config\nclusters: []\ncontexts: []\nusers: []\n")
+    result = run("job", "status", "x", env={**no_cluster_env(tmp_path), "KUBECONFIG": str(kubeconfig)})
+    assert result.exit_code == 2
+    assert result.output.startswith("Error: Kubernetes configuration: ")
+    assert len(result.output.splitlines()) == 1
+
+
+def test_an_unknown_context_is_exit_2(tmp_path: Path) -> None:
+    kubeconfig = tmp_path / "kc"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": {"server": "http://127.0.0.1:9"}}],
+                "users": [{"name": "u", "user": {"token": "secret-token"}}],
+                "contexts": [{"name": "real", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "real",
+            }
+        )
+    )
+    result = run("job", "status", "x", "--kubeconfig", str(kubeconfig), "--context", "imaginary")
+    assert result.exit_code == 2
+    assert result.output.startswith("Error: Kubernetes configuration: ")
+    assert "imaginary" in result.output and "secret-token" not in result.output
+
+
+def test_malformed_yaml_in_the_kubeconfig_is_exit_2(tmp_path: Path) -> None:
+    kubeconfig = tmp_path / "kc"
+    kubeconfig.write_text("clusters: [unclosed\n")
+    result = run("job", "status", "x", "--kubeconfig", str(kubeconfig))
+    assert result.exit_code == 2
+    assert result.output.startswith("Error: Kubernetes configuration: ")
+    assert len(result.output.splitlines()) == 1
+
+
+def test_scale_needs_either_auto_or_a_number() -> None:
+    assert run("job", "scale", "x").exit_code == 2
+    assert run("job", "scale", "x", "--auto", "-p", "3").exit_code == 2
+    result = run("job", "scale", "x", "--auto", "--min", "5", "--max", "2")
+    assert result.exit_code == 2
+    assert "--min 5 is above --max 2" in result.output
+
+
+# -- the scaling rule ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("outstanding", "holding", "per_pod", "low", "high", "expected"),
+    [
+        (250, 0, 100, 1, 10, 3),  # ceil(250 / 100)
+        (200, 0, 100, 1, 10, 2),  # exact multiple: no extra pod
+        (5000, 0, 100, 1, 10, 10),  # capped by max
+        (0, 0, 100, 1, 10, 1),  # nothing left: min
+        (0, 0, 100, 0, 10, 0),  # min 0 lets it reach zero
+        (3, 6, 100, 1, 10, 6),  # in-flight work keeps its pods
+        (50, 12, 1, 1, 10, 12),  # even above max: lowering would kill pods mid-item
+    ],
+)
+def test_desired_parallelism(
+    outstanding: int, holding: int, per_pod: int, low: int, high: int, expected: int
+) -> None:
+    assert desired_parallelism(outstanding, holding, per_pod, low, high) == expected
+
+
+def lease_by(worker: str) -> LeaseInfo:
+    return LeaseInfo(id="1", attempt=1, worker=worker, leased_at_ms=0, deadline_ms=1)
+
+
+def test_holding_pods_match_worker_names_to_pod_names_as_whole_tokens() -> None:
+    holders = [lease_by(w) for w in ("job-aaaaa", "job-aaaaa:2", "7@job-bbbbb", "job-ccccc-x", "laptop", "")]
+    assert holding_pods(holders, {"job-aaaaa", "job-bbbbb", "job-ccccc"}) == {"job-aaaaa", "job-bbbbb"}
+    # Without the pod list every distinct worker counts, the safe side.
+    assert len(holding_pods(holders, None)) == 5
+
+
+# -- progress figures ---------------------------------------------------------------------------------
+
+
+def test_rate_is_items_per_second_over_the_window() -> None:
+    rate = Rate(window_secs=10)
+    assert rate.per_sec() is None
+    rate.add(0.0, 0)
+    rate.add(2.0, 100)
+    assert rate.per_sec() == 50.0
+    rate.add(20.0, 200)  # the first samples fall out of the window
+    assert rate.per_sec() == 100 / 18
+
+
+@pytest.mark.parametrize(
+    ("outstanding", "rate", "text"),
+    [
+        (0, None, "0s"),
+        (10, None, "?"),
+        (10, 0.0, "?"),
+        (100, 10.0, "10s"),
+        (900, 2.0, "7m30s"),
+        (7300, 1.0, "2h01m"),
+    ],
+)
+def test_eta_text(outstanding: int, rate: float | None, text: str) -> None:
+    assert eta_text(outstanding, rate) == text

@@ -1,0 +1,129 @@
+"""The worker Job `rediswq job submit` creates, built from the template that `k8s/` ships.
+
+One source of truth: `k8s/base/worker-job.yaml` is what `kubectl apply -k` uses and, packaged in the
+wheel as `worker.manifests`, what `submit` starts from. It changes only what the user asked for (name,
+image, parallelism, the container's args, env, the Secret's name), so the template's podFailurePolicy,
+security context, resources and the Downward API's POD_NAME are kept as they are.
+
+The container runs `rediswq work` (the image's ENTRYPOINT), so its `args` are
+`QUEUE [OPTION]... [-- COMMAND [ARG]...]`: the template's first argument is the queue name, the
+options up to `--` are kept, and the command after `--` is the default when none is given.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.resources
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+TEMPLATE = "base/worker-job.yaml"
+CONTAINER = "worker"
+
+# A Job's name becomes its pods' `job-name` label value: a DNS-1123 label of at most 63 characters.
+_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+
+
+class ManifestError(Exception):
+    """The template or the requested change cannot make a valid worker Job."""
+
+
+@dataclass(frozen=True)
+class WorkerJob:
+    """What the user asked `submit` for; everything else comes from the template."""
+
+    queue: str
+    image: str
+    parallelism: int
+    name: str | None = None
+    worker_options: tuple[str, ...] = ()
+    command: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+    secret: str | None = None
+
+
+def load_template() -> dict[str, Any]:
+    """The packaged worker Job manifest, parsed."""
+    try:
+        text = importlib.resources.files("worker.manifests").joinpath(TEMPLATE).read_text(encoding="utf-8")
+    except (ModuleNotFoundError, OSError) as e:
+        raise ManifestError(f"the packaged worker Job template {TEMPLATE} cannot be read: {e}") from e
+    document = yaml.safe_load(text)
+    if not isinstance(document, dict) or document.get("kind") != "Job":
+        raise ManifestError(f"the packaged template {TEMPLATE} is not a Job")
+    return document
+
+
+def split_args(args: list[str]) -> tuple[str | None, list[str], list[str]]:
+    """`QUEUE [OPTION]... [-- COMMAND...]` -> (queue, options, command)."""
+    queue = args[0] if args and not args[0].startswith("-") else None
+    rest = args[1:] if queue is not None else list(args)
+    if "--" in rest:
+        cut = rest.index("--")
+        return queue, rest[:cut], rest[cut + 1 :]
+    return queue, rest, []
+
+
+def check_name(name: str) -> None:
+    if len(name) > 63 or not _NAME.match(name):
+        raise ManifestError(
+            f"bad Job name {name!r}: use at most 63 lowercase letters, digits and '-', "
+            "starting and ending with a letter or digit"
+        )
+
+
+def build(request: WorkerJob, template: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The Job manifest for `request`: a deep copy of the template with the requested changes."""
+    manifest = copy.deepcopy(template if template is not None else load_template())
+    name = request.name or str(manifest.get("metadata", {}).get("name") or "")
+    check_name(name)
+    if not request.queue:
+        raise ManifestError("the queue name must not be empty")
+    if request.parallelism < 1:
+        raise ManifestError(f"parallelism must be at least 1, not {request.parallelism}")
+    if not request.image.strip():
+        raise ManifestError("the image must not be empty")
+
+    manifest.setdefault("metadata", {})["name"] = name
+    manifest["metadata"].pop("namespace", None)  # the command's --namespace decides
+    spec = manifest.setdefault("spec", {})
+    spec["parallelism"] = request.parallelism
+    spec.pop("completions", None)  # variable pod count: exit 0 of any pod means the queue is done
+
+    containers = spec.get("template", {}).get("spec", {}).get("containers") or []
+    container = next((c for c in containers if c.get("name") == CONTAINER), None)
+    if container is None:
+        raise ManifestError(f"the worker Job template has no container named {CONTAINER!r}")
+    container["image"] = request.image
+
+    _, options, default_command = split_args([str(a) for a in container.get("args") or []])
+    options = options + list(request.worker_options)
+    if request.command:
+        command = list(request.command)
+    elif any(o == "--handler" or o.startswith("--handler=") for o in options):
+        command = []  # a Python handler replaces the command
+    else:
+        command = default_command
+    container["args"] = [request.queue, *options, *(["--", *command] if command else [])]
+
+    env = container.setdefault("env", [])
+    if request.secret:
+        for entry in env:
+            ref = (entry.get("valueFrom") or {}).get("secretKeyRef")
+            if ref is not None:
+                ref["name"] = request.secret
+    for key, value in request.env:
+        if not _ENV_NAME.match(key):
+            raise ManifestError(f"bad environment variable name {key!r}")
+        for entry in env:
+            if entry.get("name") == key:
+                entry.pop("valueFrom", None)
+                entry["value"] = value
+                break
+        else:
+            env.append({"name": key, "value": value})
+    return manifest

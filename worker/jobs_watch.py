@@ -1,0 +1,129 @@
+"""Live progress of a worker Job: the queue (done/total, rate, ETA) and the pods (from the Job status).
+
+The Job is polled (one GET every --interval seconds) rather than watched with the API's watch stream:
+a poll survives API server restarts and expired watches (410 Gone) with no resume logic, and the queue
+has to be polled for its counts anyway.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import deque
+from collections.abc import Callable
+
+import click
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+import rediswq
+from worker.jobs_kube import Cluster, api_errors, describe_failure, finished, pod_counts
+
+
+class Rate:
+    """Items settled per second over a sliding window of samples (smooths a bursty drain)."""
+
+    def __init__(self, window_secs: float = 30.0) -> None:
+        self.window_secs = window_secs
+        self._samples: deque[tuple[float, int]] = deque()
+
+    def add(self, at: float, settled: int) -> None:
+        self._samples.append((at, settled))
+        while len(self._samples) > 2 and at - self._samples[0][0] > self.window_secs:
+            self._samples.popleft()
+
+    def per_sec(self) -> float | None:
+        if len(self._samples) < 2:
+            return None
+        (t0, n0), (t1, n1) = self._samples[0], self._samples[-1]
+        return (n1 - n0) / (t1 - t0) if t1 > t0 else None
+
+
+def eta_text(outstanding: int, rate: float | None) -> str:
+    if outstanding == 0:
+        return "0s"
+    if not rate or rate <= 0:
+        return "?"
+    secs = int(outstanding / rate + 0.5)
+    if secs >= 3600:
+        return f"{secs // 3600}h{secs % 3600 // 60:02d}m"
+    if secs >= 60:
+        return f"{secs // 60}m{secs % 60:02d}s"
+    return f"{secs}s"
+
+
+def queue_text(name: str, stats: rediswq.Stats, rate: float | None) -> str:
+    """`queue q: 120/1000 done (3 dead), 877 outstanding, 45.2 items/s, ETA 19s`."""
+    settled = stats.completed + stats.dead_lettered
+    total = settled + stats.outstanding
+    rate_text = f"{rate:.1f} items/s" if rate is not None else "- items/s"
+    closed = ", closed" if stats.closed else ""
+    return (
+        f"queue {name}: {stats.completed}/{total} done ({stats.dead_lettered} dead), "
+        f"{stats.outstanding} outstanding{closed}, {rate_text}, ETA {eta_text(stats.outstanding, rate)}"
+    )
+
+
+def pods_text(job: client.V1Job) -> str:
+    active, succeeded, failed = pod_counts(job)
+    parallelism = job.spec.parallelism if job.spec else None
+    return f"pods: {active} active, {succeeded} succeeded, {failed} failed (parallelism {parallelism})"
+
+
+def read_job(cluster: Cluster, name: str) -> client.V1Job:
+    with api_errors(cluster):
+        try:
+            return cluster.batch.read_namespaced_job(
+                name, cluster.namespace, _request_timeout=cluster.request_timeout_secs
+            )
+        except ApiException as e:
+            if e.status == 404:
+                raise click.ClickException(f"Job {name} not found in namespace {cluster.namespace}") from e
+            raise
+
+
+def watch(
+    cluster: Cluster,
+    name: str,
+    queue: rediswq.Queue | None,
+    interval_secs: float,
+    sleep: Callable[[float], None] = time.sleep,
+) -> int:
+    """Show progress until the Job is Complete (returns 0) or Failed (returns 1)."""
+    rate = Rate()
+    live = sys.stdout.isatty()
+    last_shown = ""
+    queue_broken = False
+    while True:
+        job = read_job(cluster, name)
+        parts = [f"job {name}", pods_text(job)]
+        if queue is not None and not queue_broken:
+            try:
+                stats = queue.stats()
+            except rediswq.RedisWQError as e:
+                queue_broken = True  # say it once, keep watching the pods
+                click.echo(f"rediswq: queue stats unavailable, watching the pods only: {e}", err=True)
+            else:
+                rate.add(time.monotonic(), stats.completed + stats.dead_lettered)
+                parts.append(queue_text(queue.name, stats, rate.per_sec()))
+        line = " | ".join(parts)
+        if live:
+            click.echo(f"\r\x1b[K{line}", nl=False)
+        elif _without_rate(line) != _without_rate(last_shown):
+            click.echo(line)
+        last_shown = line
+        state = finished(job)
+        if state is not None:
+            if live:
+                click.echo()
+            if state == "Complete":
+                click.echo(f"Job {name} complete")
+                return 0
+            click.echo(f"rediswq: Job {name} failed: {describe_failure(job)}", err=True)
+            return 1
+        sleep(interval_secs)
+
+
+def _without_rate(line: str) -> str:
+    """The line without its rate and ETA, so a piped watch prints a line only when counts change."""
+    return line.split(" items/s", 1)[0].rsplit(",", 1)[0] if " items/s" in line else line
