@@ -31,3 +31,4 @@ def main(ctx: click.Context, url: str) -> None:
 
 from worker.job import job  # noqa: E402  (registered after `main` exists)
 
+main.add_command(job)
