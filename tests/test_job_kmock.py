@@ -223,6 +223,25 @@ def test_submit_of_a_job_that_exists_fails_with_one_line_and_exit_1(emulator: Em
     assert len(result.output.strip().splitlines()) == 1
 
 
+def test_submit_watch_with_a_bad_redis_url_fails_before_creating_the_job(emulator: Emulator) -> None:
+    result = run(
+        "--url",
+        "nonsense://x",
+        "job",
+        "submit",
+        "q",
+        "--image",
+        "i",
+        "-p",
+        "1",
+        "--watch",
+        *emulator.kube_args(),
+    )
+    assert result.exit_code == 2
+    assert result.output.startswith("Error: ") and len(result.output.splitlines()) == 1
+    assert not exists(emulator, "rediswq-worker")
+
+
 def watch_process(emulator: Emulator, redis_url: str, queue_name: str, name: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [

@@ -134,6 +134,23 @@ def test_submit_dry_run_prints_the_job_the_client_would_send() -> None:
     assert job["spec"]["backoffLimit"] == template["spec"]["backoffLimit"]
 
 
+def test_the_args_submit_writes_are_ones_rediswq_work_accepts() -> None:
+    work = pytest.importorskip("worker.work", reason="the `work` command is not in this tree").work
+    options = ["--until", "closed", "--lease-secs", "0.5", "--timeout", "9", "--concurrency", "4"]
+    options += ["--prefetch", "10", "--max-attempts", "3", "--log-format", "json"]
+    result = run(
+        "job", "submit", "q", "--image", "i", "-p", "1", *options, "--dry-run", "--", "sh", "-c", "x {}"
+    )
+    assert result.exit_code == 0, result.output
+    args = container(json.loads(result.output))["args"]
+    params = work.make_context("work", list(args)).params
+    assert params["queue_name"] == "q"
+    assert params["command"] == ("sh", "-c", "x {}")
+    assert (params["until"], params["lease_secs"], params["timeout_secs"]) == ("closed", 0.5, 9.0)
+    assert (params["concurrency"], params["prefetch"], params["max_attempts"]) == (4, 10, 3)
+    assert params["log_format"] == "json"
+
+
 def test_submit_with_both_a_handler_and_a_command_is_a_usage_error() -> None:
     result = run(
         "job", "submit", "q", "--image", "i", "-p", "1", "--handler", "m:f", "--dry-run", "--", "cat"
@@ -163,6 +180,20 @@ def test_no_kubeconfig_and_not_in_a_pod_is_exit_2_with_one_line(tmp_path: Path) 
         "Error: no Kubernetes configuration: no kubeconfig (--kubeconfig, $KUBECONFIG, ~/.kube/config) "
         "and not running in a pod\n"
     )
+
+
+@pytest.mark.skipif(
+    Path("/var/run/secrets/kubernetes.io/serviceaccount/token").exists(), reason="running in a pod"
+)
+def test_without_a_kubeconfig_it_falls_back_to_the_in_cluster_service_account(tmp_path: Path) -> None:
+    env = {
+        **no_cluster_env(tmp_path),
+        "KUBERNETES_SERVICE_HOST": "10.0.0.1",
+        "KUBERNETES_SERVICE_PORT": "443",
+    }
+    result = run("job", "status", "x", env=env)
+    assert result.exit_code == 2
+    assert result.output == "Error: Kubernetes configuration: Service token file does not exist.\n"
 
 
 def test_a_missing_kubeconfig_file_is_exit_2(tmp_path: Path) -> None:

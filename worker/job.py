@@ -16,6 +16,7 @@ import click
 from worker.clikit import EXIT_ERROR, EXIT_OK, ConfigError, open_queue, queue_errors
 
 if TYPE_CHECKING:
+    import rediswq
     from worker.jobs_kube import Cluster
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -86,7 +87,9 @@ def job() -> None:
 )
 @click.option("--name", metavar="NAME", help="Job name (default: the template's, `rediswq-worker`).")
 @click.option("--until", type=click.Choice(["drained", "closed"]), help="Passed to `rediswq work`.")
-@click.option("--lease-secs", type=click.FloatRange(min=0, min_open=True), help="Passed to `rediswq work`.")
+@click.option(
+    "--lease-secs", type=click.FloatRange(min=0.1), metavar="SECS", help="Passed to `rediswq work`."
+)
 @click.option(
     "--timeout",
     "item_timeout",
@@ -94,9 +97,9 @@ def job() -> None:
     metavar="SECS",
     help="Per-item timeout, passed to `rediswq work`.",
 )
-@click.option("--concurrency", type=click.IntRange(min=1), help="Passed to `rediswq work`.")
-@click.option("--prefetch", type=click.IntRange(min=1), help="Passed to `rediswq work`.")
-@click.option("--max-attempts", type=click.IntRange(min=1), help="Passed to `rediswq work`.")
+@click.option("--concurrency", type=click.IntRange(min=1), metavar="N", help="Passed to `rediswq work`.")
+@click.option("--prefetch", type=click.IntRange(min=1), metavar="N", help="Passed to `rediswq work`.")
+@click.option("--max-attempts", type=click.IntRange(min=1), metavar="N", help="Passed to `rediswq work`.")
 @click.option("--handler", metavar="MODULE:FUNCTION", help="Passed to `rediswq work` (instead of a COMMAND).")
 @click.option("--log-format", type=click.Choice(["text", "json"]), help="Passed to `rediswq work`.")
 @click.option(
@@ -165,6 +168,8 @@ def submit(
 
     if command and handler:
         raise click.UsageError("give either --handler or a COMMAND after --, not both")
+    if handler and item_timeout is not None:
+        raise click.UsageError("--timeout applies to commands only: a Python handler cannot be stopped")
     options: list[str] = []
     for flag, value in (
         ("--until", until),
@@ -207,13 +212,14 @@ def submit(
 
     from worker.jobs_kube import api_errors
 
+    watched = open_queue(queue) if watch else None  # a bad --url fails here, before the Job exists
     cluster = _connect(kubeconfig, context, namespace, request_timeout_secs)
     job_name = manifest["metadata"]["name"]
     with api_errors(cluster):
         cluster.batch.create_namespaced_job(cluster.namespace, body, _request_timeout=request_timeout_secs)
     click.echo(f"job.batch/{job_name} created in namespace {cluster.namespace}")
     if watch:
-        _exit_after_watch(cluster, job_name, queue, interval)
+        _exit_after_watch(cluster, job_name, watched, interval)
 
 
 def _number_text(value: object) -> str:
@@ -235,10 +241,9 @@ def _to_model(manifest: dict[str, Any]) -> Any:
         raise ManifestError(f"the worker Job is not valid: {str(e).splitlines()[0]}") from e
 
 
-def _exit_after_watch(cluster: Cluster, name: str, queue_name: str | None, interval: float) -> None:
+def _exit_after_watch(cluster: Cluster, name: str, queue: rediswq.Queue | None, interval: float) -> None:
     from worker.jobs_watch import watch
 
-    queue = open_queue(queue_name) if queue_name else None
     try:
         code = watch(cluster, name, queue, interval)
     except KeyboardInterrupt:
@@ -282,7 +287,7 @@ def status(
     current = read_job(cluster, name)
     queue_name = None if no_queue else (queue or queue_of(current))
     if watch:
-        _exit_after_watch(cluster, name, queue_name, interval)
+        _exit_after_watch(cluster, name, open_queue(queue_name) if queue_name else None, interval)
     active, succeeded, failed = pod_counts(current)
     conditions = [
         f"{c.type}={c.status}" + (f" ({c.reason})" if c.reason else "")
