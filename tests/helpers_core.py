@@ -25,7 +25,7 @@ def redis_now_ms(client: redis.Redis) -> int:
     return int(secs) * 1000 + int(micros) // 1000
 
 
-def unpack(data: bytes) -> Any:
+def unpack(data: Any) -> Any:
     """A msgpack value as Lua's cmsgpack wrote it (strings stay bytes: payloads need not be UTF-8)."""
     return msgpack.unpackb(data, raw=True)
 
@@ -37,22 +37,26 @@ def pending(client: redis.Redis, keys: Keys) -> list[list[Any]]:
 
 def leased(client: redis.Redis, keys: Keys) -> list[tuple[list[Any], int]]:
     """The leased zset as ([token, id, attempt, worker, leased_at_ms], deadline_ms), soonest first."""
-    return [(unpack(h), int(score)) for h, score in client.zrange(keys.leased, 0, -1, withscores=True)]
+    rows: Any = client.zrange(keys.leased, 0, -1, withscores=True)
+    return [(unpack(h), int(score)) for h, score in rows]
 
 
 def delayed(client: redis.Redis, keys: Keys) -> list[tuple[list[Any], int]]:
     """The delayed zset as ([id, attempts, payload], due_ms), soonest first."""
-    return [(unpack(e), int(score)) for e, score in client.zrange(keys.delayed, 0, -1, withscores=True)]
+    rows: Any = client.zrange(keys.delayed, 0, -1, withscores=True)
+    return [(unpack(e), int(score)) for e, score in rows]
 
 
 def dead(client: redis.Redis, keys: Keys) -> dict[bytes, list[Any]]:
     """The dead hash: id -> [id, attempts, payload, error, dead_at_ms]."""
-    return {k: unpack(v) for k, v in client.hgetall(keys.dead).items()}
+    raw: dict[bytes, bytes] = client.hgetall(keys.dead)  # type: ignore[assignment]
+    return {k: unpack(v) for k, v in raw.items()}
 
 
 def meta(client: redis.Redis, keys: Keys) -> dict[str, int]:
     """The meta hash with every field as an int."""
-    return {k.decode(): int(v) for k, v in client.hgetall(keys.meta).items()}
+    raw: dict[bytes, bytes] = client.hgetall(keys.meta)  # type: ignore[assignment]
+    return {k.decode(): int(v) for k, v in raw.items()}
 
 
 def counters(client: redis.Redis, keys: Keys) -> dict[str, int]:

@@ -117,7 +117,8 @@ def q(backend: redis.Redis, queue_name: str) -> Iterator[Queue]:
 
 
 def _pack(*fields: object) -> bytes:
-    return msgpack.packb(list(fields))
+    packed: bytes = msgpack.packb(list(fields))
+    return packed
 
 
 def _fill(client: redis.Redis, keys: Keys) -> None:

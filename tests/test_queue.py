@@ -72,6 +72,7 @@ def test_an_item_is_put_leased_completed_and_the_queue_drains(make_queue: MakeQu
 def test_a_failing_item_is_retried_dead_lettered_requeued_and_completed(make_queue: MakeQueue) -> None:
     q = make_queue(max_attempts=3)
     item_id = q.put(b"flaky")
+    assert item_id is not None
     for attempt in (1, 2, 3):
         lease = held(q, timeout=5)  # waits out the backoff of the previous failure
         assert (lease.id, lease.attempt) == (item_id, attempt)

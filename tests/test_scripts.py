@@ -51,7 +51,8 @@ def make_queue(client: redis.Redis, queue_name: str) -> Iterator[MakeQueue]:
 
 def make_due(client: redis.Redis, keys: Keys) -> None:
     """Make every delayed item due now, instead of waiting out its backoff."""
-    for member in client.zrange(keys.delayed, 0, -1):
+    members: list[bytes] = client.zrange(keys.delayed, 0, -1)  # type: ignore[assignment]
+    for member in members:
         client.zadd(keys.delayed, {member: 0}, xx=True)
 
 
@@ -480,7 +481,7 @@ def test_extend_moves_the_deadline_on_redis_clock(client: redis.Redis, make_queu
     before = redis_now_ms(client)
     q.extend(lease, 30)
     after = redis_now_ms(client)
-    scores = {unpack(h)[1]: int(s) for h, s in client.zrange(q.keys.leased, 0, -1, withscores=True)}
+    scores = {entry[1]: deadline for entry, deadline in leased(client, q.keys)}
     assert before + 30000 <= scores[1] <= after + 30000
     assert lease.deadline_ms == scores[1]
     assert lease.lease_ms == 30000
@@ -488,7 +489,9 @@ def test_extend_moves_the_deadline_on_redis_clock(client: redis.Redis, make_queu
     # Without a length, a lease is extended by its own (now 30 s).
     before = redis_now_ms(client)
     q.extend(lease)
-    assert client.zscore(q.keys.leased, lease.handle) >= before + 30000
+    score = client.zscore(q.keys.leased, lease.handle)
+    assert score is not None
+    assert score >= before + 30000
 
 
 def test_extend_never_recreates_a_lost_lease(client: redis.Redis, make_queue: MakeQueue) -> None:
