@@ -32,3 +32,7 @@ def main(ctx: click.Context, url: str) -> None:
 from worker.job import job  # noqa: E402  (registered after `main` exists)
 
 main.add_command(job)
+
+from producer.enqueue import enqueue  # noqa: E402
+
+main.add_command(enqueue)

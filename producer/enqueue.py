@@ -1,0 +1,231 @@
+"""`rediswq enqueue`: put items into a queue from arguments, ranges, files or standard input."""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import click
+
+import rediswq
+from producer.sources import InputError, IntRange, ReadProgress, Sources
+from worker.clikit import ConfigError, open_queue, queue_errors
+
+# One script call per batch, and each call is atomic: on any failure the count of items in is exact.
+BATCH_ITEMS = 2000
+BATCH_BYTES = 4 * 1024 * 1024
+UNIQUE_PREFIX = "c:"
+
+
+def unique_id(payload: bytes) -> str:
+    """The id `--unique` gives an item: a hash of its bytes (prefixed, so never all digits)."""
+    return UNIQUE_PREFIX + hashlib.blake2b(payload, digest_size=16).hexdigest()
+
+
+@dataclass
+class Tally:
+    added: int = 0
+    skipped: int = 0
+    sent: bool = False  # a batch was sent (its reply may be lost if the connection drops)
+
+    def summary(self) -> str:
+        return f"enqueued {self.added}, skipped {self.skipped} duplicates"
+
+
+def batches(chunks: Iterable[list[bytes]]) -> Iterator[list[bytes]]:
+    """Cut each item list into batches of at most BATCH_ITEMS items and (but for one item) BATCH_BYTES.
+
+    Nothing is held back between lists, so a trickle on a pipe goes in as it arrives.
+    """
+    for items in chunks:
+        start = 0
+        while start < len(items):
+            batch = items[start : start + BATCH_ITEMS]
+            if sum(map(len, batch)) > BATCH_BYTES:
+                batch = _by_bytes(batch)
+            yield batch
+            start += len(batch)
+
+
+def _by_bytes(batch: list[bytes]) -> list[bytes]:
+    size = 0
+    for n, item in enumerate(batch):
+        size += len(item)
+        if size > BATCH_BYTES:
+            return batch[: max(n, 1)]
+    return batch
+
+
+class ProgressLine:
+    """One line on a terminal's stderr, redrawn in place at most five times a second; nothing otherwise."""
+
+    def __init__(self, queue: str, reading: ReadProgress, enabled: bool) -> None:
+        self.queue = queue
+        self.reading = reading
+        self.enabled = enabled
+        self.started = time.monotonic()
+        self.shown_at = 0.0
+
+    def update(self, tally: Tally) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if now - self.shown_at < 0.2:
+            return
+        self.shown_at = now
+        rate = (tally.added + tally.skipped) / max(now - self.started, 1e-9)
+        line = f"{self.queue}: {tally.added:,} enqueued, {tally.skipped:,} skipped, {rate:,.0f}/s"
+        r = self.reading
+        if r.total_bytes:
+            line += f", {100 * r.done_bytes / r.total_bytes:.0f}% of {r.source}"
+        click.echo(f"\r\x1b[K{line}", nl=False, err=True)
+
+    def clear(self) -> None:
+        if self.enabled and self.shown_at:
+            click.echo("\r\x1b[K", nl=False, err=True)
+
+
+def _ints(values: tuple[str, ...]) -> list[IntRange]:
+    try:
+        return [IntRange.parse(v) for v in values]
+    except InputError as e:
+        raise click.BadParameter(str(e), param_hint="--range") from e
+
+
+@click.command()
+@click.argument("queue")
+@click.argument("items", nargs=-1)
+@click.option(
+    "-f",
+    "--file",
+    "files",
+    multiple=True,
+    metavar="PATH",
+    help="Read items from PATH, one per line ('-' is standard input). Repeatable.",
+)
+@click.option(
+    "--range",
+    "ranges",
+    multiple=True,
+    metavar="START:END[:STEP]",
+    help="Enqueue the integers START, START+STEP, ... up to END excluded (Python's range). Repeatable.",
+)
+@click.option("-0", "--null", is_flag=True, help="Items in files and stdin end with NUL, not newline.")
+@click.option("--keep-blank", is_flag=True, help="Enqueue empty items too (skipped by default).")
+@click.option(
+    "-u",
+    "--unique",
+    is_flag=True,
+    help="Give each item an id hashed from its bytes: an item equal to a live one is skipped.",
+)
+@click.option("--close", "close_after", is_flag=True, help="Close the queue once every item is in.")
+@click.option(
+    "--max-item-bytes",
+    type=click.IntRange(min=1),
+    metavar="BYTES",
+    help="Refuse items larger than this  [default: the library's limit, 64 MiB].",
+)
+@click.option("-q", "--quiet", is_flag=True, help="No summary line.")
+def enqueue(
+    queue: str,
+    items: tuple[str, ...],
+    files: tuple[str, ...],
+    ranges: tuple[str, ...],
+    null: bool,
+    keep_blank: bool,
+    unique: bool,
+    close_after: bool,
+    max_item_bytes: int | None,
+    quiet: bool,
+) -> None:
+    """Put items into QUEUE: each ITEM argument, each integer of each --range, then each line of each
+    --file; with none of these, each line of standard input.
+
+    Items are bytes, taken verbatim: a line's trailing newline (and a \\r before it) is dropped, and
+    blank lines are skipped unless --keep-blank. They go in batches of up to 2,000 items, each batch
+    atomically, so when something fails the error line says exactly how many items went in. With
+    --unique an item whose bytes equal those of an item still live in the queue (pending, waiting
+    for a retry, or leased) is skipped, so re-running the same input after a failure adds only what
+    is missing; an item that was already completed is not live, and would be added again.
+
+    On a terminal a progress line is drawn on stderr. At the end the summary `enqueued N, skipped M
+    duplicates` goes to stdout (--quiet drops it). Exit codes: 0 every item is in; 1 a runtime
+    error (Redis unreachable, the queue is closed); 2 bad usage or input (unreadable file, an item
+    over the size limit, bad URL or password). An error is one line on stderr, with the count of
+    items that went in before it.
+
+    \b
+    Examples:
+      rediswq enqueue jobs a b c                  three items
+      rediswq enqueue jobs --file urls.txt --close one item per line, then close the queue
+      find /data -name '*.csv' -print0 | rediswq enqueue jobs --null
+      rediswq enqueue --unique jobs -f urls.txt   re-runnable: adds only items not yet live
+      rediswq enqueue jobs --range 0:10000        the items 0, 1, ..., 9999
+    """
+    int_ranges = _ints(ranges)
+    if not (items or int_ranges or files):
+        if sys.stdin.isatty():
+            raise click.UsageError("no items: give ITEM arguments, --file, --range, or pipe them to stdin")
+        files = ("-",)
+    options = {"max_payload_bytes": max_item_bytes} if max_item_bytes else {}
+    q = open_queue(queue, **options)
+    progress = ReadProgress()
+    sources = Sources(
+        args=items,
+        ranges=int_ranges,
+        files=files,
+        separator=b"\0" if null else b"\n",
+        keep_blank=keep_blank,
+        max_item_bytes=q.max_payload_bytes,
+        progress=progress,
+    )
+    line = ProgressLine(queue, progress, enabled=sys.stderr.isatty())
+    tally = Tally()
+    try:
+        with queue_errors():
+            try:
+                sources.check_files()
+                # Fail fast, before reading any input; a connection lost later is then mid-stream.
+                if q.stats().closed:
+                    raise rediswq.QueueClosed(f"queue {queue!r} is closed")
+                for batch in batches(sources.chunks()):
+                    tally.sent = True
+                    done = q.put_many(
+                        batch,
+                        ids=[unique_id(item) for item in batch] if unique else None,
+                        batch_size=len(batch),
+                        batch_bytes=sys.maxsize,
+                    )
+                    tally.added += done.added
+                    tally.skipped += done.skipped
+                    line.update(tally)
+                if close_after:
+                    q.close()
+            except InputError as e:
+                raise ConfigError(str(e)) from e
+            except rediswq.QueueClosed as e:
+                raise click.ClickException(f"queue {queue!r} is closed") from e
+    except click.ClickException as e:
+        line.clear()
+        # The same class keeps the exit code: ConfigError (2) for bad input, 1 for runtime errors.
+        raise type(e)(f"{e.message}; {_before(tally, e.__cause__)}") from e.__cause__
+    except KeyboardInterrupt:
+        line.clear()
+        raise click.ClickException(f"interrupted; {_before(tally, None)}") from None
+    line.clear()
+    if not quiet:
+        click.echo(tally.summary() + (f"; closed queue {queue!r}" if close_after else ""))
+
+
+def _before(tally: Tally, cause: BaseException | None) -> str:
+    """How many items went in before a failure; after a lost reply, the batch in flight is unknown."""
+    text = f"{tally.summary()} before that"
+    lost_reply = cause is None or (
+        isinstance(cause, rediswq.ConnectionFailed) and not isinstance(cause, rediswq.AuthenticationFailed)
+    )
+    if lost_reply and tally.sent:
+        text += " (a batch in flight may have gone in too)"
+    return text
