@@ -33,6 +33,14 @@ from worker.job import job  # noqa: E402  (registered after `main` exists)
 
 main.add_command(job)
 
+from producer.admin import close, dead, peek, purge, reopen  # noqa: E402
 from producer.enqueue import enqueue  # noqa: E402
+from producer.stats import stats  # noqa: E402
 
 main.add_command(enqueue)
+main.add_command(stats)
+main.add_command(dead)
+main.add_command(peek)
+main.add_command(close)
+main.add_command(reopen)
+main.add_command(purge)

@@ -1,0 +1,192 @@
+"""The admin commands: `dead list|requeue|purge`, `peek`, `close`, `reopen`, `purge`."""
+
+from __future__ import annotations
+
+import click
+
+import rediswq
+from producer.show import echo_json, payload_json, payload_text, table, utc
+from worker.clikit import ConfigError, open_queue, queue_errors
+
+_full = click.option("--full", is_flag=True, help="Show whole payloads (cut at 100 characters otherwise).")
+_json = click.option(
+    "--json", "as_json", is_flag=True, help="A JSON array of objects (payloads as text and base64)."
+)
+
+
+@click.group()
+def dead() -> None:
+    """Look at dead letters: items that spent their attempts, or failed without retry.
+
+    \b
+    Examples:
+      rediswq dead list jobs
+      rediswq dead requeue jobs             every dead letter back on the queue
+      rediswq dead purge jobs 17 c:3f9a...  delete two of them
+    """
+
+
+@dead.command("list")
+@click.argument("queue")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    default=100,
+    show_default=True,
+    metavar="N",
+    help="Show at most N dead letters (0: all).",
+)
+@_json
+@_full
+def dead_list(queue: str, limit: int, as_json: bool, full: bool) -> None:
+    """List QUEUE's dead letters, oldest first: id, attempts, when, last error, payload.
+
+    Payloads are shown as text when they are printable UTF-8, else as a Python bytes literal; in JSON
+    as `payload` (text, or null when not UTF-8) and `payload_base64`. With more than --limit dead
+    letters, which ones are shown is up to Redis (its hash order), not the oldest N.
+    """
+    q = open_queue(queue)
+    with queue_errors():
+        letters = q.dead_letters(limit or None)
+        total = q.stats().dead if limit and len(letters) >= limit else len(letters)
+    if as_json:
+        echo_json(
+            [
+                {
+                    "id": d.id,
+                    "attempts": d.attempts,
+                    "error": d.error,
+                    "dead_at_ms": d.dead_at_ms,
+                    **payload_json(d.payload),
+                }
+                for d in letters
+            ]
+        )
+        return
+    if not letters:
+        click.echo(f"queue {queue}: no dead letters")
+        return
+    rows = [["ID", "ATTEMPTS", "DEAD AT (UTC)", "ERROR", "PAYLOAD"]]
+    for d in letters:
+        error = " ".join(d.error.split())
+        if not full and len(error) > 60:
+            error = error[:60] + "..."
+        rows.append([d.id, str(d.attempts), utc(d.dead_at_ms), error, payload_text(d.payload, full)])
+    click.echo("\n".join(table(rows)))
+    if total > len(letters):
+        click.echo(f"({len(letters)} of {total} dead letters shown; --limit 0 shows all)")
+
+
+@dead.command("requeue")
+@click.argument("queue")
+@click.argument("ids", nargs=-1)
+def dead_requeue(queue: str, ids: tuple[str, ...]) -> None:
+    """Put dead letters of QUEUE (those with the given IDS, or all) back on the queue, attempts reset.
+
+    Ids that are not dead letters are ignored (the count printed says how many were requeued).
+    A dead letter whose id was enqueued again meanwhile is dropped instead: the live item stays.
+    """
+    q = open_queue(queue)
+    with queue_errors():
+        n = q.requeue_dead(list(ids) if ids else _all_dead_ids(q))
+    click.echo(f"requeued {n} dead letters" + (f" of {len(ids)} ids given" if ids else ""))
+
+
+@dead.command("purge")
+@click.argument("queue")
+@click.argument("ids", nargs=-1)
+@click.option("--yes", is_flag=True, help="Needed to delete all of them (no IDS given).")
+def dead_purge(queue: str, ids: tuple[str, ...], yes: bool) -> None:
+    """Delete dead letters of QUEUE: those with the given IDS, or all of them with --yes.
+
+    Deleted dead letters are counted as `dropped` in the stats. Exit 2 if no IDS and no --yes.
+    """
+    q = open_queue(queue)
+    if not ids and not yes:
+        with queue_errors():
+            n = q.stats().dead
+        raise ConfigError(f"refusing to delete all {n} dead letters of queue {queue!r} without --yes")
+    with queue_errors():
+        n = q.purge_dead(list(ids) if ids else _all_dead_ids(q))
+    click.echo(f"deleted {n} dead letters" + (f" of {len(ids)} ids given" if ids else ""))
+
+
+def _all_dead_ids(q: rediswq.Queue) -> list[str]:
+    # Not requeue_dead()/purge_dead() with no ids: on Redis before 7.4 they fail (HSCAN NOVALUES).
+    return [d.id for d in q.dead_letters()]
+
+
+@click.command()
+@click.argument("queue")
+@click.option("-n", "--count", type=click.IntRange(min=1), default=10, show_default=True, help="How many.")
+@_json
+@_full
+def peek(queue: str, count: int, as_json: bool, full: bool) -> None:
+    """Show the first items pending in QUEUE (the next to be leased) without leasing them.
+
+    Items pushed raw with `redis-cli rpush QUEUE ...` that no worker has taken in yet have no id
+    (shown as `-`, or null in JSON). Payloads as in `dead list`.
+
+    \b
+    Examples:
+      rediswq peek jobs
+      rediswq peek jobs --count 1 --json | jq -r '.[0].payload'
+    """
+    q = open_queue(queue)
+    with queue_errors():
+        items = q.peek(count)
+    if as_json:
+        echo_json([{"id": i.id or None, "attempts": i.attempts, **payload_json(i.payload)} for i in items])
+        return
+    if not items:
+        click.echo(f"queue {queue}: nothing pending")
+        return
+    rows = [["ID", "ATTEMPTS", "PAYLOAD"]]
+    rows += [[i.id or "-", str(i.attempts), payload_text(i.payload, full)] for i in items]
+    click.echo("\n".join(table(rows)))
+
+
+@click.command()
+@click.argument("queue")
+def close(queue: str) -> None:
+    """Close QUEUE: no more items may be added (`enqueue` then fails with exit 1).
+
+    Workers started with `--until closed` exit once the queue is closed and drained; `reopen` undoes it.
+    """
+    q = open_queue(queue)
+    with queue_errors():
+        q.close()
+    click.echo(f"closed queue {queue!r}")
+
+
+@click.command()
+@click.argument("queue")
+def reopen(queue: str) -> None:
+    """Reopen a closed QUEUE so items may be added again (e.g. for a queue a CronJob refills)."""
+    q = open_queue(queue)
+    with queue_errors():
+        q.reopen()
+    click.echo(f"reopened queue {queue!r}")
+
+
+@click.command()
+@click.argument("queue")
+@click.option("--yes", is_flag=True, help="Really delete (required).")
+def purge(queue: str, yes: bool) -> None:
+    """Delete QUEUE entirely: pending, leased and delayed items, dead letters, counters, closed flag.
+
+    Refuses (exit 2) without --yes. Workers holding leases will find them lost.
+
+    \b
+    Example:
+      rediswq purge jobs --yes
+    """
+    q = open_queue(queue)
+    with queue_errors():
+        s = q.stats()
+    what = f"{s.pending} pending, {s.leased} leased, {s.delayed} delayed, {s.dead} dead"
+    if not yes:
+        raise ConfigError(f"refusing to delete queue {queue!r} ({what}) without --yes")
+    with queue_errors():
+        q.purge()
+    click.echo(f"deleted queue {queue!r} ({what})")

@@ -1,0 +1,73 @@
+"""How the admin commands show payloads, times and JSON: one place, so every command agrees.
+
+Payloads are bytes. To a terminal, one is shown as text when it is printable UTF-8, else as a Python
+bytes literal (``b'\\x00\\x01'``), so binary data and control characters can never garble the
+screen or split a line; long ones are cut unless --full. In JSON, an item carries ``payload`` (the
+text when the bytes are valid UTF-8, else null) and ``payload_base64`` (always, lossless).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import datetime, timezone
+from typing import Any
+
+import click
+
+SHORT_CHARS = 100
+
+
+def payload_text(data: bytes, full: bool = False) -> str:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = ""
+        shown = repr(data)
+    else:
+        shown = text if text.isprintable() else repr(data)
+    if not full and len(shown) > SHORT_CHARS:
+        shown = f"{shown[:SHORT_CHARS]}... ({len(data)} bytes)"
+    return shown
+
+
+def payload_json(data: bytes) -> dict[str, Any]:
+    try:
+        text: str | None = data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    return {"payload": text, "payload_base64": base64.b64encode(data).decode("ascii")}
+
+
+def utc(ms: int) -> str:
+    """A Redis timestamp (ms since the epoch) as ISO 8601 UTC, to the second."""
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def duration(secs: float) -> str:
+    """A short human duration: 4.2s, 3m20s, 2h05m, 3d04h."""
+    if secs < 60:
+        return f"{secs:.1f}s"
+    minutes, s = divmod(round(secs), 60)
+    if minutes < 60:
+        return f"{minutes}m{s:02d}s"
+    hours, m = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours}h{m:02d}m"
+    days, h = divmod(hours, 24)
+    return f"{days}d{h:02d}h"
+
+
+def echo_json(value: Any) -> None:
+    click.echo(json.dumps(value, ensure_ascii=False))
+
+
+def table(rows: list[list[str]]) -> list[str]:
+    """Rows as left-aligned columns two spaces apart (the last column unpadded)."""
+    if not rows:
+        return []
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    return [
+        "  ".join([*(c.ljust(w) for c, w in zip(row, widths, strict=False)), row[-1]]).rstrip()
+        for row in rows
+    ]
