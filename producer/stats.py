@@ -68,16 +68,17 @@ def text_view(
     holders: list[rediswq.LeaseInfo] | None,
     now_ms: int,
     rate: float | None = None,
-    watching: bool = False,
+    interval: float | None = None,
 ) -> list[str]:
+    """The human view; with `interval` (watching), a line of rate and time to drain too."""
     state = "closed" if s.closed else "open"
     progress = "drained" if s.drained else f"{s.outstanding} outstanding"
     lines = [f"queue {name}: {state}, {progress}"]
-    if watching:
+    if interval is not None:
         eta = eta_secs(s, rate)
         shown_rate = "-" if rate is None else f"{rate:.1f}/s"
-        shown_eta = "-" if eta is None else ("now" if eta == 0 else f"~{duration(eta)}")
-        lines.append(f"rate {shown_rate} settled, drains in {shown_eta}")
+        shown_eta = "" if s.drained else ", drains in " + ("?" if eta is None else f"~{duration(eta)}")
+        lines.append(f"settling {shown_rate}{shown_eta}  (every {interval:g}s; Ctrl-C stops)")
     counts = [["pending", str(s.pending)], ["leased", str(s.leased)], ["delayed", str(s.delayed)]]
     counts.append(["dead", str(s.dead)])
     counters = [[field, str(getattr(s, field))] for field in _COUNTERS]
@@ -190,7 +191,7 @@ def stats(
             elif watch and not redraw:
                 click.echo(log_line(queue, s, current))
             else:
-                lines = text_view(queue, s, listed, now_ms, current, watching=watch)
+                lines = text_view(queue, s, listed, now_ms, current, interval if watch else None)
                 if redraw:
                     # Home and clear, then the view: a terminal shows it in place.
                     click.echo("\x1b[H\x1b[2J", nl=False)

@@ -8,6 +8,8 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +17,8 @@ import pytest
 from click.testing import CliRunner
 from redis_server import RedisServer, free_port
 
-from rediswq import Queue
+from producer.stats import text_view
+from rediswq import Queue, Stats
 from worker.cli import main
 
 ENTRY_POINT = Path(sys.executable).with_name("rediswq")
@@ -237,3 +240,38 @@ def test_a_password_in_the_environment_is_not_shown_by_help() -> None:
     top = subprocess.run([*COMMAND, "--help"], capture_output=True, text=True, env=env, timeout=60)
     assert result.returncode == 0 and top.returncode == 0
     assert PASSWORD not in result.stdout + result.stderr + top.stdout + top.stderr
+
+
+def test_stats_watch_measures_the_rate_items_settle_at_and_the_time_to_drain(
+    redis_url: str, queue: Queue
+) -> None:
+    queue.put_many([b"%d" % i for i in range(1000)])
+    stop = threading.Event()
+
+    def drain_slowly() -> None:
+        while not stop.is_set() and (lease := queue.lease(60, timeout=0)) is not None:
+            queue.complete(lease)
+            time.sleep(0.01)
+
+    worker = threading.Thread(target=drain_slowly)
+    worker.start()
+    try:
+        result = invoke(redis_url, "stats", queue.name, "--watch", "--json", "-n", "0.2", "--iterations", "4")
+    finally:
+        stop.set()
+        worker.join()
+    last = json.loads(result.stdout.splitlines()[-1])
+    assert last["rate_per_sec"] > 0
+    assert last["drain_eta_secs"] == pytest.approx(last["outstanding"] / last["rate_per_sec"])
+
+
+def test_the_watch_view_on_a_terminal_says_rate_and_time_to_drain() -> None:
+    counts = dict.fromkeys(("pending", "leased", "delayed", "dead", "enqueued", "completed"), 0)
+    counters = dict.fromkeys(("failed", "retried", "expired", "dead_lettered", "released", "dropped"), 0)
+    s = Stats(**{**counts, **counters, "pending": 300, "enqueued": 400, "completed": 100}, closed=True)
+    lines = text_view("jobs", s, None, 0, rate=10.0, interval=2.0)
+    assert lines[:2] == [
+        "queue jobs: closed, 300 outstanding",
+        "settling 10.0/s, drains in ~30.0s  (every 2s; Ctrl-C stops)",
+    ]
+    assert "  completed      100" in lines
