@@ -44,3 +44,7 @@ main.add_command(peek)
 main.add_command(close)
 main.add_command(reopen)
 main.add_command(purge)
+
+from worker.work import work  # noqa: E402
+
+main.add_command(work)

@@ -1,0 +1,338 @@
+"""What `rediswq work` does with one leased item: run a command, or call a Python handler.
+
+A runner turns a lease into an `Outcome` and never raises: whatever goes wrong with one item is that
+item's failure, kept with it as its error text (and, once its attempts are spent, with its dead letter).
+Runners are called from the runtime's slot threads, several at once when --concurrency is above 1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from rediswq import Lease
+
+# How much of a failed command's standard error is kept with its error text, in bytes.
+STDERR_TAIL_BYTES = 2000
+# A payload up to this size is written into the child's stdin pipe before the child starts (a pipe
+# holds 64 KiB on Linux, so the write cannot block); a larger one is fed by a short-lived thread.
+_PREFILL_BYTES = 16 * 1024
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one item ended: ok, or failed with an error text; `retry=False` dead-letters it at once."""
+
+    ok: bool
+    error: str = ""
+    retry: bool = True
+
+
+OK = Outcome(True)
+
+
+class Runner(Protocol):
+    """Runs one item; `kill` stops the items still running when the shutdown grace period ends."""
+
+    def run(self, lease: Lease) -> Outcome: ...
+
+    def kill(self, leases: Sequence[Lease]) -> None: ...
+
+    def describe(self) -> str: ...
+
+
+class SetupError(Exception):
+    """The runner cannot work at all (handler not importable, command not found): exit 2."""
+
+
+# -- Python handlers -------------------------------------------------------------------------------
+
+
+def load_handler(spec: str) -> Callable[[Lease], Any]:
+    """Import `module:function` (dots allowed on both sides), as uvicorn and gunicorn resolve apps.
+
+    The current directory is searched first, so a handler module next to where the worker starts is
+    found without installing it.
+    """
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise SetupError(f"--handler must look like module:function, not {spec!r}")
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, "")
+    try:
+        target: Any = importlib.import_module(module_name)
+    except Exception as e:
+        raise SetupError(f"cannot import handler module {module_name!r}: {type(e).__name__}: {e}") from e
+    for part in attr.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise SetupError(f"handler {spec!r}: module {module_name!r} has no {attr!r}") from None
+    if not callable(target):
+        raise SetupError(f"handler {spec!r} is a {type(target).__name__}, not a callable")
+    return target  # type: ignore[no-any-return]
+
+
+class HandlerRunner:
+    """Calls `handler(lease)`: returning completes the item, raising fails it with the exception text.
+
+    Python cannot stop a thread from outside, so a handler still running when the shutdown grace
+    period ends is abandoned (its lease given back, the process exits under it).
+    """
+
+    def __init__(self, spec: str) -> None:
+        self.spec = spec
+        self._handler = load_handler(spec)
+
+    def run(self, lease: Lease) -> Outcome:
+        try:
+            self._handler(lease)
+        except BaseException as e:  # a handler's SystemExit must not end its slot thread silently
+            return Outcome(False, exception_text(e))
+        return OK
+
+    def kill(self, leases: Sequence[Lease]) -> None:
+        """Nothing can be done for a running handler: its lease is given back all the same."""
+
+    def describe(self) -> str:
+        return f"handler {self.spec}"
+
+
+def exception_text(error: BaseException) -> str:
+    """`Type: message`, then the traceback's last lines: what a dead letter needs to be understood."""
+    head = f"{type(error).__name__}: {error}".rstrip(": ")
+    frames = "".join(traceback.format_tb(error.__traceback__)[1:])  # [0] is our own call
+    text = f"{head}\n{frames}".rstrip()
+    return text if len(text) <= STDERR_TAIL_BYTES else head + "\n..." + text[-STDERR_TAIL_BYTES:]
+
+
+# -- commands --------------------------------------------------------------------------------------
+
+
+class CommandRunner:
+    """Runs `argv` once per item, in a new session (so --timeout can kill its whole process group).
+
+    The payload is the child's standard input, and replaces every `{}` in the arguments: as UTF-8 text,
+    with bytes that are not UTF-8 passed through unchanged (Python's surrogateescape, undone by the
+    exec), so an argument carries exactly the payload's bytes. A payload with a NUL byte cannot be an
+    argument at all; such an item is dead-lettered at once (it can never succeed).
+
+    The child's standard output is the worker's; its standard error is copied through to the worker's
+    as it comes, and its last bytes are kept for the error text of a failed item.
+    """
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        queue_name: str,
+        timeout_secs: float | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        if not argv:
+            raise SetupError("no command given")
+        self.argv = list(argv)
+        self.timeout_secs = timeout_secs
+        self._substitute = any("{}" in arg for arg in self.argv)
+        self._env = dict(os.environ if environ is None else environ)
+        self._env["REDISWQ_QUEUE"] = queue_name
+        self._procs: dict[Lease, subprocess.Popen[bytes]] = {}
+        self._lock = threading.Lock()
+        self._check_program()
+
+    def _check_program(self) -> None:
+        program = self.argv[0]
+        if "{}" in program:
+            return  # known only per item
+        if os.sep in program:
+            if not (os.path.isfile(program) and os.access(program, os.X_OK)):
+                raise SetupError(f"command {program!r} is not an executable file")
+        elif shutil.which(program, path=self._env.get("PATH")) is None:
+            raise SetupError(f"command {program!r} not found on PATH")
+
+    def describe(self) -> str:
+        return "command " + " ".join(self.argv)
+
+    def run(self, lease: Lease) -> Outcome:
+        argv = self.argv
+        if self._substitute:
+            if b"\0" in lease.payload:
+                return Outcome(
+                    False,
+                    "the payload has a NUL byte, which no command argument can hold; "
+                    "read it from standard input instead of {}",
+                    retry=False,
+                )
+            text = lease.payload.decode("utf-8", "surrogateescape")
+            argv = [arg.replace("{}", text) for arg in argv]
+        env = self._env.copy()
+        env["REDISWQ_ITEM_ID"] = lease.id
+        env["REDISWQ_ATTEMPT"] = str(lease.attempt)
+        try:
+            return self._spawn(lease, argv, env)
+        except OSError as e:
+            return Outcome(False, f"cannot run {argv[0]!r}: {e.strerror or e}")
+
+    def _spawn(self, lease: Lease, argv: list[str], env: dict[str, str]) -> Outcome:
+        stdin_r, stdin_w = os.pipe()
+        err_r, err_w = os.pipe()
+        try:
+            rest = _prefill(stdin_w, lease.payload)
+            proc = subprocess.Popen(
+                argv, stdin=stdin_r, stderr=err_w, env=env, start_new_session=True, close_fds=True
+            )
+        except BaseException:
+            for fd in (stdin_r, stdin_w, err_r, err_w):
+                _close(fd)
+            raise
+        os.close(stdin_r)
+        os.close(err_w)
+        if rest:
+            threading.Thread(target=_feed, args=(stdin_w, rest), daemon=True).start()
+        else:
+            os.close(stdin_w)
+        with self._lock:
+            self._procs[lease] = proc
+        try:
+            tail, timed_out = self._watch(proc, err_r)
+        finally:
+            with self._lock:
+                self._procs.pop(lease, None)
+            os.close(err_r)
+        code = proc.wait()
+        if timed_out:
+            error = f"timed out after {self.timeout_secs:g} s; its process group was killed"
+        elif code == 0:
+            return OK
+        elif code < 0:
+            error = f"killed by {_signal_name(-code)}"
+        else:
+            error = f"exit code {code}"
+        text = tail.decode("utf-8", "replace").strip()
+        return Outcome(False, f"{error}; stderr: {text}" if text else error)
+
+    def _watch(self, proc: subprocess.Popen[bytes], err_r: int) -> tuple[bytes, bool]:
+        """Copy the child's stderr through until it exits (or times out); return its tail.
+
+        The child's exit is seen on a pidfd (Linux), so a grandchild that keeps stderr open cannot
+        hold the item; elsewhere the exit is checked every 50 ms.
+        """
+        deadline = None if self.timeout_secs is None else time.monotonic() + self.timeout_secs
+        tail = bytearray()
+        out = sys.stderr.buffer
+        poller = select.poll()
+        poller.register(err_r, select.POLLIN)
+        pidfd = _pidfd(proc.pid)
+        if pidfd is not None:
+            poller.register(pidfd, select.POLLIN)
+        os.set_blocking(err_r, False)
+        reading = True
+        timed_out = False
+        try:
+            while True:
+                wait_ms: int | None = None if pidfd is not None else 50
+                if deadline is not None:
+                    left_ms = max(0, int((deadline - time.monotonic()) * 1000) + 1)
+                    wait_ms = left_ms if wait_ms is None else min(wait_ms, left_ms)
+                events = poller.poll(wait_ms)
+                exited = any(fd == pidfd for fd, _ in events) or (pidfd is None and proc.poll() is not None)
+                if reading and (exited or any(fd == err_r for fd, _ in events)):
+                    reading = _copy(err_r, out, tail)
+                    if not reading:
+                        poller.unregister(err_r)
+                if exited:
+                    return bytes(tail), timed_out
+                if deadline is not None and not timed_out and time.monotonic() >= deadline:
+                    timed_out = True
+                    deadline = None
+                    _kill_group(proc)
+        finally:
+            if pidfd is not None:
+                os.close(pidfd)
+
+    def kill(self, leases: Sequence[Lease]) -> None:
+        """SIGKILL the process groups of these items (those still running)."""
+        # Under the lock: a slot thread reaps its child only after taking it out of _procs, so a
+        # process group id seen here cannot have been reused yet.
+        with self._lock:
+            for lease in leases:
+                proc = self._procs.get(lease)
+                if proc is not None:
+                    _kill_group(proc)
+
+
+def _prefill(fd: int, payload: bytes) -> bytes:
+    """Write what fits into the empty pipe now; return the rest (for a feeder thread)."""
+    if not payload:
+        return b""
+    head = payload[:_PREFILL_BYTES]
+    written = os.write(fd, head)
+    return payload[written:]
+
+
+def _feed(fd: int, data: bytes) -> None:
+    """Write a large payload to a child's stdin; a child that exits without reading it is fine."""
+    try:
+        with open(fd, "wb", closefd=True) as pipe:
+            pipe.write(data)
+    except OSError:
+        pass
+
+
+def _copy(fd: int, out: Any, tail: bytearray) -> bool:
+    """Copy what is readable now to `out`, keeping the tail; False once the pipe is at its end."""
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            return True
+        if not chunk:
+            return False
+        try:
+            out.write(chunk)
+            out.flush()
+        except (OSError, ValueError):
+            pass  # our own stderr is gone: keep working, keep the tail
+        tail += chunk
+        if len(tail) > STDERR_TAIL_BYTES:
+            del tail[: len(tail) - STDERR_TAIL_BYTES]
+
+
+def _pidfd(pid: int) -> int | None:
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    # The child leads its own session, so its process group id is its pid, which cannot be reused
+    # before the child is reaped (on Linux only its slot thread reaps it, after the last kill).
+    if proc.returncode is not None:
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _close(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.close(fd)
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"

@@ -1,0 +1,694 @@
+"""The worker runtime behind `rediswq work`: lease in batches, run items in slots, settle, drain, stop.
+
+Threads, and who does what:
+  slot x N  run items (a handler call or a child process) taken from the buffer of leased items.
+            A slot that finds the buffer empty leases the next batch itself, completing the items
+            finished since the last call in the same script call: while the queue flows, one round
+            trip per batch and no thread hand-off at all.
+  main      everything else: once a lease call finds nothing (the queue is empty for now, or
+            drained), the slots wait and the main thread polls, backing off from 50 ms to 0.5 s; it
+            fails items, renews every lease held here in one `extend_many` call (`Heartbeat.beat`)
+            a third of the way through the lease, completes finished items that would otherwise wait
+            over a second, retries while Redis is unreachable, and handles SIGTERM/SIGINT. It sleeps
+            on one event queue that the slots and the signal handlers post to.
+One Redis call at a time (`_redis` lock): a renewal then never races the completion of the same
+lease, and the accounting after each call is done under the same lock. The hot path per item is a
+deque pop, a set add and remove and a list append: no Redis call of its own and no thread of its own
+(a failure is the exception: it wakes the main thread to call `fail`).
+
+Every lease this worker holds is in exactly one place: the buffer (leased, not started), running,
+done (finished, to be completed with the next call) or failed (to be failed); the heartbeat covers
+all four, so nothing held here can expire while it waits.
+
+Exit decisions, as `Summary.exit_code` (the codes of worker.clikit):
+  0  a lease call said the queue is drained (and closed, with until="closed") while this worker
+     held nothing: the whole queue is done, not just this worker's share
+  1  Redis stayed unreachable for `reconnect_secs`, or Redis answered with an error
+  2  Redis refused the credentials
+  3  --max-items reached (unless the queue is drained by then), or SIGTERM/SIGINT: unstarted items
+     are given back at once, running ones get `grace_secs` to finish, the rest are killed and given
+     back (`release_many`: no attempt is charged)
+"""
+
+from __future__ import annotations
+
+import logging
+import queue as stdqueue
+import signal
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any, Literal, TypeVar
+
+import redis.exceptions
+
+import rediswq
+from rediswq import Heartbeat, Lease
+from worker.clikit import EXIT_ERROR, EXIT_OK, EXIT_STOPPED, EXIT_USAGE
+from worker.logs import LOGGER
+from worker.runners import Outcome, Runner
+
+T = TypeVar("T")
+Until = Literal["drained", "closed"]
+
+# An idle worker asks for work at most 20 times a second, backing off to twice a second (the same
+# bounds the library's own blocking lease uses), and at once when one of its items finishes.
+MIN_POLL_SECS = 0.05
+MAX_POLL_SECS = 0.5
+# Completions wait for the next lease call, but never longer than this (so `stats` stays current and
+# a crash repeats little work).
+FLUSH_SECS = 1.0
+_MAX_RETRY_PAUSE_SECS = 5.0
+
+_WAKE = ("wake", 0)
+
+
+@dataclass(frozen=True)
+class Options:
+    """How the runtime works; the CLI's options, validated there."""
+
+    lease_secs: float = 30.0
+    concurrency: int = 1
+    prefetch: int = 1
+    until: Until = "drained"
+    max_items: int | None = None
+    grace_secs: float = 25.0
+    reconnect_secs: float = 60.0
+    install_signals: bool = True
+
+
+@dataclass
+class Summary:
+    """What one run did, for the line printed at exit."""
+
+    outcome: str = ""
+    exit_code: int = EXIT_OK
+    done: int = 0
+    failed: int = 0
+    dead: int = 0
+    released: int = 0
+    lost: int = 0
+    unconfirmed: int = 0
+    elapsed_secs: float = 0.0
+    error: str = ""
+
+    @property
+    def rate(self) -> float:
+        """Items settled (done or failed) per second of the run."""
+        return (self.done + self.failed) / self.elapsed_secs if self.elapsed_secs > 0 else 0.0
+
+    def line(self, queue_name: str) -> str:
+        parts = [
+            f"{self.done} done",
+            f"{self.failed} failed ({self.dead} dead-lettered)",
+            f"{self.released} given back",
+            f"{self.lost} lost",
+        ]
+        if self.unconfirmed:
+            parts.append(f"{self.unconfirmed} completions unconfirmed")
+        return (
+            f"queue {queue_name!r} {self.outcome}: {', '.join(parts)} in {self.elapsed_secs:.2f} s "
+            f"({self.rate:.1f} items/s)"
+        )
+
+    def fields(self) -> dict[str, Any]:
+        return {
+            "event": "summary",
+            "outcome": self.outcome,
+            "exit_code": self.exit_code,
+            "done": self.done,
+            "failed": self.failed,
+            "dead_lettered": self.dead,
+            "given_back": self.released,
+            "lost": self.lost,
+            "unconfirmed": self.unconfirmed,
+            "elapsed_secs": round(self.elapsed_secs, 3),
+            "items_per_sec": round(self.rate, 1),
+        }
+
+
+class Fatal(Exception):
+    """Redis stayed unreachable (or answered with an error): the run ends with exit code 1."""
+
+
+class _Interrupted(Exception):
+    """A signal arrived while a call was being retried: stop retrying, start shutting down."""
+
+
+class Runtime:
+    """Drains `queue` with `runner`; `run()` returns the Summary once it stops, never raising."""
+
+    def __init__(
+        self, queue: rediswq.Queue, runner: Runner, options: Options, log: logging.Logger | None = None
+    ) -> None:
+        self.queue = queue
+        self.runner = runner
+        self.options = options
+        self.log = log or logging.getLogger(LOGGER)
+        self._verbose = self.log.isEnabledFor(logging.DEBUG)
+        self._events: stdqueue.SimpleQueue[tuple[str, int]] = stdqueue.SimpleQueue()
+        self._redis = threading.Lock()  # taken before _cv, never while holding it
+        self._cv = threading.Condition()
+        # Guarded by _cv:
+        self._buffer: deque[Lease] = deque()
+        self._running: set[Lease] = set()
+        self._done: list[Lease] = []
+        self._done_since: float | None = None
+        self._failed: list[tuple[Lease, Outcome]] = []
+        self._taken = 0  # leases taken, for --max-items
+        self._leasing = False  # a lease call is under way
+        self._starved = False  # the last lease call found nothing: the main thread polls
+        self._drained = False  # ... and it said the queue is drained
+        self._wanted = False  # a starved slot has woken the main thread already
+        self._troubled = False  # a slot's call failed: only the main thread calls until one succeeds
+        self._stopping = False  # slots start nothing more
+        self._exiting = False  # slots end
+        # Guarded by _redis:
+        self._heartbeat = Heartbeat(queue, on_lost=self._on_lost)  # beats driven by the main thread
+        self._summary = Summary()
+        # Main thread only (the poll times are also reset by a slot whose call found nothing):
+        self._beat_secs = options.lease_secs / 3
+        self._next_beat = 0.0
+        self._next_poll = 0.0
+        self._poll_secs = MIN_POLL_SECS
+        self._signals: list[str] = []
+        self._give_up_at: float | None = None  # set once shutting down: calls are retried until then
+        self._outage: tuple[float, str] | None = None  # since when Redis is unreachable, and why
+
+    # -- the run ---------------------------------------------------------------------------------
+
+    def run(self) -> Summary:
+        started = time.monotonic()
+        self._next_beat = started + self._beat_secs
+        restore = self._install_signals() if self.options.install_signals else {}
+        slots = [
+            threading.Thread(target=self._slot, name=f"rediswq-slot-{i}", daemon=True)
+            for i in range(self.options.concurrency)
+        ]
+        for thread in slots:
+            thread.start()
+        summary = self._summary
+        try:
+            summary.outcome, summary.exit_code = self._serve()
+        except Fatal as e:
+            summary.outcome, summary.exit_code, summary.error = "stopped on an error", EXIT_ERROR, str(e)
+            self._abandon()
+        except rediswq.AuthenticationFailed as e:
+            summary.outcome, summary.exit_code, summary.error = "stopped", EXIT_USAGE, str(e)
+            self._abandon()
+        finally:
+            with self._cv:
+                self._stopping = self._exiting = True
+                self._cv.notify_all()
+            for signum, handler in restore.items():
+                signal.signal(signum, handler)
+        summary.elapsed_secs = time.monotonic() - started
+        return summary
+
+    def _serve(self) -> tuple[str, int]:
+        """The main loop: returns (outcome, exit code) once drained, stopped or interrupted."""
+        limit = self.options.max_items
+        while True:
+            self._pump(self._next_wait())
+            if self._signals:
+                return self._shutdown()
+            try:
+                self._settle_failures()
+                self._beat_if_due()
+                with self._cv:
+                    flush = self._done_since is not None and time.monotonic() - self._done_since >= FLUSH_SECS
+                if flush:
+                    self._flush()
+                if limit is not None and self._limit_reached():
+                    if self._idle():
+                        return self._stop_at_limit(limit)
+                    continue
+                with self._cv:
+                    if self._drained and self._idle_locked():
+                        return "drained", EXIT_OK
+                    poll = self._should_poll_locked() and time.monotonic() >= self._next_poll
+                    if poll:
+                        self._leasing = True
+                if poll:
+                    self._lease(by_slot=False)
+            except _Interrupted:
+                return self._shutdown()
+
+    def _limit_reached(self) -> bool:
+        return self.options.max_items is not None and self._taken >= self.options.max_items
+
+    def _idle(self) -> bool:
+        with self._cv:
+            return self._idle_locked()
+
+    def _idle_locked(self) -> bool:
+        return not (self._buffer or self._running or self._done or self._failed or self._leasing)
+
+    def _should_poll_locked(self) -> bool:
+        return (
+            self._starved
+            and not self._leasing
+            and not self._buffer
+            and len(self._running) < self.options.concurrency
+            and not self._limit_reached()
+        )
+
+    def _next_wait(self) -> float:
+        now = time.monotonic()
+        waits = [1.0]
+        with self._cv:
+            if self._should_poll_locked():
+                waits.append(self._next_poll - now)
+            if self._buffer or self._running or self._done or self._failed:
+                waits.append(self._next_beat - now)
+            if self._done_since is not None:
+                waits.append(self._done_since + FLUSH_SECS - now)
+        return max(0.0, min(waits))
+
+    def _pump(self, timeout: float) -> None:
+        """Wait up to `timeout` for an event, then take every event that is there."""
+        try:
+            event = self._events.get(timeout=timeout) if timeout > 0 else self._events.get_nowait()
+            while True:
+                kind, signum = event
+                if kind == "signal":
+                    self._signals.append(_signal_name(signum))
+                event = self._events.get_nowait()
+        except stdqueue.Empty:
+            pass
+
+    # -- the slots -------------------------------------------------------------------------------
+
+    def _slot(self) -> None:
+        runner, cv, verbose = self.runner, self._cv, self._verbose
+        while True:
+            lease: Lease | None = None
+            with cv:
+                while True:
+                    if self._exiting:
+                        return
+                    if not self._stopping:
+                        if self._buffer:
+                            lease = self._buffer.popleft()
+                            self._running.add(lease)
+                            break
+                        if self._slot_may_lease_locked():
+                            self._leasing = True
+                            break
+                        if self._starved and not self._wanted:
+                            self._wanted = True
+                            self._events.put(_WAKE)
+                    cv.wait()
+            if lease is None:
+                self._lease(by_slot=True)
+                continue
+            if verbose:
+                self.log.debug("item %s attempt %d started", lease.id, lease.attempt, extra=_item(lease))
+            outcome = runner.run(lease)
+            with cv:
+                if lease not in self._running:
+                    continue  # given back when the grace period ended
+                self._running.discard(lease)
+                if outcome.ok:
+                    self._done.append(lease)
+                    if self._done_since is None:
+                        self._done_since = time.monotonic()
+                    if self._stopping:
+                        self._events.put(_WAKE)
+                else:
+                    self._failed.append((lease, outcome))
+                    self._events.put(_WAKE)
+            if verbose and outcome.ok:
+                self.log.debug("item %s done", lease.id, extra=_item(lease))
+
+    def _slot_may_lease_locked(self) -> bool:
+        # While starved the main thread polls; a slot still calls at once to complete what it just
+        # finished (and to take the next item if one came).
+        return (
+            not self._leasing
+            and not self._troubled
+            and (not self._starved or bool(self._done))
+            and not self._limit_reached()
+        )
+
+    # -- talking to Redis ------------------------------------------------------------------------
+
+    def _lease(self, *, by_slot: bool) -> None:
+        """Complete what is done and lease the next batch (the caller has set `_leasing`).
+
+        A slot tries once: on an error it leaves the retrying, and its reporting, to the main thread.
+        """
+        try:
+            if by_slot:
+                began = time.monotonic()
+                try:
+                    with self._redis:
+                        self._lease_once(1)
+                    self._reconnected()
+                except Exception as e:
+                    if isinstance(e, rediswq.ConnectionFailed) and self._outage is None:
+                        self._outage = (began, str(e))
+                        self.log.warning("%s; retrying for up to %g s", e, self.options.reconnect_secs)
+                    else:
+                        self.log.debug("lease call failed: %s", e)
+                    with self._cv:  # the main thread retries (and reports) until a call succeeds
+                        self._starved = self._troubled = True
+                        self._next_poll = time.monotonic()
+            else:
+                self._call(self._lease_once)
+        finally:
+            with self._cv:
+                self._leasing = False
+                self._cv.notify_all()
+
+    def _lease_once(self, attempt: int) -> None:
+        with self._cv:
+            if self._stopping:
+                return
+            settle, self._done, self._done_since = self._done, [], None
+            count = max(self.options.prefetch, self.options.concurrency - len(self._running))
+            if self.options.max_items is not None:
+                count = min(count, self.options.max_items - self._taken)
+        if count < 1:
+            self._put_back(settle)
+            return
+        drained = False
+        try:
+            handoff = self.queue.complete_and_lease(
+                settle, count, self.options.lease_secs, timeout=0, until=self.options.until
+            )
+            leases, lost = handoff.leases, handoff.lost
+            drained = not leases
+        except rediswq.LeaseTimeout:
+            leases, lost = [], []
+        except rediswq.LeaseLost as e:
+            leases, lost = [], e.leases
+        except BaseException:
+            self._put_back(settle)
+            raise
+        self._settled(settle, lost, unconfirmed=attempt > 1)
+        for lease in leases:
+            self._heartbeat.add(lease)
+        with self._cv:
+            self._buffer.extend(leases)
+            self._taken += len(leases)
+            self._starved = not leases
+            self._drained = drained
+            self._troubled = False
+            if leases:
+                self._wanted = False
+                self._poll_secs = MIN_POLL_SECS
+            else:
+                self._next_poll = time.monotonic() + self._poll_secs
+                self._poll_secs = min(self._poll_secs * 2, MAX_POLL_SECS)
+
+    def _put_back(self, settle: list[Lease]) -> None:
+        """Finished items whose completion was not sent: the next call completes them."""
+        if not settle:
+            return
+        with self._cv:
+            self._done[:0] = settle
+            if self._done_since is None:
+                self._done_since = time.monotonic()
+
+    def _settled(self, settle: list[Lease], lost: list[Lease], *, unconfirmed: bool = False) -> None:
+        """Account for completions sent (under `_redis`): `lost` ones were no longer held, or, after
+        a retried call, may have been completed by the attempt whose reply never came."""
+        for lease in settle:
+            self._heartbeat.discard(lease)
+        if unconfirmed and lost:
+            self._summary.unconfirmed += len(lost)
+            self.log.warning(
+                "%d completions were sent as the connection broke: they were completed then, or their "
+                "leases expired meanwhile and the items will be done again",
+                len(lost),
+            )
+        else:
+            for lease in lost:
+                self._lost_lease(lease, "was finished")
+        self._summary.done += len(settle) - len(lost)
+
+    def _flush(self) -> None:
+        """Complete the finished items now, without leasing (the slots are busy, or we are stopping)."""
+        with self._cv:
+            if not self._done:
+                return
+        self._call(self._flush_once)
+
+    def _flush_once(self, attempt: int) -> None:
+        with self._cv:
+            settle, self._done, self._done_since = self._done, [], None
+        if not settle:
+            return
+        lost: list[Lease] = []
+        try:
+            self.queue.complete_many(settle)
+        except rediswq.LeaseLost as e:
+            lost = e.leases
+        except BaseException:
+            self._put_back(settle)
+            raise
+        self._settled(settle, lost, unconfirmed=attempt > 1)
+
+    def _settle_failures(self) -> None:
+        with self._cv:
+            if not self._failed:
+                return
+        self._call(self._settle_failures_once)
+
+    def _settle_failures_once(self, attempt: int) -> None:
+        with self._cv:
+            failed, self._failed = self._failed, []
+        for i, (lease, outcome) in enumerate(failed):
+            try:
+                dead = self.queue.fail(lease, outcome.error, retry=outcome.retry)
+            except rediswq.LeaseLost:
+                if attempt == 1:
+                    self._lost_lease(lease, f"failed ({_first_line(outcome.error)})")
+            except BaseException:
+                with self._cv:
+                    self._failed[:0] = failed[i:]
+                raise
+            else:
+                self._summary.failed += 1
+                self._summary.dead += bool(dead)
+                then = (
+                    "dead-lettered"
+                    if dead
+                    else f"retrying after a backoff (attempt {lease.attempt} of {self.queue.max_attempts})"
+                )
+                self.log.warning(
+                    "item %s failed: %s; %s",
+                    lease.id,
+                    outcome.error,
+                    then,
+                    extra=_item(lease, error=outcome.error, dead_lettered=bool(dead)),
+                )
+            self._heartbeat.discard(lease)
+
+    def _give_back(self, leases: list[Lease], what: str) -> None:
+        """Release leases without charging their attempt; never raises (the leases expire otherwise)."""
+        if not leases:
+            return
+
+        def release(attempt: int) -> None:
+            lost: list[Lease] = []
+            try:
+                self.queue.release_many(leases)
+            except rediswq.LeaseLost as e:
+                # After a retry, "lost" may mean released by the attempt whose reply was lost.
+                lost = [] if attempt > 1 else e.leases
+            for lease in leases:
+                self._heartbeat.discard(lease)
+            self._summary.released += len(leases) - len(lost)
+            self._summary.lost += len(lost)
+            self.log.info("gave back %d %s items", len(leases) - len(lost), what)
+
+        try:
+            self._call(release, give_up_at=self._give_up_at)
+        except (Fatal, _Interrupted, rediswq.RedisWQError) as e:
+            self.log.warning(
+                "could not give back %d leases (%s): they come back when they expire", len(leases), e
+            )
+
+    def _beat_if_due(self) -> None:
+        now = time.monotonic()
+        if now < self._next_beat:
+            return
+        self._next_beat = now + self._beat_secs
+        with self._redis:
+            self._heartbeat.beat()  # logs and survives a failed call; the next beat retries
+
+    def _on_lost(self, lease: Lease) -> None:
+        """The heartbeat found a lease gone (this worker stalled past its deadline): don't start it."""
+        with self._cv:
+            try:
+                self._buffer.remove(lease)
+            except ValueError:
+                return  # running or finished: its settle call reports it
+        self._summary.lost += 1
+
+    def _lost_lease(self, lease: Lease, what: str) -> None:
+        self._summary.lost += 1
+        self.log.warning(
+            "item %s %s after its lease expired and was taken over; the new holder's work counts",
+            lease.id,
+            what,
+            extra=_item(lease, lost=True),
+        )
+
+    def _call(self, op: Callable[[int], T], give_up_at: float | None = None) -> T:
+        """Run `op(attempt)` under the Redis lock, retrying while Redis is unreachable.
+
+        Retries go on for up to `reconnect_secs` (or until `give_up_at`). They are safe for every
+        call the runtime makes, idempotent or not: each names its leases by handle, so a retried
+        completion that went through the first time reports that lease as no longer held and changes
+        nothing.
+        """
+        attempt = 0
+        pause = 0.1
+        while True:
+            attempt += 1
+            began = time.monotonic()
+            if self._outage is not None and attempt == 1:
+                self._give_up_if_late(self._outage, give_up_at, began)
+            try:
+                with self._redis:
+                    result = op(attempt)
+                self._reconnected()
+                return result
+            except rediswq.AuthenticationFailed:
+                raise
+            except rediswq.ConnectionFailed as e:
+                if self._outage is None:
+                    self._outage = (began, str(e))
+                    self.log.warning("%s; retrying for up to %g s", e, self.options.reconnect_secs)
+                now = time.monotonic()
+                self._give_up_if_late(self._outage, give_up_at, now)
+                signals = len(self._signals)
+                self._pump(pause)
+                if len(self._signals) > signals:
+                    raise _Interrupted() from e
+                pause = min(pause * 2, _MAX_RETRY_PAUSE_SECS)
+            except redis.exceptions.RedisError as e:
+                # Redis answered with an error (READONLY replica, OOM, a key of the wrong type):
+                # retrying will not help, and the library passes these through unwrapped.
+                raise Fatal(f"Redis error: {e}") from e
+
+    def _reconnected(self) -> None:
+        outage = self._outage
+        if outage is not None:
+            self._outage = None
+            self.log.info("Redis answers again, after %.1f s", time.monotonic() - outage[0])
+
+    def _give_up_if_late(self, outage: tuple[float, str], give_up_at: float | None, now: float) -> None:
+        """Raise Fatal once Redis has been unreachable for `reconnect_secs` (or past `give_up_at`)."""
+        since, error = outage
+        if now >= since + self.options.reconnect_secs or (give_up_at is not None and now >= give_up_at):
+            raise Fatal(f"{error} (gave up after {now - since:.1f} s)")
+
+    # -- stopping --------------------------------------------------------------------------------
+
+    def _stop_at_limit(self, limit: int) -> tuple[str, int]:
+        self._flush()
+        self._settle_failures()
+        stats = self._call(lambda _attempt: self.queue.stats())
+        if stats.drained and (self.options.until == "drained" or stats.closed):
+            return "drained", EXIT_OK
+        return f"stopped after --max-items {limit}", EXIT_STOPPED
+
+    def _shutdown(self) -> tuple[str, int]:
+        """Stop leasing, give back what has not started, let running items finish within the grace."""
+        why = self._signals[0]
+        self._give_up_at = time.monotonic() + self.options.grace_secs
+        # Taking _redis first lets a slot's lease call under way add its leases to the buffer.
+        with self._redis, self._cv:
+            self._stopping = True
+            unstarted = list(self._buffer)
+            self._buffer.clear()
+            running = len(self._running)
+            self._cv.notify_all()
+        self.log.info(
+            "%s: stopping; %d running items get up to %g s to finish",
+            why,
+            running,
+            self.options.grace_secs,
+            extra={"fields": {"event": "stopping", "signal": why}},
+        )
+        self._give_back(unstarted, "unstarted")
+        self._settle_quietly()
+        seen = len(self._signals)
+        while True:
+            with self._cv:
+                running = len(self._running)
+            now = time.monotonic()
+            if running == 0 or now >= self._give_up_at:
+                break
+            self._pump(min(self._give_up_at - now, max(0.0, self._next_beat - now), 1.0))
+            if len(self._signals) > seen:
+                seen = len(self._signals)
+                self.log.warning("second %s: ending the grace period now", self._signals[-1])
+                self._give_up_at = time.monotonic()
+            self._settle_quietly()
+            self._beat_if_due()
+        with self._cv:
+            leftover = list(self._running)
+            self._running.clear()
+        if leftover:
+            self.log.warning("grace period over: stopping %d running items", len(leftover))
+            self.runner.kill(leftover)
+            self._give_up_at = time.monotonic() + 5.0
+            self._give_back(leftover, "unfinished")
+        self._settle_quietly()
+        return f"stopped by {why}", EXIT_STOPPED
+
+    def _settle_quietly(self) -> None:
+        """Settle what finished during shutdown; an unreachable Redis only means leases expire."""
+        try:
+            self._settle_failures()
+            self._flush()
+        except (Fatal, _Interrupted, rediswq.RedisWQError) as e:
+            self.log.warning("could not settle finished items (%s): their leases will expire", e)
+
+    def _abandon(self) -> None:
+        """After a fatal error: stop the children of running items (their leases will expire)."""
+        with self._cv:
+            self._stopping = True
+            running = list(self._running)
+            self._running.clear()
+            self._buffer.clear()
+        self.runner.kill(running)
+
+    # -- signals ---------------------------------------------------------------------------------
+
+    def _install_signals(self) -> dict[int, Any]:
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        restore: dict[int, Any] = {}
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            restore[signum] = signal.signal(signum, self._on_signal)
+        return restore
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self._events.put(("signal", signum))  # SimpleQueue.put is safe in a signal handler
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+def _first_line(text: str) -> str:
+    return text.split("\n", 1)[0]
+
+
+def _item(lease: Lease, **more: Any) -> dict[str, Any]:
+    return {"fields": {"item": lease.id, "attempt": lease.attempt, **more}}
+
+
+__all__ = ["Fatal", "Options", "Runtime", "Summary"]

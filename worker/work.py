@@ -1,0 +1,278 @@
+"""`rediswq work`: drain a queue in this pod, running a command or a Python handler for each item.
+
+Parsing and validation only; the runtime (threads, leases, signals) is worker.runtime, and what is
+done with one item is worker.runners.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+from worker import logs
+from worker.clikit import EXIT_OK, ConfigError, open_queue
+from worker.runners import CommandRunner, HandlerRunner, Runner, SetupError
+from worker.runtime import Options, Runtime
+
+_EPILOG = """\b
+Command mode (rediswq work QUEUE -- COMMAND [ARG]...):
+  Each item runs COMMAND in a new session, with the payload on standard
+  input and in place of every {} in the arguments (as UTF-8; bytes that are
+  not UTF-8 pass through unchanged; an item whose payload has a NUL byte
+  cannot be an argument and is dead-lettered at once). Its environment adds
+  REDISWQ_QUEUE, REDISWQ_ITEM_ID and REDISWQ_ATTEMPT (1 on the first lease).
+  Exit status 0 completes the item; anything else fails it (retried after a
+  backoff, dead-lettered once --max-attempts are spent), with the exit
+  status and the last 2000 bytes of its standard error kept as the error.
+  Its standard output and standard error pass through to the worker's. Put
+  -- before COMMAND so its options are not taken for the worker's.
+
+\b
+Handler mode (rediswq work QUEUE --handler package.module:function):
+  Calls function(lease) for each item in one of --concurrency threads; the
+  current directory is searched first for the module. lease.payload is the
+  item (bytes); lease.id, lease.attempt too. Returning completes the item,
+  raising fails it with the exception's type, message and traceback.
+
+\b
+Leases and stopping:
+  Leases are renewed every third of --lease-secs while their items run, so a
+  short lease is safe: it is how long a dead pod's items wait before another
+  worker takes them over. On SIGTERM or SIGINT the worker leases nothing
+  more, gives back items it has not started, lets running ones finish for up
+  to --grace-secs, then kills them (their whole process group) and gives
+  them back: no attempt is charged. A second signal ends the grace period at
+  once. A one-line summary is printed at exit. Set the Pod's
+  terminationGracePeriodSeconds a few seconds above --grace-secs.
+
+\b
+Exit codes:
+  0  the queue is drained: nothing pending, delayed or leased by any worker
+     (with --until closed: and closed). A worker with nothing left to lease
+     waits while others hold leases, and takes over any that expire, so 0
+     means the whole queue is done.
+  1  runtime error: Redis unreachable for --reconnect-secs, or Redis
+     answered with an error
+  2  usage or configuration error: bad option, URL or password, handler not
+     importable, command not found
+  3  stopped before the queue drained: --max-items reached, SIGTERM or
+     SIGINT
+"""
+
+
+def _env(name: str) -> str:
+    return f"REDISWQ_{name}"
+
+
+@click.command(epilog=_EPILOG, context_settings={"show_default": True})
+@click.argument("queue_name", metavar="QUEUE", envvar=_env("QUEUE"))
+@click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="[-- COMMAND [ARG]...]")
+@click.option(
+    "--handler",
+    metavar="MODULE:FUNCTION",
+    envvar=_env("HANDLER"),
+    show_envvar=True,
+    help="Call this Python function with each item's lease instead of running a command.",
+)
+@click.option(
+    "--lease-secs",
+    metavar="SECS",
+    type=click.FloatRange(min=0.1),
+    default=30.0,
+    envvar=_env("LEASE_SECS"),
+    show_envvar=True,
+    help="Lease length; renewed while the item runs. A dead worker's items come back after this.",
+)
+@click.option(
+    "--timeout",
+    "timeout_secs",
+    metavar="SECS",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    envvar=_env("TIMEOUT"),
+    show_envvar=True,
+    help="Command mode: kill an item's process group after this many seconds and fail the item.",
+)
+@click.option(
+    "--max-attempts",
+    metavar="N",
+    type=click.IntRange(min=1),
+    default=5,
+    envvar=_env("MAX_ATTEMPTS"),
+    show_envvar=True,
+    help="Leases an item gets before it is dead-lettered (give every worker the same value).",
+)
+@click.option(
+    "--retry-backoff-secs",
+    metavar="SECS",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    envvar=_env("RETRY_BACKOFF_SECS"),
+    show_envvar=True,
+    help="Wait before a failed item's first retry; doubled on each further one.",
+)
+@click.option(
+    "--retry-backoff-cap-secs",
+    metavar="SECS",
+    type=click.FloatRange(min=0, min_open=True),
+    default=300.0,
+    envvar=_env("RETRY_BACKOFF_CAP_SECS"),
+    show_envvar=True,
+    help="The longest wait before a retry.",
+)
+@click.option(
+    "--concurrency",
+    metavar="N",
+    type=click.IntRange(min=1),
+    default=1,
+    envvar=_env("CONCURRENCY"),
+    show_envvar=True,
+    help="Items in flight in this worker: child processes (command mode) or threads (handler mode).",
+)
+@click.option(
+    "--prefetch",
+    metavar="N",
+    type=click.IntRange(min=1),
+    default=1,
+    envvar=_env("PREFETCH"),
+    show_envvar=True,
+    help="Items leased per Redis call; finished ones are completed in the same call. Raise it "
+    "(e.g. 100) for short items; keep 1 for long ones, so no pod sits on items others could run.",
+)
+@click.option(
+    "--until",
+    type=click.Choice(["drained", "closed"]),
+    default="drained",
+    envvar=_env("UNTIL"),
+    show_envvar=True,
+    help="Exit 0 once the queue is drained, or only once it is drained and closed (for producers "
+    "that run beside the workers).",
+)
+@click.option(
+    "--max-items",
+    metavar="N",
+    type=click.IntRange(min=1),
+    default=None,
+    envvar=_env("MAX_ITEMS"),
+    show_envvar=True,
+    help="Stop after this many items: exit 3, or 0 if the queue is drained by then.",
+)
+@click.option(
+    "--grace-secs",
+    metavar="SECS",
+    type=click.FloatRange(min=0),
+    default=25.0,
+    envvar=_env("GRACE_SECS"),
+    show_envvar=True,
+    help="On SIGTERM/SIGINT, how long running items may take to finish before they are killed.",
+)
+@click.option(
+    "--reconnect-secs",
+    metavar="SECS",
+    type=click.FloatRange(min=0),
+    default=60.0,
+    envvar=_env("RECONNECT_SECS"),
+    show_envvar=True,
+    help="How long to keep retrying while Redis is unreachable (at start or mid-run) before exit 1.",
+)
+@click.option(
+    "--worker-name",
+    metavar="NAME",
+    envvar=[_env("WORKER_NAME"), "POD_NAME", "HOSTNAME"],
+    show_envvar=True,
+    default=None,
+    show_default="host:pid",
+    help="This worker's name, shown as the lease holder by `rediswq stats`.",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    envvar=_env("LOG_FORMAT"),
+    show_envvar=True,
+    help="Log lines (on standard error) as text, or as one JSON object a line.",
+)
+@click.option(
+    "-v",
+    "--verbose",
+    is_flag=True,
+    envvar=_env("VERBOSE"),
+    show_envvar=True,
+    help="Log every item started and done, not only failures.",
+)
+@click.pass_context
+def work(
+    ctx: click.Context,
+    queue_name: str,
+    command: tuple[str, ...],
+    handler: str | None,
+    lease_secs: float,
+    timeout_secs: float | None,
+    max_attempts: int,
+    retry_backoff_secs: float,
+    retry_backoff_cap_secs: float,
+    concurrency: int,
+    prefetch: int,
+    until: str,
+    max_items: int | None,
+    grace_secs: float,
+    reconnect_secs: float,
+    worker_name: str | None,
+    log_format: str,
+    verbose: bool,
+) -> None:
+    """Drain QUEUE: lease items, run COMMAND (or --handler) for each, exit 0 once the queue is done.
+
+    Every option can also be set from the environment variable shown with it, so a Kubernetes Job
+    can configure the worker in its pod template.
+    """
+    if handler and command:
+        raise click.UsageError("give either --handler or a COMMAND after --, not both")
+    if not handler and not command:
+        raise click.UsageError("give a COMMAND after -- (e.g. rediswq work jobs -- ./run.sh {}) or --handler")
+    if handler and timeout_secs is not None:
+        raise click.UsageError("--timeout applies to commands only: a Python handler cannot be stopped")
+    log = logs.setup("json" if log_format == "json" else "text", verbose=verbose)
+    queue = open_queue(
+        queue_name,
+        max_attempts=max_attempts,
+        retry_backoff_secs=retry_backoff_secs,
+        retry_backoff_cap_secs=retry_backoff_cap_secs,
+        worker=worker_name or None,
+    )
+    runner: Runner
+    try:
+        if handler:
+            runner = HandlerRunner(handler)
+        else:
+            runner = CommandRunner(command, queue_name=queue_name, timeout_secs=timeout_secs)
+    except SetupError as e:
+        raise ConfigError(str(e)) from e
+    options = Options(
+        lease_secs=lease_secs,
+        concurrency=concurrency,
+        prefetch=prefetch,
+        until="closed" if until == "closed" else "drained",
+        max_items=max_items,
+        grace_secs=grace_secs,
+        reconnect_secs=reconnect_secs,
+    )
+    log.info(
+        "worker %s: %s on queue %r (concurrency %d, prefetch %d, lease %g s, until %s)",
+        queue.worker,
+        runner.describe(),
+        queue_name,
+        concurrency,
+        prefetch,
+        lease_secs,
+        until,
+        extra={"fields": {"event": "start", "worker": queue.worker, "queue": queue_name}},
+    )
+    summary = Runtime(queue, runner, options, log).run()
+    log.info(summary.line(queue_name), extra={"fields": {"queue": queue_name, **summary.fields()}})
+    if summary.error:
+        log.error(summary.error, extra={"fields": {"event": "error", "exit_code": summary.exit_code}})
+    logging.shutdown()
+    if summary.exit_code != EXIT_OK:
+        ctx.exit(summary.exit_code)
