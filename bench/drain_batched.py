@@ -1,0 +1,122 @@
+"""Drain in batches with N worker processes: rediswq vs the floor.
+
+rediswq: `lease_many(B)`, then `complete_and_lease(batch, B)` per batch (one script call per batch);
+also shown: `lease_many(B)` then `complete_many(batch)`, two calls per batch.
+floor: B RPOP commands per pipeline (one round trip per batch), no lease at all.
+Targets (issue 4, #2): rediswq >= 60 % of the floor; <= 0.03 client calls per item.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from _common import (
+    Target,
+    base_parser,
+    environment,
+    finish,
+    load_scripts,
+    payloads,
+    private_redis,
+    summarize,
+)
+from _drain import (
+    fill_list,
+    fill_rediswq,
+    floor_drain,
+    list_drained,
+    measure,
+    rediswq_batched,
+    rediswq_drained,
+    rediswq_lease_then_complete,
+)
+
+NAME = "drain_batched"
+TITLE = "Drain, batched"
+MAIN = "rediswq complete_and_lease"
+FLOOR = "floor (pipelined RPOP)"
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = base_parser(__doc__ or "")
+    parser.add_argument("--items", type=int, default=200_000, help="items each variant drains per run")
+    parser.add_argument("--batch", type=int, default=100, help="items per lease call / RPOPs per pipeline")
+    parser.add_argument("--workers", type=int, default=2, help="worker processes")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each variant (the median counts)")
+    parser.add_argument("--payload-bytes", type=int, default=16)
+    args = parser.parse_args(argv)
+
+    runs: list[dict[str, Any]] = []
+    with private_redis(args.redis_server) as server:
+        client = server.client()
+        load_scripts(client)
+        env = environment(server)
+        items = payloads(args.items, args.payload_bytes)
+        for _ in range(args.repeat):
+            common = {"items": items, "workers": args.workers}
+            runs.append(
+                measure(
+                    client,
+                    server.url,
+                    variant=MAIN,
+                    fill=fill_rediswq,
+                    worker=rediswq_batched,
+                    worker_args=(args.batch, 60.0),
+                    scripts=True,
+                    check_drained=rediswq_drained,
+                    **common,
+                )
+            )
+            runs.append(
+                measure(
+                    client,
+                    server.url,
+                    variant=FLOOR,
+                    fill=fill_list,
+                    worker=floor_drain,
+                    worker_args=(args.batch,),
+                    scripts=False,
+                    check_drained=list_drained,
+                    **common,
+                )
+            )
+            runs.append(
+                measure(
+                    client,
+                    server.url,
+                    variant="rediswq lease_many + complete_many",
+                    fill=fill_rediswq,
+                    worker=rediswq_lease_then_complete,
+                    worker_args=(args.batch, 60.0),
+                    scripts=True,
+                    check_drained=rediswq_drained,
+                    **common,
+                )
+            )
+
+    rows = summarize(runs)
+    by = {row["variant"]: row for row in rows}
+    floor = by[FLOOR]["items/s"]
+    for row in rows:
+        row["% floor"] = 100 * row["items/s"] / floor
+    targets = [
+        Target("drain batched: rediswq / floor", by[MAIN]["items/s"] / floor * 100, ">=", 60.0, " %"),
+        Target("drain batched: client calls per item", by[MAIN]["calls/item"], "<=", 0.03),
+    ]
+    return finish(
+        NAME,
+        TITLE,
+        args,
+        env,
+        vars(args),
+        rows,
+        ["variant", "items", "runs", "items/s", "% floor", "calls/item", "server us/item"],
+        targets,
+        notes=[f"batch {args.batch}; {args.workers} worker processes; the median of {args.repeat} runs"],
+        extra={"runs": runs},
+    )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,126 @@
+"""Drain one item at a time with N worker processes: rediswq vs the docs example vs the floor.
+
+rediswq: `lease`, then `complete_and_lease([lease], 1)` per item (one script call per item).
+baseline: the Kubernetes docs example's algorithm (BRPOPLPUSH + SETEX, LREM + DEL, two LLEN a loop).
+floor: pipelined RPOP (100 per round trip), no lease at all: what Redis and a Python client can move.
+Targets (issue 4, #1): rediswq >= 4x the baseline; <= 1.05 client calls per item.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from _common import (
+    Target,
+    base_parser,
+    environment,
+    finish,
+    load_scripts,
+    payloads,
+    private_redis,
+    summarize,
+)
+from _drain import (
+    docs_example,
+    docs_example_drained,
+    fill_list,
+    fill_rediswq,
+    floor_drain,
+    list_drained,
+    measure,
+    rediswq_drained,
+    rediswq_one,
+)
+
+NAME = "drain_one"
+TITLE = "Drain, one item at a time"
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = base_parser(__doc__ or "")
+    parser.add_argument("--items", type=int, default=20_000, help="items rediswq drains per run")
+    parser.add_argument("--baseline-items", type=int, default=10_000, help="items the baseline drains")
+    parser.add_argument("--floor-items", type=int, default=200_000, help="items the floor drains")
+    parser.add_argument("--floor-batch", type=int, default=100, help="RPOPs per pipeline for the floor")
+    parser.add_argument("--workers", type=int, default=2, help="worker processes")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each variant (the median counts)")
+    parser.add_argument("--payload-bytes", type=int, default=16)
+    args = parser.parse_args(argv)
+
+    runs: list[dict[str, Any]] = []
+    with private_redis(args.redis_server) as server:
+        client = server.client()
+        load_scripts(client)
+        env = environment(server)
+        for _ in range(args.repeat):
+            runs.append(
+                measure(
+                    client,
+                    server.url,
+                    variant="rediswq",
+                    items=payloads(args.items, args.payload_bytes),
+                    workers=args.workers,
+                    fill=fill_rediswq,
+                    worker=rediswq_one,
+                    worker_args=(60.0,),
+                    scripts=True,
+                    check_drained=rediswq_drained,
+                )
+            )
+            runs.append(
+                measure(
+                    client,
+                    server.url,
+                    variant="baseline (docs example)",
+                    items=payloads(args.baseline_items, args.payload_bytes),
+                    workers=args.workers,
+                    fill=fill_list,
+                    worker=docs_example,
+                    scripts=False,
+                    check_drained=docs_example_drained,
+                )
+            )
+            runs.append(
+                measure(
+                    client,
+                    server.url,
+                    variant="floor (pipelined RPOP)",
+                    items=payloads(args.floor_items, args.payload_bytes),
+                    workers=args.workers,
+                    fill=fill_list,
+                    worker=floor_drain,
+                    worker_args=(args.floor_batch,),
+                    scripts=False,
+                    check_drained=list_drained,
+                )
+            )
+
+    rows = summarize(runs)
+    by = {row["variant"]: row for row in rows}
+    rate = by["rediswq"]["items/s"]
+    base = by["baseline (docs example)"]["items/s"]
+    floor = by["floor (pipelined RPOP)"]["items/s"]
+    for row in rows:
+        row["x baseline"] = row["items/s"] / base
+        row["% floor"] = 100 * row["items/s"] / floor
+    targets = [
+        Target("drain one: rediswq / baseline", rate / base, ">=", 4.0, "x"),
+        Target("drain one: client calls per item", by["rediswq"]["calls/item"], "<=", 1.05),
+    ]
+    return finish(
+        NAME,
+        TITLE,
+        args,
+        env,
+        vars(args),
+        rows,
+        ["variant", "items", "runs", "items/s", "x baseline", "% floor", "calls/item", "server us/item"],
+        targets,
+        notes=[f"{args.workers} worker processes; the median of {args.repeat} runs per variant"],
+        extra={"runs": runs},
+    )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
