@@ -259,6 +259,30 @@ def test_command_mode_with_concurrency_runs_items_side_by_side(
     assert time.monotonic() - began < 8
 
 
+def test_a_short_lease_is_renewed_while_items_run_and_while_prefetched_items_wait(
+    queue: Queue,
+    work: Callable[..., list[str]],
+    env: dict[str, str],
+    tmp_path: Path,
+    procs: list[subprocess.Popen[str]],
+) -> None:
+    queue.put_many(f"n{i}" for i in range(3))
+    log = tmp_path / "log"
+    script = f'echo "$1 $REDISWQ_ATTEMPT" >> {log}; sleep 0.9'
+    a = start(
+        procs, work("--lease-secs", "0.8", "--prefetch", "3", "--", "sh", "-c", script, "sh", "{}"), env
+    )
+    wait_for(log.exists)
+    # A second worker keeps calling lease, which would take over any lease that expired.
+    b = start(procs, work("--lease-secs", "0.8", "--", "sh", "-c", script, "sh", "{}"), env)
+    for proc in (a, b):
+        _, err = proc.communicate(timeout=20)
+        assert proc.returncode == 0, err
+    assert sorted(log.read_text().splitlines()) == ["n0 1", "n1 1", "n2 1"]
+    stats = queue.stats()
+    assert (stats.completed, stats.expired) == (3, 0)
+
+
 # -- stopping -------------------------------------------------------------------------------------
 
 

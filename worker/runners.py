@@ -8,6 +8,7 @@ Runners are called from the runtime's slot threads, several at once when --concu
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import importlib
 import os
 import select
@@ -26,9 +27,6 @@ from rediswq import Lease
 
 # How much of a failed command's standard error is kept with its error text, in bytes.
 STDERR_TAIL_BYTES = 2000
-# A payload up to this size is written into the child's stdin pipe before the child starts (a pipe
-# holds 64 KiB on Linux, so the write cannot block); a larger one is fed by a short-lived thread.
-_PREFILL_BYTES = 16 * 1024
 
 
 @dataclass(frozen=True)
@@ -274,11 +272,19 @@ class CommandRunner:
 
 
 def _prefill(fd: int, payload: bytes) -> bytes:
-    """Write what fits into the empty pipe now; return the rest (for a feeder thread)."""
+    """Write what fits into the empty pipe now (grown to hold up to 1 MiB on Linux); return the rest,
+    which a feeder thread writes while the child reads."""
     if not payload:
         return b""
-    head = payload[:_PREFILL_BYTES]
-    written = os.write(fd, head)
+    if len(payload) > 65536 and hasattr(fcntl, "F_SETPIPE_SZ"):
+        with contextlib.suppress(OSError):  # above /proc/sys/fs/pipe-max-size: keep the default
+            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, min(len(payload), 1 << 20))
+    os.set_blocking(fd, False)
+    try:
+        written = os.write(fd, payload)
+    except BlockingIOError:
+        written = 0
+    os.set_blocking(fd, True)
     return payload[written:]
 
 

@@ -258,12 +258,12 @@ class Runtime:
 
     def _next_wait(self) -> float:
         now = time.monotonic()
-        waits = [1.0]
+        # The beat is always on the clock: a slot may lease while this thread sleeps, and its new
+        # leases must be renewed in time without waking anyone.
+        waits = [1.0, self._next_beat - now]
         with self._cv:
             if self._should_poll_locked():
                 waits.append(self._next_poll - now)
-            if self._buffer or self._running or self._done or self._failed:
-                waits.append(self._next_beat - now)
             if self._done_since is not None:
                 waits.append(self._done_since + FLUSH_SECS - now)
         return max(0.0, min(waits))
@@ -316,8 +316,8 @@ class Runtime:
                     self._done.append(lease)
                     if self._done_since is None:
                         self._done_since = time.monotonic()
-                    if self._stopping:
-                        self._events.put(_WAKE)
+                    if self._stopping or self._limit_reached():
+                        self._events.put(_WAKE)  # the main thread settles and ends the run
                 else:
                     self._failed.append((lease, outcome))
                     self._events.put(_WAKE)
@@ -519,8 +519,11 @@ class Runtime:
         if now < self._next_beat:
             return
         self._next_beat = now + self._beat_secs
-        with self._redis:
-            self._heartbeat.beat()  # logs and survives a failed call; the next beat retries
+        try:
+            with self._redis:
+                self._heartbeat.beat()  # logs and survives a failed call; the next beat retries
+        except redis.exceptions.RedisError as e:  # passed through unwrapped by the library
+            raise Fatal(f"Redis error: {e}") from e
 
     def _on_lost(self, lease: Lease) -> None:
         """The heartbeat found a lease gone (this worker stalled past its deadline): don't start it."""
