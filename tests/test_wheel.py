@@ -1,0 +1,162 @@
+"""The build steps the Dockerfile runs, without a container engine.
+
+The wheel is built from a copy of exactly the files the image's build context holds (the
+.dockerignore allow-list), so a file that only works from the source tree fails here rather than in
+the image. It is installed, not editable, into a fresh venv, and the CLI is run from there.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import venv
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+# What .dockerignore lets into the build context; the Dockerfile COPYs the same.
+BUILD_CONTEXT = ["pyproject.toml", "README.md", "rediswq", "producer", "worker", "k8s"]
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@dataclass(frozen=True)
+class Built:
+    wheel: Path
+    venv: Path
+    workdir: Path
+
+    @property
+    def names(self) -> set[str]:
+        with zipfile.ZipFile(self.wheel) as zf:
+            return set(zf.namelist())
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run a command of the venv from a directory outside the repo, so nothing imports from it."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("REDISWQ_", "REDIS_URL"))}
+        env["PATH"] = f"{self.venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+        return subprocess.run(
+            list(args), cwd=self.workdir, env=env, capture_output=True, text=True, timeout=60
+        )
+
+
+def _copy_build_context(dest: Path) -> None:
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo")
+    for name in BUILD_CONTEXT:
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=ignore)
+        else:
+            shutil.copy2(src, dest / name)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
+    root = tmp_path_factory.mktemp("wheel")
+    src, wheels, env_dir, workdir = root / "src", root / "wheels", root / "venv", root / "work"
+    src.mkdir()
+    workdir.mkdir()
+    _copy_build_context(src)
+    # The Dockerfile's build step; pip's cache is kept here so a second run is quick.
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(wheels), str(src)],
+        check=True,
+        timeout=240,
+    )
+    (wheel,) = wheels.glob("rediswq-*.whl")
+    # A bare venv filled by this interpreter's pip: the same resolution from PyPI as a user's install,
+    # without bootstrapping a second pip; bytecode is not compiled, as nothing here needs it.
+    venv.EnvBuilder(with_pip=False).create(env_dir)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(env_dir / "bin" / "python"),
+            "install",
+            "--quiet",
+            "--no-compile",
+            str(wheel),
+        ],
+        check=True,
+        timeout=240,
+    )
+    yield Built(wheel, env_dir, workdir)
+
+
+def _repo_files(folder: str, *patterns: str) -> set[str]:
+    base = REPO / folder
+    return {p.relative_to(base).as_posix() for pattern in patterns for p in base.rglob(pattern)}
+
+
+def test_wheel_carries_every_lua_script(built: Built) -> None:
+    scripts = _repo_files("rediswq/lua", "*.lua")
+    assert scripts, "no Lua scripts in rediswq/lua"
+    in_wheel = {n.removeprefix("rediswq/lua/") for n in built.names if n.startswith("rediswq/lua/")}
+    assert scripts <= in_wheel
+
+
+def test_wheel_carries_py_typed_for_every_package(built: Built) -> None:
+    assert {"rediswq/py.typed", "worker/py.typed", "producer/py.typed"} <= built.names
+
+
+def test_wheel_carries_every_k8s_manifest_under_worker_manifests(built: Built) -> None:
+    manifests = _repo_files("k8s", "*.yaml", "*.yml")
+    assert manifests, "k8s/ has no manifests"
+    in_wheel = {n.removeprefix("worker/manifests/") for n in built.names if n.startswith("worker/manifests/")}
+    missing = manifests - in_wheel
+    assert not missing, f"k8s files left out of the wheel (see package-data in pyproject.toml): {missing}"
+
+
+def test_installed_package_is_the_wheel_not_the_source_tree(built: Built) -> None:
+    result = built.run(
+        "python", "-c", "import rediswq, worker, producer; print(rediswq.__file__, worker.__file__)"
+    )
+    assert result.returncode == 0, result.stderr
+    site_packages = next((built.venv / "lib").glob("python3*/site-packages"))
+    for path in result.stdout.split():
+        assert Path(path).is_relative_to(site_packages), path
+
+
+def test_installed_manifests_are_readable_as_package_resources(built: Built) -> None:
+    code = (
+        "from importlib.resources import files\n"
+        "def walk(node, prefix=''):\n"
+        "    for child in node.iterdir():\n"
+        "        if child.is_dir():\n"
+        "            yield from walk(child, prefix + child.name + '/')\n"
+        "        elif child.name.endswith(('.yaml', '.yml')):\n"
+        "            yield prefix + child.name\n"
+        "print('\\n'.join(walk(files('worker.manifests'))))\n"
+    )
+    result = built.run("python", "-c", code)
+    assert result.returncode == 0, result.stderr
+    assert set(result.stdout.split()) == _repo_files("k8s", "*.yaml", "*.yml")
+
+
+def test_rediswq_help_runs_from_the_installed_wheel(built: Built) -> None:
+    result = built.run("rediswq", "--help")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("Usage: rediswq")
+    commands = result.stdout.split("Commands:", 1)[1].split()
+    assert "work" in commands
+
+
+def test_rediswq_work_help_runs_from_the_installed_wheel(built: Built) -> None:
+    result = built.run("rediswq", "work", "--help")
+    assert result.returncode == 0, result.stderr
+    assert "Usage: rediswq work" in result.stdout
+
+
+def test_installed_version_is_the_wheels_version(built: Built) -> None:
+    version = built.wheel.name.split("-")[1]
+    result = built.run("rediswq", "--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[-1] == version
