@@ -63,9 +63,7 @@ class Connection:
     def call(self, fn: Callable[[], T], *, idempotent: bool) -> T:
         try:
             if idempotent:
-                return self._retry.call_with_retry(
-                    fn, lambda _error: None, is_retryable=_is_transient
-                )
+                return self._retry.call_with_retry(fn, lambda _error: None, is_retryable=_is_transient)
             return fn()
         except redis.exceptions.AuthenticationError as e:
             raise AuthenticationFailed(f"Redis at {self.url} refused the credentials: {e}") from e

@@ -47,6 +47,8 @@ class Scripts:
         self._release = client.register_script(_source("release"))
         self._requeue_dead = client.register_script(_source("requeue_dead"))
         self._purge_dead = client.register_script(_source("purge_dead"))
+        self._purge = client.register_script(_source("purge"))
+        self._stats = client.register_script(_source("stats"))
 
     def put(self, items: Sequence[tuple[str, bytes]]) -> tuple[bool, int, list[int]]:
         """Add (id or "", payload) pairs; returns (closed, first assigned id, 0-based skipped positions)."""
@@ -116,3 +118,12 @@ class Scripts:
 
     def purge_dead(self, *, ids: Sequence[str]) -> int:
         return int(self._purge_dead(keys=self._keys, args=list(ids)))
+
+    def purge(self) -> int:
+        return int(self._purge(keys=self._keys, args=[]))
+
+    def stats(self) -> tuple[int, int, int, int, dict[str, int]]:
+        """Returns (pending with the inbox, leased, delayed, dead, meta hash)."""
+        pending, leased, delayed, dead, flat = self._stats(keys=self._keys, args=[])
+        meta = {flat[i].decode(): int(flat[i + 1]) for i in range(0, len(flat), 2)}
+        return int(pending), int(leased), int(delayed), int(dead), meta

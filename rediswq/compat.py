@@ -11,6 +11,8 @@ import uuid
 from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from rediswq.errors import LeaseLost, LeaseTimeout
 from rediswq.lease import Lease
@@ -24,6 +26,8 @@ class RedisWQ:
 
     def __init__(self, name: str, **redis_kwargs: Any) -> None:
         self._session = str(uuid.uuid4())
+        # No blind retries by the client: rediswq retries only what is safe to repeat.
+        redis_kwargs.setdefault("retry", Retry(NoBackoff(), 0))
         self._queue = Queue(redis.Redis(**redis_kwargs), name, worker=self._session)
         # The docs' API completes by value; equal values are separate items, so keep a list per value.
         self._held: dict[bytes, list[Lease]] = {}

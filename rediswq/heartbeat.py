@@ -53,6 +53,7 @@ class Heartbeat:
 
     def start(self) -> Heartbeat:
         if self._thread is None:
+            self._stop.clear()
             self._thread = threading.Thread(target=self._run, name="rediswq-heartbeat", daemon=True)
             self._thread.start()
         return self

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import socket
@@ -82,7 +83,7 @@ class LeaseInfo:
 
 @dataclass(frozen=True)
 class Stats:
-    """One consistent snapshot of a queue (read in a single MULTI)."""
+    """One consistent snapshot of a queue (read in a single script call)."""
 
     pending: int
     leased: int
@@ -117,7 +118,7 @@ def _id_text(value: Any) -> str:
 
 
 def _ms(secs: float, what: str) -> int:
-    if not secs > 0:
+    if not (secs > 0 and math.isfinite(secs)):
         raise InvalidArgument(f"{what} must be a positive number of seconds, not {secs!r}")
     return max(1, round(secs * 1000))
 
@@ -130,7 +131,9 @@ class Queue:
     extends or releases each lease, and only the lease's holder can: if a lease expires, the next
     lease call takes the item back and someone else may lease it, and the late holder gets `LeaseLost`.
 
-    The race that ownership checks settle, as a timeline (times on Redis's clock):
+    A lease past its deadline still holds until a lease call (any worker's) reclaims it; from then on
+    its holder gets `LeaseLost`. The race that ownership checks settle, as a timeline (times on Redis's
+    clock):
       time 0   worker A leases item 7 for 30 s (attempt 1)
       time 30  A's lease expires; B's next lease call returns item 7 to pending and leases it (attempt 2)
       time 31  A finishes and calls complete: LeaseLost; B's lease, the item and the counters are untouched
@@ -154,6 +157,9 @@ class Queue:
             raise InvalidArgument(f"max_attempts must be at least 1, not {max_attempts}")
         if reclaim_limit < 1:
             raise InvalidArgument(f"reclaim_limit must be at least 1, not {reclaim_limit}")
+        if client.connection_pool.connection_kwargs.get("decode_responses"):
+            # Payloads are bytes; a decoding client would fail half-way through a lease.
+            raise InvalidArgument("the Redis client must not decode responses (decode_responses=False)")
         self.name = name
         self.keys = Keys.for_queue(name)
         self.max_attempts = max_attempts
@@ -173,9 +179,10 @@ class Queue:
         rediswq retries idempotent calls itself, so the client it makes does not retry on its own: a
         blind retry of `put` or `complete` after a lost reply could apply it twice.
         """
+        options_for_tcp = {} if url.startswith("unix:") else {"socket_keepalive": True}
         try:
             client = redis.Redis.from_url(
-                url, retry=Retry(NoBackoff(), 0), socket_connect_timeout=5, socket_keepalive=True
+                url, retry=Retry(NoBackoff(), 0), socket_connect_timeout=5, **options_for_tcp
             )
         except ValueError as e:
             raise InvalidArgument(f"bad Redis URL {redact(url)}: {e}") from e
@@ -477,37 +484,23 @@ class Queue:
         return self.stats().drained
 
     def stats(self) -> Stats:
-        """Counts and lifetime counters, read in one MULTI so they agree with each other."""
-        k = self.keys
-
-        def read() -> list[Any]:
-            pipe = self._client.pipeline(transaction=True)
-            pipe.llen(k.pending)
-            pipe.zcard(k.leased)
-            pipe.zcard(k.delayed)
-            pipe.hlen(k.dead)
-            pipe.hgetall(k.meta)
-            pipe.type(k.inbox)
-            return pipe.execute()
-
-        pending, leased, delayed, dead, meta, inbox_type = self._conn.call(read, idempotent=True)
-        inbox = 0
-        if inbox_type in (b"list", "list"):
-            inbox = self._conn.call(lambda: int(self._client.llen(k.inbox)), idempotent=True)
-        counters = {key.decode(): int(value) for key, value in meta.items() if key != b"closed"}
+        """Counts and lifetime counters, read in one script call so they agree with each other."""
+        pending, leased, delayed, dead, meta = self._conn.call(self._scripts.stats, idempotent=True)
         return Stats(
-            pending=int(pending) + inbox,
-            leased=int(leased),
-            delayed=int(delayed),
-            dead=int(dead),
-            closed=b"closed" in meta,
-            **{name: counters.get(name, 0) for name in _COUNTERS},
+            pending=pending,
+            leased=leased,
+            delayed=delayed,
+            dead=dead,
+            closed="closed" in meta,
+            **{name: meta.get(name, 0) for name in _COUNTERS},
         )
 
     # -- looking inside -------------------------------------------------------------------------
 
     def peek(self, count: int = 10) -> list[Item]:
         """The first `count` pending items, without leasing them."""
+        if count < 1:
+            return []
         raw = self._conn.call(lambda: self._client.lrange(self.keys.pending, 0, count - 1), idempotent=True)
         items = []
         for envelope in raw:
@@ -528,6 +521,8 @@ class Queue:
 
     def holders(self, count: int = 100) -> list[LeaseInfo]:
         """Up to `count` live leases, the soonest deadline first, with the worker that holds each."""
+        if count < 1:
+            return []
         raw = self._conn.call(
             lambda: self._client.zrange(self.keys.leased, 0, count - 1, withscores=True), idempotent=True
         )
@@ -544,7 +539,7 @@ class Queue:
 
         def read() -> list[DeadLetter]:
             letters = []
-            for _key, record in islice(self._client.hscan_iter(self.keys.dead, count=500), count):
+            for _key, record in self._client.hscan_iter(self.keys.dead, count=500):
                 item_id, attempts, payload, error, dead_at_ms = msgpack.unpackb(record, raw=True)
                 letters.append(
                     DeadLetter(
@@ -557,7 +552,8 @@ class Queue:
                 )
             return letters
 
-        return sorted(self._conn.call(read, idempotent=True), key=lambda d: (d.dead_at_ms, d.id))
+        letters = sorted(self._conn.call(read, idempotent=True), key=lambda d: (d.dead_at_ms, d.id))
+        return letters if count is None else letters[: max(count, 0)]
 
     def requeue_dead(self, ids: Iterable[str] | None = None) -> int:
         """Put dead letters (all, or those with `ids`) back on the queue with fresh attempts."""
@@ -574,17 +570,16 @@ class Queue:
         return total
 
     def _dead_id_batches(self, ids: Iterable[str] | None) -> Iterator[list[str]]:
-        source: Iterator[str] = (
-            iter(ids)
-            if ids is not None
-            else (_id_text(key) for key in self._client.hscan_iter(self.keys.dead, count=500, no_values=True))
-        )
         if ids is None:
-            # Scanning while deleting may miss or repeat keys: collect first, then act.
-            source = iter(list(source))
+            # Collect first, then act: a scan that runs while its hash shrinks may miss keys.
+            def scan() -> list[str]:
+                return [_id_text(key) for key, _ in self._client.hscan_iter(self.keys.dead, count=500)]
+
+            ids = self._conn.call(scan, idempotent=True)
+        source = iter(ids)
         while batch := list(islice(source, 500)):
             yield batch
 
     def purge(self) -> None:
         """Delete every key of this queue (and nothing else): items, leases, dead letters, counters."""
-        self._conn.call(lambda: self._client.delete(*self.keys.all()), idempotent=True)
+        self._conn.call(self._scripts.purge, idempotent=True)

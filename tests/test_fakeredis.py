@@ -1,10 +1,11 @@
 """Fast tests of the pure-Python parts, plus the readers run on fakeredis and on the real Redis alike.
 
-fakeredis cannot run rediswq's scripts: its Lua (through the optional `lupa` package) offers `cjson`
-but no `cmsgpack`, which every script uses for its envelopes. So the scripts are proven only on a real
-Redis (test_scripts.py and the rest); here fakeredis serves the parts that use plain commands, in one
-contract suite that runs on both backends (the readers: stats, peek, holders, dead letters; close,
-reopen and purge), with state written as the schema in `rediswq/_keys.py` describes it.
+fakeredis cannot run most of rediswq's scripts: its Lua (the `lupa` package, the `fakeredis[lua]` extra)
+offers `cjson` but no `cmsgpack`, which the scripts that move items use for their envelopes. So those
+are proven only on a real Redis (test_scripts.py and the rest); here fakeredis serves the readers and
+the scripts without envelopes (stats, purge), in one contract suite that runs on both backends (stats,
+peek, holders, dead letters; close, reopen and purge), with state written as the schema in
+`rediswq/_keys.py` describes it.
 """
 
 from __future__ import annotations

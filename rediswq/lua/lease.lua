@@ -32,6 +32,13 @@ local reclaim_limit = tonumber(ARGV[4])
 local worker = ARGV[5]
 local until_closed = ARGV[6] == '1'
 
+-- Lua's unpack() stops at about 8000 values, so variadic commands go in slices (`step` even for pairs).
+local function call_sliced(command, key, values, step)
+  for i = 1, #values, step do
+    redis.call(command, key, unpack(values, i, math.min(i + step - 1, #values)))
+  end
+end
+
 local function id_key(id)
   if type(id) == 'number' then return string.format('%d', id) end
   return id
@@ -54,7 +61,7 @@ for i = 7, #ARGV, 2 do
   end
 end
 if #done > 0 then
-  redis.call('HDEL', payloads, unpack(done))
+  call_sliced('HDEL', payloads, done, 1000)
   redis.call('HINCRBY', meta, 'completed', #done)
 end
 if count == 0 then
@@ -83,8 +90,8 @@ if #expired > 0 then redis.call('HINCRBY', meta, 'expired', #expired) end
 -- Due retries go to the head of the queue: they have waited their backoff already.
 local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now_ms, 'LIMIT', 0, reclaim_limit)
 if #due > 0 then
-  redis.call('ZREM', delayed, unpack(due))
-  redis.call('LPUSH', pending, unpack(due))
+  call_sliced('ZREM', delayed, due, 1000)
+  call_sliced('LPUSH', pending, due, 1000)
 end
 
 -- Take pending items, then raw ones from the inbox, giving those an id and an envelope now.
@@ -132,15 +139,7 @@ for i, e in ipairs(taken) do
   scored[#scored + 1] = handle
   stored[#stored + 1] = key
   stored[#stored + 1] = payload
-  -- unpack() stack limit: flush every 1000 leases.
-  if #scored >= 2000 then
-    redis.call('ZADD', leased, unpack(scored))
-    redis.call('HSET', payloads, unpack(stored))
-    scored, stored = {}, {}
-  end
 end
-if #scored > 0 then
-  redis.call('ZADD', leased, unpack(scored))
-  redis.call('HSET', payloads, unpack(stored))
-end
+call_sliced('ZADD', leased, scored, 2000)
+call_sliced('HSET', payloads, stored, 2000)
 return {0, -1, deadline_ms, lost, items}

@@ -4,7 +4,7 @@ KEYS
   KEYS[1] inbox (list)   KEYS[2] pending (list)   KEYS[3] leased (zset)   KEYS[4] payloads (hash)
   KEYS[5] delayed (zset) KEYS[6] dead (hash)      KEYS[7] ids (set)       KEYS[8] meta (hash)
 ARGV
-  ARGV[1] ...   ids of the dead letters to delete
+  ARGV[1] ...   ids of the dead letters to delete (at most a few thousand: the caller batches them)
 Returns the number deleted
 ]]
 local dead, meta = KEYS[6], KEYS[8]

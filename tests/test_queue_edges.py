@@ -1,0 +1,153 @@
+"""Edge cases: big batches past Lua's unpack limit, scans on Redis < 7.4, odd clients and arguments."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import msgpack
+import pytest
+import redis
+from redis_server import find_binary
+
+from rediswq import Heartbeat, InvalidArgument, Queue
+
+
+def _dead_letter(q: Queue, n: int) -> None:
+    q.put_many([b"x"] * n)
+    for lease in q.lease_many(n, 30):
+        q.fail(lease, "broken", retry=False)
+
+
+def test_requeue_dead_without_ids_requeues_every_dead_letter(queue: Queue) -> None:
+    _dead_letter(queue, 3)
+    assert queue.requeue_dead() == 3  # HSCAN ... NOVALUES needs Redis 7.4: "syntax error" on 6.2/7.0
+    assert queue.stats().pending == 3
+
+
+def test_purge_dead_without_ids_purges_every_dead_letter(queue: Queue) -> None:
+    _dead_letter(queue, 3)
+    assert queue.purge_dead() == 3
+    assert queue.stats().dropped == 3
+
+
+def test_complete_many_of_nine_thousand_leases_completes_them_all(queue: Queue) -> None:
+    queue.put_many([b"x"] * 9000)
+    leases = queue.lease_many(9000, 60)
+    queue.complete_many(leases)  # lease.lua: HDEL payloads unpack(done) -> "too many results to unpack"
+    stats = queue.stats()
+    # Today: leased=0, completed=0, enqueued=9000, drained=True: 9000 items vanished from the books.
+    assert (stats.completed, stats.leased) == (9000, 0)
+    assert not queue.client.exists(queue.keys.payloads)
+
+
+def test_a_large_reclaim_limit_does_not_wedge_the_queue(client: redis.Redis, queue_name: str) -> None:
+    q = Queue(client, queue_name, reclaim_limit=10000, retry_backoff_secs=0.001, retry_backoff_cap_secs=0.001)
+    try:
+        q.put_many([b"x"] * 8500)
+        for lease in q.lease_many(8500, 60):
+            q.fail(lease, "transient")
+        time.sleep(0.05)
+        # lease.lua: ZREM delayed unpack(due) -> "too many results to unpack", on every call from now on.
+        assert q.lease(30) is not None
+    finally:
+        q.purge()
+
+
+def test_a_client_that_decodes_responses_is_refused_up_front(redis_server: Any, queue_name: str) -> None:
+    decoding = redis.Redis(host="127.0.0.1", port=redis_server.port, decode_responses=True)
+    # Today: accepted; put works, lease leases the item in Redis and then raises UnicodeDecodeError.
+    with pytest.raises(InvalidArgument):
+        Queue(decoding, queue_name)
+
+
+@pytest.fixture
+def unix_redis() -> Iterator[str]:
+    d = tempfile.mkdtemp()
+    sock = os.path.join(d, "redis.sock")
+    p = subprocess.Popen(
+        [find_binary(), "--port", "0", "--unixsocket", sock, "--save", "", "--dir", d],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    for _ in range(200):
+        if os.path.exists(sock):
+            break
+        time.sleep(0.02)
+    yield sock
+    p.terminate()
+    p.wait()
+
+
+def test_a_unix_socket_url_works(unix_redis: str, queue_name: str) -> None:
+    q = Queue.from_url(f"unix://{unix_redis}", queue_name)  # socket_keepalive -> TypeError today
+    q.put(b"x")
+    assert q.stats().pending == 1
+
+
+def test_an_infinite_lease_length_is_refused(queue: Queue) -> None:
+    queue.put(b"x")
+    with pytest.raises(InvalidArgument):  # OverflowError today
+        queue.lease(float("inf"))
+
+
+def test_peek_and_holders_of_zero_show_nothing(queue: Queue) -> None:
+    queue.put_many([b"a", b"b", b"c"])
+    queue.lease(30)
+    assert queue.peek(0) == []  # LRANGE 0 -1: every pending item today
+    assert queue.holders(0) == []  # ZRANGE 0 -1: every lease today
+
+
+def test_dead_letters_with_a_count_are_the_oldest(client: redis.Redis, queue: Queue) -> None:
+    records = {str(i): msgpack.packb([i, 1, b"p", "e", 1_000_000 + (600 - i)]) for i in range(1, 601)}
+    client.hset(queue.keys.dead, mapping=records)
+    oldest = [d.dead_at_ms for d in queue.dead_letters()][:5]
+    assert [d.dead_at_ms for d in queue.dead_letters(5)] == oldest  # HSCAN order today, then sorted
+
+
+def test_stats_never_reads_drained_while_a_lease_is_held(client: redis.Redis, queue: Queue) -> None:
+    """Timeline: stats' MULTI reads pending=leased=delayed=0 and TYPE inbox=list; worker B leases the
+    raw item (inbox -> leased); stats' separate LLEN inbox reads 0: drained=True while B holds a lease."""
+    other = Queue(client, queue.name, worker="B")
+    client.rpush(queue.keys.inbox, b"raw item")
+    real_pipeline = client.pipeline
+
+    def pipeline(*args: Any, **kwargs: Any) -> Any:
+        pipe = real_pipeline(*args, **kwargs)
+        real_execute = pipe.execute
+
+        def execute(*a: Any, **k: Any) -> Any:
+            result = real_execute(*a, **k)
+            other.lease(30)
+            return result
+
+        pipe.execute = execute  # type: ignore[method-assign]
+        return pipe
+
+    client.pipeline = pipeline  # type: ignore[method-assign]
+    try:
+        stats = queue.stats()
+    finally:
+        client.pipeline = real_pipeline  # type: ignore[method-assign]
+    assert not stats.drained
+
+
+def test_a_heartbeat_can_be_started_again_after_stop(client: redis.Redis, queue: Queue) -> None:
+    queue.put(b"x")
+    lease = queue.lease(0.3)
+    assert lease is not None
+    first_deadline = lease.deadline_ms
+    beat = Heartbeat(queue, [lease])
+    beat.start()
+    beat.stop()
+    beat.start()  # today: the stop event stays set, the new thread ends at once
+    try:
+        time.sleep(0.6)
+        score = client.zscore(queue.keys.leased, lease.handle)
+        assert score is not None and score > first_deadline + 300  # renewed after the restart
+    finally:
+        beat.stop()
