@@ -21,8 +21,8 @@ def dead() -> None:
     \b
     Examples:
       rediswq dead list jobs
-      rediswq dead requeue jobs             every dead letter back on the queue
-      rediswq dead purge jobs 17 c:3f9a...  delete two of them
+      rediswq dead requeue jobs              # every dead letter back on the queue
+      rediswq dead purge jobs 17 c:3f9a...   # delete two of them
     """
 
 
@@ -42,8 +42,12 @@ def dead_list(queue: str, limit: int, as_json: bool, full: bool) -> None:
     """List QUEUE's dead letters, oldest first: id, attempts, when, last error, payload.
 
     Payloads are shown as text when they are printable UTF-8, else as a Python bytes literal; in JSON
-    as `payload` (text, or null when not UTF-8) and `payload_base64`. With more than --limit dead
-    letters, which ones are shown is up to Redis (its hash order), not the oldest N.
+    as `payload` (text, or null when not UTF-8) and `payload_base64`.
+
+    \b
+    Examples:
+      rediswq dead list jobs --limit 10
+      rediswq dead list jobs --json | jq -r '.[].error' | sort | uniq -c
     """
     q = open_queue(queue)
     with queue_errors():
@@ -118,14 +122,22 @@ def _all_dead_ids(q: rediswq.Queue) -> list[str]:
 
 @click.command()
 @click.argument("queue")
-@click.option("-n", "--count", type=click.IntRange(min=1), default=10, show_default=True, help="How many.")
+@click.option(
+    "-n",
+    "--count",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    metavar="N",
+    help="Show N items.",
+)
 @_json
 @_full
 def peek(queue: str, count: int, as_json: bool, full: bool) -> None:
     """Show the first items pending in QUEUE (the next to be leased) without leasing them.
 
-    Items pushed raw with `redis-cli rpush QUEUE ...` that no worker has taken in yet have no id
-    (shown as `-`, or null in JSON). Payloads as in `dead list`.
+    Items pushed raw with `redis-cli rpush QUEUE ...` have no id until a worker's lease call takes
+    them in (shown as `-`, or null in JSON). Payloads are shown as in `dead list`.
 
     \b
     Examples:

@@ -97,7 +97,7 @@ def _ints(values: tuple[str, ...]) -> list[IntRange]:
 
 @click.command()
 @click.argument("queue")
-@click.argument("items", nargs=-1)
+@click.argument("items", nargs=-1, metavar="[ITEM]...")
 @click.option(
     "-f",
     "--file",
@@ -126,7 +126,7 @@ def _ints(values: tuple[str, ...]) -> list[IntRange]:
     "--max-item-bytes",
     type=click.IntRange(min=1),
     metavar="BYTES",
-    help="Refuse items larger than this  [default: the library's limit, 64 MiB].",
+    help="Refuse items larger than this (default: the library's limit, 64 MiB).",
 )
 @click.option("-q", "--quiet", is_flag=True, help="No summary line.")
 def enqueue(
@@ -149,7 +149,8 @@ def enqueue(
     atomically, so when something fails the error line says exactly how many items went in. With
     --unique an item whose bytes equal those of an item still live in the queue (pending, waiting
     for a retry, or leased) is skipped, so re-running the same input after a failure adds only what
-    is missing; an item that was already completed is not live, and would be added again.
+    is missing; an item that was already completed is not live, and would be added again. (The id
+    is `c:` and the hex BLAKE2b-128 digest of the item's bytes.)
 
     On a terminal a progress line is drawn on stderr. At the end the summary `enqueued N, skipped M
     duplicates` goes to stdout (--quiet drops it). Exit codes: 0 every item is in; 1 a runtime
@@ -159,11 +160,11 @@ def enqueue(
 
     \b
     Examples:
-      rediswq enqueue jobs a b c                  three items
-      rediswq enqueue jobs --file urls.txt --close one item per line, then close the queue
+      rediswq enqueue jobs a b c                     # three items
+      rediswq enqueue jobs --file urls.txt --close   # one item a line, then close the queue
       find /data -name '*.csv' -print0 | rediswq enqueue jobs --null
-      rediswq enqueue --unique jobs -f urls.txt   re-runnable: adds only items not yet live
-      rediswq enqueue jobs --range 0:10000        the items 0, 1, ..., 9999
+      rediswq enqueue --unique jobs -f urls.txt      # re-runnable: adds only what is not live
+      rediswq enqueue jobs --range 0:10000           # the items 0, 1, ..., 9999
     """
     int_ranges = _ints(ranges)
     if not (items or int_ranges or files):
