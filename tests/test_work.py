@@ -533,3 +533,26 @@ def _answers(client: redis.Redis) -> bool:
         return bool(client.ping())
     except redis.exceptions.ConnectionError:
         return False
+
+
+def test_a_wrong_password_exits_2_with_one_line_that_hides_the_password(
+    env: dict[str, str], queue_name: str
+) -> None:
+    from redis_server import RedisServer
+
+    server = RedisServer(password="right-one")
+    try:
+        url = f"redis://:wrong-one@127.0.0.1:{server.port}/0"
+        result = run([REDISWQ, "--url", url, "work", queue_name, "--", "true"], env)
+    finally:
+        server.stop()
+    assert result.returncode == 2, result.stderr
+    assert "refused the credentials" in last_line(result.stderr)
+    assert "wrong-one" not in result.stderr and "Traceback" not in result.stderr
+    assert "retrying" not in result.stderr  # retrying cannot help
+
+
+def test_a_bad_url_exits_2(env: dict[str, str], queue_name: str) -> None:
+    result = run([REDISWQ, "--url", "http://example.com", "work", queue_name, "--", "true"], env)
+    assert result.returncode == 2
+    assert last_line(result.stderr).startswith("Error: ") and "Traceback" not in result.stderr

@@ -349,7 +349,8 @@ class Runtime:
                         self._lease_once(1)
                     self._reconnected()
                 except Exception as e:
-                    if isinstance(e, rediswq.ConnectionFailed) and self._outage is None:
+                    transient = not isinstance(e, rediswq.AuthenticationFailed)
+                    if isinstance(e, rediswq.ConnectionFailed) and transient and self._outage is None:
                         self._outage = (began, str(e))
                         self.log.warning("%s; retrying for up to %g s", e, self.options.reconnect_secs)
                     else:
@@ -462,6 +463,7 @@ class Runtime:
     def _settle_failures_once(self, attempt: int) -> None:
         with self._cv:
             failed, self._failed = self._failed, []
+            self._next_poll = 0.0  # a settled item may be what a starved worker waits for
         for i, (lease, outcome) in enumerate(failed):
             try:
                 dead = self.queue.fail(lease, outcome.error, retry=outcome.retry)
