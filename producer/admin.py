@@ -89,6 +89,11 @@ def dead_requeue(queue: str, ids: tuple[str, ...]) -> None:
 
     Ids that are not dead letters are ignored (the count printed says how many were requeued).
     A dead letter whose id was enqueued again meanwhile is dropped instead: the live item stays.
+
+    \b
+    Examples:
+      rediswq dead requeue jobs          # all of them
+      rediswq dead requeue jobs 17 42    # two of them
     """
     q = open_queue(queue)
     with queue_errors():
@@ -104,6 +109,11 @@ def dead_purge(queue: str, ids: tuple[str, ...], yes: bool) -> None:
     """Delete dead letters of QUEUE: those with the given IDS, or all of them with --yes.
 
     Deleted dead letters are counted as `dropped` in the stats. Exit 2 if no IDS and no --yes.
+
+    \b
+    Examples:
+      rediswq dead purge jobs 17 42      # two of them
+      rediswq dead purge jobs --yes      # all of them
     """
     q = open_queue(queue)
     if not ids and not yes:
@@ -164,6 +174,10 @@ def close(queue: str) -> None:
     """Close QUEUE: no more items may be added (`enqueue` then fails with exit 1).
 
     Workers started with `--until closed` exit once the queue is closed and drained; `reopen` undoes it.
+
+    \b
+    Example:
+      rediswq close jobs
     """
     q = open_queue(queue)
     with queue_errors():
@@ -174,7 +188,12 @@ def close(queue: str) -> None:
 @click.command()
 @click.argument("queue")
 def reopen(queue: str) -> None:
-    """Reopen a closed QUEUE so items may be added again (e.g. for a queue a CronJob refills)."""
+    """Reopen a closed QUEUE so items may be added again (e.g. for a queue a CronJob refills).
+
+    \b
+    Example:
+      rediswq reopen jobs
+    """
     q = open_queue(queue)
     with queue_errors():
         q.reopen()
