@@ -14,8 +14,10 @@ from pathlib import Path
 
 import pytest
 import redis
+from click.testing import CliRunner
 
 from rediswq import Queue
+from worker.cli import main
 
 REDISWQ = str(Path(sys.executable).with_name("rediswq"))
 
@@ -450,14 +452,22 @@ def test_refused_connection_exits_1_with_one_clear_line_and_no_traceback(
         (("--handler", "m:f", "--", "true"), "not both"),
         (("--handler", "m:f", "--timeout", "5"), "--timeout applies to commands only"),
         (("--concurrency", "0", "--", "true"), "--concurrency"),
+        (("--until", "forever", "--", "true"), "--until"),
     ],
 )
-def test_usage_errors_exit_2(
-    work: Callable[..., list[str]], env: dict[str, str], args: tuple[str, ...], message: str
-) -> None:
-    result = run(work(*args), env)
-    assert result.returncode == 2
-    assert message in result.stderr and "Traceback" not in result.stderr
+def test_usage_errors_exit_2_with_one_line(args: tuple[str, ...], message: str) -> None:
+    result = CliRunner().invoke(main, ["work", "q", *args])
+    assert result.exit_code == 2
+    assert message in last_line(result.output) and last_line(result.output).startswith("Error: ")
+
+
+def test_a_bad_url_exits_2() -> None:
+    result = CliRunner().invoke(main, ["--url", "http://example.com", "work", "q", "--", "true"])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        "Error: bad Redis URL http://example.com: Redis URL must specify one of the following schemes "
+        "(redis://, rediss://, unix://)"
+    ]
 
 
 def test_options_come_from_the_environment_and_the_worker_name_shows_as_lease_holder(
@@ -550,9 +560,3 @@ def test_a_wrong_password_exits_2_with_one_line_that_hides_the_password(
     assert "refused the credentials" in last_line(result.stderr)
     assert "wrong-one" not in result.stderr and "Traceback" not in result.stderr
     assert "retrying" not in result.stderr  # retrying cannot help
-
-
-def test_a_bad_url_exits_2(env: dict[str, str], queue_name: str) -> None:
-    result = run([REDISWQ, "--url", "http://example.com", "work", queue_name, "--", "true"], env)
-    assert result.returncode == 2
-    assert last_line(result.stderr).startswith("Error: ") and "Traceback" not in result.stderr

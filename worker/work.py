@@ -233,7 +233,6 @@ def work(
         raise click.UsageError("give a COMMAND after -- (e.g. rediswq work jobs -- ./run.sh {}) or --handler")
     if handler and timeout_secs is not None:
         raise click.UsageError("--timeout applies to commands only: a Python handler cannot be stopped")
-    log = logs.setup("json" if log_format == "json" else "text", verbose=verbose)
     queue = open_queue(
         queue_name,
         max_attempts=max_attempts,
@@ -249,6 +248,7 @@ def work(
             runner = CommandRunner(command, queue_name=queue_name, timeout_secs=timeout_secs)
     except SetupError as e:
         raise ConfigError(str(e)) from e
+    log = logs.setup("json" if log_format == "json" else "text", verbose=verbose)
     options = Options(
         lease_secs=lease_secs,
         concurrency=concurrency,
