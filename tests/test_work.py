@@ -317,7 +317,7 @@ def test_sigterm_past_the_grace_kills_the_item_and_gives_its_lease_back_for_anot
     tmp_path: Path,
     procs: list[subprocess.Popen[str]],
 ) -> None:
-    item = queue.put("long")
+    queue.put("long")
     pidfile = tmp_path / "pid"
     log = tmp_path / "log"
     # The first attempt hangs; any later run records its attempt number and succeeds.
@@ -338,7 +338,7 @@ def test_sigterm_past_the_grace_kills_the_item_and_gives_its_lease_back_for_anot
     result = run(work("--", "sh", "-c", script), env)
     assert result.returncode == 0, result.stderr
     assert log.read_text().split() == ["1", "1"]  # the give-back charged no attempt
-    assert queue.stats().completed == 1 and queue.dead_letters() == [] and item
+    assert queue.stats().completed == 1 and queue.dead_letters() == []
 
 
 def test_a_second_signal_ends_the_grace_period_at_once(
@@ -560,3 +560,13 @@ def test_a_wrong_password_exits_2_with_one_line_that_hides_the_password(
     assert "refused the credentials" in last_line(result.stderr)
     assert "wrong-one" not in result.stderr and "Traceback" not in result.stderr
     assert "retrying" not in result.stderr  # retrying cannot help
+
+
+def test_an_error_answer_from_redis_exits_1_with_one_line(
+    queue: Queue, client: redis.Redis, work: Callable[..., list[str]], env: dict[str, str]
+) -> None:
+    client.set(queue.keys.pending, "not a list")  # what a stray `SET` by someone else would do
+    result = run(work("--", "true"), env)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "ERROR rediswq.work: Redis error: WRONGTYPE" in last_line(result.stderr)
