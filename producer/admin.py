@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import click
 
-import rediswq
 from producer.show import echo_json, payload_json, payload_text, table, utc
 from worker.clikit import ConfigError, open_queue, queue_errors
 
@@ -97,7 +96,7 @@ def dead_requeue(queue: str, ids: tuple[str, ...]) -> None:
     """
     q = open_queue(queue)
     with queue_errors():
-        n = q.requeue_dead(list(ids) if ids else _all_dead_ids(q))
+        n = q.requeue_dead(list(ids) if ids else None)
     click.echo(f"requeued {n} dead letters" + (f" of {len(ids)} ids given" if ids else ""))
 
 
@@ -121,13 +120,9 @@ def dead_purge(queue: str, ids: tuple[str, ...], yes: bool) -> None:
             n = q.stats().dead
         raise ConfigError(f"refusing to delete all {n} dead letters of queue {queue!r} without --yes")
     with queue_errors():
-        n = q.purge_dead(list(ids) if ids else _all_dead_ids(q))
+        n = q.purge_dead(list(ids) if ids else None)
     click.echo(f"deleted {n} dead letters" + (f" of {len(ids)} ids given" if ids else ""))
 
-
-def _all_dead_ids(q: rediswq.Queue) -> list[str]:
-    # Not requeue_dead()/purge_dead() with no ids: on Redis before 7.4 they fail (HSCAN NOVALUES).
-    return [d.id for d in q.dead_letters()]
 
 
 @click.command()

@@ -11,6 +11,7 @@ from rediswq.errors import (
     LeaseTimeout,
     QueueClosed,
     RedisWQError,
+    ServerError,
 )
 from rediswq.heartbeat import Heartbeat
 from rediswq.lease import Lease
@@ -33,5 +34,6 @@ __all__ = [
     "QueueClosed",
     "RedisWQ",
     "RedisWQError",
+    "ServerError",
     "Stats",
 ]

@@ -11,7 +11,7 @@ import redis.exceptions
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from rediswq.errors import AuthenticationFailed, ConnectionFailed
+from rediswq.errors import AuthenticationFailed, ConnectionFailed, ServerError
 
 T = TypeVar("T")
 
@@ -26,11 +26,9 @@ def redact(url: str) -> str:
         return "<unparsable URL>"
     if parts.password is None:
         return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    # The text after the last "@" is host[:port] as written; a bad port stays as it was typed.
+    host_and_port = parts.netloc.rpartition("@")[2]
+    netloc = f"{parts.username or ''}:***@{host_and_port}"
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
@@ -70,6 +68,8 @@ class Connection:
         except redis.exceptions.ResponseError as e:
             if "NOAUTH" in str(e) or "WRONGPASS" in str(e):
                 raise AuthenticationFailed(f"Redis at {self.url} refused the credentials: {e}") from e
-            raise
+            raise ServerError(f"Redis at {self.url} refused the command: {e}") from e
         except _CONNECTION_ERRORS as e:
             raise ConnectionFailed(f"cannot reach Redis at {self.url}: {e}") from e
+        except redis.exceptions.RedisError as e:
+            raise ServerError(f"Redis at {self.url} answered with an error: {e}") from e

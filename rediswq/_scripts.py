@@ -50,14 +50,14 @@ class Scripts:
         self._purge = client.register_script(_source("purge"))
         self._stats = client.register_script(_source("stats"))
 
-    def put(self, items: Sequence[tuple[str, bytes]]) -> tuple[bool, int, list[int]]:
-        """Add (id or "", payload) pairs; returns (closed, first assigned id, 0-based skipped positions)."""
+    def put(self, items: Sequence[tuple[str, bytes]]) -> tuple[bool, int, int]:
+        """Add (id or "", payload) pairs; returns (closed, first assigned id, how many were skipped)."""
         args: list[str | bytes] = []
         for item_id, payload in items:
             args.append(item_id)
             args.append(payload)
         status, first_id, skipped = self._put(keys=self._keys, args=args)
-        return int(status) == 1, int(first_id), _positions(skipped)
+        return int(status) == 1, int(first_id), int(skipped)
 
     def lease(
         self,

@@ -29,6 +29,10 @@ class AuthenticationFailed(ConnectionFailed):
     """Redis refused the credentials; retrying will not help."""
 
 
+class ServerError(RedisWQError):
+    """Redis answered with an error (OOM under noeviction, READONLY replica, WRONGTYPE); nothing was done."""
+
+
 class LeaseLost(RedisWQError):
     """The lease no longer holds: it expired and was reclaimed, or it was settled already."""
 

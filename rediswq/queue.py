@@ -117,6 +117,15 @@ def _id_text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _url_problem(error: ValueError) -> str:
+    text = str(error)
+    if "scheme" in text:
+        return "it must start with redis://, rediss:// or unix://"
+    if "Port" in text or "port" in text:
+        return "the port must be a number from 1 to 65535"
+    return "it could not be parsed"
+
+
 def _ms(secs: float, what: str) -> int:
     if not (secs > 0 and math.isfinite(secs)):
         raise InvalidArgument(f"{what} must be a positive number of seconds, not {secs!r}")
@@ -185,7 +194,8 @@ class Queue:
                 url, retry=Retry(NoBackoff(), 0), socket_connect_timeout=5, **options_for_tcp
             )
         except ValueError as e:
-            raise InvalidArgument(f"bad Redis URL {redact(url)}: {e}") from e
+            # redis-py's message may quote the URL (password and all): say what is wrong in our words.
+            raise InvalidArgument(f"bad Redis URL {redact(url)}: {_url_problem(e)}") from e
         return cls(client, name, url=url, **options)
 
     @property
@@ -252,7 +262,7 @@ class Queue:
                 f"queue {self.name!r} is closed: {added_before} items were added before it closed",
                 added=added_before,
             )
-        return len(batch) - len(skipped), len(skipped)
+        return len(batch) - skipped, skipped
 
     def _checked_payload(self, payload: bytes | str) -> bytes:
         data = payload.encode() if isinstance(payload, str) else payload

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import click
-import redis.exceptions
 
 import rediswq
 
@@ -54,16 +53,9 @@ def queue_errors() -> Iterator[None]:
         raise ConfigError(str(e)) from e
     except rediswq.RedisWQError as e:
         raise click.ClickException(str(e)) from e
-    except redis.exceptions.RedisError as e:
-        # What the library passes through (OOM, READONLY replica, WRONGTYPE): one line, not a traceback.
-        raise click.ClickException(f"Redis error: {e}") from e
 
 
 def open_queue(name: str, **options: Any) -> rediswq.Queue:
     """The queue `name` on the Redis that --url names."""
     with queue_errors():
-        try:
-            return rediswq.Queue.from_url(settings().url, name, **options)
-        except ValueError as e:
-            # A bad port trips rediswq's URL redaction itself; the message would echo the URL's text.
-            raise ConfigError("bad Redis URL: its port is not a number from 0 to 65535") from e
+        return rediswq.Queue.from_url(settings().url, name, **options)

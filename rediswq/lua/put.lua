@@ -8,12 +8,12 @@ ARGV
 Returns {status, first_id, skipped}
   status    0 added; 1 the queue is closed and nothing was added
   first_id  the id given to the first item that asked for one (the next ones follow by one); 0 if none did
-  skipped   1-based positions of items whose caller-given id is live already (nothing added for them)
+  skipped   how many items had a caller-given id that is live already (nothing added for them)
 ]]
 local pending, dead, ids, meta = KEYS[2], KEYS[6], KEYS[7], KEYS[8]
 
 if redis.call('HGET', meta, 'closed') then
-  return {1, 0, {}}
+  return {1, 0, 0}
 end
 
 local wanted = 0
@@ -27,16 +27,17 @@ end
 local first_id = next_id
 
 -- RPUSH in slices: Lua's unpack() has a stack limit of about 8000 values.
-local slice, added, skipped, superseded = {}, 0, {}, 0
+local slice, added, skipped, superseded = {}, 0, 0, 0
+local any_dead = redis.call('EXISTS', dead) == 1
 for i = 1, #ARGV, 2 do
   local id = ARGV[i]
   if id == '' then
     id = next_id
     next_id = next_id + 1
   elseif redis.call('SADD', ids, id) == 0 then
-    skipped[#skipped + 1] = (i + 1) / 2
+    skipped = skipped + 1
     id = nil
-  else
+  elseif any_dead then
     -- A new item with the id of a dead letter replaces it: the dead one is dropped, not requeued.
     superseded = superseded + redis.call('HDEL', dead, id)
   end
