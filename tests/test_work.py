@@ -464,10 +464,8 @@ def test_usage_errors_exit_2_with_one_line(args: tuple[str, ...], message: str) 
 def test_a_bad_url_exits_2() -> None:
     result = CliRunner().invoke(main, ["--url", "http://example.com", "work", "q", "--", "true"])
     assert result.exit_code == 2
-    assert result.output.strip().splitlines() == [
-        "Error: bad Redis URL http://example.com: Redis URL must specify one of the following schemes "
-        "(redis://, rediss://, unix://)"
-    ]
+    [line] = result.output.strip().splitlines()
+    assert line.startswith("Error: bad Redis URL http://example.com")
 
 
 def test_options_come_from_the_environment_and_the_worker_name_shows_as_lease_holder(
@@ -538,6 +536,36 @@ def test_a_worker_rides_out_a_redis_restart_mid_run_and_completes_everything(
         server.wait()
 
 
+def test_sigterm_ends_the_worker_in_time_even_when_redis_stops_answering(
+    work: Callable[..., list[str]], env: dict[str, str], queue_name: str, tmp_path: Path
+) -> None:
+    from redis_server import RedisServer
+
+    server = RedisServer()  # its own: it is frozen with SIGSTOP
+    try:
+        Queue.from_url(server.url, queue_name).put("long")
+        pidfile = tmp_path / "pid"
+        argv = [REDISWQ, "--url", server.url, *work()[3:], "--grace-secs", "0.5"]
+        script = f"echo $$ > {pidfile}; exec sleep 30"
+        worker = subprocess.Popen(
+            [*argv, "--", "sh", "-c", script], env=env, stderr=subprocess.PIPE, text=True
+        )
+        wait_for(pidfile.exists)
+        server.process.send_signal(signal.SIGSTOP)  # a partition: no reset, no reply
+        began = time.monotonic()
+        worker.send_signal(signal.SIGTERM)
+        _, err = worker.communicate(timeout=20)
+        # The give-back after the grace period hangs (redis-py waits 5 s for a reply): the process
+        # ends anyway, --grace-secs + 3 s after the signal, as a Kubernetes grace period needs.
+        assert worker.returncode == 3, err
+        assert time.monotonic() - began < 0.5 + 3.0 + 1.0
+        assert "Redis did not answer in time to give back 1 leases" in err, err
+        wait_for(lambda: gone(int(pidfile.read_text())), timeout=3)
+    finally:
+        server.process.send_signal(signal.SIGCONT)
+        server.stop()
+
+
 def _answers(client: redis.Redis) -> bool:
     try:
         return bool(client.ping())
@@ -569,4 +597,5 @@ def test_an_error_answer_from_redis_exits_1_with_one_line(
     result = run(work("--", "true"), env)
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr
-    assert "ERROR rediswq.work: Redis error: WRONGTYPE" in last_line(result.stderr)
+    assert "ERROR rediswq.work: " in last_line(result.stderr)
+    assert "WRONGTYPE Operation against a key holding the wrong kind of value" in last_line(result.stderr)

@@ -5,16 +5,18 @@ Threads, and who does what:
             A slot that finds the buffer empty leases the next batch itself, completing the items
             finished since the last call in the same script call: while the queue flows, one round
             trip per batch and no thread hand-off at all.
-  main      everything else: once a lease call finds nothing (the queue is empty for now, or
-            drained), the slots wait and the main thread polls, backing off from 50 ms to 0.5 s; it
-            fails items, renews every lease held here in one `extend_many` call (`Heartbeat.beat`)
-            a third of the way through the lease, completes finished items that would otherwise wait
-            over a second, retries while Redis is unreachable, and handles SIGTERM/SIGINT. It sleeps
-            on one event queue that the slots and the signal handlers post to.
+  keeper    ("rediswq-main") everything else: once a lease call finds nothing (the queue is empty
+            for now, or drained), the slots wait and the keeper polls, backing off from 50 ms to
+            0.5 s; it fails items, renews every lease held here in one `extend_many` call
+            (`Heartbeat.beat`) a third of the way through the lease, completes finished items that
+            would otherwise wait over a second, retries while Redis is unreachable, and runs the
+            shutdown. It sleeps on one event queue that the slots and the signal handlers post to.
+  main      the process's main thread: signal handlers run here. It only waits for the run to end,
+            and after a signal ends it by --grace-secs + 3 s even if a Redis call hangs.
 One Redis call at a time (`_redis` lock): a renewal then never races the completion of the same
 lease, and the accounting after each call is done under the same lock. The hot path per item is a
 deque pop, a set add and remove and a list append: no Redis call of its own and no thread of its own
-(a failure is the exception: it wakes the main thread to call `fail`).
+(a failure is the exception: it wakes the keeper to call `fail`).
 
 Every lease this worker holds is in exactly one place: the buffer (leased, not started), running,
 done (finished, to be completed with the next call) or failed (to be failed); the heartbeat covers
@@ -32,13 +34,15 @@ Exit decisions, as `Summary.exit_code` (the codes of worker.clikit):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue as stdqueue
 import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any, Literal, TypeVar
@@ -62,6 +66,9 @@ MAX_POLL_SECS = 0.5
 # a crash repeats little work).
 FLUSH_SECS = 1.0
 _MAX_RETRY_PAUSE_SECS = 5.0
+# After the first signal the process is gone within --grace-secs plus this, whatever Redis does.
+HARD_STOP_SECS = 3.0
+_SUPERVISE_SECS = 0.5
 
 _WAKE = ("wake", 0)
 
@@ -160,16 +167,16 @@ class Runtime:
         self._failed: list[tuple[Lease, Outcome]] = []
         self._taken = 0  # leases taken, for --max-items
         self._leasing = False  # a lease call is under way
-        self._starved = False  # the last lease call found nothing: the main thread polls
+        self._starved = False  # the last lease call found nothing: the keeper polls
         self._drained = False  # ... and it said the queue is drained
-        self._wanted = False  # a starved slot has woken the main thread already
-        self._troubled = False  # a slot's call failed: only the main thread calls until one succeeds
+        self._wanted = False  # a starved slot has woken the keeper already
+        self._troubled = False  # a slot's call failed: only the keeper calls until one succeeds
         self._stopping = False  # slots start nothing more
         self._exiting = False  # slots end
         # Guarded by _redis:
-        self._heartbeat = Heartbeat(queue, on_lost=self._on_lost)  # beats driven by the main thread
+        self._heartbeat = Heartbeat(queue, on_lost=self._on_lost)  # beats driven by the keeper
         self._summary = Summary()
-        # Main thread only (the poll times are also reset by a slot whose call found nothing):
+        # Keeper only (the poll times are also reset by a slot whose call found nothing):
         self._beat_secs = options.lease_secs / 3
         self._next_beat = 0.0
         self._next_poll = 0.0
@@ -177,6 +184,11 @@ class Runtime:
         self._signals: list[str] = []
         self._give_up_at: float | None = None  # set once shutting down: calls are retried until then
         self._outage: tuple[float, str] | None = None  # since when Redis is unreachable, and why
+        # Set by the signal handler, read by the process's main thread:
+        self._signals_seen: list[int] = []
+        self._signal_times: list[float] = []
+        self._finished = threading.Event()
+        self._returning = 0  # leases in a give-back call under way (for the hard stop's message)
 
     # -- the run ---------------------------------------------------------------------------------
 
@@ -184,12 +196,22 @@ class Runtime:
         started = time.monotonic()
         self._next_beat = started + self._beat_secs
         restore = self._install_signals() if self.options.install_signals else {}
-        slots = [
-            threading.Thread(target=self._slot, name=f"rediswq-slot-{i}", daemon=True)
-            for i in range(self.options.concurrency)
-        ]
-        for thread in slots:
-            thread.start()
+        for i in range(self.options.concurrency):
+            threading.Thread(target=self._slot, name=f"rediswq-slot-{i}", daemon=True).start()
+        threading.Thread(target=self._keep, name="rediswq-main", daemon=True).start()
+        try:
+            self._supervise()
+        finally:
+            with self._cv:
+                self._stopping = self._exiting = True
+                self._cv.notify_all()
+            for signum, handler in restore.items():
+                signal.signal(signum, handler)
+        self._summary.elapsed_secs = time.monotonic() - started
+        return self._summary
+
+    def _keep(self) -> None:
+        """The keeper: everything but the items and the signals (see the module docstring)."""
         summary = self._summary
         try:
             summary.outcome, summary.exit_code = self._serve()
@@ -199,14 +221,52 @@ class Runtime:
         except rediswq.AuthenticationFailed as e:
             summary.outcome, summary.exit_code, summary.error = "stopped", EXIT_USAGE, str(e)
             self._abandon()
+        except BaseException as e:  # a bug: say so in one place, and still end the run
+            self.log.exception("the worker runtime failed")
+            summary.outcome, summary.exit_code, summary.error = "failed", EXIT_ERROR, repr(e)
+            self._abandon()
         finally:
-            with self._cv:
-                self._stopping = self._exiting = True
-                self._cv.notify_all()
-            for signum, handler in restore.items():
-                signal.signal(signum, handler)
-        summary.elapsed_secs = time.monotonic() - started
-        return summary
+            self._finished.set()
+
+    def _supervise(self) -> None:
+        """Wait for the run to end; after a signal, end it by the deadline even if Redis hangs.
+
+        The runtime's Redis calls can block for a long time when Redis stops answering (redis-py's
+        socket timeout, times the library's own retries). So they run on the "rediswq-main" thread,
+        and this one (the process's main thread, where signal handlers run) keeps the promise made to
+        Kubernetes: gone within --grace-secs + HARD_STOP_SECS of the first SIGTERM, a second signal
+        or not.
+        """
+        deadline: float | None = None
+        seen = 0
+        wait = _SUPERVISE_SECS
+        while not self._finished.wait(wait):
+            now = time.monotonic()
+            if len(self._signal_times) > seen:
+                if seen == 0:
+                    deadline = self._signal_times[0] + self.options.grace_secs + HARD_STOP_SECS
+                else:
+                    deadline = min(deadline or now, now + HARD_STOP_SECS)
+                seen = len(self._signal_times)
+            if deadline is not None and now >= deadline:
+                self._hard_stop()
+                return
+            wait = _SUPERVISE_SECS if deadline is None else min(_SUPERVISE_SECS, deadline - now)
+
+    def _hard_stop(self) -> None:
+        """Redis did not let the shutdown finish in time: kill what runs and leave the rest to expiry."""
+        with self._cv:
+            self._stopping = True
+            running = list(self._running)
+            self._running.clear()
+            held = len(self._buffer) + len(self._done) + len(self._failed) + self._returning
+        self.runner.kill(running)
+        self.log.warning(
+            "Redis did not answer in time to give back %d leases: they come back when they expire",
+            held + len(running),
+        )
+        summary = self._summary
+        summary.outcome, summary.exit_code = f"stopped by {_signal_name(self._signals_seen[0])}", EXIT_STOPPED
 
     def _serve(self) -> tuple[str, int]:
         """The main loop: returns (outcome, exit code) once drained, stopped or interrupted."""
@@ -317,7 +377,7 @@ class Runtime:
                     if self._done_since is None:
                         self._done_since = time.monotonic()
                     if self._stopping or self._limit_reached():
-                        self._events.put(_WAKE)  # the main thread settles and ends the run
+                        self._events.put(_WAKE)  # the keeper settles and ends the run
                 else:
                     self._failed.append((lease, outcome))
                     self._events.put(_WAKE)
@@ -325,7 +385,7 @@ class Runtime:
                 self.log.debug("item %s done", lease.id, extra=_item(lease))
 
     def _slot_may_lease_locked(self) -> bool:
-        # While starved the main thread polls; a slot still calls at once to complete what it just
+        # While starved the keeper polls; a slot still calls at once to complete what it just
         # finished (and to take the next item if one came).
         return (
             not self._leasing
@@ -339,7 +399,7 @@ class Runtime:
     def _lease(self, *, by_slot: bool) -> None:
         """Complete what is done and lease the next batch (the caller has set `_leasing`).
 
-        A slot tries once: on an error it leaves the retrying, and its reporting, to the main thread.
+        A slot tries once: on an error it leaves the retrying, and its reporting, to the keeper.
         """
         try:
             if by_slot:
@@ -355,7 +415,7 @@ class Runtime:
                         self.log.warning("%s; retrying for up to %g s", e, self.options.reconnect_secs)
                     else:
                         self.log.debug("lease call failed: %s", e)
-                    with self._cv:  # the main thread retries (and reports) until a call succeeds
+                    with self._cv:  # the keeper retries (and reports) until a call succeeds
                         self._starved = self._troubled = True
                         self._next_poll = time.monotonic()
             else:
@@ -509,12 +569,15 @@ class Runtime:
             self._summary.lost += len(lost)
             self.log.info("gave back %d %s items", len(leases) - len(lost), what)
 
+        self._returning = len(leases)
         try:
             self._call(release, give_up_at=self._give_up_at)
         except (Fatal, _Interrupted, rediswq.RedisWQError) as e:
             self.log.warning(
                 "could not give back %d leases (%s): they come back when they expire", len(leases), e
             )
+        finally:
+            self._returning = 0
 
     def _beat_if_due(self) -> None:
         now = time.monotonic()
@@ -522,10 +585,29 @@ class Runtime:
             return
         self._next_beat = now + self._beat_secs
         try:
-            with self._redis:
+            with self._redis_turn():
                 self._heartbeat.beat()  # logs and survives a failed call; the next beat retries
         except redis.exceptions.RedisError as e:  # passed through unwrapped by the library
             raise Fatal(f"Redis error: {e}") from e
+
+    @contextmanager
+    def _redis_turn(self) -> Iterator[None]:
+        """Hold the Redis lock; once shutting down, wait for it only until the deadline.
+
+        Without this, a Redis that stopped answering (a partition: no reset, no reply) would hold a
+        slot's call, and with it the lock, past the grace period the pod is given.
+        """
+        deadline = self._give_up_at
+        if deadline is None:
+            with self._redis:
+                yield
+            return
+        if not self._redis.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            raise Fatal("Redis does not answer a call under way")
+        try:
+            yield
+        finally:
+            self._redis.release()
 
     def _on_lost(self, lease: Lease) -> None:
         """The heartbeat found a lease gone (this worker stalled past its deadline): don't start it."""
@@ -553,6 +635,8 @@ class Runtime:
         completion that went through the first time reports that lease as no longer held and changes
         nothing.
         """
+        if give_up_at is None:
+            give_up_at = self._give_up_at
         attempt = 0
         pause = 0.1
         while True:
@@ -561,7 +645,7 @@ class Runtime:
             if self._outage is not None and attempt == 1:
                 self._give_up_if_late(self._outage, give_up_at, began)
             try:
-                with self._redis:
+                with self._redis_turn():
                     result = op(attempt)
                 self._reconnected()
                 return result
@@ -578,9 +662,11 @@ class Runtime:
                 if len(self._signals) > signals:
                     raise _Interrupted() from e
                 pause = min(pause * 2, _MAX_RETRY_PAUSE_SECS)
-            except redis.exceptions.RedisError as e:
+            except rediswq.RedisWQError as e:
                 # Redis answered with an error (READONLY replica, OOM, a key of the wrong type):
-                # retrying will not help, and the library passes these through unwrapped.
+                # retrying will not help.
+                raise Fatal(str(e)) from e
+            except redis.exceptions.RedisError as e:  # the same, from a library that passes it through
                 raise Fatal(f"Redis error: {e}") from e
 
     def _reconnected(self) -> None:
@@ -609,9 +695,12 @@ class Runtime:
         """Stop leasing, give back what has not started, let running items finish within the grace."""
         why = self._signals[0]
         self._give_up_at = time.monotonic() + self.options.grace_secs
-        # Taking _redis first lets a slot's lease call under way add its leases to the buffer.
-        with self._redis, self._cv:
-            self._stopping = True
+        # Taking the Redis lock first lets a slot's lease call under way add its leases to the buffer
+        # (if Redis does not answer it, those leases are not ours to give back: they will expire).
+        with contextlib.suppress(Fatal), self._redis_turn(), self._cv:
+            self._stopping = True  # any lease call after this one sees it, and leases nothing
+        with self._cv:
+            self._stopping = True  # (again, in case the Redis lock could not be had)
             unstarted = list(self._buffer)
             self._buffer.clear()
             running = len(self._running)
@@ -645,7 +734,7 @@ class Runtime:
         if leftover:
             self.log.warning("grace period over: stopping %d running items", len(leftover))
             self.runner.kill(leftover)
-            self._give_up_at = time.monotonic() + 5.0
+            self._give_up_at = time.monotonic() + HARD_STOP_SECS / 2
             self._give_back(leftover, "unfinished")
         self._settle_quietly()
         return f"stopped by {why}", EXIT_STOPPED
@@ -678,6 +767,8 @@ class Runtime:
         return restore
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self._signals_seen.append(signum)
+        self._signal_times.append(time.monotonic())
         self._events.put(("signal", signum))  # SimpleQueue.put is safe in a signal handler
 
 
