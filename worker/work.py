@@ -43,8 +43,9 @@ Leases and stopping:
   more, gives back items it has not started, lets running ones finish for up
   to --grace-secs, then kills them (their whole process group) and gives
   them back: no attempt is charged. A second signal ends the grace period at
-  once. A one-line summary is printed at exit. Set the Pod's
-  terminationGracePeriodSeconds a few seconds above --grace-secs.
+  once. The worker is gone within --grace-secs + 3 s of the first signal,
+  even if Redis stops answering: set the Pod's terminationGracePeriodSeconds
+  to at least that. A one-line summary is printed at exit.
 
 \b
 Exit codes:
