@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 
+import msgpack
 import redis
 
 from rediswq._keys import Keys
@@ -50,12 +51,15 @@ class Scripts:
         self._purge = client.register_script(_source("purge"))
         self._stats = client.register_script(_source("stats"))
 
-    def put(self, items: Sequence[tuple[str, bytes]]) -> tuple[bool, int, int]:
-        """Add (id or "", payload) pairs; returns (closed, first assigned id, how many were skipped)."""
-        args: list[str | bytes] = []
-        for item_id, payload in items:
-            args.append(item_id)
-            args.append(payload)
+    def put(self, payloads: Sequence[bytes], ids: Sequence[str] | None) -> tuple[bool, int, int]:
+        """Add payloads (with caller-given ids, or ids the queue assigns when `ids` is None).
+
+        Returns (closed, first assigned id, how many were skipped as live already).
+        """
+        # Raw (old-style) strings: Redis's cmsgpack predates msgpack's bin type.
+        args = [msgpack.packb(payloads, use_bin_type=False), b""]
+        if ids is not None:
+            args[1] = msgpack.packb(ids, use_bin_type=False)
         status, first_id, skipped = self._put(keys=self._keys, args=args)
         return int(status) == 1, int(first_id), int(skipped)
 
