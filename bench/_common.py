@@ -388,3 +388,31 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def interleaved(variants: Sequence[Callable[[], dict[str, Any] | None]], repeat: int) -> list[dict[str, Any]]:
+    """Run each variant `repeat` times, taking turns, the order reversed every other round.
+
+    On a shared machine the load drifts: runs that sit next to each other in time see about the same
+    machine, and reversing the order keeps any one variant from always running first. Each run is
+    tagged with its round ("repeat"), for `paired_ratio`.
+    """
+    runs: list[dict[str, Any]] = []
+    for rep in range(repeat):
+        for variant in variants if rep % 2 == 0 else list(reversed(variants)):
+            run = variant()
+            if run is not None:
+                run["repeat"] = rep
+                runs.append(run)
+    return runs
+
+
+def paired_ratio(runs: Sequence[dict[str, Any]], variant: str, reference: str, key: str = "items/s") -> float:
+    """The median over rounds of variant[key] / reference[key], each round's two runs side by side."""
+    by_round: dict[int, dict[str, float]] = {}
+    for run in runs:
+        by_round.setdefault(run["repeat"], {})[run["variant"]] = run[key]
+    ratios = [r[variant] / r[reference] for r in by_round.values() if variant in r and reference in r]
+    if not ratios:
+        raise ValueError(f"no round has both {variant!r} and {reference!r}")
+    return median(ratios)

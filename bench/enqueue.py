@@ -20,9 +20,11 @@ from _common import (
     base_parser,
     environment,
     finish,
+    interleaved,
     load_scripts,
     median,
     now,
+    paired_ratio,
     payloads,
     private_redis,
 )
@@ -33,15 +35,17 @@ from rediswq import Queue
 
 NAME = "enqueue"
 TITLE = "Enqueue"
+PUT_MANY = "put_many"
+FLOOR = "floor (pipelined RPUSH)"
 
 
 def timed_fill(client: redis.Redis, variant: str, items: list[bytes]) -> dict[str, Any]:
     name = unique_name("fill")
-    fill = fill_rediswq if variant == "put_many" else fill_list
+    fill = fill_rediswq if variant == PUT_MANY else fill_list
     started = now()
     fill(client, name, items)
     seconds = now() - started
-    if variant == "put_many":
+    if variant == PUT_MANY:
         q = Queue(client, name)
         count = q.stats().pending
         q.purge()
@@ -90,12 +94,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--items", type=int, default=1_000_000, help="payloads put_many and the floor add")
     parser.add_argument("--file-lines", type=int, default=1_000_000, help="lines in the file for the CLI")
     parser.add_argument("--payload-bytes", type=int, default=16)
-    parser.add_argument("--repeat", type=int, default=3, help="runs of each variant (the median counts)")
+    parser.add_argument("--repeat", type=int, default=4, help="runs of each variant (the median counts)")
     args = parser.parse_args(argv)
 
     exe = rediswq_command()
     available, why = enqueue_available(exe)
-    runs: list[dict[str, Any]] = []
     with private_redis(args.redis_server) as server, tempfile.TemporaryDirectory() as tmp:
         client = server.client()
         load_scripts(client)
@@ -104,11 +107,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         path = Path(tmp) / "items.txt"
         with path.open("wb") as f:
             f.writelines(b"item-%09d\n" % i for i in range(args.file_lines))
-        for _ in range(args.repeat):
-            runs.append(timed_fill(client, "put_many", items))
-            runs.append(timed_fill(client, "floor (pipelined RPUSH)", items))
-            if available and exe is not None:
-                runs.append(timed_cli(exe, client, server.url, path, args.file_lines))
+        url = server.url
+        runs = interleaved(
+            [
+                lambda: timed_fill(client, PUT_MANY, items),
+                lambda: timed_fill(client, FLOOR, items),
+                lambda: timed_cli(exe, client, url, path, args.file_lines) if available and exe else None,
+            ],
+            args.repeat,
+        )
 
     rows = []
     for variant in dict.fromkeys(r["variant"] for r in runs):
@@ -124,13 +131,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             }
         )
     by = {row["variant"]: row for row in rows}
-    floor = by["floor (pipelined RPUSH)"]["items/s"]
     for row in rows:
-        row["% floor"] = 100 * row["items/s"] / floor
+        row["% floor"] = 100 * paired_ratio(runs, row["variant"], FLOOR)
     cli = by.get("rediswq enqueue --file")
     unavailable = "" if available else f"`rediswq enqueue` could not run: {why}"
     targets = [
-        Target("enqueue: put_many / floor fill", by["put_many"]["% floor"], ">=", 30.0, " %"),
+        Target("enqueue: put_many / floor fill", by[PUT_MANY]["% floor"], ">=", 30.0, " %"),
         Target(
             f"enqueue: rediswq enqueue of {args.file_lines:,} lines, end to end (worst run)",
             cli["worst s"] if cli else None,
@@ -140,7 +146,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             unavailable,
         ),
     ]
-    notes = [f"{args.payload_bytes}-byte payloads; the median of {args.repeat} runs (the CLI: its worst)"]
+    notes = [
+        f"{args.payload_bytes}-byte payloads; items/s is the median of {args.repeat} runs; % floor the "
+        "median of the ratios of runs side by side; the CLI's target is its worst run"
+    ]
     if unavailable:
         notes.append(unavailable)
     return finish(

@@ -32,9 +32,11 @@ from _common import (
     drain_rate,
     environment,
     finish,
+    interleaved,
     load_scripts,
     median,
     now,
+    paired_ratio,
     payloads,
     private_redis,
     run_workers,
@@ -47,6 +49,10 @@ from rediswq import Queue
 NAME = "worker_runtime"
 TITLE = "Worker runtime"
 POLL_SECS = 0.002
+LIBRARY = "library batched"
+HANDLER = "rediswq work --handler"
+FORK = "fork+exec true loop"
+COMMAND = "rediswq work -- true"
 
 
 def rediswq_command() -> str | None:
@@ -141,63 +147,56 @@ def fork_true(count: int, ready: Any, go: Any) -> WorkerResult:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = base_parser(__doc__ or "")
-    parser.add_argument("--items", type=int, default=200_000, help="items for handler mode and the library")
+    parser.add_argument("--items", type=int, default=100_000, help="items for handler mode and the library")
     parser.add_argument("--command-items", type=int, default=3_000, help="items for command mode")
     parser.add_argument(
         "--prefetch", type=int, default=100, help="--prefetch of the worker, batch of the library"
     )
     parser.add_argument("--workers", type=int, default=2, help="worker processes")
-    parser.add_argument("--repeat", type=int, default=3, help="runs of each variant (the median counts)")
+    parser.add_argument("--repeat", type=int, default=4, help="runs of each variant (the median counts)")
     args = parser.parse_args(argv)
 
     exe = rediswq_command()
     available, why = work_available(exe)
-    runs: list[dict[str, Any]] = []
+    per_worker = args.command_items // args.workers
     with private_redis(args.redis_server) as server:
         client = server.client()
         load_scripts(client)
         env = environment(server)
-        for _ in range(args.repeat):
-            lib = measure(
-                client,
-                server.url,
-                variant="library batched",
-                items=payloads(args.items),
-                workers=args.workers,
-                fill=fill_rediswq,
-                worker=rediswq_batched,
-                worker_args=(args.prefetch, 60.0),
-                scripts=True,
-                check_drained=rediswq_drained,
-            )
-            runs.append(lib)
-            per_worker = args.command_items // args.workers
-            forks = run_workers(args.workers, fork_true, (per_worker,))
-            n, seconds = drain_rate(forks)
-            runs.append({"variant": "fork+exec true loop", "items": n, "items/s": n / seconds})
-            if available and exe is not None:
-                runs.append(
-                    run_cli_workers(
-                        exe,
-                        client,
-                        server.url,
-                        args.items,
-                        args.workers,
-                        ["--handler", "noop_handler:noop", "--prefetch", str(args.prefetch)],
-                        "rediswq work --handler",
-                    )
-                )
-                runs.append(
-                    run_cli_workers(
-                        exe,
-                        client,
-                        server.url,
-                        per_worker * args.workers,
-                        args.workers,
-                        ["--", "true"],
-                        "rediswq work -- true",
-                    )
-                )
+        url = server.url
+
+        def fork_loop() -> dict[str, Any]:
+            n, seconds = drain_rate(run_workers(args.workers, fork_true, (per_worker,)))
+            return {"variant": FORK, "items": n, "items/s": n / seconds}
+
+        def cli(work_args: list[str], items: int, variant: str) -> dict[str, Any] | None:
+            if not available or exe is None:
+                return None
+            return run_cli_workers(exe, client, url, items, args.workers, work_args, variant)
+
+        # Each reference next to what is compared with it: (library, handler), (fork loop, command).
+        runs = interleaved(
+            [
+                lambda: measure(
+                    client,
+                    url,
+                    variant=LIBRARY,
+                    items=payloads(args.items),
+                    workers=args.workers,
+                    fill=fill_rediswq,
+                    worker=rediswq_batched,
+                    worker_args=(args.prefetch, 60.0),
+                    scripts=True,
+                    check_drained=rediswq_drained,
+                ),
+                lambda: cli(
+                    ["--handler", "noop_handler:noop", "--prefetch", str(args.prefetch)], args.items, HANDLER
+                ),
+                fork_loop,
+                lambda: cli(["--", "true"], per_worker * args.workers, COMMAND),
+            ],
+            args.repeat,
+        )
 
     rows = []
     for variant in dict.fromkeys(r["variant"] for r in runs):
@@ -209,14 +208,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 row[key] = median([r[key] for r in mine])
         rows.append(row)
     by = {row["variant"]: row for row in rows}
-    handler = by.get("rediswq work --handler")
-    command = by.get("rediswq work -- true")
-    lib_rate = by["library batched"]["items/s"]
-    fork_rate = by["fork+exec true loop"]["items/s"]
+    handler = by.get(HANDLER)
+    command = by.get(COMMAND)
     if handler:
-        handler["% reference"] = 100 * handler["items/s"] / lib_rate
+        handler["% reference"] = 100 * paired_ratio(runs, HANDLER, LIBRARY)
     if command:
-        command["% reference"] = 100 * command["items/s"] / fork_rate
+        command["% reference"] = 100 * paired_ratio(runs, COMMAND, FORK)
     unavailable = f"`rediswq work` could not run: {why}" if not available else ""
     targets = [
         Target(
@@ -236,7 +233,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             unavailable,
         ),
     ]
-    notes = [f"{args.workers} worker processes, prefetch {args.prefetch}; the median of {args.repeat} runs"]
+    notes = [
+        f"{args.workers} worker processes, prefetch {args.prefetch}; items/s is the median of {args.repeat} "
+        "runs; % reference is the median of the ratios of runs side by side"
+    ]
     if unavailable:
         notes.append(unavailable)
     return finish(
