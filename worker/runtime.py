@@ -115,7 +115,7 @@ class Summary:
             f"{self.lost} lost",
         ]
         if self.unconfirmed:
-            parts.append(f"{self.unconfirmed} completions unconfirmed")
+            parts.append(f"{self.unconfirmed} unconfirmed (sent as the connection broke)")
         return (
             f"queue {queue_name!r} {self.outcome}: {', '.join(parts)} in {self.elapsed_secs:.2f} s "
             f"({self.rate:.1f} items/s)"
@@ -189,6 +189,7 @@ class Runtime:
         self._signal_times: list[float] = []
         self._finished = threading.Event()
         self._returning = 0  # leases in a give-back call under way (for the hard stop's message)
+        self._maybe_sent: set[Lease] = set()  # guarded by _redis: see _put_back
 
     # -- the run ---------------------------------------------------------------------------------
 
@@ -434,7 +435,7 @@ class Runtime:
             if self.options.max_items is not None:
                 count = min(count, self.options.max_items - self._taken)
         if count < 1:
-            self._put_back(settle)
+            self._put_back(settle, sent=False)
             return
         drained = False
         try:
@@ -448,9 +449,9 @@ class Runtime:
         except rediswq.LeaseLost as e:
             leases, lost = [], e.leases
         except BaseException:
-            self._put_back(settle)
+            self._put_back(settle, sent=True)
             raise
-        self._settled(settle, lost, unconfirmed=attempt > 1)
+        self._settled(settle, lost)
         for lease in leases:
             self._heartbeat.add(lease)
         with self._cv:
@@ -466,30 +467,40 @@ class Runtime:
                 self._next_poll = time.monotonic() + self._poll_secs
                 self._poll_secs = min(self._poll_secs * 2, MAX_POLL_SECS)
 
-    def _put_back(self, settle: list[Lease]) -> None:
-        """Finished items whose completion was not sent: the next call completes them."""
+    def _put_back(self, settle: list[Lease], *, sent: bool) -> None:
+        """Finished items whose completion did not go through: the next call completes them.
+
+        `sent`: the call failed on the way, so Redis may have applied it and only the reply was lost;
+        if the next call then finds these leases gone, that is why (see `_settled`).
+        """
         if not settle:
             return
+        if sent:
+            self._maybe_sent.update(settle)
         with self._cv:
             self._done[:0] = settle
             if self._done_since is None:
                 self._done_since = time.monotonic()
 
-    def _settled(self, settle: list[Lease], lost: list[Lease], *, unconfirmed: bool = False) -> None:
-        """Account for completions sent (under `_redis`): `lost` ones were no longer held, or, after
-        a retried call, may have been completed by the attempt whose reply never came."""
+    def _settled(self, settle: list[Lease], lost: list[Lease]) -> None:
+        """Account for completions sent (under `_redis`): `lost` ones were no longer held."""
         for lease in settle:
             self._heartbeat.discard(lease)
-        if unconfirmed and lost:
-            self._summary.unconfirmed += len(lost)
+        unconfirmed = 0
+        for lease in lost:
+            if lease in self._maybe_sent:
+                unconfirmed += 1  # completed by the call whose reply was lost, or expired meanwhile
+            else:
+                self._lost_lease(lease, "was finished")
+        if unconfirmed:
+            self._summary.unconfirmed += unconfirmed
             self.log.warning(
                 "%d completions were sent as the connection broke: they were completed then, or their "
                 "leases expired meanwhile and the items will be done again",
-                len(lost),
+                unconfirmed,
             )
-        else:
-            for lease in lost:
-                self._lost_lease(lease, "was finished")
+        if self._maybe_sent:
+            self._maybe_sent.difference_update(settle)
         self._summary.done += len(settle) - len(lost)
 
     def _flush(self) -> None:
@@ -510,9 +521,9 @@ class Runtime:
         except rediswq.LeaseLost as e:
             lost = e.leases
         except BaseException:
-            self._put_back(settle)
+            self._put_back(settle, sent=True)
             raise
-        self._settled(settle, lost, unconfirmed=attempt > 1)
+        self._settled(settle, lost)
 
     def _settle_failures(self) -> None:
         with self._cv:
@@ -528,9 +539,12 @@ class Runtime:
             try:
                 dead = self.queue.fail(lease, outcome.error, retry=outcome.retry)
             except rediswq.LeaseLost:
-                if attempt == 1:
+                if lease in self._maybe_sent:
+                    self._summary.unconfirmed += 1  # failed by the call whose reply was lost, or expired
+                else:
                     self._lost_lease(lease, f"failed ({_first_line(outcome.error)})")
             except BaseException:
+                self._maybe_sent.add(lease)
                 with self._cv:
                     self._failed[:0] = failed[i:]
                 raise
@@ -550,6 +564,7 @@ class Runtime:
                     extra=_item(lease, error=outcome.error, dead_lettered=bool(dead)),
                 )
             self._heartbeat.discard(lease)
+            self._maybe_sent.discard(lease)
 
     def _give_back(self, leases: list[Lease], what: str) -> None:
         """Release leases without charging their attempt; never raises (the leases expire otherwise)."""

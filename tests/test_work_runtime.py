@@ -1,0 +1,66 @@
+"""The worker runtime in-process, where a test needs to break a call on purpose."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+import redis
+
+import rediswq
+from rediswq import Lease, Queue
+from worker.runners import OK, Outcome
+from worker.runtime import Options, Runtime
+
+
+class ReplyLostOnce(Queue):
+    """A queue whose first completing call is applied by Redis, but whose reply never arrives."""
+
+    broke = False
+
+    def complete_and_lease(self, done: Sequence[Lease], *args: Any, **kwargs: Any) -> rediswq.Handoff:
+        handoff = super().complete_and_lease(done, *args, **kwargs)
+        if done and not self.broke:
+            self.broke = True
+            raise rediswq.ConnectionFailed("connection reset while reading the reply")
+        return handoff
+
+
+class Record:
+    """A runner that completes every item and remembers what it ran."""
+
+    def __init__(self) -> None:
+        self.ran: list[tuple[str, int]] = []
+
+    def run(self, lease: Lease) -> Outcome:
+        self.ran.append((lease.payload.decode(), lease.attempt))
+        return OK
+
+    def kill(self, leases: Sequence[Lease]) -> None:
+        pass
+
+    def describe(self) -> str:
+        return "record"
+
+
+def test_a_completion_whose_reply_was_lost_is_reported_unconfirmed_not_lost(
+    client: redis.Redis, queue_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    queue = ReplyLostOnce(client, queue_name)
+    queue.put_many(f"n{i}" for i in range(4))
+    runner = Record()
+    with caplog.at_level(logging.INFO):
+        summary = Runtime(queue, runner, Options(lease_secs=0.5, install_signals=False)).run()
+    try:
+        assert (summary.exit_code, summary.outcome) == (0, "drained")
+        # n0 was completed by the broken call; n1 was leased by it too, expired, and ran again.
+        assert sorted(runner.ran) == [("n0", 1), ("n1", 2), ("n2", 1), ("n3", 1)]
+        assert (summary.done, summary.unconfirmed, summary.lost) == (3, 1, 0)
+        stats = queue.stats()
+        assert (stats.completed, stats.expired) == (4, 1) and stats.drained
+        assert "1 completions were sent as the connection broke" in caplog.text
+        assert "after its lease expired" not in caplog.text
+    finally:
+        queue.purge()
