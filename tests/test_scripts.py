@@ -133,8 +133,11 @@ def test_put_many_closed_part_way_reports_what_went_in(client: redis.Redis, make
     def payloads() -> Iterator[bytes]:
         yield b"a"
         yield b"b"
-        q.close()  # the first batch (a, b) has been sent by now
-        yield b"c"
+        yield b"c"  # the first batch (a, b) is on its way while put_many reads this
+        deadline = time.monotonic() + 5
+        while client.llen(q.keys.pending) < 2 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        q.close()
         yield b"d"
 
     with pytest.raises(QueueClosed) as caught:
