@@ -1,4 +1,4 @@
-# The rediswq worker image: `rediswq work` as the entrypoint, run as a non-root user.
+# The rediswq worker image: `rediswq work` as the entrypoint (under dumb-init), run as a non-root user.
 #
 # Use it as it is, with the queue and an item command as the Job's container args:
 #     args: ["jobs", "--", "sh", "-c", "process-one \"$1\"", "item", "{}"]
@@ -29,9 +29,11 @@ RUN python3 -m venv /opt/rediswq
 # up newer releases within the pinned ranges.
 WORKDIR /deps
 COPY pyproject.toml ./
+# dumb-init (its PyPI wheel carries the binary) runs as PID 1: it reaps the orphans that item commands
+# leave behind, which `rediswq work` as PID 1 would leave as zombies, and passes signals on.
 RUN mkdir -p rediswq/lua producer worker k8s \
     && touch README.md \
-    && /opt/rediswq/bin/pip install . \
+    && /opt/rediswq/bin/pip install . dumb-init==1.2.5.post1 \
     && /opt/rediswq/bin/pip uninstall --yes rediswq
 WORKDIR /src
 COPY pyproject.toml README.md ./
@@ -58,5 +60,5 @@ RUN rediswq --version \
     && useradd --uid 10001 --user-group --create-home --home-dir /home/rediswq --shell /usr/sbin/nologin rediswq
 USER 10001:10001
 WORKDIR /home/rediswq
-ENTRYPOINT ["rediswq", "work"]
+ENTRYPOINT ["dumb-init", "--", "rediswq", "work"]
 CMD ["--help"]

@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import cast
 
@@ -374,3 +374,88 @@ def test_containers_of_the_image_drain_the_queue_and_all_exit_0(
     # Items take 0.3 s or more each (a Python start and a sleep), far longer than the containers'
     # start-up skew: the work is shared.
     assert len({container for container, *_ in records}) >= 2, records
+
+
+@contextlib.contextmanager
+def _detached(image: str, redis_url: str, *args: str) -> Iterator[str]:
+    """A worker container in the background; removed (forcibly if need be) afterwards."""
+    name = f"rediswq-image-test-{uuid.uuid4().hex[:8]}"
+    _checked(
+        [
+            *PODMAN,
+            "run",
+            "--detach",
+            *LIMITS,
+            "--network=host",
+            "--name",
+            name,
+            "--env",
+            f"REDISWQ_URL={redis_url}",
+            image,
+            *args,
+        ],
+        120,
+    )
+    try:
+        yield name
+    finally:
+        _run([*PODMAN, "rm", "--force", "--time", "0", name], 60)
+
+
+def _wait_until(condition: Callable[[], bool], timeout_secs: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_secs
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout_secs} s waiting for {what}")
+        time.sleep(0.1)
+
+
+def _exit_code(name: str) -> int:
+    return int(_checked([*PODMAN, "wait", name], 120).strip())
+
+
+ZOMBIES = (
+    "import pathlib\n"
+    "for stat in pathlib.Path('/proc').glob('[0-9]*/stat'):\n"
+    "    try:\n"
+    "        fields = stat.read_text().rsplit(')', 1)[1].split()\n"
+    "    except OSError:\n"
+    "        continue\n"
+    "    if fields[0] == 'Z':\n"
+    "        print(stat.parent.name)\n"
+)
+
+
+def test_orphans_that_item_commands_leave_are_reaped_not_kept_as_zombies(
+    image: str, redis_url: str, queue: Queue, queue_name: str
+) -> None:
+    items = 10
+    queue.put_many([str(i).encode() for i in range(items)])
+    # Each item leaves a background child behind; PID 1 inherits it when the item's shell exits.
+    with _detached(
+        image, redis_url, queue_name, "--until", "closed", "--", "sh", "-c", "sleep 0.2 & exit 0"
+    ) as name:
+        _wait_until(lambda: queue.stats().completed == items, 90, f"{items} items completed")
+        time.sleep(1.0)  # the orphaned sleeps end well within this
+        zombies = _checked([*PODMAN, "exec", name, "python3", "-c", ZOMBIES], 60).split()
+        queue.close()
+        code = _exit_code(name)
+    assert zombies == [], f"{len(zombies)} zombie processes in the container"
+    assert code == 0
+
+
+def test_a_stopped_container_gives_its_running_item_back_and_exits_3(
+    image: str, redis_url: str, queue: Queue, queue_name: str
+) -> None:
+    queue.put(b"long")
+    with _detached(image, redis_url, queue_name, "--grace-secs", "1", "--", "sleep", "60") as name:
+        _wait_until(lambda: queue.stats().leased == 1, 90, "the item to be leased")
+        # `podman stop` sends SIGTERM to PID 1, as the kubelet does to an evicted pod.
+        _checked([*PODMAN, "stop", "--time", "30", name], 60)
+        code = _exit_code(name)
+    assert code == 3
+    stats = queue.stats()
+    assert (stats.pending, stats.leased, stats.released) == (1, 0, 1), stats
+    lease = queue.lease(lease_secs=5, timeout=5)
+    assert lease is not None
+    assert lease.attempt == 1  # given back without charging an attempt
