@@ -459,3 +459,13 @@ def test_a_stopped_container_gives_its_running_item_back_and_exits_3(
     lease = queue.lease(lease_secs=5, timeout=5)
     assert lease is not None
     assert lease.attempt == 1  # given back without charging an attempt
+
+
+if __name__ == "__main__":
+    # `python tests/test_image.py`: build the cached base image ahead of the test run (a CI setup step,
+    # so the one-off debootstrap is not paid inside the test suite's time).
+    try:
+        _require_container_tools()
+        print(local_base_image())
+    except (pytest.skip.Exception, pytest.fail.Exception) as exc:
+        sys.exit(f"tests/test_image.py: {exc}")
