@@ -44,9 +44,23 @@ def _workers(url: str, count: int, lease_secs: float) -> Iterator[list[subproces
         for n in range(1, count + 1):
             processes.append(
                 subprocess.Popen(
-                    [sys.executable, "-m", "worker", "--url", url, "work", QUEUE,
-                     "--handler", "worker.demo:handle", "--lease-secs", str(lease_secs),
-                     "--worker-name", f"worker-{n}", "--log-format", "text"],
+                    [
+                        sys.executable,
+                        "-m",
+                        "worker",
+                        "--url",
+                        url,
+                        "work",
+                        QUEUE,
+                        "--handler",
+                        "worker.demo:handle",
+                        "--lease-secs",
+                        str(lease_secs),
+                        "--worker-name",
+                        f"worker-{n}",
+                        "--log-format",
+                        "text",
+                    ],
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
                 )
@@ -65,31 +79,42 @@ def _run(url: str, items: int, worker_count: int, lease_secs: float) -> None:
     started = time.monotonic()
     queue.put_many(f"item-{n}" for n in range(1, items + 1))
     queue.close()
-    _say(f"1. enqueued {items} items into queue {QUEUE!r} and closed it "
-         f"({time.monotonic() - started:.2f} s)")
+    _say(f"1. enqueued {items} items into queue {QUEUE!r} and closed it ({time.monotonic() - started:.2f} s)")
 
     with _workers(url, worker_count, lease_secs) as processes:
-        _say(f"2. started {worker_count} workers: rediswq work {QUEUE} --handler worker.demo:handle "
-             f"--lease-secs {lease_secs:g}")
+        _say(
+            f"2. started {worker_count} workers: rediswq work {QUEUE} --handler worker.demo:handle "
+            f"--lease-secs {lease_secs:g}"
+        )
         victim, orphans = _kill_one_holding_a_lease(queue, processes)
         held = ", ".join(lease.id for lease in orphans) or "nothing (it had just finished an item)"
-        _say(f"3. killed worker-{victim + 1} (pid {processes[victim].pid}) with SIGKILL; it held "
-             f"item(s) {held}, and nobody will complete that lease")
+        _say(
+            f"3. killed worker-{victim + 1} (pid {processes[victim].pid}) with SIGKILL; it held "
+            f"item(s) {held}, and nobody will complete that lease"
+        )
         for lease in orphans:
-            _say(f"   its lease runs out {max(0, lease.deadline_ms - _redis_now_ms(queue)) / 1000:.1f} s "
-                 "from now (deadlines are on Redis's clock); then a lease call of another worker "
-                 "takes the item back")
+            _say(
+                f"   its lease runs out {max(0, lease.deadline_ms - _redis_now_ms(queue)) / 1000:.1f} s "
+                "from now (deadlines are on Redis's clock); then a lease call of another worker "
+                "takes the item back"
+            )
         exits = _wait_for_drain(queue, processes, started)
 
     stats = queue.stats()
     elapsed = time.monotonic() - started
     survivors = [code for i, code in enumerate(exits) if i != victim]
-    _say(f"5. drained: {stats.completed} of {stats.enqueued} items completed, {stats.dead} dead, "
-         f"{stats.expired} expired lease(s) reclaimed, {stats.pending + stats.leased} left")
-    _say(f"   worker exit codes: {', '.join(map(str, exits))} "
-         f"(0 = the queue is drained; {exits[victim]} is the killed one)")
-    _say(f"   {elapsed:.1f} s in all, {stats.completed / elapsed:,.0f} items/s with one worker lost "
-         "for a whole lease")
+    _say(
+        f"5. drained: {stats.completed} of {stats.enqueued} items completed, {stats.dead} dead, "
+        f"{stats.expired} expired lease(s) reclaimed, {stats.pending + stats.leased} left"
+    )
+    _say(
+        f"   worker exit codes: {', '.join(map(str, exits))} "
+        f"(0 = the queue is drained; {exits[victim]} is the killed one)"
+    )
+    _say(
+        f"   {elapsed:.1f} s in all, {stats.completed / elapsed:,.0f} items/s with one worker lost "
+        "for a whole lease"
+    )
     queue.purge()
     if stats.completed != stats.enqueued or any(code != 0 for code in survivors):
         raise click.ClickException("the demo did not drain cleanly: see the figures above")
@@ -125,8 +150,10 @@ def _wait_for_drain(
     while any(p.poll() is None for p in processes):
         if time.monotonic() - last >= 0.5:
             s = queue.stats()
-            _say(f"4. {time.monotonic() - started:4.1f} s: {s.completed:>6} completed, "
-                 f"{s.pending:>6} pending, {s.leased} leased, {s.expired} reclaimed")
+            _say(
+                f"4. {time.monotonic() - started:4.1f} s: {s.completed:>6} completed, "
+                f"{s.pending:>6} pending, {s.leased} leased, {s.expired} reclaimed"
+            )
             last = time.monotonic()
         time.sleep(0.05)
     return [int(p.returncode) for p in processes]
@@ -135,8 +162,12 @@ def _wait_for_drain(
 @click.command()
 @click.option("--items", default=3000, show_default=True, help="How many items to enqueue.")
 @click.option("--workers", "worker_count", default=4, show_default=True, help="Worker processes.")
-@click.option("--lease-secs", default=2.0, show_default=True,
-              help="Lease length: how long the killed worker's item waits before it is reclaimed.")
+@click.option(
+    "--lease-secs",
+    default=2.0,
+    show_default=True,
+    help="Lease length: how long the killed worker's item waits before it is reclaimed.",
+)
 @click.pass_context
 def demo(ctx: click.Context, items: int, worker_count: int, lease_secs: float) -> None:
     """Show rediswq draining a queue while a worker is killed mid-item.
