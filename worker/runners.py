@@ -14,7 +14,6 @@ import os
 import select
 import shutil
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -119,6 +118,21 @@ def exception_text(error: BaseException) -> str:
 # -- commands --------------------------------------------------------------------------------------
 
 
+@dataclass
+class _Child:
+    """A running item's process; `status` is set once it is reaped (under the runner's lock)."""
+
+    pid: int
+    status: int | None = None
+
+
+# Python ignores these; an exec keeps ignored signals ignored, so each child gets them back at their
+# defaults (as subprocess's restore_signals does), e.g. for `producer | head` in a command.
+_DEFAULT_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGPIPE", "SIGXFZ", "SIGXFSZ") if hasattr(signal, name)
+)
+
+
 class CommandRunner:
     """Runs `argv` once per item, in a new session (so --timeout can kill its whole process group).
 
@@ -128,7 +142,9 @@ class CommandRunner:
     argument at all; such an item is dead-lettered at once (it can never succeed).
 
     The child's standard output is the worker's; its standard error is copied through to the worker's
-    as it comes, and its last bytes are kept for the error text of a failed item.
+    as it comes, and its last bytes are kept for the error text of a failed item. Children are started
+    with posix_spawn (vfork and exec, about a third cheaper than subprocess.Popen with an environment
+    of its own); no descriptor of the worker leaks into them, since Python opens every one close-on-exec.
     """
 
     def __init__(
@@ -146,19 +162,23 @@ class CommandRunner:
         self._substitute = any("{}" in arg for arg in self.argv)
         self._env = dict(os.environ if environ is None else environ)
         self._env["REDISWQ_QUEUE"] = queue_name
-        self._procs: dict[Lease, subprocess.Popen[bytes]] = {}
+        self._program = self._find_program()
+        self._children: dict[Lease, _Child] = {}
         self._lock = threading.Lock()
-        self._check_program()
 
-    def _check_program(self) -> None:
+    def _find_program(self) -> str | None:
+        """The program's path, found once; None when `{}` makes it known only per item."""
         program = self.argv[0]
         if "{}" in program:
-            return  # known only per item
+            return None
         if os.sep in program:
             if not (os.path.isfile(program) and os.access(program, os.X_OK)):
                 raise SetupError(f"command {program!r} is not an executable file")
-        elif shutil.which(program, path=self._env.get("PATH")) is None:
+            return program
+        found = shutil.which(program, path=self._env.get("PATH", os.defpath))
+        if found is None:
             raise SetupError(f"command {program!r} not found on PATH")
+        return found
 
     def describe(self) -> str:
         return "command " + " ".join(self.argv)
@@ -188,9 +208,17 @@ class CommandRunner:
         err_r, err_w = os.pipe()
         try:
             rest = _prefill(stdin_w, lease.payload)
-            proc = subprocess.Popen(
-                argv, stdin=stdin_r, stderr=err_w, env=env, start_new_session=True, close_fds=True
-            )
+            actions = [(os.POSIX_SPAWN_DUP2, stdin_r, 0), (os.POSIX_SPAWN_DUP2, err_w, 2)]
+            options: dict[str, Any] = {
+                "file_actions": actions,
+                "setsid": True,
+                "setsigdef": _DEFAULT_SIGNALS,
+                "setsigmask": (),
+            }
+            if self._program is not None:
+                pid = os.posix_spawn(self._program, argv, env, **options)
+            else:
+                pid = os.posix_spawnp(argv[0], argv, env, **options)
         except BaseException:
             for fd in (stdin_r, stdin_w, err_r, err_w):
                 _close(fd)
@@ -201,15 +229,20 @@ class CommandRunner:
             threading.Thread(target=_feed, args=(stdin_w, rest), daemon=True).start()
         else:
             os.close(stdin_w)
+        child = _Child(pid)
         with self._lock:
-            self._procs[lease] = proc
+            self._children[lease] = child
         try:
-            tail, timed_out = self._watch(proc, err_r)
+            tail, timed_out = self._watch(child, err_r)
         finally:
-            with self._lock:
-                self._procs.pop(lease, None)
             os.close(err_r)
-        code = proc.wait()
+            if child.status is None:  # only if _watch failed: leave no process and no zombie behind
+                self._kill(child)
+                self._reap(child, block=True)
+            with self._lock:
+                self._children.pop(lease, None)
+        assert child.status is not None
+        code = os.waitstatus_to_exitcode(child.status)
         if timed_out:
             error = f"timed out after {self.timeout_secs:g} s; its process group was killed"
         elif code == 0:
@@ -221,8 +254,8 @@ class CommandRunner:
         text = tail.decode("utf-8", "replace").strip()
         return Outcome(False, f"{error}; stderr: {text}" if text else error)
 
-    def _watch(self, proc: subprocess.Popen[bytes], err_r: int) -> tuple[bytes, bool]:
-        """Copy the child's stderr through until it exits (or times out); return its tail.
+    def _watch(self, child: _Child, err_r: int) -> tuple[bytes, bool]:
+        """Copy the child's stderr through until it exits (or times out); reap it; return the tail.
 
         The child's exit is seen on a pidfd (Linux), so a grandchild that keeps stderr open cannot
         hold the item; elsewhere the exit is checked every 50 ms.
@@ -232,7 +265,7 @@ class CommandRunner:
         out = sys.stderr.buffer
         poller = select.poll()
         poller.register(err_r, select.POLLIN)
-        pidfd = _pidfd(proc.pid)
+        pidfd = _pidfd(child.pid)
         if pidfd is not None:
             poller.register(pidfd, select.POLLIN)
         os.set_blocking(err_r, False)
@@ -245,7 +278,10 @@ class CommandRunner:
                     left_ms = max(0, int((deadline - time.monotonic()) * 1000) + 1)
                     wait_ms = left_ms if wait_ms is None else min(wait_ms, left_ms)
                 events = poller.poll(wait_ms)
-                exited = any(fd == pidfd for fd, _ in events) or (pidfd is None and proc.poll() is not None)
+                if pidfd is not None:
+                    exited = any(fd == pidfd for fd, _ in events) and self._reap(child, block=True)
+                else:
+                    exited = self._reap(child, block=False)
                 if reading and (exited or any(fd == err_r for fd, _ in events)):
                     reading = _copy(err_r, out, tail)
                     if not reading:
@@ -255,20 +291,34 @@ class CommandRunner:
                 if deadline is not None and not timed_out and time.monotonic() >= deadline:
                     timed_out = True
                     deadline = None
-                    _kill_group(proc)
+                    self._kill(child)
         finally:
             if pidfd is not None:
                 os.close(pidfd)
 
+    def _reap(self, child: _Child, *, block: bool) -> bool:
+        """Collect the child's exit status; True once it is reaped."""
+        with self._lock:
+            if child.status is None:
+                pid, status = os.waitpid(child.pid, 0 if block else os.WNOHANG)
+                if pid == child.pid:
+                    child.status = status
+            return child.status is not None
+
+    def _kill(self, child: _Child) -> None:
+        # The child leads its own session, so its process group id is its pid; it is reaped only
+        # under this lock, so until then that id cannot have been reused.
+        with self._lock:
+            if child.status is None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(child.pid, signal.SIGKILL)
+
     def kill(self, leases: Sequence[Lease]) -> None:
         """SIGKILL the process groups of these items (those still running)."""
-        # Under the lock: a slot thread reaps its child only after taking it out of _procs, so a
-        # process group id seen here cannot have been reused yet.
         with self._lock:
-            for lease in leases:
-                proc = self._procs.get(lease)
-                if proc is not None:
-                    _kill_group(proc)
+            children = [self._children[lease] for lease in leases if lease in self._children]
+        for child in children:
+            self._kill(child)
 
 
 def _prefill(fd: int, payload: bytes) -> bytes:
@@ -321,15 +371,6 @@ def _pidfd(pid: int) -> int | None:
         return os.pidfd_open(pid)
     except (AttributeError, OSError):
         return None
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    # The child leads its own session, so its process group id is its pid, which cannot be reused
-    # before the child is reaped (on Linux only its slot thread reaps it, after the last kill).
-    if proc.returncode is not None:
-        return
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
 
 
 def _close(fd: int) -> None:

@@ -53,7 +53,7 @@ import rediswq
 from rediswq import Heartbeat, Lease
 from worker.clikit import EXIT_ERROR, EXIT_OK, EXIT_STOPPED, EXIT_USAGE
 from worker.logs import LOGGER
-from worker.runners import Outcome, Runner
+from worker.runners import OK, Outcome, Runner
 
 T = TypeVar("T")
 Until = Literal["drained", "closed"]
@@ -66,6 +66,13 @@ MAX_POLL_SECS = 0.5
 # a crash repeats little work).
 FLUSH_SECS = 1.0
 _MAX_RETRY_PAUSE_SECS = 5.0
+# While items take from LOOKAHEAD_MIN_SECS to LOOKAHEAD_MAX_SECS (a child process, say), the next
+# batch is leased by the keeper as the last item of the current one starts, so the round trip to
+# Redis is off the critical path. Quicker items gain nothing from it (the slot's own call is sooner
+# than waking the keeper); longer ones are leased only when a slot is free, so no pod sits on an
+# item another pod could start.
+LOOKAHEAD_MIN_SECS = 0.0005
+LOOKAHEAD_MAX_SECS = 0.1
 # After the first signal the process is gone within --grace-secs plus this, whatever Redis does.
 HARD_STOP_SECS = 3.0
 _SUPERVISE_SECS = 0.5
@@ -158,7 +165,7 @@ class Runtime:
         self._verbose = self.log.isEnabledFor(logging.DEBUG)
         self._events: stdqueue.SimpleQueue[tuple[str, int]] = stdqueue.SimpleQueue()
         self._redis = threading.Lock()  # taken before _cv, never while holding it
-        self._cv = threading.Condition()
+        self._cv = threading.Condition(threading.Lock())
         # Guarded by _cv:
         self._buffer: deque[Lease] = deque()
         self._running: set[Lease] = set()
@@ -171,6 +178,8 @@ class Runtime:
         self._drained = False  # ... and it said the queue is drained
         self._wanted = False  # a starved slot has woken the keeper already
         self._troubled = False  # a slot's call failed: only the keeper calls until one succeeds
+        self._lookahead_pays = False  # the last item took LOOKAHEAD_MIN_SECS to LOOKAHEAD_MAX_SECS
+        self._lookahead = False  # a slot asks the keeper to lease the next batch now
         self._stopping = False  # slots start nothing more
         self._exiting = False  # slots end
         # Guarded by _redis:
@@ -291,6 +300,9 @@ class Runtime:
                     if self._drained and self._idle_locked():
                         return "drained", EXIT_OK
                     poll = self._should_poll_locked() and time.monotonic() >= self._next_poll
+                    if self._lookahead:
+                        self._lookahead = False
+                        poll = poll or (self._may_lease_now_locked() and not self._buffer)
                     if poll:
                         self._leasing = True
                 if poll:
@@ -344,17 +356,31 @@ class Runtime:
     # -- the slots -------------------------------------------------------------------------------
 
     def _slot(self) -> None:
-        runner, cv, verbose = self.runner, self._cv, self._verbose
+        runner, cv, verbose, buffer, running = (
+            self.runner,
+            self._cv,
+            self._verbose,
+            self._buffer,
+            self._running,
+        )
+        lease: Lease | None = None
+        outcome = OK
+        took = 0.0
         while True:
-            lease: Lease | None = None
-            with cv:
+            with cv:  # one lock round per item: settle the last one, take the next
+                if lease is not None:
+                    self._finished_locked(lease, outcome, took)
+                    lease = None
                 while True:
                     if self._exiting:
                         return
                     if not self._stopping:
-                        if self._buffer:
-                            lease = self._buffer.popleft()
-                            self._running.add(lease)
+                        if buffer:
+                            lease = buffer.popleft()
+                            running.add(lease)
+                            if not buffer and self._lookahead_pays and self._may_lease_now_locked():
+                                self._lookahead = True
+                                self._events.put(_WAKE)
                             break
                         if self._slot_may_lease_locked():
                             self._leasing = True
@@ -368,22 +394,27 @@ class Runtime:
                 continue
             if verbose:
                 self.log.debug("item %s attempt %d started", lease.id, lease.attempt, extra=_item(lease))
+            began = time.monotonic()
             outcome = runner.run(lease)
-            with cv:
-                if lease not in self._running:
-                    continue  # given back when the grace period ended
-                self._running.discard(lease)
-                if outcome.ok:
-                    self._done.append(lease)
-                    if self._done_since is None:
-                        self._done_since = time.monotonic()
-                    if self._stopping or self._limit_reached():
-                        self._events.put(_WAKE)  # the keeper settles and ends the run
-                else:
-                    self._failed.append((lease, outcome))
-                    self._events.put(_WAKE)
+            took = time.monotonic() - began
             if verbose and outcome.ok:
                 self.log.debug("item %s done", lease.id, extra=_item(lease))
+
+    def _finished_locked(self, lease: Lease, outcome: Outcome, took: float) -> None:
+        """File a finished item as done or failed (under _cv)."""
+        self._lookahead_pays = LOOKAHEAD_MIN_SECS <= took < LOOKAHEAD_MAX_SECS
+        if lease not in self._running:
+            return  # given back when the grace period ended
+        self._running.discard(lease)
+        if outcome.ok:
+            self._done.append(lease)
+            if self._done_since is None:
+                self._done_since = time.monotonic()
+            if self._stopping or self._limit_reached():
+                self._events.put(_WAKE)  # the keeper settles and ends the run
+        else:
+            self._failed.append((lease, outcome))
+            self._events.put(_WAKE)
 
     def _slot_may_lease_locked(self) -> bool:
         # While starved the keeper polls; a slot still calls at once to complete what it just
@@ -393,6 +424,12 @@ class Runtime:
             and not self._troubled
             and (not self._starved or bool(self._done))
             and not self._limit_reached()
+        )
+
+    def _may_lease_now_locked(self) -> bool:
+        """The queue flows: a lease call now would likely bring items (for the look-ahead)."""
+        return not (
+            self._leasing or self._starved or self._troubled or self._stopping or self._limit_reached()
         )
 
     # -- talking to Redis ------------------------------------------------------------------------
