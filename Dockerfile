@@ -1,4 +1,4 @@
-# The rediswq worker image: `rediswq work` as the entrypoint (under dumb-init), run as a non-root user.
+# The rediswq worker image: `rediswq work` as the entrypoint, run as a non-root user.
 #
 # Use it as it is, with the queue and an item command as the Job's container args:
 #     args: ["jobs", "--", "sh", "-c", "process-one \"$1\"", "item", "{}"]
@@ -29,8 +29,9 @@ RUN python3 -m venv /opt/rediswq
 # up newer releases within the pinned ranges.
 WORKDIR /deps
 COPY pyproject.toml ./
-# dumb-init (its PyPI wheel carries the binary) runs as PID 1: it reaps the orphans that item commands
-# leave behind, which `rediswq work` as PID 1 would leave as zombies, and passes signals on.
+# dumb-init (its PyPI wheel carries the binary) is there for item commands that leave background
+# processes behind: `rediswq work` as PID 1 does not reap those orphans, so each stays a zombie. Run
+# such commands under it, e.g. in a Job: command: ["dumb-init", "--", "rediswq", "work"].
 RUN mkdir -p rediswq/lua producer worker k8s \
     && touch README.md \
     && /opt/rediswq/bin/pip install . dumb-init==1.2.5.post1 \
@@ -60,5 +61,5 @@ RUN rediswq --version \
     && useradd --uid 10001 --user-group --create-home --home-dir /home/rediswq --shell /usr/sbin/nologin rediswq
 USER 10001:10001
 WORKDIR /home/rediswq
-ENTRYPOINT ["dumb-init", "--", "rediswq", "work"]
+ENTRYPOINT ["rediswq", "work"]
 CMD ["--help"]

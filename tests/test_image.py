@@ -3,8 +3,11 @@
 No registry is reachable from these machines, so the Dockerfile's default base (the public slim Python
 image) cannot be pulled. The test builds a local base instead: Debian with python3 and python3-venv from
 debootstrap, imported with `podman import`, and passes it as `--build-arg BASE=...`. The root
-filesystem tarball and the imported base are cached (see `cache_dir`), so only the first run pays for
-debootstrap. Then N containers of the image drain a queue on the test Redis, over the host network.
+filesystem tarball, the imported base and the newest build's layers are cached (see `CACHE`), so only
+the first run pays for debootstrap (.ci/run does that as a setup step: `python tests/test_image.py`).
+Then N containers of the image drain a queue on the test Redis, over the host network, and single
+containers show that PID 1 reaps orphaned processes and that `podman stop` (SIGTERM) gives a running
+item back.
 
 Where podman is absent the container tests skip with the reason shown; under CI (CI=true) they fail
 instead, since .ci/run installs podman, buildah, runc and debootstrap.
@@ -118,7 +121,8 @@ def _checked(args: list[str], timeout: float) -> str:
     result = _run(args, timeout)
     if result.returncode != 0:
         tail = (result.stdout + result.stderr)[-4000:]
-        pytest.fail(f"{' '.join(args[:6])} ... exited {result.returncode}:\n{tail}")
+        command = ["podman", *args[len(PODMAN) :]] if args[: len(PODMAN)] == PODMAN else args
+        pytest.fail(f"{' '.join(command[:4])} ... exited {result.returncode}:\n{tail}")
     return result.stdout
 
 
@@ -251,7 +255,7 @@ def test_image_user_is_a_numeric_non_root_uid(image: str) -> None:
 def test_image_holds_no_compiler_pip_cache_or_wheels(image: str) -> None:
     check = (
         "for tool in gcc cc c++ make; do command -v $tool && exit 1; done; "
-        "for path in /root/.cache/pip /home/rediswq/.cache/pip /wheels /src; do "
+        "for path in /root/.cache/pip /home/rediswq/.cache/pip /wheels /src /deps; do "
         "test -e $path && { echo $path; exit 1; }; done; "
         "find /opt /tmp /home /root -name '*.whl' | grep . && exit 1; exit 0"
     )
@@ -377,9 +381,10 @@ def test_containers_of_the_image_drain_the_queue_and_all_exit_0(
 
 
 @contextlib.contextmanager
-def _detached(image: str, redis_url: str, *args: str) -> Iterator[str]:
+def _detached(image: str, redis_url: str, *args: str, entrypoint: list[str] | None = None) -> Iterator[str]:
     """A worker container in the background; removed (forcibly if need be) afterwards."""
     name = f"rediswq-image-test-{uuid.uuid4().hex[:8]}"
+    options = ["--entrypoint", json.dumps(entrypoint)] if entrypoint else []
     _checked(
         [
             *PODMAN,
@@ -391,6 +396,7 @@ def _detached(image: str, redis_url: str, *args: str) -> Iterator[str]:
             name,
             "--env",
             f"REDISWQ_URL={redis_url}",
+            *options,
             image,
             *args,
         ],
@@ -426,15 +432,16 @@ ZOMBIES = (
 )
 
 
-def test_orphans_that_item_commands_leave_are_reaped_not_kept_as_zombies(
+def test_under_the_images_dumb_init_orphans_of_item_commands_are_reaped(
     image: str, redis_url: str, queue: Queue, queue_name: str
 ) -> None:
     items = 10
     queue.put_many([str(i).encode() for i in range(items)])
     # Each item leaves a background child behind; PID 1 inherits it when the item's shell exits.
-    with _detached(
-        image, redis_url, queue_name, "--until", "closed", "--", "sh", "-c", "sleep 0.2 & exit 0"
-    ) as name:
+    # (With the default entrypoint, `rediswq work` is PID 1 and each such orphan stays a zombie.)
+    init = ["dumb-init", "--", "rediswq", "work"]
+    item = ["sh", "-c", "sleep 0.2 & exit 0"]
+    with _detached(image, redis_url, queue_name, "--until", "closed", "--", *item, entrypoint=init) as name:
         _wait_until(lambda: queue.stats().completed == items, 90, f"{items} items completed")
         time.sleep(1.0)  # the orphaned sleeps end well within this
         zombies = _checked([*PODMAN, "exec", name, "python3", "-c", ZOMBIES], 60).split()
