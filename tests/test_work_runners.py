@@ -115,3 +115,23 @@ NOT_CALLABLE = 42
 def test_a_handler_spec_naming_something_not_callable_is_a_setup_error() -> None:
     with pytest.raises(SetupError, match="is a int, not a callable"):
         load_handler(f"{__name__}:NOT_CALLABLE")
+
+
+def test_a_command_starts_with_sigpipe_at_its_default_and_no_blocked_signals(tmp_path: Path) -> None:
+    """Python ignores SIGPIPE, and an exec would keep it ignored: `yes | head` would then complain."""
+    out = tmp_path / "status"
+    outcome = CommandRunner(
+        ["sh", "-c", f"exec grep -E '^Sig(Ign|Blk)' /proc/self/status > {out}"], queue_name="q"
+    ).run(lease())
+    assert outcome.ok, outcome.error
+    masks = dict(line.split(":\t") for line in out.read_text().splitlines())
+    assert int(masks["SigIgn"], 16) & (1 << (signal.SIGPIPE - 1)) == 0
+    assert int(masks["SigBlk"], 16) == 0
+
+
+def test_a_command_runs_in_a_session_of_its_own(tmp_path: Path) -> None:
+    out = tmp_path / "ids"
+    outcome = CommandRunner(["sh", "-c", f"ps -o sid= -o pgid= -p $$ > {out}"], queue_name="q").run(lease())
+    assert outcome.ok, outcome.error
+    sid, pgid = out.read_text().split()
+    assert int(sid) == int(pgid) != os.getsid(0)
