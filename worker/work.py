@@ -139,7 +139,9 @@ def _env(name: str) -> str:
     envvar=_env("PREFETCH"),
     show_envvar=True,
     help="Items leased per Redis call; finished ones are completed in the same call. Raise it "
-    "(e.g. 100) for short items; keep 1 for long ones, so no pod sits on items others could run.",
+    "(e.g. 100) for short items; keep 1 for long ones, so no pod sits on items others could run. "
+    "While items take under 0.1 s, the next batch is leased as the last item of the current one "
+    "starts, to hide the round trip.",
 )
 @click.option(
     "--until",
