@@ -50,10 +50,18 @@ Mp = multiprocessing.get_context("fork")
 
 
 @contextmanager
-def private_redis(binary: str | None) -> Iterator[RedisServer]:
-    """A redis-server of our own on a free loopback port, stopped (and its directory removed) after."""
+def private_redis(binary: str | None, config: Sequence[str] = ()) -> Iterator[RedisServer]:
+    """A redis-server of our own on a free loopback port, stopped (and its directory removed) after.
+
+    `config` holds "name value" settings applied with CONFIG SET once it is up (for experiments such
+    as `hash-max-listpack-entries 0`).
+    """
     server = RedisServer(binary=binary)
     try:
+        client = server.client()
+        for setting in config:
+            name, _, value = setting.partition(" ")
+            client.config_set(name, value)
         yield server
     finally:
         server.stop()
@@ -279,9 +287,14 @@ def environment(server: RedisServer | None) -> dict[str, Any]:
         "platform": platform.platform(),
     }
     if server is not None:
-        info = server.client().info("server")
-        env["redis_version"] = str(info["redis_version"])
+        client = server.client()
+        env["redis_version"] = str(client.info("server")["redis_version"])
         env["redis_server"] = server.binary
+        env["redis_config"] = {
+            name: client.config_get(name)[name]
+            for name in ("hash-max-listpack-entries", "zset-max-listpack-entries", "maxmemory-policy")
+            if client.config_get(name)
+        }
     return env
 
 
@@ -300,6 +313,13 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--json", metavar="PATH", help="write the result here (default: bench/results/NAME.json)"
+    )
+    parser.add_argument(
+        "--redis-config",
+        metavar="'NAME VALUE'",
+        action="append",
+        default=[],
+        help="a CONFIG SET for the private Redis, e.g. 'hash-max-listpack-entries 0' (repeatable)",
     )
     return parser
 

@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--payload-bytes", type=int, default=16)
     args = parser.parse_args(argv)
 
-    with private_redis(args.redis_server) as server:
+    with private_redis(args.redis_server, args.redis_config) as server:
         client = server.client()
         load_scripts(client)
         env = environment(server)

@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     exe = rediswq_command()
     available, why = enqueue_available(exe)
-    with private_redis(args.redis_server) as server, tempfile.TemporaryDirectory() as tmp:
+    with private_redis(args.redis_server, args.redis_config) as server, tempfile.TemporaryDirectory() as tmp:
         client = server.client()
         load_scripts(client)
         env = environment(server)

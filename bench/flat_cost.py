@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.round > args.small:
         parser.error("--round must not exceed --small: the short queue must keep its length")
 
-    with private_redis(args.redis_server) as server:
+    with private_redis(args.redis_server, args.redis_config) as server:
         client = server.client()
         load_scripts(client)
         env = environment(server)

@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--leased", type=int, default=100_000, help="items leased for the leased-cost row")
     args = parser.parse_args(argv)
 
-    with private_redis(args.redis_server) as server:
+    with private_redis(args.redis_server, args.redis_config) as server:
         env = environment(server)
         rows = measure(server, payloads(args.items, args.payload_bytes), min(args.leased, args.items))
     bare, pending = rows[0]["bytes/item"], rows[1]["bytes/item"]

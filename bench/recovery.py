@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     exe = rediswq_command()
     available, why = work_available(exe)
-    with private_redis(args.redis_server) as server:
+    with private_redis(args.redis_server, args.redis_config) as server:
         client = server.client()
         load_scripts(client)
         env = environment(server)
