@@ -36,7 +36,7 @@ TINY: dict[str, list[str]] = {
         "flat_cost": "--small 200 --big 5000 --few-leases 2 --many-leases 100 --expired 300 --sample 200 "
         "--round 100",
         "memory": "--items 5000 --leased 500",
-        "recovery": "--kills 1 --lease-secs 0.3 --idle-secs 0.5 --warmup-secs 1",
+        "recovery": "--kills 1 --lease-secs 0.3 --idle-secs 1.2 --warmup-secs 1",
     }.items()
 }
 

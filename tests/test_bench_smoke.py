@@ -103,9 +103,11 @@ def test_recovery_waits_out_the_lease_and_idle_workers_are_counted(tiny_run: dic
     result = tiny_run["results"]["recovery"]
     kill = result["kills"][0]
     lease_secs = result["params"]["lease_secs"]
-    # The item cannot come back before the lease runs out, and comes back soon after.
-    assert kill["recovery s"] >= lease_secs - kill["kill after lease s"] - 0.01
+    # The item cannot come back before the lease runs out (less the lease reply's trip), and comes back
+    # soon after.
+    assert kill["recovery s"] >= lease_secs - kill["kill after lease s"] - 0.05
     assert kill["recovery s"] < lease_secs + 5
+    # An idle worker polls twice a second: over 1.2 s that is 2 or 3 calls, never none.
     assert all(0 < idle["calls/s"] <= 50 for idle in result["idle"])
 
 
