@@ -50,7 +50,15 @@ class QueueClosed(RedisWQError):
 
 
 class LeaseTimeout(RedisWQError):
-    """A blocking lease waited its whole timeout for an item; the queue is not drained."""
+    """A blocking lease waited its whole timeout for an item; the queue is not drained.
+
+    `retry_after_secs` is when the next lease deadline or retry falls due (None: only new items or
+    another worker's progress can bring one), for callers that poll with timeout=0.
+    """
+
+    def __init__(self, message: str, retry_after_secs: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_secs = retry_after_secs
 
 
 class InvalidArgument(RedisWQError):

@@ -92,7 +92,10 @@ class Heartbeat:
             self._queue.extend_many(leases)
         except LeaseLost as e:
             for lease in e.leases:
-                self.discard(lease)
+                with self._lock:
+                    # Discarded while the call ran: settled by its worker meanwhile, not lost.
+                    if self._leases.pop(id(lease), None) is None:
+                        continue
                 self.lost.append(lease)
                 log.warning("lease of item %s was lost before its work ended", lease.id)
                 if self._on_lost is not None:

@@ -204,6 +204,7 @@ class Queue:
         max_payload_bytes: int = 64 * 1024 * 1024,
         worker: str | None = None,
         url: str | None = None,
+        retries: int = 5,
     ) -> None:
         if max_attempts < 1:
             raise InvalidArgument(f"max_attempts must be at least 1, not {max_attempts}")
@@ -221,7 +222,7 @@ class Queue:
         self._backoff_cap_ms = _ms(retry_backoff_cap_secs, "retry_backoff_cap_secs")
         self._reclaim_limit = reclaim_limit
         self._client = client
-        self._conn = Connection(redact(url) if url else describe(client))
+        self._conn = Connection(redact(url) if url else describe(client), retries=retries)
         self._scripts = Scripts(client, self.keys)
 
     @classmethod
@@ -418,7 +419,8 @@ class Queue:
             if give_up is not None and now >= give_up:
                 if lost:
                     raise LeaseLost(self._lost_message(lost), lost)
-                raise LeaseTimeout(f"no item in queue {self.name!r} within {timeout} s")
+                hint = None if reply.wait_ms < 0 else reply.wait_ms / 1000
+                raise LeaseTimeout(f"no item in queue {self.name!r} within {timeout} s", hint)
             pause = poll if reply.wait_ms < 0 else min(poll, reply.wait_ms / 1000)
             if give_up is not None:
                 pause = min(pause, give_up - now)

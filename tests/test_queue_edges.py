@@ -14,7 +14,7 @@ import pytest
 import redis
 from redis_server import find_binary
 
-from rediswq import Heartbeat, InvalidArgument, Queue
+from rediswq import ConnectionFailed, Heartbeat, InvalidArgument, LeaseTimeout, Queue
 
 
 def _dead_letter(q: Queue, n: int) -> None:
@@ -151,3 +151,39 @@ def test_a_heartbeat_can_be_started_again_after_stop(client: redis.Redis, queue:
         assert score is not None and score > first_deadline + 300  # renewed after the restart
     finally:
         beat.stop()
+
+
+def test_a_queue_with_no_retries_fails_fast_on_a_refused_connection(queue_name: str) -> None:
+    q = Queue.from_url("redis://127.0.0.1:1/0", queue_name, retries=0)
+    started = time.monotonic()
+    with pytest.raises(ConnectionFailed):
+        q.stats()
+    assert time.monotonic() - started < 2.0
+
+
+def test_lease_timeout_says_when_the_next_lease_deadline_falls_due(queue: Queue) -> None:
+    queue.put(b"x")
+    held = queue.lease(5.0)
+    assert held is not None
+    with pytest.raises(LeaseTimeout) as caught:
+        queue.lease(30, timeout=0)
+    assert caught.value.retry_after_secs is not None
+    assert 4.0 < caught.value.retry_after_secs <= 5.0
+
+
+def test_a_heartbeat_does_not_report_a_lease_settled_during_its_renewal_as_lost(queue: Queue) -> None:
+    queue.put(b"x")
+    lease = queue.lease(30)
+    assert lease is not None
+    heartbeat = Heartbeat(queue, [lease])
+    real_extend = queue.extend_many
+
+    def extend_after_completion(leases: Any, lease_secs: Any = None) -> None:
+        # The worker settles the lease while the renewal is on its way.
+        heartbeat.discard(lease)
+        queue.complete(lease)
+        real_extend(leases, lease_secs)
+
+    queue.extend_many = extend_after_completion  # type: ignore[method-assign]
+    heartbeat.beat()
+    assert heartbeat.lost == []
