@@ -1,0 +1,63 @@
+"""The README's command-line reference, generated from the commands' own --help.
+
+`python tests/clidoc.py` rewrites the README section between the `cli` markers;
+tests/test_clidoc.py fails when the README and --help disagree.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import click
+from click.testing import CliRunner
+
+from worker.cli import main
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+SECTION = re.compile(r"(<!-- BEGIN cli -->\n)(.*?)(<!-- END cli -->)", re.S)
+
+
+def command_paths(group: click.Group = main, prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    yield prefix
+    for name in sorted(group.commands):
+        command = group.commands[name]
+        if isinstance(command, click.Group):
+            yield from command_paths(command, (*prefix, name))
+        else:
+            yield (*prefix, name)
+
+
+def help_text(path: tuple[str, ...]) -> str:
+    result = CliRunner().invoke(
+        main, [*path, "--help"], prog_name="rediswq", terminal_width=100, env={"COLUMNS": "100"}
+    )
+    assert result.exit_code == 0, result.output
+    return result.output.rstrip() + "\n"
+
+
+def render() -> str:
+    parts = [
+        "Generated from `--help` by `python tests/clidoc.py` (a test checks they agree).\n\n"
+    ]
+    for path in command_paths():
+        title = " ".join(("rediswq", *path))
+        parts.append(f"### `{title}`\n\n```text\n{help_text(path)}```\n\n")
+    return "".join(parts)
+
+
+def readme_section() -> str:
+    found = SECTION.search(README.read_text(encoding="utf-8"))
+    return found.group(2) if found else ""
+
+
+def write() -> None:
+    text = README.read_text(encoding="utf-8")
+    README.write_text(SECTION.sub(lambda m: m.group(1) + render() + m.group(3), text), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    write()
+    sys.exit(0)
