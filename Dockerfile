@@ -29,9 +29,9 @@ RUN python3 -m venv /opt/rediswq
 # up newer releases within the pinned ranges.
 WORKDIR /deps
 COPY pyproject.toml ./
-# dumb-init (its PyPI wheel carries the binary) is there for item commands that leave background
-# processes behind: `rediswq work` as PID 1 does not reap those orphans, so each stays a zombie. Run
-# such commands under it, e.g. in a Job: command: ["dumb-init", "--", "rediswq", "work"].
+# dumb-init (its PyPI wheel carries the binary) is the image's PID 1: item commands that leave
+# background processes behind would otherwise leave a zombie each (`rediswq work` as PID 1 does not
+# reap orphans), and a long run would exhaust the pod's pids. It forwards signals to the worker.
 RUN mkdir -p rediswq/lua producer worker k8s \
     && touch README.md \
     && /opt/rediswq/bin/pip install . dumb-init==1.2.5.post1 \
@@ -61,5 +61,5 @@ RUN rediswq --version \
     && useradd --uid 10001 --user-group --create-home --home-dir /home/rediswq --shell /usr/sbin/nologin rediswq
 USER 10001:10001
 WORKDIR /home/rediswq
-ENTRYPOINT ["rediswq", "work"]
+ENTRYPOINT ["dumb-init", "--", "rediswq", "work"]
 CMD ["--help"]

@@ -432,16 +432,15 @@ ZOMBIES = (
 )
 
 
-def test_under_the_images_dumb_init_orphans_of_item_commands_are_reaped(
+def test_the_images_dumb_init_reaps_the_orphans_of_item_commands(
     image: str, redis_url: str, queue: Queue, queue_name: str
 ) -> None:
     items = 10
     queue.put_many([str(i).encode() for i in range(items)])
     # Each item leaves a background child behind; PID 1 inherits it when the item's shell exits.
-    # (With the default entrypoint, `rediswq work` is PID 1 and each such orphan stays a zombie.)
-    init = ["dumb-init", "--", "rediswq", "work"]
+    # The default entrypoint runs `rediswq work` under dumb-init (PID 1), which reaps them.
     item = ["sh", "-c", "sleep 0.2 & exit 0"]
-    with _detached(image, redis_url, queue_name, "--until", "closed", "--", *item, entrypoint=init) as name:
+    with _detached(image, redis_url, queue_name, "--until", "closed", "--", *item) as name:
         _wait_until(lambda: queue.stats().completed == items, 90, f"{items} items completed")
         time.sleep(1.0)  # the orphaned sleeps end well within this
         zombies = _checked([*PODMAN, "exec", name, "python3", "-c", ZOMBIES], 60).split()

@@ -346,6 +346,7 @@ def test_redis_starts_with_the_password_append_only_and_noeviction_and_its_probe
     assert any((tmp_path / "data").rglob("*.aof")), "no append-only file was written"
 
 
-def test_the_dockerfile_entrypoint_is_rediswq_work() -> None:
+def test_the_dockerfile_entrypoint_is_rediswq_work_under_dumb_init() -> None:
+    assert dockerfile_entrypoint(with_init=True) == ["dumb-init", "--", "rediswq", "work"]
     assert dockerfile_entrypoint() == ["rediswq", "work"]
     assert (ROOT / "Dockerfile").is_file()

@@ -123,13 +123,20 @@ def container(pod_template: Doc, name: str) -> Doc:
     return matches[0]
 
 
-def dockerfile_entrypoint() -> list[str]:
-    """The worker image's ENTRYPOINT (exec form), read from the Dockerfile the image is built from."""
+# The image's PID 1 (it reaps orphans and forwards signals); local runs of the entrypoint skip it.
+INIT = ["dumb-init", "--"]
+
+
+def dockerfile_entrypoint(with_init: bool = False) -> list[str]:
+    """The worker image's ENTRYPOINT (exec form) from the Dockerfile, by default without its init."""
     for line in (ROOT / "Dockerfile").read_text(encoding="utf-8").splitlines():
         if line.startswith("ENTRYPOINT "):
             value = yaml.safe_load(line.removeprefix("ENTRYPOINT "))
             assert isinstance(value, list), f"ENTRYPOINT is not in exec form: {line}"
-            return [str(v) for v in value]
+            entrypoint = [str(v) for v in value]
+            if not with_init and entrypoint[: len(INIT)] == INIT:
+                return entrypoint[len(INIT) :]
+            return entrypoint
     raise AssertionError("the Dockerfile has no ENTRYPOINT")
 
 
