@@ -20,7 +20,7 @@ import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from rediswq import Lease
 
@@ -48,6 +48,15 @@ class Runner(Protocol):
     def kill(self, leases: Sequence[Lease]) -> None: ...
 
     def describe(self) -> str: ...
+
+
+@runtime_checkable
+class Overlapping(Protocol):
+    """A runner that can let the runtime make a call while an item runs, off the critical path."""
+
+    def run_overlapped(self, lease: Lease, meanwhile: Callable[[], None]) -> Outcome:
+        """Run the item; call `meanwhile()` at most once, from this thread, once it has started."""
+        ...
 
 
 class SetupError(Exception):
@@ -184,6 +193,12 @@ class CommandRunner:
         return "command " + " ".join(self.argv)
 
     def run(self, lease: Lease) -> Outcome:
+        return self.run_overlapped(lease, _nothing)
+
+    def run_overlapped(self, lease: Lease, meanwhile: Callable[[], None]) -> Outcome:
+        """Run the item; `meanwhile()` is called once the child is started (the runtime leases the
+        next item then, in this thread: no hand-off to another thread, and the round trip to Redis
+        overlaps the child's run). An item that cannot start returns without calling it."""
         argv = self.argv
         if self._substitute:
             if b"\0" in lease.payload:
@@ -199,11 +214,13 @@ class CommandRunner:
         env["REDISWQ_ITEM_ID"] = lease.id
         env["REDISWQ_ATTEMPT"] = str(lease.attempt)
         try:
-            return self._spawn(lease, argv, env)
+            return self._spawn(lease, argv, env, meanwhile)
         except OSError as e:
             return Outcome(False, f"cannot run {argv[0]!r}: {e.strerror or e}")
 
-    def _spawn(self, lease: Lease, argv: list[str], env: dict[str, str]) -> Outcome:
+    def _spawn(
+        self, lease: Lease, argv: list[str], env: dict[str, str], meanwhile: Callable[[], None]
+    ) -> Outcome:
         stdin_r, stdin_w = os.pipe()
         err_r, err_w = os.pipe()
         try:
@@ -233,7 +250,9 @@ class CommandRunner:
         with self._lock:
             self._children[lease] = child
         try:
-            tail, timed_out = self._watch(child, err_r)
+            deadline = None if self.timeout_secs is None else time.monotonic() + self.timeout_secs
+            meanwhile()
+            tail, timed_out = self._watch(child, err_r, deadline)
         finally:
             os.close(err_r)
             if child.status is None:  # only if _watch failed: leave no process and no zombie behind
@@ -254,13 +273,12 @@ class CommandRunner:
         text = tail.decode("utf-8", "replace").strip()
         return Outcome(False, f"{error}; stderr: {text}" if text else error)
 
-    def _watch(self, child: _Child, err_r: int) -> tuple[bytes, bool]:
+    def _watch(self, child: _Child, err_r: int, deadline: float | None) -> tuple[bytes, bool]:
         """Copy the child's stderr through until it exits (or times out); reap it; return the tail.
 
         The child's exit is seen on a pidfd (Linux), so a grandchild that keeps stderr open cannot
         hold the item; elsewhere the exit is checked every 50 ms.
         """
-        deadline = None if self.timeout_secs is None else time.monotonic() + self.timeout_secs
         tail = bytearray()
         out = sys.stderr.buffer
         poller = select.poll()
@@ -319,6 +337,10 @@ class CommandRunner:
             children = [self._children[lease] for lease in leases if lease in self._children]
         for child in children:
             self._kill(child)
+
+
+def _nothing() -> None:
+    pass
 
 
 def _prefill(fd: int, payload: bytes) -> bytes:

@@ -53,7 +53,7 @@ import rediswq
 from rediswq import Heartbeat, Lease
 from worker.clikit import EXIT_ERROR, EXIT_OK, EXIT_STOPPED, EXIT_USAGE
 from worker.logs import LOGGER
-from worker.runners import OK, Outcome, Runner
+from worker.runners import OK, Outcome, Overlapping, Runner
 
 T = TypeVar("T")
 Until = Literal["drained", "closed"]
@@ -67,8 +67,9 @@ MAX_POLL_SECS = 0.5
 FLUSH_SECS = 1.0
 _MAX_RETRY_PAUSE_SECS = 5.0
 # While items take from LOOKAHEAD_MIN_SECS to LOOKAHEAD_MAX_SECS (a child process, say), the next
-# batch is leased by the keeper as the last item of the current one starts, so the round trip to
-# Redis is off the critical path. Quicker items gain nothing from it (the slot's own call is sooner
+# batch is leased as the last item of the current one starts, so the round trip to Redis is off the
+# critical path: by the slot itself while its child runs (a runner that is `Overlapping`: no thread
+# hand-off at all), else by the keeper. Quicker items gain nothing from it (the slot's own call is sooner
 # than waking the keeper); longer ones are leased only when a slot is free, so no pod sits on an
 # item another pod could start.
 LOOKAHEAD_MIN_SECS = 0.0005
@@ -363,9 +364,11 @@ class Runtime:
             self._buffer,
             self._running,
         )
+        overlapped = runner.run_overlapped if isinstance(runner, Overlapping) else None
         lease: Lease | None = None
         outcome = OK
         took = 0.0
+        ahead = False  # this slot leases the next batch itself while its item runs
         while True:
             with cv:  # one lock round per item: settle the last one, take the next
                 if lease is not None:
@@ -379,8 +382,11 @@ class Runtime:
                             lease = buffer.popleft()
                             running.add(lease)
                             if not buffer and self._lookahead_pays and self._may_lease_now_locked():
-                                self._lookahead = True
-                                self._events.put(_WAKE)
+                                if overlapped is not None:
+                                    ahead = self._leasing = True
+                                else:
+                                    self._lookahead = True
+                                    self._events.put(_WAKE)
                             break
                         if self._slot_may_lease_locked():
                             self._leasing = True
@@ -395,10 +401,22 @@ class Runtime:
             if verbose:
                 self.log.debug("item %s attempt %d started", lease.id, lease.attempt, extra=_item(lease))
             began = time.monotonic()
-            outcome = runner.run(lease)
+            if ahead:
+                ahead = False
+                assert overlapped is not None
+                meanwhile = _Once(self._lease_by_slot)
+                try:
+                    outcome = overlapped(lease, meanwhile)
+                finally:
+                    meanwhile()  # the item could not start: the call is made all the same
+            else:
+                outcome = runner.run(lease)
             took = time.monotonic() - began
             if verbose and outcome.ok:
                 self.log.debug("item %s done", lease.id, extra=_item(lease))
+
+    def _lease_by_slot(self) -> None:
+        self._lease(by_slot=True)
 
     def _finished_locked(self, lease: Lease, outcome: Outcome, took: float) -> None:
         """File a finished item as done or failed (under _cv)."""
@@ -822,6 +840,20 @@ class Runtime:
         self._signals_seen.append(signum)
         self._signal_times.append(time.monotonic())
         self._events.put(("signal", signum))  # SimpleQueue.put is safe in a signal handler
+
+
+class _Once:
+    """Calls `fn` on the first call only."""
+
+    __slots__ = ("_fn",)
+
+    def __init__(self, fn: Callable[[], None]) -> None:
+        self._fn: Callable[[], None] | None = fn
+
+    def __call__(self) -> None:
+        fn, self._fn = self._fn, None
+        if fn is not None:
+            fn()
 
 
 def _signal_name(signum: int) -> str:
