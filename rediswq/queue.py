@@ -20,7 +20,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from rediswq._connection import Connection, describe, redact
-from rediswq._keys import Keys
+from rediswq._keys import LEASED_SENTINEL, Keys
 from rediswq._scripts import DRAINED, LEASED, Scripts
 from rediswq.errors import InvalidArgument, LeaseLost, LeaseTimeout, QueueClosed
 from rediswq.heartbeat import Heartbeat
@@ -586,6 +586,8 @@ class Queue:
         )
         infos = []
         for handle, deadline in raw:  # type: ignore[str-unpack]
+            if handle == LEASED_SENTINEL:
+                continue
             _token, item_id, attempt, worker, leased_at_ms = msgpack.unpackb(handle, raw=True)
             infos.append(
                 LeaseInfo(_id_text(item_id), int(attempt), _id_text(worker), int(leased_at_ms), int(deadline))

@@ -16,7 +16,7 @@ import msgpack
 import redis
 from redis_server import find_binary
 
-from rediswq._keys import Keys
+from rediswq._keys import LEASED_SENTINEL, Keys
 
 
 def redis_now_ms(client: redis.Redis) -> int:
@@ -36,9 +36,12 @@ def pending(client: redis.Redis, keys: Keys) -> list[list[Any]]:
 
 
 def leased(client: redis.Redis, keys: Keys) -> list[tuple[list[Any], int]]:
-    """The leased zset as ([token, id, attempt, worker, leased_at_ms], deadline_ms), soonest first."""
+    """The leased zset as ([token, id, attempt, worker, leased_at_ms], deadline_ms), soonest first.
+
+    The sentinel member (score +inf, see rediswq/_keys.py) is left out: it is not a lease.
+    """
     rows: Any = client.zrange(keys.leased, 0, -1, withscores=True)
-    return [(unpack(h), int(score)) for h, score in rows]
+    return [(unpack(h), int(score)) for h, score in rows if h != LEASED_SENTINEL]
 
 
 def delayed(client: redis.Redis, keys: Keys) -> list[tuple[list[Any], int]]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,7 +28,7 @@ from helpers_core import (
 from redis.crc import key_slot
 
 from rediswq import LeaseLost, LeaseTimeout, Queue, QueueClosed
-from rediswq._keys import Keys
+from rediswq._keys import LEASED_SENTINEL, Keys
 from rediswq._scripts import DRAINED, LEASED, NOTHING_NOW, Scripts
 
 MakeQueue = Callable[..., Queue]
@@ -181,7 +182,7 @@ def test_lease_records_its_deadline_on_redis_clock(client: redis.Redis, make_que
     assert before <= leased_at_ms <= after
     assert deadline_ms == leased_at_ms + 30000 == lease.deadline_ms
     assert unpack(lease.handle) == handle
-    assert client.hgetall(q.keys.payloads) == {b"1": b"payload"}
+    assert client.hgetall(q.keys.payloads) == {b"": LEASED_SENTINEL, b"1": b"payload"}
     assert pending(client, q.keys) == [[2, 0, b"other"]]
     assert meta(client, q.keys) == {"seq": 2, "enqueued": 2, "token": 1}
 
@@ -206,7 +207,7 @@ def test_lease_tokens_are_unique_across_calls(client: redis.Redis, make_queue: M
     tokens = [unpack(lease.handle)[0] for lease in leases]
     assert tokens == [1, 2, 3, 4, 5]
     assert len({lease.handle for lease in leases}) == 5
-    assert client.zcard(q.keys.leased) == 5
+    assert client.zcard(q.keys.leased) == 5 + 1  # and the sentinel
     assert meta(client, q.keys)["token"] == 5
 
 
@@ -224,7 +225,12 @@ def test_lease_takes_raw_items_from_the_inbox_after_pending(
         ("3", b"raw-y", 1),
     ]
     assert client.lrange(q.keys.inbox, 0, -1) == [b"raw-z"]
-    assert client.hgetall(q.keys.payloads) == {b"1": b"queued", b"2": b"raw-x", b"3": b"raw-y"}
+    assert client.hgetall(q.keys.payloads) == {
+        b"": LEASED_SENTINEL,
+        b"1": b"queued",
+        b"2": b"raw-x",
+        b"3": b"raw-y",
+    }
     # Raw items are counted as enqueued when a lease takes them in.
     assert meta(client, q.keys) == {"seq": 3, "enqueued": 3, "token": 3}
     [last] = q.lease_many(5, 30)
@@ -255,7 +261,7 @@ def test_lease_reclaims_at_most_reclaim_limit_expired_leases(
     # Two expired leases went back to the head of pending; one of them was leased again.
     assert counters(client, q.keys)["expired"] == 2
     assert fresh.attempt == 2
-    assert client.zcard(q.keys.leased) == 3 + 1
+    assert client.zcard(q.keys.leased) == 3 + 1 + 1  # and the sentinel
     rest = pending(client, q.keys)
     assert len(rest) == 2
     assert rest[-1] == [6, 0, b"p6"]
@@ -264,7 +270,8 @@ def test_lease_reclaims_at_most_reclaim_limit_expired_leases(
     assert reclaimed_ids < {"1", "2", "3", "4", "5"}
     assert len(reclaimed_ids) == 2
     # Every leased item's payload is still kept, reclaimed ones moved back into their envelopes.
-    assert set(client.hkeys(q.keys.payloads)) == {str(h[1]).encode() for h, _ in leased(client, q.keys)}
+    live = {str(h[1]).encode() for h, _ in leased(client, q.keys)}
+    assert set(client.hkeys(q.keys.payloads)) == live | {b""}  # b"": the sentinel
     q.lease_many(1, 30)
     assert counters(client, q.keys)["expired"] == 4
 
@@ -283,7 +290,8 @@ def test_lease_on_the_last_attempt_expired_dead_letters_the_item(
     assert item_id == b"kills-its-worker"
     assert record[:4] == [b"kills-its-worker", 1, b"poison", b"lease expired"]
     assert before <= record[4] <= after
-    assert existing_keys(client, q.keys) == {"dead", "meta"}
+    # leased and payloads hold their sentinels only.
+    assert existing_keys(client, q.keys) == {"leased", "payloads", "dead", "meta"}
     assert counters(client, q.keys) == {"enqueued": 1, "expired": 1, "dead_lettered": 1}
 
 
@@ -354,10 +362,11 @@ def test_complete_removes_the_lease_its_payload_and_its_live_id(
     assert first.id == "k"
     q.complete(first)
     assert [h[1] for h, _ in leased(client, q.keys)] == [1]  # the auto id: the caller's took no number
-    assert client.hgetall(q.keys.payloads) == {b"1": b"auto"}
+    assert client.hgetall(q.keys.payloads) == {b"": LEASED_SENTINEL, b"1": b"auto"}
     assert not client.exists(q.keys.ids)
     q.complete_many([second])
-    assert existing_keys(client, q.keys) == {"meta"}
+    # leased and payloads hold their sentinels only.
+    assert existing_keys(client, q.keys) == {"leased", "payloads", "meta"}
     assert counters(client, q.keys) == {"enqueued": 2, "completed": 2}
 
 
@@ -372,7 +381,8 @@ def test_complete_of_a_settled_lease_raises_lease_lost_and_changes_nothing(
         q.complete_many([first, second])
     assert caught.value.leases == [first]
     # The lease that held was completed all the same.
-    assert existing_keys(client, q.keys) == {"meta"}
+    # leased and payloads hold their sentinels only.
+    assert existing_keys(client, q.keys) == {"leased", "payloads", "meta"}
     assert counters(client, q.keys) == {"enqueued": 2, "completed": 2}
 
 
@@ -418,8 +428,8 @@ def test_fail_backoff_doubles_up_to_the_cap(client: redis.Redis, make_queue: Mak
         [(entry, due_ms)] = delayed(client, q.keys)
         assert entry == [1, attempt, b"flaky"]
         assert before + expected_ms <= due_ms <= after + expected_ms
-        assert not client.exists(q.keys.leased)
-        assert not client.exists(q.keys.payloads)
+        assert client.zrange(q.keys.leased, 0, -1) == [LEASED_SENTINEL]  # no lease, the sentinel only
+        assert client.hgetall(q.keys.payloads) == {b"": LEASED_SENTINEL}
     assert counters(client, q.keys) == {"enqueued": 1, "failed": 4, "retried": 4}
 
 
@@ -439,7 +449,8 @@ def test_fail_on_the_last_attempt_dead_letters_the_item(client: redis.Redis, mak
     assert item_id == b"item-b"
     assert record[:4] == [b"item-b", 2, b"bad", b"second: ValueError"]
     assert before <= record[4] <= after
-    assert existing_keys(client, q.keys) == {"dead", "meta"}  # the id is no longer live
+    # The id is no longer live (no ids key); leased and payloads hold their sentinels only.
+    assert existing_keys(client, q.keys) == {"leased", "payloads", "dead", "meta"}
     assert counters(client, q.keys) == {"enqueued": 1, "failed": 2, "retried": 1, "dead_lettered": 1}
     [letter] = q.dead_letters()
     assert (letter.id, letter.attempts, letter.payload, letter.error) == (
@@ -507,7 +518,7 @@ def test_extend_never_recreates_a_lost_lease(client: redis.Redis, make_queue: Ma
         q.extend_many([gone, held], 60)
     assert caught.value.leases == [gone]
     assert client.zscore(q.keys.leased, gone.handle) is None
-    assert client.zcard(q.keys.leased) == 1
+    assert client.zcard(q.keys.leased) == 1 + 1  # and the sentinel
     assert held.deadline_ms > deadline_before  # the one that held was extended all the same
     assert client.zscore(q.keys.leased, held.handle) == held.deadline_ms
 
@@ -524,7 +535,8 @@ def test_release_returns_the_item_to_the_head_without_charging_the_attempt(
     assert lease is not None
     q.release(lease)
     assert pending(client, q.keys) == [[1, 0, b"a"], [2, 0, b"b"]]
-    assert existing_keys(client, q.keys) == {"pending", "meta"}
+    # leased and payloads hold their sentinels only.
+    assert existing_keys(client, q.keys) == {"pending", "leased", "payloads", "meta"}
     assert counters(client, q.keys) == {"enqueued": 2, "released": 1}
     again = q.lease(30)
     assert again is not None
@@ -644,3 +656,41 @@ def test_every_key_of_a_queue_is_in_one_cluster_slot(queue_name: str) -> None:
     assert len({key_slot(key.encode()) for key in keys.all()}) == 1
     assert keys.pending == f"rediswq:{{{queue_name}}}:pending"
     assert keys.inbox == queue_name
+
+
+def test_leasing_keeps_leased_and_payloads_out_of_the_listpack_encoding(
+    client: redis.Redis, make_queue: MakeQueue
+) -> None:
+    q = make_queue()
+    q.put_many([b"a", b"b", b"c"])
+    first = q.lease_many(3, 30)
+    assert client.object("encoding", q.keys.leased) == b"skiplist"
+    assert client.object("encoding", q.keys.payloads) == b"hashtable"
+    assert client.zscore(q.keys.leased, LEASED_SENTINEL) == float("inf")
+    q.complete_many(first)  # the keys keep their sentinel, so they keep their encoding
+    assert client.object("encoding", q.keys.leased) == b"skiplist"
+    assert client.object("encoding", q.keys.payloads) == b"hashtable"
+
+
+def test_the_sentinels_are_invisible_to_stats_holders_the_wait_and_drained(
+    client: redis.Redis, make_queue: MakeQueue
+) -> None:
+    q = make_queue()
+    q.put(b"only")
+    lease = q.lease(30)
+    assert lease is not None
+    assert [h.id for h in q.holders()] == [lease.id]
+    assert q.stats().leased == 1
+    with pytest.raises(LeaseTimeout):  # the wait hint is the lease's deadline, never the +inf sentinel
+        q.lease(30, timeout=0.05)
+    q.complete(lease)
+    assert q.holders() == []
+    assert q.stats().leased == 0
+    assert q.is_drained()
+    assert q.lease(30, timeout=1) is None  # drained at once: the sentinel is no lease
+
+
+def test_every_script_names_the_same_sentinel_as_the_key_schema() -> None:
+    lua = Path(__file__).parent.parent / "rediswq" / "lua"
+    for script in ("lease.lua", "stats.lua"):
+        assert f"local SENTINEL = '{LEASED_SENTINEL.decode()}'" in (lua / script).read_text()

@@ -16,6 +16,10 @@ ARGV
   ARGV[5] worker         the holder's name, kept in the handle (shown by stats)
   ARGV[6] until_closed   1: "drained" also requires the queue to be closed
   ARGV[7], ARGV[8] ...   pairs (handle, id) of leases to complete first
+Sentinels (see rediswq/_keys.py): leasing writes a permanent member to `leased` (score +inf) and a
+permanent field "" to `payloads`, each longer than 64 bytes, so Redis keeps both keys as a skiplist and
+a hashtable instead of a listpack that every batch's ZADD/HSET/HDEL would scan. Readers ignore them:
+the drained check subtracts the sentinel, the wait hint skips +inf, reclaim never reaches +inf.
 Returns {status, wait_ms, deadline_ms, lost, items}
   status       0 leased (or count was 0); 1 nothing to lease now; 2 drained
   wait_ms      with status 1: ms until the earliest lease deadline or retry due; -1 if there is none
@@ -24,6 +28,8 @@ Returns {status, wait_ms, deadline_ms, lost, items}
   items        flat {id, attempt, payload, handle, ...} for each new lease
 ]]
 local inbox, pending, leased, payloads = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+-- Kept in step with rediswq/_keys.py (LEASED_SENTINEL, PAYLOADS_SENTINEL_FIELD).
+local SENTINEL = 'rediswq:sentinel: keeps this key out of the small listpack encoding; never a lease'
 local delayed, dead, ids, meta = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local count = tonumber(ARGV[1])
 local lease_ms = tonumber(ARGV[2])
@@ -109,14 +115,15 @@ end
 
 if #taken == 0 then
   local closed = redis.call('HGET', meta, 'closed')
-  local busy = redis.call('ZCARD', leased) + redis.call('ZCARD', delayed)
+  local busy = redis.call('ZCARD', leased) - (redis.call('ZSCORE', leased, SENTINEL) and 1 or 0)
+    + redis.call('ZCARD', delayed)
   if busy == 0 and (closed or not until_closed) then
     return {2, -1, 0, lost, {}}
   end
   local wait_ms = -1
   for _, key in ipairs({leased, delayed}) do
     local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
-    if #first > 0 then
+    if #first > 0 and first[2] ~= 'inf' then
       local w = math.max(0, tonumber(first[2]) - now_ms)
       if wait_ms < 0 or w < wait_ms then wait_ms = w end
     end
@@ -140,6 +147,8 @@ for i, e in ipairs(taken) do
   stored[#stored + 1] = key
   stored[#stored + 1] = payload
 end
+redis.call('ZADD', leased, 'NX', 'inf', SENTINEL)
+redis.call('HSETNX', payloads, '', SENTINEL)
 call_sliced('ZADD', leased, scored, 2000)
 call_sliced('HSET', payloads, stored, 2000)
 return {0, -1, deadline_ms, lost, items}
