@@ -28,6 +28,35 @@ class LeaseReply:
     items: list[tuple[str, int, bytes, bytes]]  # (id, attempt, payload, handle)
 
 
+_pack = msgpack.Packer(use_bin_type=False).pack
+
+
+def _same_as_lua(n: int) -> bool:
+    """msgpack-python's old-spec raw header equals cmsgpack's str header except for 32..255 bytes."""
+    return n < 32 or n > 255
+
+
+def _raw(data: bytes) -> bytes:
+    """`data` as cmsgpack packs a Lua string: fixstr, str8 (0xd9), str16 (0xda) or str32 (0xdb)."""
+    n = len(data)
+    if n < 32:
+        return bytes((0xA0 | n,)) + data
+    if n <= 0xFF:
+        return bytes((0xD9, n)) + data
+    if n <= 0xFFFF:
+        return b"\xda" + n.to_bytes(2, "big") + data
+    return b"\xdb" + n.to_bytes(4, "big") + data
+
+
+def envelope(item_id: int | str, payload: bytes) -> bytes:
+    """The pending envelope of a new item: the same bytes as Lua's cmsgpack.pack({id, 0, payload}).
+
+    msgpack-python's old spec has no str8, which cmsgpack uses for 32..255 bytes, hence `_raw`.
+    """
+    packed_id = _pack(item_id) if isinstance(item_id, int) else _raw(item_id.encode())
+    return b"\x93" + packed_id + b"\x00" + _raw(payload)
+
+
 def _source(name: str) -> str:
     return resources.files("rediswq.lua").joinpath(f"{name}.lua").read_text(encoding="utf-8")
 
@@ -41,6 +70,8 @@ class Scripts:
 
     def __init__(self, client: redis.Redis, keys: Keys) -> None:
         self._keys = keys.all()
+        self._client = client
+        self._meta = keys.meta
         self._put = client.register_script(_source("put"))
         self._lease = client.register_script(_source("lease"))
         self._fail = client.register_script(_source("fail"))
@@ -54,14 +85,24 @@ class Scripts:
     def put(self, payloads: Sequence[bytes], ids: Sequence[str] | None) -> tuple[bool, int, int]:
         """Add payloads (with caller-given ids, or ids the queue assigns when `ids` is None).
 
-        Returns (closed, first assigned id, how many were skipped as live already).
+        Returns (closed, first assigned id, how many were skipped as live already). Assigned ids are
+        reserved first (one HINCRBY, a second round trip) so the envelopes are built here: msgpack in
+        C costs a fraction of what building them in Lua does.
         """
-        # Raw (old-style) strings: Redis's cmsgpack predates msgpack's bin type.
-        args = [msgpack.packb(payloads, use_bin_type=False), b""]
-        if ids is not None:
-            args[1] = msgpack.packb(ids, use_bin_type=False)
-        status, first_id, skipped = self._put(keys=self._keys, args=args)
-        return int(status) == 1, int(first_id), int(skipped)
+        if ids is None:
+            first_id = int(self._client.hincrby(self._meta, "seq", len(payloads))) - len(payloads) + 1
+            envelopes = [
+                _pack((i, 0, p)) if _same_as_lua(len(p)) else envelope(i, p)
+                for i, p in zip(range(first_id, first_id + len(payloads)), payloads, strict=True)
+            ]
+            # Raw (old-style) strings: Redis's cmsgpack predates msgpack's bin type.
+            args = [msgpack.packb(envelopes, use_bin_type=False), b""]
+        else:
+            first_id = 0
+            envelopes = [envelope(i, p) for i, p in zip(ids, payloads, strict=True)]
+            args = [msgpack.packb(envelopes, use_bin_type=False), msgpack.packb(ids, use_bin_type=False)]
+        status, skipped = self._put(keys=self._keys, args=args)
+        return int(status) == 1, first_id, int(skipped)
 
     def lease(
         self,

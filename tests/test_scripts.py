@@ -29,7 +29,7 @@ from redis.crc import key_slot
 
 from rediswq import LeaseLost, LeaseTimeout, Queue, QueueClosed
 from rediswq._keys import LEASED_SENTINEL, Keys
-from rediswq._scripts import DRAINED, LEASED, NOTHING_NOW, Scripts
+from rediswq._scripts import DRAINED, LEASED, NOTHING_NOW, Scripts, envelope
 
 MakeQueue = Callable[..., Queue]
 
@@ -123,8 +123,9 @@ def test_put_on_a_closed_queue_adds_nothing(client: redis.Redis, make_queue: Mak
     with pytest.raises(QueueClosed) as caught:
         q.put_many([b"late", b"later"])
     assert caught.value.added == 0
-    # Not even the id sequence moved: the closed check comes before anything is written.
-    assert meta(client, q.keys) == {"closed": 1}
+    # Only the id sequence moved (the client reserves ids before the script checks closed: a harmless
+    # gap of 1 + 2 ids); the closed check comes before anything else is written.
+    assert meta(client, q.keys) == {"closed": 1, "seq": 3}
     assert existing_keys(client, q.keys) == {"meta"}
 
 
@@ -694,3 +695,28 @@ def test_every_script_names_the_same_sentinel_as_the_key_schema() -> None:
     lua = Path(__file__).parent.parent / "rediswq" / "lua"
     for script in ("lease.lua", "stats.lua"):
         assert f"local SENTINEL = '{LEASED_SENTINEL.decode()}'" in (lua / script).read_text()
+
+
+@pytest.mark.parametrize("item_id", [1, 127, 128, 255, 256, 65535, 65536, 2**32 - 1, 2**32, 2**40])
+@pytest.mark.parametrize("size", [0, 1, 31, 32, 255, 256, 65535, 65536])
+def test_envelopes_built_by_the_client_are_the_bytes_lua_would_pack(
+    client: redis.Redis, item_id: int, size: int
+) -> None:
+    payload = bytes(range(256)) * (size // 256) + bytes(range(size % 256))
+    lua = "return cmsgpack.pack({tonumber(ARGV[1]), 0, ARGV[2]})"
+    assert envelope(item_id, payload) == client.eval(lua, 0, item_id, payload)
+    as_caller_id = "k" * (item_id % 300)  # 0 to 299 characters: every string header
+    if as_caller_id:
+        lua_str = "return cmsgpack.pack({ARGV[1], 0, ARGV[2]})"
+        assert envelope(as_caller_id, payload) == client.eval(lua_str, 0, as_caller_id, payload)
+
+
+def test_put_many_pushes_the_envelopes_lua_would_pack(client: redis.Redis, make_queue: MakeQueue) -> None:
+    q = make_queue()
+    payloads = [b"p" * size for size in (0, 1, 31, 32, 255, 256, 65535, 65536)]
+    q.put_many(payloads)
+    q.put_many(payloads, ids=[f"id-{size}" for size in range(len(payloads))])
+    lua = "return cmsgpack.pack({tonumber(ARGV[1]) or ARGV[1], 0, ARGV[2]})"
+    expected = [client.eval(lua, 0, i + 1, p) for i, p in enumerate(payloads)]
+    expected += [client.eval(lua, 0, f"id-{i}", p) for i, p in enumerate(payloads)]
+    assert client.lrange(q.keys.pending, 0, -1) == expected
