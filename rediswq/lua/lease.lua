@@ -76,19 +76,30 @@ end
 
 -- Reclaim expired leases, oldest deadline first.
 local expired = redis.call('ZRANGEBYSCORE', leased, '-inf', now_ms, 'LIMIT', 0, reclaim_limit)
-for _, handle in ipairs(expired) do
-  local h = cmsgpack.unpack(handle)
-  local id, attempt = h[2], h[3]
-  local key = id_key(id)
-  local payload = redis.call('HGET', payloads, key)
-  redis.call('HDEL', payloads, key)
-  redis.call('ZREM', leased, handle)
-  if attempt >= max_attempts then
-    redis.call('HSET', dead, key, cmsgpack.pack({id, attempt, payload, 'lease expired', now_ms}))
-    if type(id) == 'string' then redis.call('SREM', ids, key) end
-    redis.call('HINCRBY', meta, 'dead_lettered', 1)
-  else
-    redis.call('LPUSH', pending, cmsgpack.pack({id, attempt, payload}))
+if #expired > 0 then
+  redis.call('ZREMRANGEBYRANK', leased, 0, #expired - 1)
+  for first = 1, #expired, 1000 do
+    local last = math.min(first + 999, #expired)
+    local handles, keys = {}, {}
+    for i = first, last do
+      local h = cmsgpack.unpack(expired[i])
+      handles[#handles + 1] = h
+      keys[#keys + 1] = id_key(h[2])
+    end
+    local stored = redis.call('HMGET', payloads, unpack(keys))
+    redis.call('HDEL', payloads, unpack(keys))
+    local back = {}
+    for i, h in ipairs(handles) do
+      local id, attempt, payload = h[2], h[3], stored[i]
+      if attempt >= max_attempts then
+        redis.call('HSET', dead, keys[i], cmsgpack.pack({id, attempt, payload, 'lease expired', now_ms}))
+        if type(id) == 'string' then redis.call('SREM', ids, keys[i]) end
+        redis.call('HINCRBY', meta, 'dead_lettered', 1)
+      else
+        back[#back + 1] = cmsgpack.pack({id, attempt, payload})
+      end
+    end
+    if #back > 0 then redis.call('LPUSH', pending, unpack(back)) end
   end
 end
 if #expired > 0 then redis.call('HINCRBY', meta, 'expired', #expired) end
