@@ -565,17 +565,15 @@ class Queue:
             item_id, attempts, payload = msgpack.unpackb(envelope, raw=True)
             items.append(Item(_id_text(item_id), int(attempts), payload))
         if len(items) < count:
-            inbox = self._conn.call(self._inbox_head(count - len(items)), idempotent=True)
+            inbox = self._conn.call(partial(self._inbox_head, count - len(items)), idempotent=True)
             items.extend(Item("", 0, payload) for payload in inbox)
         return items
 
-    def _inbox_head(self, count: int) -> Any:
-        def read() -> list[bytes]:
-            if self._client.type(self.keys.inbox) not in (b"list", "list"):
-                return []
-            return list(self._client.lrange(self.keys.inbox, 0, count - 1))  # type: ignore[arg-type]
-
-        return read
+    def _inbox_head(self, count: int) -> list[bytes]:
+        """The first raw items of the inbox (none if that key is another application's non-list)."""
+        if self._client.type(self.keys.inbox) not in (b"list", "list"):
+            return []
+        return list(self._client.lrange(self.keys.inbox, 0, count - 1))  # type: ignore[arg-type]
 
     def holders(self, count: int = 100) -> list[LeaseInfo]:
         """Up to `count` live leases, the soonest deadline first, with the worker that holds each."""

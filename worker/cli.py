@@ -29,26 +29,13 @@ def main(ctx: click.Context, url: str) -> None:
     ctx.obj = Settings(url)
 
 
-from worker.job import job  # noqa: E402  (registered after `main` exists)
-
-main.add_command(job)
-
+# Subcommands are registered after `main` exists; each lives with the side it belongs to.
 from producer.admin import close, dead, peek, purge, reopen  # noqa: E402
 from producer.enqueue import enqueue  # noqa: E402
 from producer.stats import stats  # noqa: E402
-
-main.add_command(enqueue)
-main.add_command(stats)
-main.add_command(dead)
-main.add_command(peek)
-main.add_command(close)
-main.add_command(reopen)
-main.add_command(purge)
-
+from worker.demo import demo  # noqa: E402
+from worker.job import job  # noqa: E402
 from worker.work import work  # noqa: E402
 
-main.add_command(work)
-
-from worker.demo import demo  # noqa: E402
-
-main.add_command(demo)
+for command in (enqueue, stats, dead, peek, close, reopen, purge, work, demo, job):
+    main.add_command(command)
