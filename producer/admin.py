@@ -124,7 +124,6 @@ def dead_purge(queue: str, ids: tuple[str, ...], yes: bool) -> None:
     click.echo(f"deleted {n} dead letters" + (f" of {len(ids)} ids given" if ids else ""))
 
 
-
 @click.command()
 @click.argument("queue")
 @click.option(

@@ -39,9 +39,7 @@ def help_text(path: tuple[str, ...]) -> str:
 
 
 def render() -> str:
-    parts = [
-        "Generated from `--help` by `python tests/clidoc.py` (a test checks they agree).\n\n"
-    ]
+    parts = ["Generated from `--help` by `python tests/clidoc.py` (a test checks they agree).\n\n"]
     for path in command_paths():
         title = " ".join(("rediswq", *path))
         parts.append(f"### `{title}`\n\n```text\n{help_text(path)}```\n\n")

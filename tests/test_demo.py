@@ -21,7 +21,10 @@ def _env_without_redis_url() -> dict[str, str]:
 def test_demo_drains_on_an_embedded_redis_and_leaves_nothing_running() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "worker", "demo", "--items", "400", "--workers", "3", "--lease-secs", "1"],
-        capture_output=True, text=True, env=_env_without_redis_url(), timeout=90,
+        capture_output=True,
+        text=True,
+        env=_env_without_redis_url(),
+        timeout=90,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "400 of 400 items completed, 0 dead" in done.stdout
@@ -36,9 +39,24 @@ def test_demo_drains_on_an_embedded_redis_and_leaves_nothing_running() -> None:
 
 def test_demo_uses_the_redis_given_with_url(redis_server: RedisServer) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "worker", "--url", redis_server.url, "demo", "--items", "200",
-         "--workers", "2", "--lease-secs", "1"],
-        capture_output=True, text=True, env=_env_without_redis_url(), timeout=90,
+        [
+            sys.executable,
+            "-m",
+            "worker",
+            "--url",
+            redis_server.url,
+            "demo",
+            "--items",
+            "200",
+            "--workers",
+            "2",
+            "--lease-secs",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        env=_env_without_redis_url(),
+        timeout=90,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "on the Redis at --url" in done.stdout
@@ -49,7 +67,10 @@ def test_demo_uses_the_redis_given_with_url(redis_server: RedisServer) -> None:
 def test_demo_refuses_a_single_worker() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "worker", "demo", "--workers", "1"],
-        capture_output=True, text=True, env=_env_without_redis_url(), timeout=30,
+        capture_output=True,
+        text=True,
+        env=_env_without_redis_url(),
+        timeout=30,
     )
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
