@@ -11,11 +11,10 @@ key                       type    meaning
                                   into the queue atomically. Same slot as the rest: its hash is NAME.
 ``rediswq:{NAME}:pending``  list  items ready to lease, each a msgpack envelope ``[id, attempts, payload]``
                                   (id: int when the queue assigned it, str when the caller did)
-``rediswq:{NAME}:leased``   zset  one member per live lease, the *handle* msgpack
-                                  ``[token, id, attempt, worker, leased_at_ms]``; score: deadline in ms;
+``rediswq:{NAME}:leased``   zset  one member per live lease, its *handle* (below); score: deadline in ms;
                                   plus one sentinel member, ``LEASED_SENTINEL``, score +inf (below)
-``rediswq:{NAME}:payloads`` hash  id -> payload of each leased item; plus the sentinel field ``""``
-                                  (no item id is empty), value ``LEASED_SENTINEL``
+``rediswq:{NAME}:payloads`` hash  id -> payload of each leased item whose envelope is over
+                                  ``EMBED_LIMIT`` bytes (smaller payloads travel in the handle)
 ``rediswq:{NAME}:delayed``  zset  envelopes waiting out a retry backoff; score: when due, in ms
 ``rediswq:{NAME}:dead``     hash  id -> msgpack ``[id, attempts, payload, error, dead_at_ms]``
 ``rediswq:{NAME}:ids``      set   caller-given ids that are live (pending, delayed or leased)
@@ -24,12 +23,19 @@ key                       type    meaning
                                   sequence ``token``, and ``closed`` (1 once closed)
 ========================  ======  ==============================================================
 
-The two sentinels are written by the first lease and stay until `Queue.purge`. Being longer than 64
-bytes, they make Redis store ``leased`` as a skiplist and ``payloads`` as a hashtable from the start
-(and keep them so: the keys never empty), instead of the listpack it uses for small keys, whose every
-ZADD, HSET and HDEL scans the whole key: batches of 100 leases drain about a third faster. Every reader
-ignores them: counts subtract the member, the wait hint skips +inf, reclaim (scores up to now) never
-reaches it, `Queue.holders` skips it.
+A *handle* names one lease and nothing else: the pending envelope the item was leased from, as it
+was (``[id, attempts before this lease, payload]``), followed by three more msgpack values: the lease
+``token`` (unique per queue), the ``worker`` and ``leased_at_ms``. So a lease copies the envelope's
+bytes instead of decoding it, and completing a lease is one ZREM. An envelope over ``EMBED_LIMIT``
+bytes leaves its payload in ``payloads`` and goes into the handle as ``[id, attempts]``: a worker sends
+its handles back to complete or extend them, so a large payload must not ride along.
+
+The sentinel is written by the first lease of several items at once and stays until `Queue.purge`.
+Being longer than 64 bytes, it makes Redis store ``leased`` as a skiplist (and keep it so: the key
+never empties), instead of the listpack it uses for small keys, whose every ZADD and ZREM scans the
+whole key: batches of 100 leases drain about a third faster. Every reader ignores it: counts subtract
+the member, the wait hint skips +inf, reclaim (scores up to now) never reaches it, `Queue.holders`
+skips it. (``payloads`` needs none: what it holds is over 64 bytes, so it is a hashtable anyway.)
 
 Times are milliseconds on Redis's clock (``TIME``). A pending item is its envelope alone, about 9 bytes
 more than the bare payload, so a long queue costs little more than a plain list.
@@ -43,11 +49,10 @@ from rediswq.errors import InvalidArgument
 
 PREFIX = "rediswq"
 
-#: The leased zset's permanent member (score +inf) and the payloads hash's value for field "";
-#: the same string in lease.lua and stats.lua.
+#: The leased zset's permanent member (score +inf); the same string in lease.lua and stats.lua.
 LEASED_SENTINEL = b"rediswq:sentinel: keeps this key out of the small listpack encoding; never a lease"
-#: The payloads hash's permanent field: item ids are never empty.
-PAYLOADS_SENTINEL_FIELD = b""
+#: An envelope longer than this leaves its payload in the payloads hash while leased; lease.lua too.
+EMBED_LIMIT = 256
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
+from typing import Any
 
 import msgpack
 import redis
 
+from rediswq._direct import DirectScript
 from rediswq._keys import Keys
 
 # Status codes of lease.lua.
@@ -57,6 +59,26 @@ def envelope(item_id: int | str, payload: bytes) -> bytes:
     return b"\x93" + packed_id + b"\x00" + _raw(payload)
 
 
+def read_handle(handle: bytes) -> tuple[list[Any], int, bytes, int]:
+    """(envelope, token, worker, leased_at_ms): a handle is the item's envelope and three values after it.
+
+    The envelope is the one the item was leased from, [id, attempts before this lease, payload], or
+    [id, attempts] when the payload is kept in the payloads hash (see rediswq/_keys.py).
+    """
+    unpacker = msgpack.Unpacker(raw=True)
+    unpacker.feed(handle)
+    envelope, token, worker, leased_at_ms = unpacker
+    return envelope, token, worker, leased_at_ms
+
+
+def _leased(handle: bytes, kept_apart: bytes | None) -> tuple[str, int, bytes, bytes]:
+    """(id, attempt, payload, handle) of a new lease."""
+    envelope = read_handle(handle)[0]
+    item_id = envelope[0]
+    text_id = item_id.decode() if isinstance(item_id, bytes) else str(item_id)
+    return text_id, envelope[1] + 1, envelope[2] if kept_apart is None else kept_apart, handle
+
+
 def _source(name: str) -> str:
     return resources.files("rediswq.lua").joinpath(f"{name}.lua").read_text(encoding="utf-8")
 
@@ -73,7 +95,7 @@ class Scripts:
         self._client = client
         self._meta = keys.meta
         self._put = client.register_script(_source("put"))
-        self._lease = client.register_script(_source("lease"))
+        self._lease = DirectScript(client, _source("lease"))  # once per item: the lean path
         self._fail = client.register_script(_source("fail"))
         self._extend = client.register_script(_source("extend"))
         self._release = client.register_script(_source("release"))
@@ -113,24 +135,18 @@ class Scripts:
         reclaim_limit: int,
         worker: str,
         until_closed: bool,
-        complete: Sequence[tuple[bytes, str]] = (),
+        complete: Sequence[bytes] = (),
     ) -> LeaseReply:
-        args: list[str | bytes | int] = [
-            count,
-            lease_ms,
-            max_attempts,
-            reclaim_limit,
-            worker,
-            1 if until_closed else 0,
-        ]
-        for handle, item_id in complete:
-            args.append(handle)
-            args.append(item_id)
-        status, wait_ms, deadline_ms, lost, flat = self._lease(keys=self._keys, args=args)
-        items = [
-            (flat[i].decode(), int(flat[i + 1]), flat[i + 2], flat[i + 3]) for i in range(0, len(flat), 4)
-        ]
-        return LeaseReply(int(status), int(wait_ms), int(deadline_ms), _positions(lost), items)
+        """Complete the leases of the `complete` handles, then lease up to `count` items."""
+        reply = self._lease(
+            self._keys,
+            (count, lease_ms, max_attempts, reclaim_limit, worker, 1 if until_closed else 0, *complete),
+        )
+        n_lost = reply[3]
+        lost = [i - 1 for i in reply[4 : 4 + n_lost]]
+        pairs = reply[4 + n_lost :]
+        items = [_leased(pairs[i], pairs[i + 1]) for i in range(0, len(pairs), 2)]
+        return LeaseReply(reply[0], reply[1], int(reply[2]), lost, items)
 
     def fail(
         self,

@@ -21,7 +21,7 @@ from redis.retry import Retry
 
 from rediswq._connection import Connection, describe, redact
 from rediswq._keys import LEASED_SENTINEL, Keys
-from rediswq._scripts import DRAINED, LEASED, Scripts
+from rediswq._scripts import DRAINED, LEASED, Scripts, read_handle
 from rediswq.errors import InvalidArgument, LeaseLost, LeaseTimeout, QueueClosed
 from rediswq.heartbeat import Heartbeat
 from rediswq.lease import Lease
@@ -384,7 +384,7 @@ class Queue:
         if until not in ("drained", "closed"):
             raise InvalidArgument(f"until must be 'drained' or 'closed', not {until!r}")
         lease_ms = _ms(lease_secs, "lease_secs")
-        settle = [(lease.handle, lease.id) for lease in done]
+        settle = [lease.handle for lease in done]
         lost: list[Lease] = []
         give_up = None if timeout is None else time.monotonic() + timeout
         poll = _MIN_POLL_SECS
@@ -437,7 +437,7 @@ class Queue:
         """Complete many leases in one call; raises `LeaseLost` naming those that no longer held."""
         if not leases:
             return
-        settle = [(lease.handle, lease.id) for lease in leases]
+        settle = [lease.handle for lease in leases]
         reply = self._conn.call(
             lambda: self._scripts.lease(
                 count=0,
@@ -579,16 +579,19 @@ class Queue:
         """Up to `count` live leases, the soonest deadline first, with the worker that holds each."""
         if count < 1:
             return []
-        raw = self._conn.call(
-            lambda: self._client.zrange(self.keys.leased, 0, count - 1, withscores=True), idempotent=True
+        raw: list[tuple[bytes, float]] = self._conn.call(
+            lambda: self._client.zrange(self.keys.leased, 0, count - 1, withscores=True),  # type: ignore[arg-type,return-value]
+            idempotent=True,
         )
         infos = []
-        for handle, deadline in raw:  # type: ignore[str-unpack]
+        for handle, deadline in raw:
             if handle == LEASED_SENTINEL:
                 continue
-            _token, item_id, attempt, worker, leased_at_ms = msgpack.unpackb(handle, raw=True)
+            envelope, _token, worker, leased_at_ms = read_handle(handle)
             infos.append(
-                LeaseInfo(_id_text(item_id), int(attempt), _id_text(worker), int(leased_at_ms), int(deadline))
+                LeaseInfo(
+                    _id_text(envelope[0]), envelope[1] + 1, _id_text(worker), leased_at_ms, int(deadline)
+                )
             )
         return infos
 

@@ -35,13 +35,25 @@ def pending(client: redis.Redis, keys: Keys) -> list[list[Any]]:
     return [unpack(e) for e in client.lrange(keys.pending, 0, -1)]
 
 
+def handle_fields(handle: bytes) -> list[Any]:
+    """A handle as [token, id, attempt, worker, leased_at_ms], read as rediswq/_keys.py documents it.
+
+    A handle is the envelope the item was leased from ([id, attempts before, payload], or [id,
+    attempts before] with the payload in the payloads hash) followed by token, worker, leased_at_ms.
+    """
+    unpacker = msgpack.Unpacker(raw=True)
+    unpacker.feed(handle)
+    envelope, token, worker, leased_at_ms = unpacker
+    return [token, envelope[0], envelope[1] + 1, worker, leased_at_ms]
+
+
 def leased(client: redis.Redis, keys: Keys) -> list[tuple[list[Any], int]]:
     """The leased zset as ([token, id, attempt, worker, leased_at_ms], deadline_ms), soonest first.
 
     The sentinel member (score +inf, see rediswq/_keys.py) is left out: it is not a lease.
     """
     rows: Any = client.zrange(keys.leased, 0, -1, withscores=True)
-    return [(unpack(h), int(score)) for h, score in rows if h != LEASED_SENTINEL]
+    return [(handle_fields(h), int(score)) for h, score in rows if h != LEASED_SENTINEL]
 
 
 def delayed(client: redis.Redis, keys: Keys) -> list[tuple[list[Any], int]]:

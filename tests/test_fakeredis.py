@@ -121,15 +121,24 @@ def _pack(*fields: object) -> bytes:
     return packed
 
 
+def _values(*values: object) -> bytes:
+    return b"".join(msgpack.packb(value) for value in values)
+
+
 def _fill(client: redis.Redis, keys: Keys) -> None:
     """A queue in the middle of its life, written key by key as the schema documents it."""
     client.rpush(keys.pending, _pack(3, 0, b"three"), _pack("job-4", 1, b"four"))
     client.rpush(keys.inbox, b"raw")
+    # A handle: the envelope the item was leased from, then token, worker, leased_at_ms; a payload
+    # over EMBED_LIMIT waits in the payloads hash.
     client.zadd(
         keys.leased,
-        {_pack(7, 1, 2, "pod-a", 1_000): 31_000, _pack(8, "job-1", 1, "pod-b", 2_000): 12_000},
+        {
+            _pack(1, 1, b"one") + _values(7, "pod-a", 1_000): 31_000,
+            _pack("job-1", 0) + _values(8, "pod-b", 2_000): 12_000,
+        },
     )
-    client.hset(keys.payloads, mapping={"1": b"one", "job-1": b"job one"})
+    client.hset(keys.payloads, mapping={"job-1": b"job one" * 50})
     client.zadd(keys.delayed, {_pack(2, 1, b"two"): 5_000})
     client.hset(
         keys.dead, mapping={"5": _pack(5, 3, b"five", "boom", 9_000), "x": _pack("x", 1, b"ex", "bad", 8_000)}

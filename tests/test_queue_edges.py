@@ -15,6 +15,7 @@ import redis
 from redis_server import find_binary
 
 from rediswq import ConnectionFailed, Heartbeat, InvalidArgument, LeaseTimeout, Queue
+from rediswq._keys import LEASED_SENTINEL
 
 
 def _dead_letter(q: Queue, n: int) -> None:
@@ -42,7 +43,7 @@ def test_complete_many_of_nine_thousand_leases_completes_them_all(queue: Queue) 
     stats = queue.stats()
     # Today: leased=0, completed=0, enqueued=9000, drained=True: 9000 items vanished from the books.
     assert (stats.completed, stats.leased) == (9000, 0)
-    assert queue.client.hkeys(queue.keys.payloads) == [b""]  # the sentinel field only
+    assert queue.client.zrange(queue.keys.leased, 0, -1) == [LEASED_SENTINEL]
 
 
 def test_a_large_reclaim_limit_does_not_wedge_the_queue(client: redis.Redis, queue_name: str) -> None:

@@ -19,16 +19,16 @@ from helpers_core import (
     delayed,
     evalsha_calls,
     existing_keys,
+    handle_fields,
     leased,
     meta,
     pending,
     redis_now_ms,
-    unpack,
 )
 from redis.crc import key_slot
 
 from rediswq import LeaseLost, LeaseTimeout, Queue, QueueClosed
-from rediswq._keys import LEASED_SENTINEL, Keys
+from rediswq._keys import EMBED_LIMIT, LEASED_SENTINEL, Keys
 from rediswq._scripts import DRAINED, LEASED, NOTHING_NOW, Scripts, envelope
 
 MakeQueue = Callable[..., Queue]
@@ -182,8 +182,9 @@ def test_lease_records_its_deadline_on_redis_clock(client: redis.Redis, make_que
     assert (token, item_id, attempt, worker) == (1, 1, 1, b"pod-7")
     assert before <= leased_at_ms <= after
     assert deadline_ms == leased_at_ms + 30000 == lease.deadline_ms
-    assert unpack(lease.handle) == handle
-    assert client.hgetall(q.keys.payloads) == {b"": LEASED_SENTINEL, b"1": b"payload"}
+    # The handle is the envelope the item was leased from, then token, worker and leased_at_ms.
+    assert lease.handle.startswith(envelope(1, b"payload"))
+    assert not client.exists(q.keys.payloads)  # a small payload travels in the handle
     assert pending(client, q.keys) == [[2, 0, b"other"]]
     assert meta(client, q.keys) == {"seq": 2, "enqueued": 2, "token": 1}
 
@@ -205,7 +206,7 @@ def test_lease_tokens_are_unique_across_calls(client: redis.Redis, make_queue: M
     q = make_queue()
     q.put_many([b"same"] * 5)
     leases = q.lease_many(3, 30) + q.lease_many(2, 30)
-    tokens = [unpack(lease.handle)[0] for lease in leases]
+    tokens = [handle_fields(lease.handle)[0] for lease in leases]
     assert tokens == [1, 2, 3, 4, 5]
     assert len({lease.handle for lease in leases}) == 5
     assert client.zcard(q.keys.leased) == 5 + 1  # and the sentinel
@@ -226,12 +227,7 @@ def test_lease_takes_raw_items_from_the_inbox_after_pending(
         ("3", b"raw-y", 1),
     ]
     assert client.lrange(q.keys.inbox, 0, -1) == [b"raw-z"]
-    assert client.hgetall(q.keys.payloads) == {
-        b"": LEASED_SENTINEL,
-        b"1": b"queued",
-        b"2": b"raw-x",
-        b"3": b"raw-y",
-    }
+    assert [h[1:3] for h, _ in leased(client, q.keys)] == [[1, 1], [2, 1], [3, 1]]
     # Raw items are counted as enqueued when a lease takes them in.
     assert meta(client, q.keys) == {"seq": 3, "enqueued": 3, "token": 3}
     [last] = q.lease_many(5, 30)
@@ -270,9 +266,8 @@ def test_lease_reclaims_at_most_reclaim_limit_expired_leases(
     reclaimed_ids = {str(rest[0][0]), fresh.id}
     assert reclaimed_ids < {"1", "2", "3", "4", "5"}
     assert len(reclaimed_ids) == 2
-    # Every leased item's payload is still kept, reclaimed ones moved back into their envelopes.
-    live = {str(h[1]).encode() for h, _ in leased(client, q.keys)}
-    assert set(client.hkeys(q.keys.payloads)) == live | {b""}  # b"": the sentinel
+    # Reclaimed items are back in pending with their payloads.
+    assert {bytes(e[2]) for e in rest} == {b"p" + str(e[0]).encode() for e in rest}
     q.lease_many(1, 30)
     assert counters(client, q.keys)["expired"] == 4
 
@@ -291,8 +286,7 @@ def test_lease_on_the_last_attempt_expired_dead_letters_the_item(
     assert item_id == b"kills-its-worker"
     assert record[:4] == [b"kills-its-worker", 1, b"poison", b"lease expired"]
     assert before <= record[4] <= after
-    # leased and payloads hold their sentinels only.
-    assert existing_keys(client, q.keys) == {"leased", "payloads", "dead", "meta"}
+    assert existing_keys(client, q.keys) == {"dead", "meta"}
     assert counters(client, q.keys) == {"enqueued": 1, "expired": 1, "dead_lettered": 1}
 
 
@@ -363,11 +357,10 @@ def test_complete_removes_the_lease_its_payload_and_its_live_id(
     assert first.id == "k"
     q.complete(first)
     assert [h[1] for h, _ in leased(client, q.keys)] == [1]  # the auto id: the caller's took no number
-    assert client.hgetall(q.keys.payloads) == {b"": LEASED_SENTINEL, b"1": b"auto"}
     assert not client.exists(q.keys.ids)
     q.complete_many([second])
-    # leased and payloads hold their sentinels only.
-    assert existing_keys(client, q.keys) == {"leased", "payloads", "meta"}
+    # leased holds its sentinel only (written by a lease of several items).
+    assert existing_keys(client, q.keys) == {"leased", "meta"}
     assert counters(client, q.keys) == {"enqueued": 2, "completed": 2}
 
 
@@ -381,9 +374,8 @@ def test_complete_of_a_settled_lease_raises_lease_lost_and_changes_nothing(
     with pytest.raises(LeaseLost) as caught:
         q.complete_many([first, second])
     assert caught.value.leases == [first]
-    # The lease that held was completed all the same.
-    # leased and payloads hold their sentinels only.
-    assert existing_keys(client, q.keys) == {"leased", "payloads", "meta"}
+    # The lease that held was completed all the same; leased holds its sentinel only.
+    assert existing_keys(client, q.keys) == {"leased", "meta"}
     assert counters(client, q.keys) == {"enqueued": 2, "completed": 2}
 
 
@@ -429,8 +421,7 @@ def test_fail_backoff_doubles_up_to_the_cap(client: redis.Redis, make_queue: Mak
         [(entry, due_ms)] = delayed(client, q.keys)
         assert entry == [1, attempt, b"flaky"]
         assert before + expected_ms <= due_ms <= after + expected_ms
-        assert client.zrange(q.keys.leased, 0, -1) == [LEASED_SENTINEL]  # no lease, the sentinel only
-        assert client.hgetall(q.keys.payloads) == {b"": LEASED_SENTINEL}
+        assert not client.exists(q.keys.leased, q.keys.payloads)
     assert counters(client, q.keys) == {"enqueued": 1, "failed": 4, "retried": 4}
 
 
@@ -450,8 +441,8 @@ def test_fail_on_the_last_attempt_dead_letters_the_item(client: redis.Redis, mak
     assert item_id == b"item-b"
     assert record[:4] == [b"item-b", 2, b"bad", b"second: ValueError"]
     assert before <= record[4] <= after
-    # The id is no longer live (no ids key); leased and payloads hold their sentinels only.
-    assert existing_keys(client, q.keys) == {"leased", "payloads", "dead", "meta"}
+    # The id is no longer live (no ids key); no lease is left.
+    assert existing_keys(client, q.keys) == {"dead", "meta"}
     assert counters(client, q.keys) == {"enqueued": 1, "failed": 2, "retried": 1, "dead_lettered": 1}
     [letter] = q.dead_letters()
     assert (letter.id, letter.attempts, letter.payload, letter.error) == (
@@ -536,8 +527,7 @@ def test_release_returns_the_item_to_the_head_without_charging_the_attempt(
     assert lease is not None
     q.release(lease)
     assert pending(client, q.keys) == [[1, 0, b"a"], [2, 0, b"b"]]
-    # leased and payloads hold their sentinels only.
-    assert existing_keys(client, q.keys) == {"pending", "leased", "payloads", "meta"}
+    assert existing_keys(client, q.keys) == {"pending", "meta"}
     assert counters(client, q.keys) == {"enqueued": 2, "released": 1}
     again = q.lease(30)
     assert again is not None
@@ -617,7 +607,8 @@ def test_purge_deletes_exactly_the_queues_keys(
     client: redis.Redis, make_queue: MakeQueue, queue_name: str
 ) -> None:
     q = make_queue(max_attempts=5, retry_backoff_secs=60)
-    q.put_many([b"p1", b"p2", b"p3", b"p4"], ids=["a", "b", "c", "d"])
+    # p3 is over EMBED_LIMIT: while leased, it waits in the payloads hash.
+    q.put_many([b"p1", b"p2", b"p3" * 200, b"p4"], ids=["a", "b", "c", "d"])
     leases = q.lease_many(3, 30)
     q.fail(leases[0], "retry later")
     q.fail(leases[1], "dead", retry=False)
@@ -659,42 +650,73 @@ def test_every_key_of_a_queue_is_in_one_cluster_slot(queue_name: str) -> None:
     assert keys.inbox == queue_name
 
 
-def test_leasing_keeps_leased_and_payloads_out_of_the_listpack_encoding(
+def test_leasing_several_items_keeps_leased_out_of_the_listpack_encoding(
     client: redis.Redis, make_queue: MakeQueue
 ) -> None:
     q = make_queue()
     q.put_many([b"a", b"b", b"c"])
     first = q.lease_many(3, 30)
     assert client.object("encoding", q.keys.leased) == b"skiplist"
-    assert client.object("encoding", q.keys.payloads) == b"hashtable"
     assert client.zscore(q.keys.leased, LEASED_SENTINEL) == float("inf")
-    q.complete_many(first)  # the keys keep their sentinel, so they keep their encoding
+    q.complete_many(first)  # the key keeps its sentinel, so it keeps its encoding
     assert client.object("encoding", q.keys.leased) == b"skiplist"
+
+
+def test_a_large_payload_waits_in_the_payloads_hash_while_leased(
+    client: redis.Redis, make_queue: MakeQueue
+) -> None:
+    q = make_queue(max_attempts=5, retry_backoff_secs=60)
+    big = bytes(range(256)) * 2  # over EMBED_LIMIT: the handle must stay small
+    q.put_many([big, big, big])
+    expiring, failing, releasing = q.lease_many(3, 30)
+    assert [lease.payload for lease in (expiring, failing, releasing)] == [big] * 3
+    assert all(len(lease.handle) < 100 for lease in (expiring, failing, releasing))
+    assert client.hgetall(q.keys.payloads) == {b"1": big, b"2": big, b"3": big}
     assert client.object("encoding", q.keys.payloads) == b"hashtable"
+    # Each way out of a lease takes the payload back into the item's envelope.
+    q.fail(failing, "transient")
+    q.release(releasing)
+    client.zadd(q.keys.leased, {expiring.handle: 0}, xx=True)  # expired long ago
+    [again] = q.lease_many(1, 30)  # the reclaim pushes it to the head, and it is leased again
+    assert (again.id, again.attempt, again.payload) == ("1", 2, big)
+    assert client.hgetall(q.keys.payloads) == {b"1": big}
+    assert pending(client, q.keys) == [[3, 0, big]]
+    assert delayed(client, q.keys)[0][0] == [2, 1, big]
+    q.complete(again)
+    assert not client.exists(q.keys.payloads)
+    assert counters(client, q.keys) == {
+        "enqueued": 3,
+        "completed": 1,
+        "expired": 1,
+        "failed": 1,
+        "retried": 1,
+        "released": 1,
+    }
 
 
 def test_the_sentinels_are_invisible_to_stats_holders_the_wait_and_drained(
     client: redis.Redis, make_queue: MakeQueue
 ) -> None:
     q = make_queue()
-    q.put(b"only")
-    lease = q.lease(30)
-    assert lease is not None
-    assert [h.id for h in q.holders()] == [lease.id]
-    assert q.stats().leased == 1
+    q.put_many([b"one", b"two"])
+    leases = q.lease_many(2, 30)  # a lease of several items writes the sentinel
+    assert client.zscore(q.keys.leased, LEASED_SENTINEL) == float("inf")
+    assert [h.id for h in q.holders()] == [lease.id for lease in leases]
+    assert q.stats().leased == 2
     with pytest.raises(LeaseTimeout):  # the wait hint is the lease's deadline, never the +inf sentinel
         q.lease(30, timeout=0.05)
-    q.complete(lease)
+    q.complete_many(leases)
     assert q.holders() == []
     assert q.stats().leased == 0
     assert q.is_drained()
     assert q.lease(30, timeout=1) is None  # drained at once: the sentinel is no lease
 
 
-def test_every_script_names_the_same_sentinel_as_the_key_schema() -> None:
+def test_every_script_names_the_same_sentinel_and_embed_limit_as_the_key_schema() -> None:
     lua = Path(__file__).parent.parent / "rediswq" / "lua"
     for script in ("lease.lua", "stats.lua"):
         assert f"local SENTINEL = '{LEASED_SENTINEL.decode()}'" in (lua / script).read_text()
+    assert f"local EMBED_LIMIT = {EMBED_LIMIT}\n" in (lua / "lease.lua").read_text()
 
 
 @pytest.mark.parametrize("item_id", [1, 127, 128, 255, 256, 65535, 65536, 2**32 - 1, 2**32, 2**40])

@@ -24,12 +24,15 @@ local backoff_ms, backoff_cap_ms = tonumber(ARGV[5]), tonumber(ARGV[6])
 if redis.call('ZREM', leased, handle) == 0 then
   return {1, 0, 0}
 end
-local h = cmsgpack.unpack(handle)
-local id, attempt = h[2], h[3]
+-- The handle starts with the envelope the item was leased from (see rediswq/_keys.py).
+local e = cmsgpack.unpack(handle)
+local id, attempt, payload = e[1], e[2] + 1, e[3]
 local key = id
 if type(id) == 'number' then key = string.format('%d', id) end
-local payload = redis.call('HGET', payloads, key)
-redis.call('HDEL', payloads, key)
+if payload == nil then
+  payload = redis.call('HGET', payloads, key)
+  redis.call('HDEL', payloads, key)
+end
 redis.call('HINCRBY', meta, 'failed', 1)
 
 local t = redis.call('TIME')

@@ -15,28 +15,30 @@ ARGV
   ARGV[4] reclaim_limit  at most this many expired leases and as many due retries are moved per call
   ARGV[5] worker         the holder's name, kept in the handle (shown by stats)
   ARGV[6] until_closed   1: "drained" also requires the queue to be closed
-  ARGV[7], ARGV[8] ...   pairs (handle, id) of leases to complete first
-Sentinels (see rediswq/_keys.py): leasing writes a permanent member to `leased` (score +inf) and a
-permanent field "" to `payloads`, each longer than 64 bytes, so Redis keeps both keys as a skiplist and
-a hashtable instead of a listpack that every batch's ZADD/HSET/HDEL would scan. Readers ignore them:
-the drained check subtracts the sentinel, the wait hint skips +inf, reclaim never reaches +inf.
-Returns {status, wait_ms, deadline_ms, lost, items}
+  ARGV[7] ...            handles of leases to complete first
+Returns a flat array {status, wait_ms, deadline_ms, n_lost, lost..., then a pair per new lease}
   status       0 leased (or count was 0); 1 nothing to lease now; 2 drained
   wait_ms      with status 1: ms until the earliest lease deadline or retry due; -1 if there is none
   deadline_ms  the deadline of the new leases
-  lost         1-based positions of the pairs whose lease no longer held (nothing done for them)
-  items        flat {id, attempt, payload, handle, ...} for each new lease
+  n_lost, lost the 1-based positions of the handles whose lease no longer held (nothing done for them)
+  pairs        {handle, payload}: the payload when it is kept in `payloads`, else false (it is in the
+               handle)
+
+A handle is the pending envelope as it was popped, followed by msgpack token, worker, leased_at_ms
+(see rediswq/_keys.py): leasing copies bytes instead of decoding and re-encoding them. This runs once
+per item, so it also avoids what costs most in Redis's Lua: numbers passed to redis.call (formatted
+with %.17g; string.format('%d') is cheaper), tables, and msgpack decoding.
 ]]
 local inbox, pending, leased, payloads = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
--- Kept in step with rediswq/_keys.py (LEASED_SENTINEL, PAYLOADS_SENTINEL_FIELD).
-local SENTINEL = 'rediswq:sentinel: keeps this key out of the small listpack encoding; never a lease'
 local delayed, dead, ids, meta = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+-- Kept in step with rediswq/_keys.py (LEASED_SENTINEL, EMBED_LIMIT).
+local SENTINEL = 'rediswq:sentinel: keeps this key out of the small listpack encoding; never a lease'
+local EMBED_LIMIT = 256
 local count = tonumber(ARGV[1])
-local lease_ms = tonumber(ARGV[2])
-local max_attempts = tonumber(ARGV[3])
-local reclaim_limit = tonumber(ARGV[4])
 local worker = ARGV[5]
 local until_closed = ARGV[6] == '1'
+
+local function int(n) return string.format('%d', n) end
 
 -- Lua's unpack() stops at about 8000 values, so variadic commands go in slices (`step` even for pairs).
 local function call_sliced(command, key, values, step)
@@ -46,54 +48,75 @@ local function call_sliced(command, key, values, step)
 end
 
 local function id_key(id)
-  if type(id) == 'number' then return string.format('%d', id) end
+  if type(id) == 'number' then return int(id) end
   return id
+end
+
+-- Most handles start with a 3-item envelope (0x93) whose id the queue assigned (a msgpack int):
+-- nothing to clean up besides the lease. The rest (a caller's id, a payload kept apart) are decoded.
+local function plain(handle)
+  local b1, b2 = string.byte(handle, 1, 2)
+  return b1 == 0x93 and (b2 < 0xa0 or (b2 > 0xbf and b2 < 0xd9) or b2 > 0xdb)
 end
 
 -- Redis's clock, the one every worker shares.
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now_text = int(now_ms)
 
 -- Complete. ZREM is the ownership check: the handle names this lease and no later one.
-local lost, done = {}, {}
-for i = 7, #ARGV, 2 do
-  if redis.call('ZREM', leased, ARGV[i]) == 1 then
-    local key = ARGV[i + 1]
-    done[#done + 1] = key
-    -- Only caller-given ids (never all digits) are tracked in the ids set.
-    if string.find(key, '%D') then redis.call('SREM', ids, key) end
+local reply = {0, -1, 0, 0}
+local done, kept = 0, {}
+for i = 7, #ARGV do
+  local handle = ARGV[i]
+  if redis.call('ZREM', leased, handle) == 1 then
+    done = done + 1
+    if not plain(handle) then
+      local e = cmsgpack.unpack(handle)
+      local key = id_key(e[1])
+      if e[3] == nil then kept[#kept + 1] = key end
+      if type(e[1]) == 'string' then redis.call('SREM', ids, key) end
+    end
   else
-    lost[#lost + 1] = (i - 5) / 2
+    reply[4] = reply[4] + 1
+    reply[#reply + 1] = i - 6
   end
 end
-if #done > 0 then
-  call_sliced('HDEL', payloads, done, 1000)
-  redis.call('HINCRBY', meta, 'completed', #done)
-end
+if #kept > 0 then call_sliced('HDEL', payloads, kept, 1000) end
+if done > 0 then redis.call('HINCRBY', meta, 'completed', int(done)) end
 if count == 0 then
-  return {0, -1, 0, lost, {}}
+  return reply
 end
 
 -- Reclaim expired leases, oldest deadline first.
-local expired = redis.call('ZRANGEBYSCORE', leased, '-inf', now_ms, 'LIMIT', 0, reclaim_limit)
+local expired = redis.call('ZRANGEBYSCORE', leased, '-inf', now_text, 'LIMIT', '0', ARGV[4])
 if #expired > 0 then
+  local max_attempts = tonumber(ARGV[3])
   redis.call('ZREMRANGEBYRANK', leased, 0, #expired - 1)
   for first = 1, #expired, 1000 do
     local last = math.min(first + 999, #expired)
-    local handles, keys = {}, {}
+    local envelopes, fetch = {}, {}
     for i = first, last do
-      local h = cmsgpack.unpack(expired[i])
-      handles[#handles + 1] = h
-      keys[#keys + 1] = id_key(h[2])
+      local e = cmsgpack.unpack(expired[i])
+      envelopes[#envelopes + 1] = e
+      if e[3] == nil then fetch[#fetch + 1] = id_key(e[1]) end
     end
-    local stored = redis.call('HMGET', payloads, unpack(keys))
-    redis.call('HDEL', payloads, unpack(keys))
-    local back = {}
-    for i, h in ipairs(handles) do
-      local id, attempt, payload = h[2], h[3], stored[i]
+    local stored = {}
+    if #fetch > 0 then
+      stored = redis.call('HMGET', payloads, unpack(fetch))
+      redis.call('HDEL', payloads, unpack(fetch))
+    end
+    local back, s = {}, 0
+    for _, e in ipairs(envelopes) do
+      local id, attempt, payload = e[1], e[2] + 1, e[3]
+      if payload == nil then
+        s = s + 1
+        payload = stored[s]
+      end
       if attempt >= max_attempts then
-        redis.call('HSET', dead, keys[i], cmsgpack.pack({id, attempt, payload, 'lease expired', now_ms}))
-        if type(id) == 'string' then redis.call('SREM', ids, keys[i]) end
+        local key = id_key(id)
+        redis.call('HSET', dead, key, cmsgpack.pack({id, attempt, payload, 'lease expired', now_ms}))
+        if type(id) == 'string' then redis.call('SREM', ids, key) end
         redis.call('HINCRBY', meta, 'dead_lettered', 1)
       else
         back[#back + 1] = cmsgpack.pack({id, attempt, payload})
@@ -101,26 +124,24 @@ if #expired > 0 then
     end
     if #back > 0 then redis.call('LPUSH', pending, unpack(back)) end
   end
+  redis.call('HINCRBY', meta, 'expired', #expired)
 end
-if #expired > 0 then redis.call('HINCRBY', meta, 'expired', #expired) end
 
 -- Due retries go to the head of the queue: they have waited their backoff already.
-local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now_ms, 'LIMIT', 0, reclaim_limit)
+local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now_text, 'LIMIT', '0', ARGV[4])
 if #due > 0 then
   call_sliced('ZREM', delayed, due, 1000)
   call_sliced('LPUSH', pending, due, 1000)
 end
 
 -- Take pending items, then raw ones from the inbox, giving those an id and an envelope now.
-local envelopes = redis.call('LPOP', pending, count) or {}
-local taken = {}
-for i, e in ipairs(envelopes) do taken[i] = cmsgpack.unpack(e) end
+local taken = redis.call('LPOP', pending, ARGV[1]) or {}
 if #taken < count and redis.call('TYPE', inbox).ok == 'list' then
   local raw = redis.call('LPOP', inbox, count - #taken) or {}
   if #raw > 0 then
     local first = redis.call('HINCRBY', meta, 'seq', #raw) - #raw + 1
     redis.call('HINCRBY', meta, 'enqueued', #raw)
-    for i, payload in ipairs(raw) do taken[#taken + 1] = {first + i - 1, 0, payload} end
+    for i, payload in ipairs(raw) do taken[#taken + 1] = cmsgpack.pack({first + i - 1, 0, payload}) end
   end
 end
 
@@ -129,37 +150,42 @@ if #taken == 0 then
   local busy = redis.call('ZCARD', leased) - (redis.call('ZSCORE', leased, SENTINEL) and 1 or 0)
     + redis.call('ZCARD', delayed)
   if busy == 0 and (closed or not until_closed) then
-    return {2, -1, 0, lost, {}}
+    reply[1] = 2
+    return reply
   end
   local wait_ms = -1
   for _, key in ipairs({leased, delayed}) do
-    local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
-    if #first > 0 and first[2] ~= 'inf' then
-      local w = math.max(0, tonumber(first[2]) - now_ms)
+    local soonest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+    if #soonest > 0 and soonest[2] ~= 'inf' then
+      local w = math.max(0, tonumber(soonest[2]) - now_ms)
       if wait_ms < 0 or w < wait_ms then wait_ms = w end
     end
   end
-  return {1, wait_ms, 0, lost, {}}
+  reply[1], reply[2] = 1, wait_ms
+  return reply
 end
 
-local token = redis.call('HINCRBY', meta, 'token', #taken) - #taken
-local deadline_ms = now_ms + lease_ms
-local items, scored, stored = {}, {}, {}
-for i, e in ipairs(taken) do
-  local id, attempt, payload = e[1], e[2] + 1, e[3]
-  local key = id_key(id)
-  local handle = cmsgpack.pack({token + i, id, attempt, worker, now_ms})
-  items[#items + 1] = key
-  items[#items + 1] = attempt
-  items[#items + 1] = payload
-  items[#items + 1] = handle
-  scored[#scored + 1] = deadline_ms
+local token = redis.call('HINCRBY', meta, 'token', int(#taken)) - #taken
+local deadline_text = int(now_ms + tonumber(ARGV[2]))
+reply[3] = deadline_text
+local scored, kept_apart = {}, {}
+for i, envelope in ipairs(taken) do
+  local payload = false
+  if #envelope > EMBED_LIMIT then
+    -- A large payload waits in `payloads`, so a handle stays small enough to send back.
+    local e = cmsgpack.unpack(envelope)
+    payload = e[3]
+    kept_apart[#kept_apart + 1] = id_key(e[1])
+    kept_apart[#kept_apart + 1] = payload
+    envelope = cmsgpack.pack({e[1], e[2]})
+  end
+  local handle = envelope .. cmsgpack.pack(token + i, worker, now_ms)
+  scored[#scored + 1] = deadline_text
   scored[#scored + 1] = handle
-  stored[#stored + 1] = key
-  stored[#stored + 1] = payload
+  reply[#reply + 1] = handle
+  reply[#reply + 1] = payload
 end
-redis.call('ZADD', leased, 'NX', 'inf', SENTINEL)
-redis.call('HSETNX', payloads, '', SENTINEL)
+if #taken > 1 then redis.call('ZADD', leased, 'NX', 'inf', SENTINEL) end
 call_sliced('ZADD', leased, scored, 2000)
-call_sliced('HSET', payloads, stored, 2000)
-return {0, -1, deadline_ms, lost, items}
+if #kept_apart > 0 then call_sliced('HSET', payloads, kept_apart, 2000) end
+return reply

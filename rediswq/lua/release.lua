@@ -12,13 +12,16 @@ local pending, leased, payloads, meta = KEYS[2], KEYS[3], KEYS[4], KEYS[8]
 local lost, released = {}, 0
 for i = 1, #ARGV do
   if redis.call('ZREM', leased, ARGV[i]) == 1 then
-    local h = cmsgpack.unpack(ARGV[i])
-    local id, attempt = h[2], h[3]
-    local key = id
-    if type(id) == 'number' then key = string.format('%d', id) end
-    local payload = redis.call('HGET', payloads, key)
-    redis.call('HDEL', payloads, key)
-    redis.call('LPUSH', pending, cmsgpack.pack({id, attempt - 1, payload}))
+    -- The handle starts with the envelope the item was leased from (see rediswq/_keys.py).
+    local e = cmsgpack.unpack(ARGV[i])
+    local id, attempts, payload = e[1], e[2], e[3]
+    if payload == nil then
+      local key = id
+      if type(id) == 'number' then key = string.format('%d', id) end
+      payload = redis.call('HGET', payloads, key)
+      redis.call('HDEL', payloads, key)
+    end
+    redis.call('LPUSH', pending, cmsgpack.pack({id, attempts, payload}))
     released = released + 1
   else
     lost[#lost + 1] = i
