@@ -44,7 +44,12 @@ FLOOR = "floor (pipelined RPOP)"
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = base_parser(__doc__ or "")
-    parser.add_argument("--items", type=int, default=10_000, help="items rediswq drains per run")
+    parser.add_argument(
+        "--items",
+        type=int,
+        default=20_000,
+        help="items rediswq drains per run (about as long as the baseline's)",
+    )
     parser.add_argument("--baseline-items", type=int, default=4_000, help="items the baseline drains")
     parser.add_argument("--floor-items", type=int, default=100_000, help="items the floor drains")
     parser.add_argument("--floor-batch", type=int, default=100, help="RPOPs per pipeline for the floor")

@@ -10,9 +10,10 @@ import gc
 import multiprocessing
 import threading
 
+import pytest
 import redis
 
-from rediswq import Queue
+from rediswq import Queue, _direct
 
 
 def test_the_lease_call_keeps_one_connection_and_gives_it_back_when_the_queue_goes(
@@ -87,3 +88,12 @@ def test_threads_sharing_a_queue_each_get_their_own_replies(client: redis.Redis,
     assert sorted(everything) == sorted(str(i).encode() for i in range(600))
     assert q.stats().completed == 600
     q.purge()
+
+
+def test_the_call_packs_the_same_bytes_with_hiredis_as_without(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _direct.hiredis is not None  # the test extra installs it: both ways are compared
+    connection = redis.connection.Connection()
+    command = ("EVALSHA", "ab" * 20, 2, "k1", "k2", 1, b"\x93\x01\xa1x", "pod-1")
+    with_hiredis = b"".join(_direct._packed(connection, command))
+    monkeypatch.setattr(_direct, "hiredis", None)
+    assert b"".join(_direct._packed(connection, command)) == with_hiredis
