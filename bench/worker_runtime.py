@@ -2,8 +2,8 @@
 
 handler mode: N `rediswq work QUEUE --handler noop_handler:noop --prefetch B` processes, against N
 library workers doing `lease_many(B)` + `complete_and_lease(batch, B)` (the drain_batched loop).
-command mode: N `rediswq work QUEUE -- true` processes, against N processes that just run
-`subprocess.run(["true"])` in a loop (what the machine can fork and exec).
+command mode: N `rediswq work QUEUE -- true` processes (default --prefetch auto), against N
+processes that just run `subprocess.run(["true"])` in a loop (what the machine can fork and exec).
 Rates are steady state: from the first completed item the harness sees (polling the queue's
 `completed` counter every 2 ms) to the last; process start-up is shown apart.
 Targets (issue 4, #3): handler mode >= 50 % of the library's batched rate; command mode >= 70 % of

@@ -453,6 +453,8 @@ def test_refused_connection_exits_1_with_one_clear_line_and_no_traceback(
         (("--handler", "m:f", "--timeout", "5"), "--timeout applies to commands only"),
         (("--concurrency", "0", "--", "true"), "--concurrency"),
         (("--until", "forever", "--", "true"), "--until"),
+        (("--prefetch", "0", "--", "true"), "--prefetch"),
+        (("--prefetch", "many", "--", "true"), "neither a whole number nor 'auto'"),
     ],
 )
 def test_usage_errors_exit_2_with_one_line(args: tuple[str, ...], message: str) -> None:

@@ -40,6 +40,19 @@ class ConfigError(click.ClickException):
     exit_code = EXIT_USAGE
 
 
+def parse_prefetch(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    """--prefetch: a whole number from 1 up, or auto (None)."""
+    if value is None or value.strip().lower() == "auto":
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is neither a whole number nor 'auto'") from None
+    if number < 1:
+        raise click.BadParameter(f"{number} is below 1")
+    return number
+
+
 def settings() -> Settings:
     return click.get_current_context().find_object(Settings) or Settings(DEFAULT_URL)
 

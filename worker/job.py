@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from worker.clikit import EXIT_ERROR, EXIT_OK, ConfigError, open_queue, queue_errors
+from worker.clikit import EXIT_ERROR, EXIT_OK, ConfigError, open_queue, parse_prefetch, queue_errors
 
 if TYPE_CHECKING:
     import rediswq
@@ -98,7 +98,7 @@ def job() -> None:
     help="Per-item timeout, passed to `rediswq work`.",
 )
 @click.option("--concurrency", type=click.IntRange(min=1), metavar="N", help="Passed to `rediswq work`.")
-@click.option("--prefetch", type=click.IntRange(min=1), metavar="N", help="Passed to `rediswq work`.")
+@click.option("--prefetch", callback=parse_prefetch, metavar="N|auto", help="Passed to `rediswq work`.")
 @click.option("--max-attempts", type=click.IntRange(min=1), metavar="N", help="Passed to `rediswq work`.")
 @click.option("--handler", metavar="MODULE:FUNCTION", help="Passed to `rediswq work` (instead of a COMMAND).")
 @click.option("--log-format", type=click.Choice(["text", "json"]), help="Passed to `rediswq work`.")

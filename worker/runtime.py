@@ -74,6 +74,13 @@ _MAX_RETRY_PAUSE_SECS = 5.0
 # item another pod could start.
 LOOKAHEAD_MIN_SECS = 0.0005
 LOOKAHEAD_MAX_SECS = 0.1
+# --prefetch auto (Options.prefetch None): while items take under AUTO_BATCH_SECS, a lease call brings
+# about that much work, at most AUTO_BATCH_MAX items, so a quick command costs a fraction of a round
+# trip; slower items, and the first ones (their time unknown), are leased one at a time, so no pod
+# sits on items another pod could start. Item times are averaged, recent ones weighing most.
+AUTO_BATCH_SECS = 0.05
+AUTO_BATCH_MAX = 16
+_AUTO_WEIGHT = 0.2
 # After the first signal the process is gone within --grace-secs plus this, whatever Redis does.
 HARD_STOP_SECS = 3.0
 _SUPERVISE_SECS = 0.5
@@ -87,7 +94,7 @@ class Options:
 
     lease_secs: float = 30.0
     concurrency: int = 1
-    prefetch: int = 1
+    prefetch: int | None = None  # None: auto (see AUTO_BATCH_SECS)
     until: Until = "drained"
     max_items: int | None = None
     grace_secs: float = 25.0
@@ -181,6 +188,7 @@ class Runtime:
         self._troubled = False  # a slot's call failed: only the keeper calls until one succeeds
         self._lookahead_pays = False  # the last item took LOOKAHEAD_MIN_SECS to LOOKAHEAD_MAX_SECS
         self._lookahead = False  # a slot asks the keeper to lease the next batch now
+        self._item_secs: float | None = None  # how long items take, averaged (for --prefetch auto)
         self._stopping = False  # slots start nothing more
         self._exiting = False  # slots end
         # Guarded by _redis:
@@ -421,6 +429,8 @@ class Runtime:
     def _finished_locked(self, lease: Lease, outcome: Outcome, took: float) -> None:
         """File a finished item as done or failed (under _cv)."""
         self._lookahead_pays = LOOKAHEAD_MIN_SECS <= took < LOOKAHEAD_MAX_SECS
+        average = self._item_secs
+        self._item_secs = took if average is None else average + _AUTO_WEIGHT * (took - average)
         if lease not in self._running:
             return  # given back when the grace period ended
         self._running.discard(lease)
@@ -433,6 +443,15 @@ class Runtime:
         else:
             self._failed.append((lease, outcome))
             self._events.put(_WAKE)
+
+    def _batch_locked(self) -> int:
+        """Items per lease call: --prefetch N, or with auto about AUTO_BATCH_SECS of work."""
+        if self.options.prefetch is not None:
+            return self.options.prefetch
+        average = self._item_secs
+        if average is None or average >= AUTO_BATCH_SECS:
+            return 1
+        return min(AUTO_BATCH_MAX, int(AUTO_BATCH_SECS / max(average, 1e-6)))
 
     def _slot_may_lease_locked(self) -> bool:
         # While starved the keeper polls; a slot still calls at once to complete what it just
@@ -486,7 +505,7 @@ class Runtime:
             if self._stopping:
                 return
             settle, self._done, self._done_since = self._done, [], None
-            count = max(self.options.prefetch, self.options.concurrency - len(self._running))
+            count = max(self._batch_locked(), self.options.concurrency - len(self._running))
             if self.options.max_items is not None:
                 count = min(count, self.options.max_items - self._taken)
         if count < 1:

@@ -11,7 +11,7 @@ import logging
 import click
 
 from worker import logs
-from worker.clikit import EXIT_OK, ConfigError, open_queue
+from worker.clikit import EXIT_OK, ConfigError, open_queue, parse_prefetch
 from worker.runners import CommandRunner, HandlerRunner, Runner, SetupError
 from worker.runtime import Options, Runtime
 
@@ -133,15 +133,16 @@ def _env(name: str) -> str:
 )
 @click.option(
     "--prefetch",
-    metavar="N",
-    type=click.IntRange(min=1),
-    default=1,
+    metavar="N|auto",
+    callback=parse_prefetch,
+    default="auto",
     envvar=_env("PREFETCH"),
     show_envvar=True,
-    help="Items leased per Redis call; finished ones are completed in the same call. Raise it "
-    "(e.g. 100) for short items; keep 1 for long ones, so no pod sits on items others could run. "
-    "While items take under 0.1 s, the next batch is leased as the last item of the current one "
-    "starts, to hide the round trip.",
+    help="Items leased per Redis call; finished ones are completed in the same call. auto: one at "
+    "a time while items take 50 ms or more (so no pod sits on items others could run), and while "
+    "they take less, enough for about 50 ms of work (up to 16). A number fixes it: e.g. 100 for "
+    "very short items, 1 for strictly one at a time. While items take under 0.1 s, the next batch "
+    "is leased as the last item of the current one starts, to hide the round trip.",
 )
 @click.option(
     "--until",
@@ -216,7 +217,7 @@ def work(
     retry_backoff_secs: float,
     retry_backoff_cap_secs: float,
     concurrency: int,
-    prefetch: int,
+    prefetch: int | None,
     until: str,
     max_items: int | None,
     grace_secs: float,
@@ -262,12 +263,12 @@ def work(
         reconnect_secs=reconnect_secs,
     )
     log.info(
-        "worker %s: %s on queue %r (concurrency %d, prefetch %d, lease %g s, until %s)",
+        "worker %s: %s on queue %r (concurrency %d, prefetch %s, lease %g s, until %s)",
         queue.worker,
         runner.describe(),
         queue_name,
         concurrency,
-        prefetch,
+        "auto" if prefetch is None else prefetch,
         lease_secs,
         until,
         extra={"fields": {"event": "start", "worker": queue.worker, "queue": queue_name}},
