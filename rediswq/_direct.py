@@ -4,8 +4,9 @@ For every command, redis-py's client checks a connection out of its pool (with a
 runs the call through its retry and observability layers, and checks the connection back in: about
 50 us of client CPU on a 2-core machine, as much again as the round trip itself. A worker calls the
 lease script once per item, so that script keeps one connection (per process) and sends EVALSHA on it
-with redis-py's own `Connection.send_command` and `read_response`. Those close the connection on any
-error or interruption, so a reply is never left unread for the next call; the next call reconnects.
+with redis-py's own `Connection.send_packed_command` and `read_response` (packed by hiredis, as
+redis-py packs it). Those close the connection on any error or interruption, so a reply is never
+left unread for the next call; the next call reconnects.
 
 Everything else about the call stays redis-py's: the connection (TLS, auth, socket options) comes
 from the client's pool (and goes back to it when this object is dropped, so queues made and dropped by
