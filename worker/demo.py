@@ -90,13 +90,14 @@ def _run(url: str, items: int, worker_count: int, lease_secs: float) -> None:
         held = ", ".join(lease.id for lease in orphans) or "nothing (it had just finished an item)"
         _say(
             f"3. killed worker-{victim + 1} (pid {processes[victim].pid}) with SIGKILL; it held "
-            f"item(s) {held}, and nobody will complete that lease"
+            f"item(s) {held}, and nobody will complete them"
         )
-        for lease in orphans:
+        if orphans:
+            deadline_ms = min(lease.deadline_ms for lease in orphans)
             _say(
-                f"   its lease runs out {max(0, lease.deadline_ms - _redis_now_ms(queue)) / 1000:.1f} s "
+                f"   its lease runs out {max(0, deadline_ms - _redis_now_ms(queue)) / 1000:.1f} s "
                 "from now (deadlines are on Redis's clock); then a lease call of another worker "
-                "takes the item back"
+                "takes the item(s) back"
             )
         exits = _wait_for_drain(queue, processes, started)
 
