@@ -33,9 +33,11 @@ its handles back to complete or extend them, so a large payload must not ride al
 The sentinel is written by the first lease of several items at once and stays until `Queue.purge`.
 Being longer than 64 bytes, it makes Redis store ``leased`` as a skiplist (and keep it so: the key
 never empties), instead of the listpack it uses for small keys, whose every ZADD and ZREM scans the
-whole key: batches of 100 leases drain about a third faster. Every reader ignores it: counts subtract
-the member, the wait hint skips +inf, reclaim (scores up to now) never reaches it, `Queue.holders`
-skips it. (``payloads`` needs none: what it holds is over 64 bytes, so it is a hashtable anyway.)
+whole key (bench/drain_batched.py, batches of 100: 4.4 us of Redis time per item with it, 4.7 us
+without). Single leases skip it: a small listpack serves them well. Every reader ignores it: counts
+subtract the member, the wait hint skips +inf, reclaim (scores up to now) never reaches it,
+`Queue.holders` skips it. (``payloads`` needs none: what it holds is over 64 bytes, so it is a
+hashtable anyway.)
 
 Times are milliseconds on Redis's clock (``TIME``). A pending item is its envelope alone, about 9 bytes
 more than the bare payload, so a long queue costs little more than a plain list.
