@@ -143,7 +143,7 @@ class Scripts:
             (count, lease_ms, max_attempts, reclaim_limit, worker, 1 if until_closed else 0, *complete),
         )
         n_lost = reply[3]
-        lost = [i - 1 for i in reply[4 : 4 + n_lost]]
+        lost = _positions(reply[4 : 4 + n_lost])
         pairs = reply[4 + n_lost :]
         items = [_leased(pairs[i], pairs[i + 1]) for i in range(0, len(pairs), 2)]
         return LeaseReply(reply[0], reply[1], int(reply[2]), lost, items)
