@@ -7,15 +7,33 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import redis
+import redis.cluster
 import redis.exceptions
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
+from rediswq import _topology
 from rediswq.errors import AuthenticationFailed, ConnectionFailed, ServerError
 
 T = TypeVar("T")
 
 _CONNECTION_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+
+# Replies of a cluster or a replicated set in the middle of a change (a slot migrating, a failover, a
+# promoted replica loading its data, a cluster client whose redirections ran out: "TTL exhausted"):
+# the command did not run, and it will once the change is over. Named by the code Redis sent, which
+# redis-py strips from the message. (LOADING is redis-py's BusyLoadingError, a ConnectionError.)
+_TOPOLOGY_CODES: tuple[tuple[type[Exception], str], ...] = (
+    (redis.exceptions.MovedError, "MOVED"),
+    (redis.exceptions.AskError, "ASK"),
+    (redis.exceptions.TryAgainError, "TRYAGAIN"),
+    (redis.exceptions.MasterDownError, "MASTERDOWN"),
+    (redis.exceptions.ClusterDownError, "CLUSTERDOWN"),
+    (redis.exceptions.ReadOnlyError, "READONLY"),
+    (redis.exceptions.ClusterError, "cluster"),
+    (redis.exceptions.RedisClusterException, "cluster"),
+)
+_TOPOLOGY_ERRORS = tuple(kind for kind, _code in _TOPOLOGY_CODES)
 
 
 def redact(url: str) -> str:
@@ -32,8 +50,11 @@ def redact(url: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
-def describe(client: redis.Redis) -> str:
-    """A password-free URL naming the server a client talks to."""
+def describe(client: _topology.Client) -> str:
+    """A password-free URL naming the server (or the cluster or sentinels) a client talks to."""
+    named = _topology.describe(client)
+    if named is not None or isinstance(client, redis.cluster.RedisCluster):
+        return named or "redis+cluster://"
     kwargs = client.connection_pool.connection_kwargs
     if "path" in kwargs:
         return f"unix://{kwargs['path']}/{kwargs.get('db', 0)}"
@@ -42,9 +63,16 @@ def describe(client: redis.Redis) -> str:
 
 
 def _is_transient(error: Exception) -> bool:
-    return isinstance(error, _CONNECTION_ERRORS) and not isinstance(
+    return isinstance(error, _CONNECTION_ERRORS + _TOPOLOGY_ERRORS) and not isinstance(
         error, redis.exceptions.AuthenticationError
     )
+
+
+def _topology_change(error: Exception) -> str:
+    """The error as Redis sent it ("MOVED 1234 10.0.0.7:6379"), naming the node it points to."""
+    code = next(code for kind, code in _TOPOLOGY_CODES if isinstance(error, kind))
+    text = str(error)
+    return text if text.upper().startswith(code.upper()) else f"{code} {text}"
 
 
 class Connection:
@@ -56,13 +84,18 @@ class Connection:
 
     def __init__(self, url: str, retries: int = 5) -> None:
         self.url = url
-        self._retry = Retry(ExponentialBackoff(cap=2.0, base=0.1), retries, _CONNECTION_ERRORS)
+        self._retry = Retry(
+            ExponentialBackoff(cap=2.0, base=0.1), retries, _CONNECTION_ERRORS + _TOPOLOGY_ERRORS
+        )
 
     def call(self, fn: Callable[[], T], *, idempotent: bool) -> T:
         try:
             if idempotent:
                 return self._retry.call_with_retry(fn, lambda _error: None, is_retryable=_is_transient)
             return fn()
+        except _TOPOLOGY_ERRORS as e:
+            # Connection trouble, for the retries above and for a worker's reconnect window.
+            raise ConnectionFailed(f"Redis at {self.url} is changing: {_topology_change(e)}") from e
         except redis.exceptions.AuthenticationError as e:
             raise AuthenticationFailed(f"Redis at {self.url} refused the credentials: {e}") from e
         except redis.exceptions.ResponseError as e:

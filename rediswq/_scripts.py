@@ -12,10 +12,10 @@ from importlib import resources
 from typing import Any
 
 import msgpack
-import redis
 
 from rediswq._direct import DirectScript
 from rediswq._keys import Keys
+from rediswq._topology import Client
 
 # Status codes of lease.lua.
 LEASED, NOTHING_NOW, DRAINED = 0, 1, 2
@@ -90,11 +90,12 @@ def _positions(one_based: Sequence[int]) -> list[int]:
 class Scripts:
     """One method per script, with named parameters; the scripts' contracts are in their headers."""
 
-    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+    def __init__(self, client: Client, keys: Keys) -> None:
         self._keys = keys.all()
         self._client = client
         self._meta = keys.meta
-        self._put = client.register_script(_source("put"))
+        # On one connection, so that WAIT can follow it; checked first, since a put may not be retried.
+        self._put = DirectScript(client, _source("put"), check=True)
         self._lease = DirectScript(client, _source("lease"))  # once per item: the lean path
         self._fail = client.register_script(_source("fail"))
         self._extend = client.register_script(_source("extend"))
@@ -104,10 +105,13 @@ class Scripts:
         self._purge = client.register_script(_source("purge"))
         self._stats = client.register_script(_source("stats"))
 
-    def put(self, payloads: Sequence[bytes], ids: Sequence[str] | None) -> tuple[bool, int, int]:
+    def put(
+        self, payloads: Sequence[bytes], ids: Sequence[str] | None, wait: tuple[int, int] | None = None
+    ) -> tuple[bool, int, int, int | None]:
         """Add payloads (with caller-given ids, or ids the queue assigns when `ids` is None).
 
-        Returns (closed, first assigned id, how many were skipped as live already). Assigned ids are
+        Returns (closed, first assigned id, how many were skipped as live already, and with
+        `wait=(replicas, timeout_ms)` how many replicas confirmed the write, else None). Assigned ids are
         reserved first (one HINCRBY, a second round trip) so the envelopes are built here: msgpack in
         C costs a fraction of what building them in Lua does.
         """
@@ -123,8 +127,11 @@ class Scripts:
             first_id = 0
             envelopes = [envelope(i, p) for i, p in zip(ids, payloads, strict=True)]
             args = [msgpack.packb(envelopes, use_bin_type=False), msgpack.packb(ids, use_bin_type=False)]
-        status, skipped = self._put(keys=self._keys, args=args)
-        return int(status) == 1, first_id, int(skipped)
+        if wait is None:
+            status, skipped = self._put(self._keys, args)
+            return int(status) == 1, first_id, int(skipped), None
+        (status, skipped), acked = self._put(self._keys, args, wait=wait)
+        return int(status) == 1, first_id, int(skipped), int(acked)
 
     def lease(
         self,

@@ -4,6 +4,7 @@ RedisWQError
 ├── ConnectionFailed   Redis cannot be reached, refused the password, or the URL is wrong
 ├── LeaseLost          the lease expired and was reclaimed (or was never held): not yours to settle
 ├── QueueClosed        the queue was closed: no more items may be added
+├── NotReplicated      a write was applied but fewer replicas than asked confirmed it in time
 ├── LeaseTimeout       a blocking lease waited its timeout and found nothing (the queue is not drained)
 └── InvalidArgument    a bad queue name, item id or payload, caught before anything is written
 """
@@ -30,7 +31,7 @@ class AuthenticationFailed(ConnectionFailed):
 
 
 class ServerError(RedisWQError):
-    """Redis answered with an error (OOM under noeviction, READONLY replica, WRONGTYPE); nothing was done."""
+    """Redis answered with an error (OOM under noeviction, WRONGTYPE); nothing was done."""
 
 
 class LeaseLost(RedisWQError):
@@ -43,6 +44,18 @@ class LeaseLost(RedisWQError):
 
 class QueueClosed(RedisWQError):
     """The queue is closed; `added` says how many items this call put in before it saw that."""
+
+    def __init__(self, message: str, added: int = 0) -> None:
+        super().__init__(message)
+        self.added = added
+
+
+class NotReplicated(RedisWQError):
+    """The write went in on the master, but fewer than `Queue.replicas` replicas confirmed it in time.
+
+    It is not lost yet; it would be if the master failed before a replica copied it. `added` says
+    how many items the call put in (all of them, replicated or not).
+    """
 
     def __init__(self, message: str, added: int = 0) -> None:
         super().__init__(message)

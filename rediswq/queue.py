@@ -19,10 +19,19 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from rediswq import _topology
 from rediswq._connection import Connection, describe, redact
 from rediswq._keys import LEASED_SENTINEL, Keys
 from rediswq._scripts import DRAINED, LEASED, Scripts, read_handle
-from rediswq.errors import InvalidArgument, LeaseLost, LeaseTimeout, QueueClosed
+from rediswq._topology import Client
+from rediswq.errors import (
+    ConnectionFailed,
+    InvalidArgument,
+    LeaseLost,
+    LeaseTimeout,
+    NotReplicated,
+    QueueClosed,
+)
 from rediswq.heartbeat import Heartbeat
 from rediswq.lease import Lease
 
@@ -127,6 +136,16 @@ def _url_problem(error: ValueError) -> str:
     return "it could not be parsed"
 
 
+def _topology_client(url: str) -> Client:
+    """The cluster or Sentinel client for `url`; a bad URL or no answering seed is one clear error."""
+    try:
+        return _topology.client(url)
+    except InvalidArgument as e:
+        raise InvalidArgument(f"bad Redis URL {redact(url)}: {e}") from e
+    except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException) as e:
+        raise ConnectionFailed(f"cannot reach any seed of {redact(url)}: {e}") from e
+
+
 def _ms(secs: float, what: str) -> int:
     if not (secs > 0 and math.isfinite(secs)):
         raise InvalidArgument(f"{what} must be a positive number of seconds, not {secs!r}")
@@ -194,7 +213,7 @@ class Queue:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: Client,
         name: str,
         *,
         max_attempts: int = 5,
@@ -205,12 +224,16 @@ class Queue:
         worker: str | None = None,
         url: str | None = None,
         retries: int = 5,
+        replicas: int = 0,
+        replicas_timeout_secs: float = 5.0,
     ) -> None:
         if max_attempts < 1:
             raise InvalidArgument(f"max_attempts must be at least 1, not {max_attempts}")
         if reclaim_limit < 1:
             raise InvalidArgument(f"reclaim_limit must be at least 1, not {reclaim_limit}")
-        if client.connection_pool.connection_kwargs.get("decode_responses"):
+        if replicas < 0:
+            raise InvalidArgument(f"replicas must be 0 or more, not {replicas}")
+        if client.get_encoder().decode_responses:
             # Payloads are bytes; a decoding client would fail half-way through a lease.
             raise InvalidArgument("the Redis client must not decode responses (decode_responses=False)")
         self.name = name
@@ -224,14 +247,22 @@ class Queue:
         self._client = client
         self._conn = Connection(redact(url) if url else describe(client), retries=retries)
         self._scripts = Scripts(client, self.keys)
+        self.replicas = replicas
+        # WAIT's timeout 0 means forever: a replica that never answers would hang every put.
+        self._wait = (replicas, _ms(replicas_timeout_secs, "replicas_timeout_secs")) if replicas else None
 
     @classmethod
     def from_url(cls, url: str, name: str, **options: Any) -> Queue:
         """A queue on the Redis at `url` (redis://, rediss:// or unix://; a password is never shown).
 
+        `redis+cluster://` and `redis+sentinel://` (and `rediss+`) name a Redis Cluster or a
+        Sentinel-managed master by several seed hosts: see rediswq/_topology.py for the forms.
+
         rediswq retries idempotent calls itself, so the client it makes does not retry on its own: a
         blind retry of `put` or `complete` after a lost reply could apply it twice.
         """
+        if _topology.is_topology_url(url):
+            return cls(_topology_client(url), name, url=url, **options)
         options_for_tcp = {} if url.startswith("unix:") else {"socket_keepalive": True}
         try:
             client = redis.Redis.from_url(
@@ -243,7 +274,7 @@ class Queue:
         return cls(client, name, url=url, **options)
 
     @property
-    def client(self) -> redis.Redis:
+    def client(self) -> Client:
         return self._client
 
     # -- adding items ---------------------------------------------------------------------------
@@ -252,11 +283,12 @@ class Queue:
         """Add one item; returns its id, or None when `id` is given and that item is live already."""
         data = self._checked_payload(payload)
         ids = None if id is None else [self._checked_id(id)]
-        closed, first_id, skipped = self._conn.call(
-            partial(self._scripts.put, [data], ids), idempotent=ids is not None
+        closed, first_id, skipped, acked = self._conn.call(
+            partial(self._scripts.put, [data], ids, self._wait), idempotent=ids is not None
         )
         if closed:
             raise QueueClosed(f"queue {self.name!r} is closed: no more items may be added")
+        self._check_replicated(acked, "the item", 1 - skipped)
         if skipped:
             return None
         return id if id is not None else str(first_id)
@@ -301,15 +333,26 @@ class Queue:
 
     def _put_batch(self, batch: list[bytes], ids: list[str] | None, added_before: int) -> tuple[int, int]:
         """Put one batch; returns (added, skipped)."""
-        closed, _first, skipped = self._conn.call(
-            partial(self._scripts.put, batch, ids), idempotent=ids is not None
+        closed, _first, skipped, acked = self._conn.call(
+            partial(self._scripts.put, batch, ids, self._wait), idempotent=ids is not None
         )
         if closed:
             raise QueueClosed(
                 f"queue {self.name!r} is closed: {added_before} items were added before it closed",
                 added=added_before,
             )
+        self._check_replicated(acked, f"a batch of {len(batch)} items", added_before + len(batch) - skipped)
         return len(batch) - skipped, skipped
+
+    def _check_replicated(self, acked: int | None, what: str, added: int) -> None:
+        """Raise `NotReplicated` when WAIT counted fewer replicas than `replicas` (None: not asked)."""
+        if acked is None or self._wait is None or acked >= self.replicas:
+            return
+        raise NotReplicated(
+            f"queue {self.name!r}: {what} went in, but only {acked} of {self.replicas} replica(s) "
+            f"confirmed it within {self._wait[1] / 1000:g} s; a failover now could lose it",
+            added=added,
+        )
 
     def _checked_payload(self, payload: bytes | str) -> bytes:
         data = payload.encode() if isinstance(payload, str) else payload
@@ -531,7 +574,18 @@ class Queue:
 
     def close(self) -> None:
         """Say no more items will come: later `put` calls raise `QueueClosed` (checked in the same script)."""
-        self._conn.call(lambda: self._client.hset(self.keys.meta, "closed", 1), idempotent=True)
+        self._conn.call(self._close, idempotent=True)
+
+    def _close(self) -> None:
+        if self._wait is None:
+            self._client.hset(self.keys.meta, "closed", 1)
+            return
+        # WAIT counts the writes of its own connection: both go down one pipeline, to the owning node.
+        with _topology.node_client(self._client, self.keys.meta).pipeline(transaction=False) as pipe:
+            pipe.hset(self.keys.meta, "closed", 1)
+            pipe.execute_command("WAIT", *self._wait)  # type: ignore[no-untyped-call]
+            acked = int(pipe.execute()[1])
+        self._check_replicated(acked, "the close", 0)
 
     def reopen(self) -> None:
         """Undo `close`, e.g. for a queue a CronJob fills again each run."""
