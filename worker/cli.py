@@ -14,19 +14,42 @@ from worker.clikit import DEFAULT_URL, Settings
     default=DEFAULT_URL,
     show_default=True,
     metavar="URL",
-    help="Redis URL (redis://, rediss:// or unix://); from $REDISWQ_URL, then $REDIS_URL. "
-    "A password in it is never printed.",
+    help="Redis URL (redis://, rediss:// or unix://); for Redis Cluster "
+    "redis+cluster://[USER:PASSWORD@]HOST:PORT,HOST:PORT/, for Sentinel "
+    "redis+sentinel://[USER:PASSWORD@]HOST:PORT,HOST:PORT/SERVICE[/DB] (rediss+ for TLS; several "
+    "seed hosts, one answering is enough). From $REDISWQ_URL, then $REDIS_URL. A password in it is "
+    "never printed.",
+)
+@click.option(
+    "--min-replicas",
+    envvar="REDISWQ_MIN_REPLICAS",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    metavar="N",
+    help="Adding items and closing a queue wait until N replicas have the write (Redis WAIT, up to "
+    "--min-replicas-timeout), so an acknowledged enqueue survives a failover; fewer is an error "
+    "(exit 1).",
+)
+@click.option(
+    "--min-replicas-timeout",
+    envvar="REDISWQ_MIN_REPLICAS_TIMEOUT",
+    type=click.FloatRange(min=0, min_open=True),
+    default=5.0,
+    show_default=True,
+    metavar="SECS",
+    help="How long a write waits for --min-replicas replicas.",
 )
 @click.version_option(package_name="rediswq")
 @click.pass_context
-def main(ctx: click.Context, url: str) -> None:
+def main(ctx: click.Context, url: str, min_replicas: int, min_replicas_timeout: float) -> None:
     """rediswq: a Redis work queue for Kubernetes batch Jobs.
 
     Fill a queue with `rediswq enqueue`, drain it with `rediswq work` in every pod of a Job, and
     watch it with `rediswq stats`. Exit codes: 0 success (for `work`: the queue is drained), 1 runtime
     error, 2 usage or configuration error, 3 `work` stopped before the queue drained.
     """
-    ctx.obj = Settings(url)
+    ctx.obj = Settings(url, min_replicas, min_replicas_timeout)
 
 
 # Subcommands are registered after `main` exists; each lives with the side it belongs to.

@@ -32,6 +32,8 @@ class Settings:
     """What the root group parsed, handed to subcommands as click's context object."""
 
     url: str
+    min_replicas: int = 0
+    min_replicas_timeout: float = 5.0
 
 
 class ConfigError(click.ClickException):
@@ -70,5 +72,12 @@ def queue_errors() -> Iterator[None]:
 
 def open_queue(name: str, **options: Any) -> rediswq.Queue:
     """The queue `name` on the Redis that --url names."""
+    chosen = settings()
+    if chosen.min_replicas:
+        options = {
+            "replicas": chosen.min_replicas,
+            "replicas_timeout_secs": chosen.min_replicas_timeout,
+            **options,
+        }
     with queue_errors():
-        return rediswq.Queue.from_url(settings().url, name, **options)
+        return rediswq.Queue.from_url(chosen.url, name, **options)
