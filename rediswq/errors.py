@@ -1,7 +1,7 @@
 """Every error rediswq raises.
 
 RedisWQError
-├── ConnectionFailed   Redis cannot be reached, refused the password, or the URL is wrong
+├── ConnectionFailed   Redis cannot be reached or is mid-failover/migration, or refused the password
 ├── LeaseLost          the lease expired and was reclaimed (or was never held): not yours to settle
 ├── QueueClosed        the queue was closed: no more items may be added
 ├── NotReplicated      a write was applied but fewer replicas than asked confirmed it in time
@@ -23,7 +23,8 @@ class RedisWQError(Exception):
 
 
 class ConnectionFailed(RedisWQError):
-    """Redis could not be reached or refused us; the message names the URL without its password."""
+    """Redis could not be reached, refused us, or is mid-change (MOVED, TRYAGAIN, CLUSTERDOWN, READONLY
+    after a failover): worth retrying; the message names the URL without its password, and the node."""
 
 
 class AuthenticationFailed(ConnectionFailed):

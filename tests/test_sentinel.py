@@ -69,9 +69,9 @@ def test_asking_for_more_replicas_than_there_are_is_a_clear_error_after_the_time
     with pytest.raises(NotReplicated, match="the close went in"):
         queue.close()
     queue.reopen()
+    options = ["--min-replicas", "2", "--min-replicas-timeout", "0.2"]
     result = subprocess.run(
-        [ENTRY_POINT, "--url", sentinels.url, "--min-replicas", "2", "--min-replicas-timeout", "0.2"]
-        + ["enqueue", name, "c"],
+        [ENTRY_POINT, "--url", sentinels.url, *options, "enqueue", name, "c"],
         capture_output=True,
         text=True,
         timeout=60,

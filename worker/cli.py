@@ -23,6 +23,7 @@ from worker.clikit import DEFAULT_URL, Settings
 @click.option(
     "--min-replicas",
     envvar="REDISWQ_MIN_REPLICAS",
+    show_envvar=True,
     type=click.IntRange(min=0),
     default=0,
     show_default=True,
@@ -34,6 +35,7 @@ from worker.clikit import DEFAULT_URL, Settings
 @click.option(
     "--min-replicas-timeout",
     envvar="REDISWQ_MIN_REPLICAS_TIMEOUT",
+    show_envvar=True,
     type=click.FloatRange(min=0, min_open=True),
     default=5.0,
     show_default=True,

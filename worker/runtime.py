@@ -752,7 +752,7 @@ class Runtime:
                     raise _Interrupted() from e
                 pause = min(pause * 2, _MAX_RETRY_PAUSE_SECS)
             except rediswq.RedisWQError as e:
-                # Redis answered with an error (READONLY replica, OOM, a key of the wrong type):
+                # Redis answered with an error (OOM, a key of the wrong type):
                 # retrying will not help.
                 raise Fatal(str(e)) from e
             except redis.exceptions.RedisError as e:  # the same, from a library that passes it through
