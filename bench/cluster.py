@@ -2,7 +2,9 @@
 
 single / cluster: the same drains (one item per call, and batches) on a private redis-server and on a
 private 3-master + 3-replica cluster on the same machine, with the same worker count. On the cluster
-the lease call goes straight to the node owning the queue's slot (rediswq/_direct.py).
+the lease call goes straight to the node owning the queue's slot (rediswq/_direct.py). The cluster's
+masters also feed their replicas, which run on the same cores: "single+replica" is the one server
+with a replica of its own, to tell the cost of replication from that of the cluster.
 enqueue: `put` one item a call and `put_many`, on the cluster, with replicas=0 and replicas=1.
 Targets (issue 11): per-call cost on the cluster <= 1.2x one server's (the inverse ratio of the
 one-at-a-time drain rates); batched drain on the cluster >= 0.8x one server's.
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import sys
 import time
+from functools import partial
 from typing import Any
 
 from _common import (
@@ -30,7 +33,7 @@ from _common import (
 )
 from _drain import fill_rediswq, rediswq_batched, rediswq_drained, rediswq_one, unique_name
 from redis.cluster import RedisCluster
-from topologies import Cluster
+from topologies import Cluster, SentinelSet
 
 from rediswq import Queue
 
@@ -81,26 +84,31 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
 
     cluster = Cluster()
+    replicated = SentinelSet()  # its master and replica; the sentinels only watch
     try:
         with private_redis(args.redis_server, args.redis_config) as server:
             single = server.client()
             load_scripts(single)
+            paired = replicated.node(replicated.master_port)
+            paired_url = f"redis://127.0.0.1:{replicated.master_port}/0"
+            load_scripts(paired)
             clustered = RedisCluster(host="127.0.0.1", port=cluster.ports[0])
             load_scripts(clustered)  # type: ignore[arg-type]  # SCRIPT LOAD goes to every master
             env = environment(server)
-            n, nb = args.items, args.batched_items
             one, batched = (60.0,), (args.batch, 60.0)
+            one, batched = (
+                (rediswq_one, (60.0,), args.items),
+                (rediswq_batched, (args.batch, 60.0), args.batched_items),
+            )
+            setups = [
+                ("single", single, server.url),
+                ("cluster", clustered, cluster.url),
+                ("single+replica", paired, paired_url),
+            ]
             drains = [
-                lambda: drain(single, server.url, "single one-at-a-time", n, args.workers, rediswq_one, one),
-                lambda: drain(
-                    clustered, cluster.url, "cluster one-at-a-time", n, args.workers, rediswq_one, one
-                ),
-                lambda: drain(
-                    single, server.url, "single batched", nb, args.workers, rediswq_batched, batched
-                ),
-                lambda: drain(
-                    clustered, cluster.url, "cluster batched", nb, args.workers, rediswq_batched, batched
-                ),
+                partial(drain, client, url, f"{where} {how}", items, args.workers, worker, worker_args)
+                for how, (worker, worker_args, items) in (("one-at-a-time", one), ("batched", batched))
+                for where, client, url in setups
             ]
             puts = [
                 lambda: enqueue(clustered, "put, replicas=0", args.put_items, 0, True),
@@ -111,6 +119,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             runs = interleaved([*drains, *puts], args.repeat)
     finally:
         cluster.stop()
+        replicated.stop()
 
     rows = []
     for variant in dict.fromkeys(run["variant"] for run in runs):
@@ -127,6 +136,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
     per_call = paired_ratio(runs, "single one-at-a-time", "cluster one-at-a-time")
     batched_ratio = paired_ratio(runs, "cluster batched", "single batched")
+    replica_per_call = paired_ratio(runs, "single+replica one-at-a-time", "cluster one-at-a-time")
+    replica_batched = paired_ratio(runs, "cluster batched", "single+replica batched")
     put_cost = paired_ratio(runs, "put, replicas=0", "put, replicas=1")
     put_many_cost = paired_ratio(runs, "put_many, replicas=0", "put_many, replicas=1")
     targets = [
@@ -145,6 +156,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         notes=[
             f"{args.workers} worker processes; items/s is the median of {args.repeat} runs; the ratios "
             "are medians of the ratios of runs side by side",
+            f"against one server with a replica: per-call cost {replica_per_call:.3f}x, batched drain "
+            f"{replica_batched:.3f}x",
             f"replicas=1 costs {put_cost:.2f}x per put and {put_many_cost:.2f}x per put_many item "
             f"(batches of 2,000) on this machine",
         ],

@@ -177,9 +177,11 @@ class DirectScript:
         """This object's own connection from `pool`, taken anew after a fork or a change of node."""
         own = self._own
         if own is None or self._pid != os.getpid() or self._own_pool is not pool:
-            # After a fork the parent's connection is not ours (the pool forgets it too).
             if self._give_back is not None:
-                self._give_back()
+                if self._pid != os.getpid():
+                    self._give_back.detach()  # the parent's connection is not ours (the pool forgets it too)
+                else:
+                    self._give_back()  # the slot moved: the old node's pool gets its connection back
             own = self._own = pool.get_connection()
             self._own_pool = pool
             self._pid = os.getpid()
@@ -199,6 +201,7 @@ class DirectScript:
 
     @staticmethod
     def _send(connection: ConnectionInterface, commands: list[Command]) -> list[Any]:
-        connection.connect()  # type: ignore[no-untyped-call]  # a no-op when connected; else the pool's way (Sentinel asks for the master)
+        # A no-op when connected; else the pool's way of connecting (Sentinel asks for the master).
+        connection.connect()  # type: ignore[no-untyped-call]
         connection.send_packed_command(_packed(connection, commands))  # type: ignore[no-untyped-call]
         return _replies(connection, len(commands))

@@ -80,6 +80,9 @@ class _Processes:
             [*args, "--appendonly", "no", *extra], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
 
+    def node(self, port: int) -> redis.Redis:
+        return redis.Redis(port=port, socket_timeout=5)
+
     def kill(self, port: int) -> None:
         """SIGKILL the server on `port`: no shutdown, no last words to its replicas."""
         process = self.processes.pop(port)
@@ -132,9 +135,6 @@ class Cluster(_Processes):
     @property
     def url(self) -> str:
         return "redis+cluster://" + ",".join(f"127.0.0.1:{port}" for port in self.ports[:3]) + "/"
-
-    def node(self, port: int) -> redis.Redis:
-        return redis.Redis(port=port, socket_timeout=5)
 
     def _settled(self) -> bool:
         """Every live node says the cluster is ok and agrees on who serves every slot."""
