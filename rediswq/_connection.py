@@ -9,6 +9,7 @@ from typing import TypeVar
 import redis
 import redis.cluster
 import redis.exceptions
+import redis.sentinel
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
@@ -30,8 +31,8 @@ _TOPOLOGY_CODES: tuple[tuple[type[Exception], str], ...] = (
     (redis.exceptions.MasterDownError, "MASTERDOWN"),
     (redis.exceptions.ClusterDownError, "CLUSTERDOWN"),
     (redis.exceptions.ReadOnlyError, "READONLY"),
-    (redis.exceptions.ClusterError, "cluster"),
-    (redis.exceptions.RedisClusterException, "cluster"),
+    (redis.exceptions.ClusterError, ""),  # "TTL exhausted."
+    (redis.exceptions.RedisClusterException, ""),  # "Redis Cluster cannot be connected ..."
 )
 _TOPOLOGY_ERRORS = tuple(kind for kind, _code in _TOPOLOGY_CODES)
 
@@ -51,14 +52,16 @@ def redact(url: str) -> str:
 
 
 def describe(client: _topology.Client) -> str:
-    """A password-free URL naming the server (or the cluster or sentinels) a client talks to."""
-    named = _topology.describe(client)
-    if named is not None or isinstance(client, redis.cluster.RedisCluster):
-        return named or "redis+cluster://"
-    kwargs = client.connection_pool.connection_kwargs
+    """A password-free URL naming the server (or the cluster, or the sentinels) a client talks to."""
+    if isinstance(client, redis.cluster.RedisCluster):
+        return _topology.describe_cluster(client)
+    pool = client.connection_pool
+    if isinstance(pool, redis.sentinel.SentinelConnectionPool):
+        return _topology.describe_sentinel(pool)
+    kwargs = pool.connection_kwargs
     if "path" in kwargs:
         return f"unix://{kwargs['path']}/{kwargs.get('db', 0)}"
-    scheme = "rediss" if client.connection_pool.connection_class.__name__ == "SSLConnection" else "redis"
+    scheme = "rediss" if pool.connection_class.__name__ == "SSLConnection" else "redis"
     return f"{scheme}://{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
 
 
@@ -72,7 +75,7 @@ def _topology_change(error: Exception) -> str:
     """The error as Redis sent it ("MOVED 1234 10.0.0.7:6379"), naming the node it points to."""
     code = next(code for kind, code in _TOPOLOGY_CODES if isinstance(error, kind))
     text = str(error)
-    return text if text.upper().startswith(code.upper()) else f"{code} {text}"
+    return text if text.startswith(code) else f"{code} {text}"
 
 
 class Connection:

@@ -26,7 +26,7 @@ from redis.cluster import ClusterNode, RedisCluster
 from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelConnectionPool
 
-from rediswq.errors import InvalidArgument
+from rediswq.errors import ConnectionFailed, InvalidArgument
 
 #: What a Queue talks to: one server (plain or Sentinel-managed), or a cluster.
 Client = redis.Redis | RedisCluster
@@ -109,18 +109,25 @@ def parse(url: str) -> Topology:
     )
 
 
-def client(url: str, **options: Any) -> Client:
-    """A RedisCluster, or a Sentinel-managed redis.Redis for the master, for a parsed URL.
+def client(url: str, shown: str) -> Client:
+    """A RedisCluster, or a Sentinel-managed redis.Redis for the master; `shown` is the URL redacted.
 
-    The cluster client contacts its seeds at once (raising redis-py's errors if none answers); the
-    sentinel client connects on its first command.
+    The cluster client contacts its seeds at once (`ConnectionFailed` if none answers); the sentinel
+    client connects on its first command.
     """
-    topology = parse(url)
+    try:
+        return _client(parse(url))
+    except InvalidArgument as e:
+        raise InvalidArgument(f"bad Redis URL {shown}: {e}") from e
+    except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException) as e:
+        raise ConnectionFailed(f"cannot reach any seed of {shown}: {e}") from e
+
+
+def _client(topology: Topology) -> Client:
     common: dict[str, Any] = {
         "socket_connect_timeout": _CONNECT_TIMEOUT_SECS,
         "socket_keepalive": True,
         "retry": Retry(NoBackoff(), 0),
-        **options,
     }
     if topology.tls:
         common["ssl"] = True
@@ -143,22 +150,21 @@ def is_cluster(client: Client) -> bool:
     return isinstance(client, RedisCluster)
 
 
-def describe(client: Client) -> str | None:
-    """A password-free URL of a cluster or Sentinel client (None for a plain client)."""
-    if isinstance(client, RedisCluster):
-        tls = client.nodes_manager.connection_kwargs.get("ssl")
-        nodes = ",".join(node.name for node in client.nodes_manager.startup_nodes.values())
-        return f"{'rediss' if tls else 'redis'}+cluster://{nodes}/"
-    pool = client.connection_pool
-    if isinstance(pool, SentinelConnectionPool):
-        tls = pool.connection_kwargs.get("ssl")
-        sentinels = ",".join(
-            "{host}:{port}".format(**s.connection_pool.connection_kwargs)
-            for s in pool.sentinel_manager.sentinels
-        )
-        db = pool.connection_kwargs.get("db", 0)
-        return f"{'rediss' if tls else 'redis'}+sentinel://{sentinels}/{pool.service_name}/{db}"
-    return None
+def describe_cluster(client: RedisCluster) -> str:
+    """A password-free URL naming a cluster client's seed nodes."""
+    tls = client.nodes_manager.connection_kwargs.get("ssl")
+    nodes = ",".join(node.name for node in client.nodes_manager.startup_nodes.values())
+    return f"{'rediss' if tls else 'redis'}+cluster://{nodes}/"
+
+
+def describe_sentinel(pool: SentinelConnectionPool) -> str:
+    """A password-free URL naming the sentinels, the service and the database of a master's pool."""
+    tls = pool.connection_kwargs.get("ssl") or "SSL" in pool.connection_class.__name__
+    sentinels = ",".join(
+        "{host}:{port}".format(**s.connection_pool.connection_kwargs) for s in pool.sentinel_manager.sentinels
+    )
+    db = pool.connection_kwargs.get("db", 0)
+    return f"{'rediss' if tls else 'redis'}+sentinel://{sentinels}/{pool.service_name}/{db}"
 
 
 def node_client(client: Client, key: str) -> redis.Redis:

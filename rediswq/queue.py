@@ -24,14 +24,7 @@ from rediswq._connection import Connection, describe, redact
 from rediswq._keys import LEASED_SENTINEL, Keys
 from rediswq._scripts import DRAINED, LEASED, Scripts, read_handle
 from rediswq._topology import Client
-from rediswq.errors import (
-    ConnectionFailed,
-    InvalidArgument,
-    LeaseLost,
-    LeaseTimeout,
-    NotReplicated,
-    QueueClosed,
-)
+from rediswq.errors import InvalidArgument, LeaseLost, LeaseTimeout, NotReplicated, QueueClosed
 from rediswq.heartbeat import Heartbeat
 from rediswq.lease import Lease
 
@@ -134,16 +127,6 @@ def _url_problem(error: ValueError) -> str:
     if "Port" in text or "port" in text:
         return "the port must be a number from 1 to 65535"
     return "it could not be parsed"
-
-
-def _topology_client(url: str) -> Client:
-    """The cluster or Sentinel client for `url`; a bad URL or no answering seed is one clear error."""
-    try:
-        return _topology.client(url)
-    except InvalidArgument as e:
-        raise InvalidArgument(f"bad Redis URL {redact(url)}: {e}") from e
-    except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException) as e:
-        raise ConnectionFailed(f"cannot reach any seed of {redact(url)}: {e}") from e
 
 
 def _ms(secs: float, what: str) -> int:
@@ -262,7 +245,7 @@ class Queue:
         blind retry of `put` or `complete` after a lost reply could apply it twice.
         """
         if _topology.is_topology_url(url):
-            return cls(_topology_client(url), name, url=url, **options)
+            return cls(_topology.client(url, redact(url)), name, url=url, **options)
         options_for_tcp = {} if url.startswith("unix:") else {"socket_keepalive": True}
         try:
             client = redis.Redis.from_url(
