@@ -71,6 +71,15 @@ def _is_transient(error: Exception) -> bool:
     )
 
 
+def _node(error: Exception) -> str:
+    """ " (node HOST:PORT)" when the error knows the server it came from and does not name it already."""
+    where = getattr(error, "connection", None)
+    host, port = getattr(where, "host", None), getattr(where, "port", None)
+    if not host or not port or f"{host}:{port}" in str(error):
+        return ""
+    return f" (node {host}:{port})"
+
+
 def _topology_change(error: Exception) -> str:
     """The error as Redis sent it ("MOVED 1234 10.0.0.7:6379"), naming the node it points to."""
     code = next(code for kind, code in _TOPOLOGY_CODES if isinstance(error, kind))
@@ -98,7 +107,7 @@ class Connection:
             return fn()
         except _TOPOLOGY_ERRORS as e:
             # Connection trouble, for the retries above and for a worker's reconnect window.
-            raise ConnectionFailed(f"Redis at {self.url} is changing: {_topology_change(e)}") from e
+            raise ConnectionFailed(f"Redis at {self.url} is changing: {_topology_change(e)}{_node(e)}") from e
         except redis.exceptions.AuthenticationError as e:
             raise AuthenticationFailed(f"Redis at {self.url} refused the credentials: {e}") from e
         except redis.exceptions.ResponseError as e:
@@ -106,6 +115,6 @@ class Connection:
                 raise AuthenticationFailed(f"Redis at {self.url} refused the credentials: {e}") from e
             raise ServerError(f"Redis at {self.url} refused the command: {e}") from e
         except _CONNECTION_ERRORS as e:
-            raise ConnectionFailed(f"cannot reach Redis at {self.url}: {e}") from e
+            raise ConnectionFailed(f"cannot reach Redis at {self.url}: {e}{_node(e)}") from e
         except redis.exceptions.RedisError as e:
             raise ServerError(f"Redis at {self.url} answered with an error: {e}") from e

@@ -157,8 +157,10 @@ class DirectScript:
             _drop_if_stale(own)
         try:
             return self._run(own, commands)
-        except (RedisConnectionError, RedisTimeoutError):
+        except (RedisConnectionError, RedisTimeoutError) as e:
             self._stale = _topology.is_cluster(self._client)
+            # Names the node in the error, as redis-py's cluster client does.
+            e.connection = own  # type: ignore[union-attr]
             raise
 
     def _asked(self, error: AskError, commands: list[Command]) -> list[Any]:

@@ -187,3 +187,5 @@ def test_the_queue_s_master_killed_mid_drain_loses_no_acknowledged_item(
     # Per worker: the batch it held, and the batch whose completion the promoted replica never got.
     assert drain.redone <= 2 * 2 * PREFETCH
     assert cluster.owner(slot) != killed[0]
+    # The workers' warning names the master that went away.
+    assert all(f"127.0.0.1:{killed[0]}" in log for log in drain.logs), drain.logs

@@ -94,3 +94,5 @@ def test_the_master_killed_mid_drain_loses_no_acknowledged_item(
     assert drain.lost == 0
     assert drain.redone <= 2 * 2 * PREFETCH
     assert sentinels.master() == sentinels.replica_port
+    # The workers' warning names the master that went away, not a default server.
+    assert all(f"127.0.0.1:{old}" in log for log in drain.logs), drain.logs
