@@ -68,6 +68,11 @@ def _packed(connection: ConnectionInterface, commands: Sequence[Command]) -> lis
 
 def _replies(connection: ConnectionInterface, count: int) -> list[Any]:
     """Read `count` replies, an error reply as its exception: none is left unread for the next call."""
+    if count == 1:
+        try:
+            return [connection.read_response()]
+        except ResponseError as e:
+            return [e]
     replies: list[Any] = []
     for _ in range(count):
         try:
@@ -137,15 +142,15 @@ class DirectScript:
         return self._on_owner(keys, commands, mine)
 
     def _pool(self, keys: Sequence[str]) -> ConnectionPool:
-        if self._route is None or self._stale:
-            if self._stale:
-                _topology.refresh(self._client)
-                self._stale = False
-            self._route = _topology.node_client(self._client, keys[0]).connection_pool
+        """The pool of the server owning `keys`, looked up anew (after a MOVED or a lost node)."""
+        if self._stale:
+            _topology.refresh(self._client)
+            self._stale = False
+        self._route = _topology.node_client(self._client, keys[0]).connection_pool
         return self._route
 
     def _on_owner(self, keys: Sequence[str], commands: list[Command], mine: bool) -> list[Any]:
-        pool = self._pool(keys)
+        pool = self._route if self._route is not None and not self._stale else self._pool(keys)
         if not mine:
             connection = pool.get_connection()
             try:
@@ -192,6 +197,11 @@ class DirectScript:
 
     def _run(self, connection: ConnectionInterface, commands: list[Command]) -> list[Any]:
         replies = self._send(connection, commands)
+        for reply in replies:
+            if isinstance(reply, ResponseError):
+                break
+        else:
+            return replies
         if any(isinstance(reply, NoScriptError) for reply in replies):
             # The script did not run: load it on this very server, and run it again.
             self._send(connection, [("SCRIPT", "LOAD", self._source)])
@@ -203,7 +213,9 @@ class DirectScript:
 
     @staticmethod
     def _send(connection: ConnectionInterface, commands: list[Command]) -> list[Any]:
-        # A no-op when connected; else the pool's way of connecting (Sentinel asks for the master).
-        connection.connect()  # type: ignore[no-untyped-call]
+        if not connection.is_connected:
+            # The pool's way of connecting (a Sentinel-managed connection asks for the master), which
+            # send_packed_command's own reconnect skips.
+            connection.connect()  # type: ignore[no-untyped-call]
         connection.send_packed_command(_packed(connection, commands))  # type: ignore[no-untyped-call]
         return _replies(connection, len(commands))
