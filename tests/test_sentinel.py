@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import redis
 from redis.sentinel import Sentinel
-from topologies import ENTRY_POINT, PREFETCH, SentinelSet, check_every_operation, drain_through
+from topologies import ENTRY_POINT, PREFETCH, SentinelSet, check_every_operation, drain_through, free_ports
 
 from rediswq import NotReplicated, Queue
 
@@ -43,6 +43,13 @@ def test_every_operation_works_on_a_sentinel_url(sentinels: SentinelSet, name: s
 def test_a_queue_takes_a_sentinel_managed_client(sentinels: SentinelSet, name: str) -> None:
     sentinel = Sentinel([("127.0.0.1", port) for port in sentinels.sentinel_ports])
     check_every_operation(Queue(sentinel.master_for(sentinels.service), name))
+
+
+def test_a_dead_sentinel_among_the_seeds_does_not_block_start_up(sentinels: SentinelSet, name: str) -> None:
+    hosts = ",".join(f"127.0.0.1:{port}" for port in [free_ports(1)[0], *sentinels.sentinel_ports])
+    queue = Queue.from_url(f"redis+sentinel://{hosts}/{sentinels.service}/0", name)
+    assert queue.put(b"x") == "1"
+    assert redis.Redis(port=sentinels.master_port).llen(queue.keys.pending) == 1
 
 
 def test_with_min_replicas_a_put_returns_once_the_replica_has_the_write(
