@@ -135,7 +135,7 @@ def test_the_worker_job_as_shipped_has_no_command_and_exits_2_before_leasing_any
     argv = command_line(c, dockerfile_entrypoint(), {})
     assert argv == ["rediswq", "work", queue_name]
     queue_of(server, queue_name).put_many(["a", "b"])
-    [(rc, out, err)] = finish([start(argv, pod_env(c, server, "rediswq-worker-0"))])
+    [(rc, _out, err)] = finish([start(argv, pod_env(c, server, "rediswq-worker-0"))])
     assert rc == 2, err
     assert "COMMAND" in err and "Traceback" not in err
     stats = queue_of(server, queue_name).stats()

@@ -208,7 +208,7 @@ def test_handler_gets_each_lease_and_a_raising_handler_is_retried_then_dead_lett
     assert dead.id == bad and dead.attempts == 2
     assert dead.error.startswith("ValueError: cannot handle bad-1")
     assert "myhandlers.py" in dead.error  # the traceback's last frames are kept too
-    assert "3 done, 2 failed (1 dead-lettered)" in last_line(result.stderr)
+    assert "3 done, 2 failed, 1 dead-lettered" in last_line(result.stderr)
 
 
 @pytest.mark.parametrize(
