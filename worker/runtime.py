@@ -77,6 +77,8 @@ MAX_POLL_SECS = 0.5
 # Completions wait for the next lease call, but never longer than this (so `stats` stays current and
 # a crash repeats little work).
 FLUSH_SECS = 1.0
+# Retries of a call while Redis is unreachable back off to this, or to a sixth of the lease if less:
+# once Redis is back, the worker's next try (and so its next renewal) comes before its leases expire.
 _MAX_RETRY_PAUSE_SECS = 5.0
 # While items take from LOOKAHEAD_MIN_SECS to LOOKAHEAD_MAX_SECS (a child process, say), the next
 # batch is leased as the last item of the current one starts, so the round trip to Redis is off the
@@ -207,6 +209,7 @@ class Runtime:
         # Buffered leases: (monotonic time to start by, the lease's deadline_ms that time was set for).
         self._start_by: dict[Lease, tuple[float, int]] = {}
         self._margin_secs = min(START_MARGIN_SECS, options.lease_secs / 4)
+        self._max_pause_secs = min(_MAX_RETRY_PAUSE_SECS, max(0.1, options.lease_secs / 6))
         self._taken = 0  # leases taken, for --max-items
         self._leasing = False  # a lease call is under way
         self._starved = False  # the last lease call found nothing: the keeper polls
@@ -836,7 +839,7 @@ class Runtime:
                 self._pump(pause)
                 if len(self._signals) > signals:
                     raise _Interrupted() from e
-                pause = min(pause * 2, _MAX_RETRY_PAUSE_SECS)
+                pause = min(pause * 2, self._max_pause_secs)
             except rediswq.RedisWQError as e:
                 # Redis answered with an error (READONLY replica, OOM, a key of the wrong type):
                 # retrying will not help.

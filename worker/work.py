@@ -63,8 +63,9 @@ Redis outages:
   least 0.5 s, at most 30 s), so a stalled Redis is noticed before leases
   run out. A dropped connection that the next try opens again is logged only
   with -v; an outage (a call that timed out, or a second failure in a row)
-  is logged once when noticed and once when Redis answers again; calls are
-  retried for up to --reconnect-secs.
+  is logged once when noticed and once when Redis answers again. Calls are
+  retried for up to --reconnect-secs, backing off from 0.1 s to a sixth of
+  --lease-secs (at most 5 s), so renewals resume before leases run out.
 
 \b
 Summary:
