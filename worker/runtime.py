@@ -523,7 +523,7 @@ class Runtime:
                         self._lease_once(1)
                     self._outage.answered()
                 except Exception as e:
-                    if isinstance(e, rediswq.ConnectionFailed):
+                    if _unreachable(e):
                         self._outage.failed(e, began)
                     else:
                         self.log.debug("lease call failed: %s", e)
@@ -735,12 +735,12 @@ class Runtime:
             for lease in e.leases:
                 self._held.discard(lease)
                 self._on_lost(lease)
-        except rediswq.ConnectionFailed as e:
-            self._outage.failed(e, began)
-            return  # a lease survives two missed beats
         except rediswq.RedisWQError as e:
-            self.log.warning("could not renew leases: %s", e)
-            return
+            if _unreachable(e):
+                self._outage.failed(e, began)
+            else:
+                self.log.warning("could not renew leases: %s", e)
+            return  # the next beat retries: a lease survives two missed beats
         self._outage.answered()
         with self._cv:
             for lease in self._buffer:
@@ -986,6 +986,11 @@ def _signal_name(signum: int) -> str:
         return signal.Signals(signum).name
     except ValueError:
         return f"signal {signum}"
+
+
+def _unreachable(error: BaseException) -> bool:
+    """Redis could not be reached (worth retrying), as opposed to refusing the credentials."""
+    return isinstance(error, rediswq.ConnectionFailed) and not isinstance(error, rediswq.AuthenticationFailed)
 
 
 def _first_line(text: str) -> str:
