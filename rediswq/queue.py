@@ -226,16 +226,21 @@ class Queue:
         self._scripts = Scripts(client, self.keys)
 
     @classmethod
-    def from_url(cls, url: str, name: str, **options: Any) -> Queue:
+    def from_url(cls, url: str, name: str, *, socket_timeout: float | None = None, **options: Any) -> Queue:
         """A queue on the Redis at `url` (redis://, rediss:// or unix://; a password is never shown).
 
         rediswq retries idempotent calls itself, so the client it makes does not retry on its own: a
-        blind retry of `put` or `complete` after a lost reply could apply it twice.
+        blind retry of `put` or `complete` after a lost reply could apply it twice. `socket_timeout`
+        (seconds; None: no limit) bounds each call's wait for a reply, so a stalled Redis is noticed.
         """
         options_for_tcp = {} if url.startswith("unix:") else {"socket_keepalive": True}
         try:
             client = redis.Redis.from_url(
-                url, retry=Retry(NoBackoff(), 0), socket_connect_timeout=5, **options_for_tcp
+                url,
+                retry=Retry(NoBackoff(), 0),
+                socket_connect_timeout=5,
+                socket_timeout=socket_timeout,
+                **options_for_tcp,
             )
         except ValueError as e:
             # redis-py's message may quote the URL (password and all): say what is wrong in our words.

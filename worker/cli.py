@@ -24,7 +24,8 @@ def main(ctx: click.Context, url: str) -> None:
 
     Fill a queue with `rediswq enqueue`, drain it with `rediswq work` in every pod of a Job, and
     watch it with `rediswq stats`. Exit codes: 0 success (for `work`: the queue is drained), 1 runtime
-    error, 2 usage or configuration error, 3 `work` stopped before the queue drained.
+    error, 2 usage or configuration error, 3 `work` stopped before the queue drained, 4 `work
+    --fail-on-dead`: drained with dead letters.
     """
     ctx.obj = Settings(url)
 

@@ -6,6 +6,8 @@ Exit codes (the same for every subcommand, and what the Kubernetes manifests' po
   2  a usage or configuration error: bad option, bad URL, wrong password, handler not importable
   3  `work` stopped before the queue drained, on purpose: --max-items reached, or SIGTERM/SIGINT
      (its leases were given back)
+  4  `work --fail-on-dead`: the queue drained, but its dead letters are not empty (items that spent
+     their attempts), so the work is not all done; the manifests' podFailurePolicy fails the Job on it
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_STOPPED = 3
+EXIT_DEAD = 4
 
 DEFAULT_URL = "redis://localhost:6379/0"
 
