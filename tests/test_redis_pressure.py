@@ -100,9 +100,7 @@ def test_the_cli_exits_2_on_an_evicting_redis_unless_allowed(evicting: RedisServ
     assert refused.returncode == 2, refused.stderr
     assert "maxmemory-policy allkeys-lru" in refused.stderr
     assert "Traceback" not in refused.stderr
-    allowed = subprocess.run(
-        [RQ, "--allow-eviction", *run[1:]], capture_output=True, text=True, timeout=30
-    )
+    allowed = subprocess.run([RQ, "--allow-eviction", *run[1:]], capture_output=True, text=True, timeout=30)
     assert allowed.returncode == 0, allowed.stderr
     by_env = subprocess.run(
         run, capture_output=True, text=True, timeout=30, env={**os.environ, "REDISWQ_ALLOW_EVICTION": "1"}
