@@ -30,6 +30,7 @@ from rediswq.heartbeat import Heartbeat
 from rediswq.lease import Lease
 
 Until = Literal["drained", "closed"]
+Mark = tuple[str, str] | None  # a checkpoint (name, value) written with a batch
 T = TypeVar("T")
 
 _AUTO_ID = re.compile(r"[0-9]+")
@@ -147,17 +148,17 @@ class _BatchSender:
     sent after it.
     """
 
-    def __init__(self, put: Callable[[list[bytes], list[str] | None, int], tuple[int, int]]) -> None:
+    def __init__(self, put: Callable[[list[bytes], list[str] | None, Mark, int], tuple[int, int]]) -> None:
         self._put = put
         self._pool: ThreadPoolExecutor | None = None
         self._in_flight: Future[tuple[int, int]] | None = None
         self.added = self.skipped = 0
 
-    def send(self, batch: list[bytes], ids: list[str] | None) -> None:
+    def send(self, batch: list[bytes], ids: list[str] | None, mark: Mark) -> None:
         self._settle()
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rediswq-put")
-        self._in_flight = self._pool.submit(self._put, batch, ids, self.added)
+        self._in_flight = self._pool.submit(self._put, batch, ids, mark, self.added)
 
     def _settle(self) -> None:
         if self._in_flight is not None:
@@ -306,16 +307,23 @@ class Queue:
         ids: Iterable[str] | None = None,
         batch_size: int = 2000,
         batch_bytes: int = 4 * 1024 * 1024,
+        checkpoint: tuple[str, Callable[[int], str]] | None = None,
     ) -> Enqueued:
         """Add many items, one script call per batch; `ids` (aligned with `payloads`) makes it idempotent.
 
         Batches are atomic, the whole call is not: every error out of it (`QueueClosed`, a `ServerError`
         such as out of memory, `ConnectionFailed`, `InvalidArgument` for a bad payload) carries
-        `added`, how many items went in before it, and a re-run with ids adds only the rest.
+        `added`, how many items went in before it, and a re-run with ids adds only the rest. When
+        `payloads` itself raises, the items it gave before go in first.
+
+        `checkpoint` (name, value_of): with each batch, in the same script call, the queue's checkpoint
+        `name` is set to `value_of(n)`, n being the items this call has taken from `payloads` so far
+        (all of them are in that batch or before it). A producer killed at any point reads it back with
+        `checkpoint(name)` and resumes after those items: exactly-once across restarts.
         """
         sender = _BatchSender(self._put_batch)
         try:
-            self._put_stream(sender, payloads, ids, batch_size, batch_bytes)
+            self._put_stream(sender, payloads, ids, batch_size, batch_bytes, checkpoint)
         except RedisWQError as e:
             e.added = sender.added
             raise
@@ -328,35 +336,59 @@ class Queue:
         ids: Iterable[str] | None,
         batch_size: int,
         batch_bytes: int,
+        checkpoint: tuple[str, Callable[[int], str]] | None,
     ) -> None:
         id_iter = iter(ids) if ids is not None else None
         limit = self.max_payload_bytes
-        size = 0
+        size = taken = 0
         batch: list[bytes] = []
         batch_ids: list[str] | None = [] if id_iter is not None else None
-        with sender:
-            for payload in payloads:
-                # The hot path of a million-line enqueue: plain bytes skip the general checks.
-                if type(payload) is not bytes or len(payload) > limit:
-                    payload = self._checked_payload(payload)
-                batch.append(payload)
-                size += len(payload)
-                if batch_ids is not None and id_iter is not None:
-                    try:
-                        batch_ids.append(self._checked_id(next(id_iter)))
-                    except StopIteration:
-                        raise InvalidArgument("put_many was given fewer ids than payloads") from None
-                if len(batch) >= batch_size or size >= batch_bytes:
-                    sender.send(batch, batch_ids)
-                    size, batch = 0, []
-                    batch_ids = [] if batch_ids is not None else None
-            if batch:
-                sender.send(batch, batch_ids)
 
-    def _put_batch(self, batch: list[bytes], ids: list[str] | None, added_before: int) -> tuple[int, int]:
+        failed = False
+
+        def send() -> None:
+            nonlocal failed
+            mark = None if checkpoint is None else (checkpoint[0], checkpoint[1](taken))
+            try:
+                sender.send(batch, batch_ids, mark)
+            except BaseException:
+                failed = True  # nothing is sent after a batch's error
+                raise
+
+        with sender:
+            try:
+                for payload in payloads:
+                    # The hot path of a million-line enqueue: plain bytes skip the general checks.
+                    if type(payload) is not bytes or len(payload) > limit:
+                        payload = self._checked_payload(payload)
+                    if batch_ids is not None and id_iter is not None:
+                        try:
+                            batch_ids.append(self._checked_id(next(id_iter)))
+                        except StopIteration:
+                            raise InvalidArgument("put_many was given fewer ids than payloads") from None
+                    batch.append(payload)
+                    size += len(payload)
+                    taken += 1
+                    if len(batch) >= batch_size or size >= batch_bytes:
+                        send()
+                        size, batch = 0, []
+                        batch_ids = [] if batch_ids is not None else None
+            except RedisWQError:
+                raise  # a bad id or payload: this batch is refused whole
+            except BaseException:
+                # The caller's iterator raised: the items it gave before go in, and `added` says so.
+                if batch and not failed:
+                    send()
+                raise
+            if batch:
+                send()
+
+    def _put_batch(
+        self, batch: list[bytes], ids: list[str] | None, mark: Mark, added_before: int
+    ) -> tuple[int, int]:
         """Put one batch; returns (added, skipped)."""
         closed, _first, skipped = self._call(
-            partial(self._scripts.put, batch, ids), idempotent=ids is not None
+            partial(self._scripts.put, batch, ids, mark), idempotent=ids is not None
         )
         if closed:
             raise QueueClosed(
@@ -620,8 +652,18 @@ class Queue:
         self._call(lambda: self._client.hset(self.keys.meta, "closed", 1), idempotent=True)
 
     def reopen(self) -> None:
-        """Undo `close`, e.g. for a queue a CronJob fills again each run."""
-        self._call(lambda: self._client.hdel(self.keys.meta, "closed"), idempotent=True)
+        """Undo `close`, e.g. for a queue a CronJob fills again each run; forgets the checkpoints too."""
+
+        def reopen() -> None:
+            self._client.hdel(self.keys.meta, "closed")
+            self._client.delete(self.keys.checkpoints)
+
+        self._call(reopen, idempotent=True)
+
+    def checkpoint(self, name: str) -> str | None:
+        """The value `put_many(checkpoint=(name, ...))` last wrote with a batch, None if none."""
+        value = self._call(lambda: self._client.hget(self.keys.checkpoints, name), idempotent=True)
+        return None if value is None else _id_text(value)
 
     def is_drained(self) -> bool:
         """True when nothing is pending, delayed or leased by anyone."""

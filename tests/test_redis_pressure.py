@@ -191,7 +191,7 @@ def test_put_many_on_a_full_redis_says_how_many_went_in(small_noeviction: RedisS
 def test_put_many_bad_payload_and_closed_queue_carry_the_count(queue: Queue) -> None:
     with pytest.raises(rediswq.InvalidArgument) as bad:
         queue.put_many([b"a"] * 4500 + [123], batch_size=1000)  # type: ignore[list-item]
-    assert bad.value.added == 4000  # four whole batches; the fifth was never sent
+    assert bad.value.added == 4000  # whole batches: the one with the bad payload is refused whole
     assert queue.stats().pending == 4000
     queue.close()
     with pytest.raises(rediswq.QueueClosed) as closed:
@@ -203,13 +203,38 @@ def test_put_many_on_a_lost_connection_carries_the_count(queue: Queue, monkeypat
     real = queue._scripts.put
     sent: list[int] = []
 
-    def put(payloads: Any, ids: Any) -> Any:
+    def put(payloads: Any, ids: Any, mark: Any) -> Any:
         sent.append(len(payloads))
         if len(sent) == 3:
             raise redis.exceptions.ConnectionError("gone")
-        return real(payloads, ids)
+        return real(payloads, ids, mark)
 
     monkeypatch.setattr(queue._scripts, "put", put)
     with pytest.raises(rediswq.ConnectionFailed) as caught:
         queue.put_many([b"x"] * 5000, batch_size=1000)
     assert caught.value.added == 2000
+
+
+def test_a_checkpoint_goes_in_with_each_batch_and_not_after_a_refused_one(queue: Queue) -> None:
+    marks: list[int] = []
+
+    def value_of(n: int) -> str:
+        marks.append(n)
+        return f"{n}"
+
+    queue.put_many([b"x"] * 2500, batch_size=1000, checkpoint=("in", value_of))
+    assert marks == [1000, 2000, 2500]
+    assert queue.checkpoint("in") == "2500"
+    queue.close()
+    with pytest.raises(rediswq.QueueClosed):
+        queue.put_many([b"y"] * 10, checkpoint=("in", value_of))
+    assert queue.checkpoint("in") == "2500"
+    queue.reopen()
+    assert queue.checkpoint("in") is None
+
+
+def test_a_checkpoint_key_of_the_wrong_type_adds_nothing(queue: Queue, client: redis.Redis) -> None:
+    client.set(queue.keys.checkpoints, "garbage")
+    with pytest.raises(ServerError, match="WRONGTYPE"):
+        queue.put_many([b"x"] * 10, checkpoint=("in", str))
+    assert queue.stats().pending == 0
