@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
-from redis_server import RedisServer
+from redis_server import RedisServer, find_binary, free_port
 
 from rediswq import LeaseTimeout, Queue
 
@@ -163,3 +165,46 @@ def test_consume_until_closed_waits_for_the_close(queue: Queue) -> None:
     got = [lease.payload for lease in queue.consume(30, until="closed")]
     thread.join()
     assert got == [b"late"]
+
+
+def _redis_process(binary: str, port: int, directory: str) -> subprocess.Popen[bytes]:
+    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", directory, "--save", ""]
+    args += ["--appendonly", "yes", "--appendfsync", "always", "--loglevel", "warning"]
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    probe = redis.Redis(port=port)
+    for _ in range(200):
+        try:
+            if probe.ping():
+                return process
+        except redis.exceptions.ConnectionError:
+            time.sleep(0.025)
+    raise RuntimeError("redis-server did not start")
+
+
+def test_consume_survives_a_redis_restart(tmp_path: Path) -> None:
+    binary, port = find_binary(), free_port()
+    servers = [_redis_process(binary, port, str(tmp_path))]
+
+    def restart() -> None:  # Redis goes away for a second (connections refused), then comes back
+        servers[0].terminate()
+        servers[0].wait(10)
+        time.sleep(1.0)
+        servers.append(_redis_process(binary, port, str(tmp_path)))
+
+    restarter = threading.Thread(target=restart)
+    try:
+        q = Queue.from_url(f"redis://127.0.0.1:{port}/0", "restarted")
+        q.put_many(b"%d" % n for n in range(200))
+        with q.consume(30) as leases:
+            for n, _lease in enumerate(leases):
+                if n == 50:
+                    restarter.start()
+                time.sleep(0.005)
+        restarter.join()
+        stats = q.stats()
+        assert (stats.completed, stats.outstanding) == (200, 0)
+        assert leases.completed + len(leases.unconfirmed) == 200
+    finally:
+        for server in servers:
+            server.kill()
+            server.wait()
