@@ -139,6 +139,10 @@ def _ms(secs: float, what: str) -> int:
     return max(1, round(secs * 1000))
 
 
+def _mark(checkpoint: tuple[str, Callable[[int], str]] | None, taken: int) -> Mark:
+    return None if checkpoint is None else (checkpoint[0], checkpoint[1](taken))
+
+
 class _BatchSender:
     """Sends put batches from one background thread, at most one in flight, in order.
 
@@ -153,6 +157,7 @@ class _BatchSender:
         self._pool: ThreadPoolExecutor | None = None
         self._in_flight: Future[tuple[int, int]] | None = None
         self.added = self.skipped = 0
+        self.failed = False  # a batch raised: nothing more may be sent
 
     def send(self, batch: list[bytes], ids: list[str] | None, mark: Mark) -> None:
         self._settle()
@@ -163,7 +168,11 @@ class _BatchSender:
     def _settle(self) -> None:
         if self._in_flight is not None:
             future, self._in_flight = self._in_flight, None
-            added, skipped = future.result()
+            try:
+                added, skipped = future.result()
+            except BaseException:
+                self.failed = True
+                raise
             self.added += added
             self.skipped += skipped
 
@@ -340,21 +349,9 @@ class Queue:
     ) -> None:
         id_iter = iter(ids) if ids is not None else None
         limit = self.max_payload_bytes
-        size = taken = 0
+        size = sent = 0  # sent: items handed to the sender before this batch
         batch: list[bytes] = []
         batch_ids: list[str] | None = [] if id_iter is not None else None
-
-        failed = False
-
-        def send() -> None:
-            nonlocal failed
-            mark = None if checkpoint is None else (checkpoint[0], checkpoint[1](taken))
-            try:
-                sender.send(batch, batch_ids, mark)
-            except BaseException:
-                failed = True  # nothing is sent after a batch's error
-                raise
-
         with sender:
             try:
                 for payload in payloads:
@@ -368,20 +365,20 @@ class Queue:
                             raise InvalidArgument("put_many was given fewer ids than payloads") from None
                     batch.append(payload)
                     size += len(payload)
-                    taken += 1
                     if len(batch) >= batch_size or size >= batch_bytes:
-                        send()
+                        sent += len(batch)
+                        sender.send(batch, batch_ids, _mark(checkpoint, sent))
                         size, batch = 0, []
                         batch_ids = [] if batch_ids is not None else None
             except RedisWQError:
-                raise  # a bad id or payload: this batch is refused whole
+                raise  # a bad id or payload, or a batch's error: nothing more is sent
             except BaseException:
                 # The caller's iterator raised: the items it gave before go in, and `added` says so.
-                if batch and not failed:
-                    send()
+                if batch and not sender.failed:
+                    sender.send(batch, batch_ids, _mark(checkpoint, sent + len(batch)))
                 raise
             if batch:
-                send()
+                sender.send(batch, batch_ids, _mark(checkpoint, sent + len(batch)))
 
     def _put_batch(
         self, batch: list[bytes], ids: list[str] | None, mark: Mark, added_before: int

@@ -91,10 +91,17 @@ def test_a_rerun_after_a_finished_closing_run_succeeds_with_nothing_to_add(
     assert queue.stats().enqueued == 2 and queue.stats().closed
 
 
+def _wait_for_progress(queue: Queue, source: str, producer: subprocess.Popen[bytes]) -> None:
+    """Until the producer's checkpoint moves (it is streaming), or it ends."""
+    before = queue.checkpoint(source)
+    while producer.poll() is None and queue.checkpoint(source) == before:
+        time.sleep(0.002)
+
+
 def test_sigkilled_producer_reruns_process_every_line_exactly_once(
     redis_url: str, queue: Queue, tmp_path: Path
 ) -> None:
-    lines = 30_000
+    lines = 40_000
     path = tmp_path / "items.txt"
     path.write_bytes(b"".join(b"item-%06d\n" % n for n in range(lines)))
     out = tmp_path / "processed.txt"
@@ -111,9 +118,13 @@ def test_sigkilled_producer_reruns_process_every_line_exactly_once(
     rng = random.Random(int(os.environ.get("REDISWQ_TEST_SEED", "7")))
     mid_stream = 0
     try:
-        for _ in range(20):
+        for kill in range(20):
             producer = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            time.sleep(rng.uniform(0, whole_run))
+            if kill % 2:
+                _wait_for_progress(queue, f"file:{path}", producer)  # then kill it mid-stream
+                time.sleep(rng.uniform(0, 0.02))
+            else:
+                time.sleep(rng.uniform(0, whole_run))  # anywhere: starting, streaming, closing
             producer.send_signal(signal.SIGKILL)
             producer.wait()
             checkpoint = queue.checkpoint(f"file:{path}")
@@ -132,4 +143,4 @@ def test_sigkilled_producer_reruns_process_every_line_exactly_once(
     stats = queue.stats()
     assert (stats.enqueued, stats.completed) == (lines, lines)
     print(f"20 SIGKILLs, {mid_stream} of them with a partial checkpoint; {lines} lines, each once")
-    assert mid_stream >= 3, "too few kills landed while the producer was mid-stream to prove anything"
+    assert mid_stream >= 5, "too few kills landed while the producer was mid-stream to prove anything"
