@@ -116,9 +116,15 @@ class Consumer:
     def _refill(self) -> bool:
         """Complete the finished items and lease the next ones in one call; False once drained."""
         done, self._done = self._done, []
-        handoff, resent = self._retrying(
-            lambda: self._queue.complete_and_lease(done, self._prefetch, self._lease_secs, until=self._until)
-        )
+        try:
+            handoff, resent = self._retrying(
+                lambda: self._queue.complete_and_lease(
+                    done, self._prefetch, self._lease_secs, until=self._until
+                )
+            )
+        except BaseException:
+            self._done[:0] = done  # not known to be completed: the loop's end completes them
+            raise
         self._settled(done, handoff.lost, handoff.unconfirmed or resent)
         if not handoff.leases:
             self._finished = True
