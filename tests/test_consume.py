@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import threading
 import time
@@ -12,7 +13,7 @@ import pytest
 import redis
 from redis_server import RedisServer, find_binary, free_port
 
-from rediswq import LeaseTimeout, Queue
+from rediswq import Heartbeat, LeaseTimeout, Queue
 
 
 def _calls(queue: Queue, monkeypatch: Any) -> list[int]:
@@ -208,3 +209,19 @@ def test_consume_survives_a_redis_restart(tmp_path: Path) -> None:
         for server in servers:
             server.kill()
             server.wait()
+
+
+def test_a_heartbeat_says_once_per_outage_that_renewals_fail(
+    queue: Queue, caplog: pytest.LogCaptureFixture
+) -> None:
+    queue.put("a")
+    lease = queue.lease(30)
+    assert lease is not None
+    dead = Queue.from_url(f"redis://127.0.0.1:{free_port()}/0", queue.name, retries=0)
+    beat = Heartbeat(dead, [lease])
+    with caplog.at_level(logging.WARNING, logger="rediswq"):
+        for _ in range(3):
+            beat.beat()
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == [
+        "could not renew leases (retrying every beat)"
+    ]
