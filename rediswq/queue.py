@@ -223,6 +223,7 @@ class Queue:
         url: str | None = None,
         retries: int = 5,
         allow_eviction: bool = False,
+        retry_settles: bool = True,
     ) -> None:
         if max_attempts < 1:
             raise InvalidArgument(f"max_attempts must be at least 1, not {max_attempts}")
@@ -243,6 +244,7 @@ class Queue:
         self._conn = Connection(redact(url) if url else describe(client), retries=retries)
         self._scripts = Scripts(client, self.keys)
         self._policy_checked = allow_eviction
+        self._retry_settles = retry_settles
 
     def _call(self, fn: Callable[[], T], *, idempotent: bool) -> T:
         """Every Redis call of the queue: the first one checks the eviction policy (see `_policy`)."""
@@ -262,8 +264,11 @@ class Queue:
         The scripts name each lease by its handle, so a retry is safe: a completion that went through
         the first time finds its lease gone and changes nothing. Returns the result and whether the
         call was sent more than once; if so, a lease found gone may have been settled by the first
-        send (its reply lost) and is reported as unconfirmed.
+        send (its reply lost) and is reported as unconfirmed. A caller with a retry policy of its own
+        (the worker runtime) passes `retry_settles=False` and sees the connection errors instead.
         """
+        if not self._retry_settles:
+            return self._call(fn, idempotent=False), False
         tries = 0
 
         def once() -> T:

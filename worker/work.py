@@ -243,6 +243,7 @@ def work(
         retry_backoff_secs=retry_backoff_secs,
         retry_backoff_cap_secs=retry_backoff_cap_secs,
         worker=worker_name or None,
+        retry_settles=False,  # the runtime retries them itself, and tells unconfirmed ones apart
     )
     runner: Runner
     try:
