@@ -107,6 +107,13 @@ def test_the_cli_exits_2_on_an_evicting_redis_unless_allowed(evicting: RedisServ
     )
     assert by_env.returncode == 0, by_env.stderr
     assert Queue(evicting.client(), "cli-ev", allow_eviction=True).stats().enqueued == 4
+    work = subprocess.run(
+        [RQ, "--url", evicting.url, "work", "cli-ev", "--", "true"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert work.returncode == 2 and "maxmemory-policy allkeys-lru" in work.stderr, work.stderr
 
 
 # -- settles after a lost reply ---------------------------------------------------------------
