@@ -267,7 +267,7 @@ class Runtime:
         except Fatal as e:
             summary.outcome, summary.exit_code, summary.error = "stopped on an error", EXIT_ERROR, str(e)
             self._abandon()
-        except rediswq.AuthenticationFailed as e:
+        except (rediswq.AuthenticationFailed, rediswq.EvictingRedis) as e:  # configuration: exit 2
             summary.outcome, summary.exit_code, summary.error = "stopped", EXIT_USAGE, str(e)
             self._abandon()
         except BaseException as e:  # a bug: say so in one place, and still end the run
@@ -830,7 +830,7 @@ class Runtime:
                     result = op(attempt)
                 self._outage.answered()
                 return result
-            except rediswq.AuthenticationFailed:
+            except (rediswq.AuthenticationFailed, rediswq.EvictingRedis):
                 raise
             except rediswq.ConnectionFailed as e:
                 self._outage.failed(e, began)

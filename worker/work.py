@@ -286,6 +286,7 @@ def work(
         retry_backoff_cap_secs=retry_backoff_cap_secs,
         worker=worker_name or None,
         socket_timeout=socket_timeout_secs(lease_secs),
+        retry_settles=False,  # the runtime retries them itself, and tells unconfirmed ones apart
     )
     runner: Runner
     try:
