@@ -42,16 +42,26 @@ from worker.clikit import DEFAULT_URL, Settings
     metavar="SECS",
     help="How long a write waits for --min-replicas replicas.",
 )
+@click.option(
+    "--allow-eviction",
+    is_flag=True,
+    envvar="REDISWQ_ALLOW_EVICTION",
+    help="Use a Redis whose maxmemory-policy may evict keys (refused by default, exit 2: evicted "
+    "queue keys lose items silently); from $REDISWQ_ALLOW_EVICTION.",
+)
 @click.version_option(package_name="rediswq")
 @click.pass_context
-def main(ctx: click.Context, url: str, min_replicas: int, min_replicas_timeout: float) -> None:
+def main(
+    ctx: click.Context, url: str, min_replicas: int, min_replicas_timeout: float, allow_eviction: bool
+) -> None:
     """rediswq: a Redis work queue for Kubernetes batch Jobs.
 
     Fill a queue with `rediswq enqueue`, drain it with `rediswq work` in every pod of a Job, and
     watch it with `rediswq stats`. Exit codes: 0 success (for `work`: the queue is drained), 1 runtime
-    error, 2 usage or configuration error, 3 `work` stopped before the queue drained.
+    error, 2 usage or configuration error, 3 `work` stopped before the queue drained, 4 `work
+    --fail-on-dead`: drained with dead letters.
     """
-    ctx.obj = Settings(url, min_replicas, min_replicas_timeout)
+    ctx.obj = Settings(url, allow_eviction, min_replicas, min_replicas_timeout)
 
 
 # Subcommands are registered after `main` exists; each lives with the side it belongs to.
