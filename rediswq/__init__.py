@@ -10,6 +10,7 @@ from rediswq.errors import (
     LeaseLost,
     LeaseTimeout,
     QueueClosed,
+    QueueNotFound,
     RedisWQError,
     ServerError,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "LeaseTimeout",
     "Queue",
     "QueueClosed",
+    "QueueNotFound",
     "RedisWQ",
     "RedisWQError",
     "ServerError",

@@ -17,8 +17,8 @@ import redis
 from rediswq._direct import DirectScript
 from rediswq._keys import Keys
 
-# Status codes of lease.lua.
-LEASED, NOTHING_NOW, DRAINED = 0, 1, 2
+# Status codes of lease.lua (see its header).
+LEASED, NOTHING_NOW, DRAINED, MISSING, DAMAGED, OUT_OF_MEMORY = 0, 1, 2, 3, 4, 5
 
 
 @dataclass(frozen=True)
@@ -60,14 +60,29 @@ def envelope(item_id: int | str, payload: bytes) -> bytes:
 
 
 def read_handle(handle: bytes) -> tuple[list[Any], int, bytes, int]:
-    """(envelope, token, worker, leased_at_ms): a handle is the item's envelope and three values after it.
+    """(envelope, token, worker, leased_at_ms): a handle is the item's envelope and the values after it.
 
     The envelope is the one the item was leased from, [id, attempts before this lease, payload], or
-    [id, attempts] when the payload is kept in the payloads hash (see rediswq/_keys.py).
+    [id, attempts] when the payload is kept in the payloads hash (see rediswq/_keys.py). Then come
+    token, worker, leased_at_ms and lease_ms (handles made before lease_ms was added lack it).
+    Raises ValueError when `handle` is not one.
     """
-    unpacker = msgpack.Unpacker(raw=True)
+    unpacker = msgpack.Unpacker(raw=True, max_buffer_size=max(len(handle), 1024))
     unpacker.feed(handle)
-    envelope, token, worker, leased_at_ms = unpacker
+    try:
+        envelope, token, worker, leased_at_ms, *_ = unpacker
+    except (ValueError, msgpack.UnpackException) as e:
+        raise ValueError(f"not a lease handle: {e}") from e
+    if not (
+        isinstance(envelope, list)
+        and len(envelope) in (2, 3)
+        and isinstance(envelope[0], int | bytes)
+        and isinstance(envelope[1], int)
+        and isinstance(token, int)
+        and isinstance(worker, bytes)
+        and isinstance(leased_at_ms, int)
+    ):
+        raise ValueError("not a lease handle")
     return envelope, token, worker, leased_at_ms
 
 
@@ -183,8 +198,15 @@ class Scripts:
     def purge(self) -> int:
         return int(self._purge(keys=self._keys, args=[]))
 
-    def stats(self) -> tuple[int, int, int, int, dict[str, int]]:
-        """Returns (pending with the inbox, leased, delayed, dead, meta hash)."""
-        pending, leased, delayed, dead, flat = self._stats(keys=self._keys, args=[])
-        meta = {flat[i].decode(): int(flat[i + 1]) for i in range(0, len(flat), 2)}
-        return int(pending), int(leased), int(delayed), int(dead), meta
+    def stats(self) -> tuple[int, int, int, int, dict[str, int], int]:
+        """Returns (pending with the inbox, leased, delayed, dead, meta hash, inbox alone)."""
+        pending, leased, delayed, dead, flat, inbox = self._stats(keys=self._keys, args=[])
+        meta = {}
+        for name, value in zip(flat[::2], flat[1::2], strict=True):
+            try:
+                meta[name.decode(errors="replace")] = int(value)
+            except ValueError:
+                raise redis.exceptions.ResponseError(
+                    f"key {self._meta} field {name!r} holds {value[:40]!r}, not an integer"
+                ) from None
+        return int(pending), int(leased), int(delayed), int(dead), meta, int(inbox)

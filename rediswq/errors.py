@@ -2,9 +2,12 @@
 
 RedisWQError
 ├── ConnectionFailed   Redis cannot be reached, refused the password, or the URL is wrong
+│   └── AuthenticationFailed   Redis refused the credentials
 ├── LeaseLost          the lease expired and was reclaimed (or was never held): not yours to settle
 ├── QueueClosed        the queue was closed: no more items may be added
 ├── LeaseTimeout       a blocking lease waited its timeout and found nothing (the queue is not drained)
+├── QueueNotFound      the queue was never created, or its state vanished: never "drained"
+├── ServerError        Redis answered with an error (out of memory, read-only, a key of the wrong type)
 └── InvalidArgument    a bad queue name, item id or payload, caught before anything is written
 """
 
@@ -59,6 +62,20 @@ class LeaseTimeout(RedisWQError):
     def __init__(self, message: str, retry_after_secs: float | None = None) -> None:
         super().__init__(message)
         self.retry_after_secs = retry_after_secs
+
+
+class QueueNotFound(RedisWQError):
+    """No queue of this name exists (`vanished` False), or one seen before lost its state (True).
+
+    A queue nobody has added to is not drained: a typo in a queue name must not look like finished
+    work. With until="closed" a lease waits for a producer instead. A queue whose keys were deleted, or
+    whose counters are gone while items remain (an evicting Redis, a failover to an empty replica),
+    is reported as vanished, never as drained.
+    """
+
+    def __init__(self, message: str, vanished: bool) -> None:
+        super().__init__(message)
+        self.vanished = vanished
 
 
 class InvalidArgument(RedisWQError):
