@@ -6,7 +6,9 @@ script by itself after a Redis restart empties the script cache (NOSCRIPT).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -94,6 +96,23 @@ def _leased(handle: bytes, kept_apart: bytes | None) -> tuple[str, int, bytes, b
     return text_id, envelope[1] + 1, envelope[2] if kept_apart is None else kept_apart, handle
 
 
+# A script's own error (rediswq/lua/README.md), inside what Redis wraps it in: 6.2 says "Error running
+# script (call to f_...): @user_script:9: user_script:9: key ...", 7 "ERR user_script:9: key ... script: ...".
+_NAMED_KEY = re.compile(r"(key \S+ (?:holds|field) .*?)(?: script: [0-9a-f]+, on @\S+)?$", re.S)
+
+
+@contextmanager
+def _named_key_errors() -> Iterator[None]:
+    """A script's error about one of its keys, as one line without Redis's wrapping."""
+    try:
+        yield
+    except redis.exceptions.ResponseError as e:
+        found = _NAMED_KEY.search(str(e))
+        if found is None:
+            raise
+        raise redis.exceptions.ResponseError(found.group(1)) from e
+
+
 def _source(name: str) -> str:
     return resources.files("rediswq.lua").joinpath(f"{name}.lua").read_text(encoding="utf-8")
 
@@ -127,7 +146,7 @@ class Scripts:
         C costs a fraction of what building them in Lua does.
         """
         if ids is None:
-            first_id = int(self._client.hincrby(self._meta, "seq", len(payloads))) - len(payloads) + 1
+            first_id = self._reserve(len(payloads))
             envelopes = [
                 _pack((i, 0, p)) if _same_as_lua(len(p)) else envelope(i, p)
                 for i, p in zip(range(first_id, first_id + len(payloads)), payloads, strict=True)
@@ -138,8 +157,20 @@ class Scripts:
             first_id = 0
             envelopes = [envelope(i, p) for i, p in zip(ids, payloads, strict=True)]
             args = [msgpack.packb(envelopes, use_bin_type=False), msgpack.packb(ids, use_bin_type=False)]
-        status, skipped = self._put(keys=self._keys, args=args)
+        with _named_key_errors():
+            status, skipped = self._put(keys=self._keys, args=args)
         return int(status) == 1, first_id, int(skipped)
+
+    def _reserve(self, n: int) -> int:
+        """The first of `n` ids reserved for a put; Redis's error, if any, names the meta key."""
+        try:
+            return int(self._client.hincrby(self._meta, "seq", n)) - n + 1
+        except redis.exceptions.ResponseError as e:
+            held = self._client.type(self._meta)
+            kind = held.decode() if isinstance(held, bytes) else str(held)
+            if kind != "hash":
+                raise redis.exceptions.ResponseError(f"key {self._meta} holds a {kind}, not a hash") from e
+            raise redis.exceptions.ResponseError(f"key {self._meta} field seq: {e}") from e
 
     def lease(
         self,
@@ -153,10 +184,11 @@ class Scripts:
         complete: Sequence[bytes] = (),
     ) -> LeaseReply:
         """Complete the leases of the `complete` handles, then lease up to `count` items."""
-        reply = self._lease(
-            self._keys,
-            (count, lease_ms, max_attempts, reclaim_limit, worker, 1 if until_closed else 0, *complete),
-        )
+        with _named_key_errors():
+            reply = self._lease(
+                self._keys,
+                (count, lease_ms, max_attempts, reclaim_limit, worker, 1 if until_closed else 0, *complete),
+            )
         n_lost = reply[3]
         lost = _positions(reply[4 : 4 + n_lost])
         pairs = reply[4 + n_lost :]
@@ -174,33 +206,39 @@ class Scripts:
         backoff_cap_ms: int,
     ) -> tuple[bool, bool, int]:
         """Returns (held, dead_lettered, due_ms)."""
-        status, outcome, due_ms = self._fail(
-            keys=self._keys,
-            args=[handle, error, 1 if retry else 0, max_attempts, backoff_ms, backoff_cap_ms],
-        )
+        with _named_key_errors():
+            status, outcome, due_ms = self._fail(
+                keys=self._keys,
+                args=[handle, error, 1 if retry else 0, max_attempts, backoff_ms, backoff_cap_ms],
+            )
         return int(status) == 0, int(outcome) == 1, int(due_ms)
 
     def extend(self, *, handles: Sequence[bytes], lease_ms: int) -> tuple[int, list[int]]:
         """Returns (new deadline_ms, 0-based positions of the handles that no longer held)."""
-        deadline_ms, lost = self._extend(keys=self._keys, args=[lease_ms, *handles])
+        with _named_key_errors():
+            deadline_ms, lost = self._extend(keys=self._keys, args=[lease_ms, *handles])
         return int(deadline_ms), _positions(lost)
 
     def release(self, *, handles: Sequence[bytes]) -> list[int]:
         """Returns the 0-based positions of the handles that no longer held."""
-        return _positions(self._release(keys=self._keys, args=list(handles)))
+        with _named_key_errors():
+            return _positions(self._release(keys=self._keys, args=list(handles)))
 
     def requeue_dead(self, *, ids: Sequence[str]) -> int:
-        return int(self._requeue_dead(keys=self._keys, args=list(ids)))
+        with _named_key_errors():
+            return int(self._requeue_dead(keys=self._keys, args=list(ids)))
 
     def purge_dead(self, *, ids: Sequence[str]) -> int:
-        return int(self._purge_dead(keys=self._keys, args=list(ids)))
+        with _named_key_errors():
+            return int(self._purge_dead(keys=self._keys, args=list(ids)))
 
     def purge(self) -> int:
         return int(self._purge(keys=self._keys, args=[]))
 
     def stats(self) -> tuple[int, int, int, int, dict[str, int], int]:
         """Returns (pending with the inbox, leased, delayed, dead, meta hash, inbox alone)."""
-        pending, leased, delayed, dead, flat, inbox = self._stats(keys=self._keys, args=[])
+        with _named_key_errors():
+            pending, leased, delayed, dead, flat, inbox = self._stats(keys=self._keys, args=[])
         meta = {}
         for name, value in zip(flat[::2], flat[1::2], strict=True):
             try:

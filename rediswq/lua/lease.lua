@@ -66,19 +66,18 @@ local function checked(kind, command, key, ...)
   local r = redis.pcall(command, key, ...)
   if type(r) == 'table' and r.err then
     local held = redis.call('TYPE', key).ok
-    if held ~= kind then error({err = 'WRONGTYPE key ' .. key .. ' holds a ' .. held .. ', not a ' .. kind}) end
-    error(r)
+    if held ~= kind then error('key ' .. key .. ' holds a ' .. held .. ', not a ' .. kind) end
+    error(r.err)
   end
   return r
 end
 
--- A meta counter's value as a number; anything but an integer is an error naming the key.
+-- A meta counter this call increments must hold an integer (HINCRBY fails on anything else).
 local function counter(value, field)
-  if value and not string.find(value, '^%-?%d+$') then
-    error({err = 'ERR key ' .. meta .. ' field ' .. field .. ' holds ' .. string.format('%q', string.sub(value, 1, 40))
-      .. ', not an integer'})
+  if value and (#value > 18 or not string.find(value, '^%-?%d+$')) then
+    error('key ' .. meta .. ' field ' .. field .. ' holds '
+      .. string.format('%q', string.sub(value, 1, 40)) .. ', not an integer')
   end
-  return value
 end
 
 -- Lua's unpack() stops at about 8000 values, so variadic commands go in slices (`step` even for pairs).
@@ -114,10 +113,12 @@ end
 
 -- Why `s` is not a pending envelope [id, attempts, payload], or nil when it is one.
 local function bad_envelope(s)
-  if string.byte(s, 1) ~= 0x93 then return 'not a msgpack array of 3' end
-  local kind, at = field(s, 2)
+  local b1, b2 = string.byte(s, 1, 2)
+  if b1 ~= 0x93 or not b2 then return 'not a msgpack array of 3' end
+  local kind, at = 'i', 3
+  if b2 >= 0x80 then kind, at = field(s, 2) end
   if not kind then return 'bad id' end
-  kind, at = field(s, at)
+  if (string.byte(s, at) or 0x80) < 0x80 then kind, at = 'i', at + 1 else kind, at = field(s, at) end
   if kind ~= 'i' then return 'bad attempts' end
   kind, at = field(s, at)
   if kind ~= 's' or at ~= #s + 1 then return 'bad or truncated payload' end
@@ -148,11 +149,10 @@ local now_text = int(now_ms)
 local reply = {0, -1, 0, 0}
 
 -- Check. --------------------------------------------------------------------------------------------
-local m = checked('hash', 'HMGET', meta, 'closed', 'token', 'completed', 'expired', 'dead_lettered',
-  'quarantined', 'seq', 'enqueued')
-local fields = {'closed', 'token', 'completed', 'expired', 'dead_lettered', 'quarantined', 'seq', 'enqueued'}
-for i = 2, 8 do counter(m[i], fields[i]) end
-if not (m[1] or m[2] or m[3] or m[4] or m[5] or m[6] or m[7] or m[8]) and redis.call('EXISTS', meta) == 0 then
+local m = checked('hash', 'HMGET', meta, 'closed', 'token', 'completed')
+if #ARGV > 6 then counter(m[3], 'completed') end
+if count > 0 then counter(m[2], 'token') end
+if not (m[1] or m[2] or m[3]) and redis.call('EXISTS', meta) == 0 then
   -- No counters: a queue never made, one whose state vanished, or one filled by hand (inbox only).
   if redis.call('EXISTS', pending, leased, payloads, delayed, dead, ids) > 0 then
     reply[1] = DAMAGED
@@ -258,6 +258,11 @@ if count > 0 then
     checked('list', 'LLEN', pending)
   end
 end
+if #expired > 0 or #quarantine > 0 or #raw > 0 then
+  -- The counters the rarer paths increment.
+  local more = redis.call('HMGET', meta, 'expired', 'dead_lettered', 'quarantined', 'seq', 'enqueued')
+  for i, name in ipairs({'expired', 'dead_lettered', 'quarantined', 'seq', 'enqueued'}) do counter(more[i], name) end
+end
 if #dead_letters > 0 or #quarantine > 0 then checked('hash', 'HLEN', dead) end
 for _, d in ipairs(dead_letters) do if type(d[1]) == 'string' then need_ids = true end end
 if need_ids then checked('set', 'SCARD', ids) end
@@ -271,7 +276,7 @@ local token
 if n_taken > 0 then
   token = redis.pcall('HINCRBY', meta, 'token', int(n_taken))
   if type(token) == 'table' then
-    if not string.find(token.err, 'OOM', 1, true) then error(token) end
+    if not string.find(token.err, 'OOM', 1, true) then error(token.err) end
     token, n_taken, taken, raw = nil, 0, {}, {}
     expired, dead_letters, quarantine, due, front, prefix, fetched, back = {}, {}, {}, {}, {}, {}, {}, {}
     reply[1] = OUT_OF_MEMORY

@@ -23,8 +23,8 @@ local function checked(kind, command, key, ...)
   local r = redis.pcall(command, key, ...)
   if type(r) == 'table' and r.err then
     local held = redis.call('TYPE', key).ok
-    if held ~= kind then error({err = 'WRONGTYPE key ' .. key .. ' holds a ' .. held .. ', not a ' .. kind}) end
-    error(r)
+    if held ~= kind then error('key ' .. key .. ' holds a ' .. held .. ', not a ' .. kind) end
+    error(r.err)
   end
   return r
 end
@@ -33,9 +33,9 @@ end
 local function counters(...)
   local values = checked('hash', 'HMGET', meta, ...)
   for i, name in ipairs({...}) do
-    if values[i] and not string.find(values[i], '^%-?%d+$') then
-      error({err = 'ERR key ' .. meta .. ' field ' .. name .. ' holds '
-        .. string.format('%q', string.sub(values[i], 1, 40)) .. ', not an integer'})
+    if values[i] and (#values[i] > 18 or not string.find(values[i], '^%-?%d+$')) then
+      error('key ' .. meta .. ' field ' .. name .. ' holds '
+        .. string.format('%q', string.sub(values[i], 1, 40)) .. ', not an integer')
     end
   end
 end

@@ -19,8 +19,8 @@ local function checked(kind, command, key, ...)
   local r = redis.pcall(command, key, ...)
   if type(r) == 'table' and r.err then
     local held = redis.call('TYPE', key).ok
-    if held ~= kind then error({err = 'WRONGTYPE key ' .. key .. ' holds a ' .. held .. ', not a ' .. kind}) end
-    error(r)
+    if held ~= kind then error('key ' .. key .. ' holds a ' .. held .. ', not a ' .. kind) end
+    error(r.err)
   end
   return r
 end
