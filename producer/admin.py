@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from producer.show import echo_json, payload_json, payload_text, table, utc
+from producer.show import echo_json, payload_json, payload_text, require_queue, table, utc
 from worker.clikit import ConfigError, open_queue, queue_errors
 
 _full = click.option("--full", is_flag=True, help="Show whole payloads (cut at 100 characters otherwise).")
@@ -50,8 +50,10 @@ def dead_list(queue: str, limit: int, as_json: bool, full: bool) -> None:
     """
     q = open_queue(queue)
     with queue_errors():
+        stats = q.stats()
+        require_queue(queue, stats)
         letters = q.dead_letters(limit or None)
-        total = q.stats().dead if limit and len(letters) >= limit else len(letters)
+        total = stats.dead if limit and len(letters) >= limit else len(letters)
     if as_json:
         echo_json(
             [
@@ -150,9 +152,20 @@ def peek(queue: str, count: int, as_json: bool, full: bool) -> None:
     """
     q = open_queue(queue)
     with queue_errors():
+        require_queue(queue, q.stats())
         items = q.peek(count)
     if as_json:
-        echo_json([{"id": i.id or None, "attempts": i.attempts, **payload_json(i.payload)} for i in items])
+        echo_json(
+            [
+                {
+                    "id": i.id or None,
+                    "attempts": i.attempts,
+                    **payload_json(i.payload),
+                    **({"error": i.error} if i.error else {}),
+                }
+                for i in items
+            ]
+        )
         return
     if not items:
         click.echo(f"queue {queue}: nothing pending")

@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 import rediswq
-from producer.show import duration, echo_json, table
+from producer.show import duration, echo_json, require_queue, table
 from worker.clikit import open_queue, queue_errors
 
 # Below this many leases the text view lists who holds them; --holders lists them anyway.
@@ -102,7 +102,17 @@ def text_view(
     return lines
 
 
-_COUNTERS = ("enqueued", "completed", "failed", "retried", "expired", "dead_lettered", "released", "dropped")
+_COUNTERS = (
+    "enqueued",
+    "completed",
+    "failed",
+    "retried",
+    "expired",
+    "dead_lettered",
+    "released",
+    "dropped",
+    "quarantined",
+)
 
 
 def log_line(name: str, s: rediswq.Stats, rate: float | None) -> str:
@@ -173,6 +183,8 @@ def stats(
         while True:
             with queue_errors():
                 s = q.stats()
+            if not watch:
+                require_queue(queue, s)
             now = time.monotonic()
             current = rate.add(now, s) if watch else None
             listed = None
