@@ -164,15 +164,18 @@ if not (m[1] or m[2] or m[3]) and redis.call('EXISTS', meta) == 0 then
   end
 end
 
-local quarantine = {}  -- id, record pairs for HSET dead
+-- Tables are made only when a call needs them (this runs once per item): EMPTY stands in until then.
+local EMPTY = {}
+local quarantine = EMPTY  -- id, record pairs for HSET dead
 local function malformed(key, entry, why)
+  if quarantine == EMPTY then quarantine = {} end
   local id = 'malformed:' .. redis.sha1hex(entry)
   quarantine[#quarantine + 1] = id
   quarantine[#quarantine + 1] = cmsgpack.pack({id, 0, entry, 'malformed entry in ' .. key .. ': ' .. why, now_ms})
 end
 
 -- Completions: decode the handles that need cleaning up (a handle that does not decode is not a lease).
-local completing, kept, forget, need_ids, need_payloads = {}, {}, {}, false, false
+local completing, kept, forget, need_ids, need_payloads = {}, EMPTY, EMPTY, false, false
 for i = 7, #ARGV do
   local handle = ARGV[i]
   if plain(handle) then
@@ -185,15 +188,21 @@ for i = 7, #ARGV do
     else
       completing[#completing + 1] = i
       local key = id_key(e[1])
-      if e[3] == nil then kept[i] = key; need_payloads = true end
-      if type(e[1]) == 'string' then forget[i] = key; need_ids = true end
+      if e[3] == nil then
+        if kept == EMPTY then kept = {} end
+        kept[i], need_payloads = key, true
+      end
+      if type(e[1]) == 'string' then
+        if forget == EMPTY then forget = {} end
+        forget[i], need_ids = key, true
+      end
     end
   end
 end
 if count == 0 and #completing > 0 then checked('zset', 'ZCARD', leased) end
 
-local expired, back, dead_letters, fetched, due, front, prefix, raw = {}, {}, {}, {}, {}, {}, {}, {}
-local taken = {}
+local expired, back, dead_letters, fetched = EMPTY, EMPTY, EMPTY, EMPTY
+local due, front, prefix, raw, taken = EMPTY, EMPTY, EMPTY, EMPTY, {}
 if count > 0 then
   -- Expired leases, oldest deadline first; a handle being completed now is not reclaimed.
   local found = checked('zset', 'ZRANGEBYSCORE', leased, '-inf', now_text, 'WITHSCORES', 'LIMIT', '0', ARGV[4])
@@ -201,6 +210,7 @@ if count > 0 then
     local skip = {}
     for i = 7, #ARGV do skip[ARGV[i]] = true end
     local decoded, fetch = {}, {}
+    expired, back, dead_letters, fetched = {}, {}, {}, {}
     for i = 1, #found, 2 do
       local handle = found[i]
       if not skip[handle] and handle ~= SENTINEL then
@@ -238,12 +248,15 @@ if count > 0 then
   -- Due retries go to the head of the queue: they have waited their backoff already.
   due = checked('zset', 'ZRANGEBYSCORE', delayed, '-inf', now_text, 'LIMIT', '0', ARGV[4])
   -- The head of pending as it will be: due retries, then reclaimed leases (as LPUSH would leave them).
-  for i = #due, 1, -1 do
-    local why = bad_envelope(due[i])
-    if why then malformed(delayed, due[i], why) else front[#front + 1] = due[i] end
+  if #due > 0 or #back > 0 then
+    front = {}
+    for i = #due, 1, -1 do
+      local why = bad_envelope(due[i])
+      if why then malformed(delayed, due[i], why) else front[#front + 1] = due[i] end
+    end
+    for i = #back, 1, -1 do front[#front + 1] = back[i] end
+    for i = 1, math.min(count, #front) do taken[#taken + 1] = front[i] end
   end
-  for i = #back, 1, -1 do front[#front + 1] = back[i] end
-  for i = 1, math.min(count, #front) do taken[#taken + 1] = front[i] end
   local need = count - #taken
   if need > 0 then
     prefix = checked('list', 'LRANGE', pending, '0', int(need - 1))
@@ -286,11 +299,14 @@ if n_taken > 0 then
 end
 
 -- Complete. ZREM is the ownership check: the handle names this lease and no later one.
-local done, kept_keys = 0, {}
+local done, kept_keys = 0, EMPTY
 for _, i in ipairs(completing) do
   if redis.call('ZREM', leased, ARGV[i]) == 1 then
     done = done + 1
-    if kept[i] then kept_keys[#kept_keys + 1] = kept[i] end
+    if kept[i] then
+      if kept_keys == EMPTY then kept_keys = {} end
+      kept_keys[#kept_keys + 1] = kept[i]
+    end
     if forget[i] then redis.call('SREM', ids, forget[i]) end
   else
     reply[4] = reply[4] + 1
@@ -359,13 +375,14 @@ end
 
 local deadline_text = int(now_ms + tonumber(ARGV[2]))
 reply[3] = deadline_text
-local scored, kept_apart = {}, {}
+local scored, kept_apart = {}, EMPTY
 for i, envelope in ipairs(taken) do
   local payload = false
   if #envelope > EMBED_LIMIT then
     -- A large payload waits in `payloads`, so a handle stays small enough to send back.
     local e = cmsgpack.unpack(envelope)
     payload = e[3]
+    if kept_apart == EMPTY then kept_apart = {} end
     kept_apart[#kept_apart + 1] = id_key(e[1])
     kept_apart[#kept_apart + 1] = payload
     envelope = cmsgpack.pack({e[1], e[2]})
@@ -377,6 +394,6 @@ for i, envelope in ipairs(taken) do
   reply[#reply + 1] = payload
 end
 if #taken > 1 then redis.call('ZADD', leased, 'NX', 'inf', SENTINEL) end
-call_sliced('ZADD', leased, scored, 2000)
+if #taken == 1 then redis.call('ZADD', leased, scored[1], scored[2]) else call_sliced('ZADD', leased, scored, 2000) end
 if #kept_apart > 0 then call_sliced('HSET', payloads, kept_apart, 2000) end
 return reply
