@@ -28,10 +28,11 @@ key                       type    meaning
 A *handle* names one lease and nothing else: the pending envelope the item was leased from, as it
 was (``[id, attempts before this lease, payload]``), followed by four more msgpack values: the lease
 ``token`` (unique per queue), the ``worker``, ``leased_at_ms`` and ``lease_ms`` (a lease whose score is
-still ``leased_at_ms + lease_ms`` was never renewed: see lease.lua on unseen expiries). So a lease copies the envelope's
-bytes instead of decoding it, and completing a lease is one ZREM. An envelope over ``EMBED_LIMIT``
-bytes leaves its payload in ``payloads`` and goes into the handle as ``[id, attempts]``: a worker sends
-its handles back to complete or extend them, so a large payload must not ride along.
+still ``leased_at_ms + lease_ms`` was never renewed: see lease.lua on unseen expiries). So a lease
+copies the envelope's bytes instead of decoding it, and completing a lease is one ZREM. An envelope
+over ``EMBED_LIMIT`` bytes leaves its payload in ``payloads`` and goes into the handle as ``[id,
+attempts]``: a worker sends its handles back to complete or extend them, so a large payload must not
+ride along.
 
 The sentinel is written by the first lease of several items at once and stays until `Queue.purge`.
 Being longer than 64 bytes, it makes Redis store ``leased`` as a skiplist (and keep it so: the key

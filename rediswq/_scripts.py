@@ -89,8 +89,10 @@ def read_handle(handle: bytes) -> tuple[list[Any], int, bytes, int]:
 
 
 def _leased(handle: bytes, kept_apart: bytes | None) -> tuple[str, int, bytes, bytes]:
-    """(id, attempt, payload, handle) of a new lease."""
-    envelope = read_handle(handle)[0]
+    """(id, attempt, payload, handle) of a new lease (lease.lua built the handle: no checks here)."""
+    unpacker = msgpack.Unpacker(raw=True)
+    unpacker.feed(handle)
+    envelope = unpacker.unpack()
     item_id = envelope[0]
     text_id = item_id.decode() if isinstance(item_id, bytes) else str(item_id)
     return text_id, envelope[1] + 1, envelope[2] if kept_apart is None else kept_apart, handle

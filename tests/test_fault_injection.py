@@ -311,3 +311,18 @@ def test_every_script_carries_the_same_checked_helper() -> None:
     found = {name: m.group(0) for name, m in copies.items() if m}
     assert set(found) >= {"lease.lua", "fail.lua", "extend.lua", "release.lua", "put.lua", "stats.lua"}
     assert len(set(found.values())) == 1
+
+
+@pytest.mark.parametrize("size", [0, 1, 31, 32, 255, 256, 65535, 65536])
+def test_every_well_formed_envelope_shape_passes_the_lease_scripts_header_check(
+    client: redis.Redis, queue: Queue, size: int
+) -> None:
+    payload = bytes(range(256)) * (size // 256) + bytes(range(size % 256))
+    client.hset(queue.keys.meta, "seq", 2**32 - 3)  # ids of every msgpack width: uint32, then uint64
+    queue.put_many([payload] * 6)
+    queue.put(payload, id="s" * 40)  # a str8 id
+    queue.put(payload, id="i")
+    leases = queue.lease_many(10, 30)
+    assert [lease.payload for lease in leases] == [payload] * 8
+    assert queue.stats().quarantined == 0
+    queue.complete_many(leases)

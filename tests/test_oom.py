@@ -7,8 +7,12 @@ it does when a queue has grown to its limit.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
@@ -82,3 +86,47 @@ def test_a_lease_call_on_a_full_redis_still_completes_what_it_was_sent(full_redi
     full_redis.config_set("maxmemory", 0)
     stats = q.stats()
     assert (stats.completed, stats.pending, stats.leased) == (1, 1, 0)
+
+
+SLOW_HANDLER = """
+import os, time
+
+def handle(lease):
+    time.sleep(0.9)  # three times the lease: only renewals keep it
+    with open(os.environ["OUT"], "a") as f:
+        f.write(lease.payload.decode() + "\\n")
+"""
+
+
+def test_rediswq_work_on_a_full_redis_renews_its_items_and_redoes_none(
+    full_redis: redis.Redis, tmp_path: Path
+) -> None:
+    (tmp_path / "slowhandler.py").write_text(SLOW_HANDLER)
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REDISWQ_", "REDIS_URL", "POD_NAME"))}
+    env.update(PYTHONPATH=str(tmp_path), OUT=str(out))
+    q = Queue(full_redis, "oom-work")
+    q.put_many([b"item-1", b"item-2", b"item-3", b"item-4"])
+    port = full_redis.connection_pool.connection_kwargs["port"]
+    argv = [str(Path(sys.executable).with_name("rediswq")), "--url", f"redis://127.0.0.1:{port}/0", "work"]
+    argv += ["oom-work", "--handler", "slowhandler:handle", "--lease-secs", "0.3", "--concurrency", "2"]
+    argv += ["--prefetch", "1"]
+    worker = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        give_up = time.monotonic() + 10
+        while q.stats().leased < 2:
+            assert time.monotonic() < give_up, "the worker leased nothing"
+            time.sleep(0.02)
+        fill_up(full_redis)
+        time.sleep(1.5)  # the two items held finish; nothing new is leased meanwhile
+        assert sorted(out.read_text().split()) == ["item-1", "item-2"]
+        full_redis.config_set("maxmemory", 0)
+        _, stderr = worker.communicate(timeout=20)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+    assert worker.returncode == 0, stderr
+    assert sorted(out.read_text().split()) == ["item-1", "item-2", "item-3", "item-4"]  # none redone
+    stats = q.stats()
+    assert (stats.completed, stats.expired, stats.dead) == (4, 0, 0)

@@ -111,16 +111,28 @@ local function field(s, at)
   return 's', at + 1 + n + len
 end
 
--- Why `s` is not a pending envelope [id, attempts, payload], or nil when it is one.
+-- Why `s` is not a pending envelope [id, attempts, payload], or nil when it is one. Read from its
+-- msgpack headers; the common ids, attempts and short payloads without a call to `field`.
 local function bad_envelope(s)
   local b1, b2 = string.byte(s, 1, 2)
   if b1 ~= 0x93 or not b2 then return 'not a msgpack array of 3' end
   local kind, at = 'i', 3
-  if b2 >= 0x80 then kind, at = field(s, 2) end
+  if b2 == 0xcd then at = 5 elseif b2 == 0xce then at = 7 elseif b2 >= 0x80 then kind, at = field(s, 2) end
   if not kind then return 'bad id' end
-  if (string.byte(s, at) or 0x80) < 0x80 then kind, at = 'i', at + 1 else kind, at = field(s, at) end
-  if kind ~= 'i' then return 'bad attempts' end
-  kind, at = field(s, at)
+  local b = string.byte(s, at)
+  if not b then return 'bad attempts' end
+  if b < 0x80 then
+    at = at + 1
+  else
+    kind, at = field(s, at)
+    if kind ~= 'i' then return 'bad attempts' end
+  end
+  b = string.byte(s, at)
+  if b and b >= 0xa0 and b <= 0xbf then
+    kind, at = 's', at + 1 + b - 0xa0
+  else
+    kind, at = field(s, at)
+  end
   if kind ~= 's' or at ~= #s + 1 then return 'bad or truncated payload' end
   return nil
 end
@@ -203,6 +215,7 @@ if count == 0 and #completing > 0 then checked('zset', 'ZCARD', leased) end
 
 local expired, back, dead_letters, fetched = EMPTY, EMPTY, EMPTY, EMPTY
 local due, front, prefix, raw, taken = EMPTY, EMPTY, EMPTY, EMPTY, {}
+local large = false  -- an envelope taken is over EMBED_LIMIT: its payload goes to `payloads`
 if count > 0 then
   -- Expired leases, oldest deadline first; a handle being completed now is not reclaimed.
   local found = checked('zset', 'ZRANGEBYSCORE', leased, '-inf', now_text, 'WITHSCORES', 'LIMIT', '0', ARGV[4])
@@ -255,14 +268,22 @@ if count > 0 then
       if why then malformed(delayed, due[i], why) else front[#front + 1] = due[i] end
     end
     for i = #back, 1, -1 do front[#front + 1] = back[i] end
-    for i = 1, math.min(count, #front) do taken[#taken + 1] = front[i] end
+    for i = 1, math.min(count, #front) do
+      taken[#taken + 1] = front[i]
+      if #front[i] > EMBED_LIMIT then large = true end
+    end
   end
   local need = count - #taken
   if need > 0 then
     prefix = checked('list', 'LRANGE', pending, '0', int(need - 1))
     for _, envelope in ipairs(prefix) do
       local why = bad_envelope(envelope)
-      if why then malformed(pending, envelope, why) else taken[#taken + 1] = envelope end
+      if why then
+        malformed(pending, envelope, why)
+      else
+        taken[#taken + 1] = envelope
+        if #envelope > EMBED_LIMIT then large = true end
+      end
     end
     if #prefix < need and redis.call('TYPE', inbox).ok == 'list' then
       raw = redis.call('LRANGE', inbox, '0', int(count - #taken - 1))
@@ -280,8 +301,6 @@ if #dead_letters > 0 or #quarantine > 0 then checked('hash', 'HLEN', dead) end
 for _, d in ipairs(dead_letters) do if type(d[1]) == 'string' then need_ids = true end end
 if need_ids then checked('set', 'SCARD', ids) end
 local n_taken = #taken + #raw
-local large = false
-for _, envelope in ipairs(taken) do if #envelope > EMBED_LIMIT then large = true end end
 if need_payloads or large or #raw > 0 then checked('hash', 'HLEN', payloads) end
 
 -- Write. --------------------------------------------------------------------------------------------
