@@ -160,7 +160,9 @@ def stats(
     backoff), dead (dead letters). Counters, since the queue was made: enqueued, completed, failed
     (attempts that failed), retried, expired (leases that ran out and were taken back),
     dead_lettered, released (given back without charging an attempt), dropped (dead letters purged
-    or replaced). The queue is drained when nothing is pending, delayed or leased.
+    or replaced), quarantined (entries that did not decode, moved to the dead letters). The queue is
+    drained when it exists and nothing is pending, delayed or leased. Without --watch, exit 1 if no
+    such queue exists (nothing was ever added to it).
 
     The text view lists the live leases and their workers when there are at most 10 (--holders: up
     to 1000). --json prints one object with every count and counter, `drained` and `outstanding`

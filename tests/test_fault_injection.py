@@ -326,3 +326,36 @@ def test_every_well_formed_envelope_shape_passes_the_lease_scripts_header_check(
     assert [lease.payload for lease in leases] == [payload] * 8
     assert queue.stats().quarantined == 0
     queue.complete_many(leases)
+
+
+def test_readers_show_malformed_entries_and_the_cli_prints_them_without_a_traceback(
+    client: redis.Redis, redis_url: str, queue: Queue
+) -> None:
+    queue.put(b"good")
+    client.lpush(queue.keys.pending, b"\x93\x01")  # truncated
+    client.zadd(queue.keys.leased, {b"not a handle": 2**40})
+    client.hset(queue.keys.dead, "broken", b"\xc1garbage")
+    quarantine_id = "malformed:" + hashlib.sha1(b"\x93\x01").hexdigest()
+
+    first, second = queue.peek(5)
+    assert (first.id, first.payload) == (quarantine_id, b"\x93\x01")
+    assert first.error.startswith(f"malformed entry in {queue.keys.pending}: ")
+    assert (second.id, second.payload, second.error) == ("1", b"good", "")
+    [holder] = queue.holders()
+    assert holder.id == "malformed:" + hashlib.sha1(b"not a handle").hexdigest() and holder.error
+    [letter] = queue.dead_letters()
+    assert (letter.id, letter.payload) == ("broken", b"\xc1garbage")
+    assert letter.error.startswith(f"malformed record in {queue.keys.dead}: ")
+    for command in (["peek", queue.name], ["dead", "list", queue.name], ["stats", queue.name, "--holders"]):
+        result = CliRunner().invoke(main, ["--url", redis_url, *command])
+        assert result.exit_code == 0 and "Traceback" not in result.output, result.output
+        assert "malformed" in result.output
+
+    lease = queue.lease(30)  # the truncated entry is quarantined on the way; the good item is leased
+    assert lease is not None and lease.payload == b"good"
+    assert queue.requeue_dead() == 0  # neither a quarantined entry nor a broken record is an item to run
+    ids = {d.id for d in queue.dead_letters()}
+    assert ids == {"broken", quarantine_id}
+    assert queue.stats().quarantined == 1
+    assert queue.purge_dead() == 2
+    assert queue.dead_letters() == []
