@@ -333,7 +333,7 @@ def test_readers_show_malformed_entries_and_the_cli_prints_them_without_a_traceb
 ) -> None:
     queue.put(b"good")
     client.lpush(queue.keys.pending, b"\x93\x01")  # truncated
-    client.zadd(queue.keys.leased, {b"not a handle": 2**40})
+    client.zadd(queue.keys.leased, {b"not a handle": 2**42})  # far in the future
     client.hset(queue.keys.dead, "broken", b"\xc1garbage")
     quarantine_id = "malformed:" + hashlib.sha1(b"\x93\x01").hexdigest()
 
