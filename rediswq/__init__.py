@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from rediswq.compat import RedisWQ
+from rediswq.consume import Consumer
 from rediswq.errors import (
     AuthenticationFailed,
     ConnectionFailed,
+    EvictingRedis,
     InvalidArgument,
     LeaseLost,
     LeaseTimeout,
@@ -21,8 +23,10 @@ from rediswq.queue import DeadLetter, Enqueued, Handoff, Item, LeaseInfo, Queue,
 __all__ = [
     "AuthenticationFailed",
     "ConnectionFailed",
+    "Consumer",
     "DeadLetter",
     "Enqueued",
+    "EvictingRedis",
     "Handoff",
     "Heartbeat",
     "InvalidArgument",

@@ -20,6 +20,9 @@ key                       type    meaning
                                   entry that did not decode is kept here as ``malformed:<sha1>`` ->
                                   ``[that id, 0, its raw bytes, "malformed entry in KEY: why", ms]``
 ``rediswq:{NAME}:ids``      set   caller-given ids that are live (pending, delayed or leased)
+``rediswq:{NAME}:checkpoints`` hash  input stream name -> how far a producer got (an opaque value
+                                  written by `put_many(checkpoint=...)` in the same script call as
+                                  each batch); cleared by `Queue.reopen` and `Queue.purge`
 ``rediswq:{NAME}:meta``     hash  counters ``enqueued completed failed retried expired dead_lettered
                                   released dropped quarantined``, the id sequence ``seq``, the lease token
                                   sequence ``token``, and ``closed`` (1 once closed)
@@ -77,6 +80,7 @@ class Keys:
     dead: str
     ids: str
     meta: str
+    checkpoints: str
 
     @classmethod
     def for_queue(cls, name: str) -> Keys:
@@ -94,6 +98,7 @@ class Keys:
             dead=base + "dead",
             ids=base + "ids",
             meta=base + "meta",
+            checkpoints=base + "checkpoints",
         )
 
     def all(self) -> list[str]:
@@ -107,4 +112,5 @@ class Keys:
             self.dead,
             self.ids,
             self.meta,
+            self.checkpoints,
         ]

@@ -3,12 +3,15 @@
 RedisWQError
 ├── ConnectionFailed   Redis cannot be reached, refused the password, or the URL is wrong
 │   └── AuthenticationFailed   Redis refused the credentials
+├── ServerError        Redis answered with an error (out of memory, READONLY, a key of the wrong type)
+├── EvictingRedis      Redis may evict queue keys (maxmemory-policy): refused unless allowed
 ├── LeaseLost          the lease expired and was reclaimed (or was never held): not yours to settle
 ├── QueueClosed        the queue was closed: no more items may be added
 ├── LeaseTimeout       a blocking lease waited its timeout and found nothing (the queue is not drained)
 ├── QueueNotFound      the queue was never created, or its state vanished: never "drained"
-├── ServerError        Redis answered with an error (out of memory, read-only, a key of the wrong type)
 └── InvalidArgument    a bad queue name, item id or payload, caught before anything is written
+
+An error out of `put_many` carries `added`: how many items went in before it (every error type).
 """
 
 from __future__ import annotations
@@ -21,7 +24,13 @@ if TYPE_CHECKING:
 
 
 class RedisWQError(Exception):
-    """Base class of every error rediswq raises."""
+    """Base class of every error rediswq raises.
+
+    `added` is set on an error out of `put_many`: how many items that call put in before the error
+    (a batch whose reply was lost with the connection is not counted; it may have gone in).
+    """
+
+    added: int = 0
 
 
 class ConnectionFailed(RedisWQError):
@@ -36,12 +45,22 @@ class ServerError(RedisWQError):
     """Redis answered with an error (OOM under noeviction, READONLY replica, WRONGTYPE); nothing was done."""
 
 
-class LeaseLost(RedisWQError):
-    """The lease no longer holds: it expired and was reclaimed, or it was settled already."""
+class EvictingRedis(RedisWQError):
+    """Redis runs a maxmemory-policy that may evict queue keys (they have no TTL): items would vanish."""
 
-    def __init__(self, message: str, leases: Sequence[Lease] = ()) -> None:
+
+class LeaseLost(RedisWQError):
+    """The lease no longer holds: it expired and was reclaimed, or it was settled already.
+
+    `unconfirmed` is True when the settle call was sent again after a dropped connection: the first
+    send may have gone through (the item was settled then) or the lease expired meanwhile; nobody
+    can tell which, so the item may be done again by another worker.
+    """
+
+    def __init__(self, message: str, leases: Sequence[Lease] = (), *, unconfirmed: bool = False) -> None:
         super().__init__(message)
         self.leases: list[Lease] = list(leases)
+        self.unconfirmed = unconfirmed
 
 
 class QueueClosed(RedisWQError):

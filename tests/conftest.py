@@ -27,6 +27,8 @@ EVERY_VERSION = {
     "test_stress",
     "test_fault_injection",
     "test_oom",
+    "test_consume",
+    "test_redis_pressure",
 }
 
 

@@ -3,9 +3,12 @@
 Exit codes (the same for every subcommand, and what the Kubernetes manifests' podFailurePolicy uses):
   0  success; for `work`, the queue is drained (with --until closed: drained and closed)
   1  a runtime error: Redis unreachable after retries, a closed queue, a Redis error
-  2  a usage or configuration error: bad option, bad URL, wrong password, handler not importable
+  2  a usage or configuration error: bad option, bad URL, wrong password, handler not importable,
+     a Redis whose maxmemory-policy may evict queue keys (unless --allow-eviction)
   3  `work` stopped before the queue drained, on purpose: --max-items reached, or SIGTERM/SIGINT
      (its leases were given back)
+  4  `work --fail-on-dead`: the queue drained, but its dead letters are not empty (items that spent
+     their attempts), so the work is not all done; the manifests' podFailurePolicy fails the Job on it
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_STOPPED = 3
+EXIT_DEAD = 4
 
 DEFAULT_URL = "redis://localhost:6379/0"
 
@@ -32,6 +36,7 @@ class Settings:
     """What the root group parsed, handed to subcommands as click's context object."""
 
     url: str
+    allow_eviction: bool = False
 
 
 class ConfigError(click.ClickException):
@@ -62,7 +67,7 @@ def queue_errors() -> Iterator[None]:
     """Turn rediswq's errors into one clear line and the documented exit code; never a traceback."""
     try:
         yield
-    except (rediswq.AuthenticationFailed, rediswq.InvalidArgument) as e:
+    except (rediswq.AuthenticationFailed, rediswq.InvalidArgument, rediswq.EvictingRedis) as e:
         raise ConfigError(str(e)) from e
     except rediswq.RedisWQError as e:
         raise click.ClickException(str(e)) from e
@@ -71,4 +76,5 @@ def queue_errors() -> Iterator[None]:
 def open_queue(name: str, **options: Any) -> rediswq.Queue:
     """The queue `name` on the Redis that --url names."""
     with queue_errors():
-        return rediswq.Queue.from_url(settings().url, name, **options)
+        given = settings()
+        return rediswq.Queue.from_url(given.url, name, allow_eviction=given.allow_eviction, **options)
