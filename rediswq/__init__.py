@@ -6,12 +6,15 @@ from rediswq.compat import RedisWQ
 from rediswq.errors import (
     AuthenticationFailed,
     ConnectionFailed,
+    InsecureTLSWarning,
     InvalidArgument,
     LeaseLost,
     LeaseTimeout,
+    PermissionDenied,
     QueueClosed,
     RedisWQError,
     ServerError,
+    TLSFailed,
 )
 from rediswq.heartbeat import Heartbeat
 from rediswq.lease import Lease
@@ -24,16 +27,19 @@ __all__ = [
     "Enqueued",
     "Handoff",
     "Heartbeat",
+    "InsecureTLSWarning",
     "InvalidArgument",
     "Item",
     "Lease",
     "LeaseInfo",
     "LeaseLost",
     "LeaseTimeout",
+    "PermissionDenied",
     "Queue",
     "QueueClosed",
     "RedisWQ",
     "RedisWQError",
     "ServerError",
     "Stats",
+    "TLSFailed",
 ]

@@ -1,35 +1,166 @@
-"""The boundary with redis-py: URL redaction, error wrapping, and retries of idempotent calls."""
+"""The boundary with redis-py: URL checks and redaction, error wrapping, and retries of idempotent calls.
+
+Every URL, redis-py error text and connection description that rediswq shows goes through `Redactor`,
+so a password can reach neither a message nor a log line, whatever shape the URL has.
+"""
 
 from __future__ import annotations
 
+import os
+import re
+import ssl
 import urllib.parse
-from collections.abc import Callable
-from typing import TypeVar
+import warnings
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 import redis
 import redis.exceptions
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from rediswq.errors import AuthenticationFailed, ConnectionFailed, ServerError
+from rediswq.errors import (
+    AuthenticationFailed,
+    ConnectionFailed,
+    InsecureTLSWarning,
+    InvalidArgument,
+    PermissionDenied,
+    ServerError,
+    TLSFailed,
+)
 
 T = TypeVar("T")
 
 _CONNECTION_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+# A query parameter whose name holds one of these is taken for a secret, whatever its exact spelling.
+_SECRET_WORDS = ("pass", "pwd", "token", "secret", "auth", "key", "cred")
+# Shorter secrets are not searched for in free text: they would blank out ordinary words.
+_MIN_SECRET_CHARS = 4
+_PLAIN_USER = re.compile(r"[A-Za-z0-9._~-]*")
+
+_BOOL = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+_CERT_REQS = ("none", "optional", "required")
+
+
+def _whole(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0 or value == float("inf"):
+        raise ValueError
+    return value
+
+
+def _flag(text: str) -> bool:
+    return _BOOL[text.lower()]
+
+
+def _cert_reqs(text: str) -> str:
+    if text.lower() not in _CERT_REQS:
+        raise ValueError
+    return text.lower()
+
+
+# The URL parameters rediswq accepts (README, "Connecting to Redis"), each with its parser and what
+# a bad value should have been. Anything else is refused by name instead of failing at the first call.
+_PARAMETERS: dict[str, tuple[Callable[[str], Any], str]] = {
+    "db": (_whole, "a whole number"),
+    "username": (str, "a user name"),
+    "password": (str, "a password"),
+    "client_name": (str, "a name"),
+    "socket_timeout": (_seconds, "a positive number of seconds"),
+    "socket_connect_timeout": (_seconds, "a positive number of seconds"),
+    "health_check_interval": (_whole, "a whole number of seconds"),
+    "max_connections": (_whole, "a whole number"),
+}
+_TLS_PARAMETERS: dict[str, tuple[Callable[[str], Any], str]] = {
+    "ssl_cert_reqs": (_cert_reqs, "none, optional or required"),
+    "ssl_check_hostname": (_flag, "true or false"),
+    "ssl_ca_certs": (str, "a file"),
+    "ssl_ca_path": (str, "a directory"),
+    "ssl_certfile": (str, "a file"),
+    "ssl_keyfile": (str, "a file"),
+    "ssl_password": (str, "a password"),
+}
+
+
+class Redactor:
+    """Hides the secrets of one URL: in the URL itself, and in any text that might quote them."""
+
+    def __init__(self, url: str) -> None:
+        self.url = redact(url)
+        self._secrets = sorted(_secrets_of(url), key=len, reverse=True)
+
+    def text(self, text: str) -> str:
+        """`text` with every secret of the URL (as written, or decoded) replaced by ***."""
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
 
 
 def redact(url: str) -> str:
-    """The URL with any password replaced by ***, for every message and log line."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-    except ValueError:
-        return "<unparsable URL>"
-    if parts.password is None:
-        return url
-    # The text after the last "@" is host[:port] as written; a bad port stays as it was typed.
-    host_and_port = parts.netloc.rpartition("@")[2]
-    netloc = f"{parts.username or ''}:***@{host_and_port}"
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    """The URL with its userinfo's password and every secret-bearing query value replaced by ***.
+
+    Works on the text as written, before any parsing: a password holding `/`, `?`, `#` or `@`, a URL
+    with no scheme and one no parser accepts are all hidden. What is hidden: everything before the
+    last `@` (the user name is kept when it is plain), and the value of every query parameter whose
+    name says it is a secret. The two may overlap; their union is hidden.
+    """
+    hidden = [False] * len(url)
+    start = m.end() if (m := _SCHEME.match(url)) else 0
+    at = url.rfind("@", start)
+    if at >= 0:
+        user, colon, _password = url[start:at].partition(":")
+        first = start + len(user) + 1 if colon and _PLAIN_USER.fullmatch(user) else start
+        for i in range(first, at):
+            hidden[i] = True
+    for begin, end in _secret_query_values(url):
+        for i in range(begin, end):
+            hidden[i] = True
+    out: list[str] = []
+    for i, char in enumerate(url):
+        if not hidden[i]:
+            out.append(char)
+        elif i == 0 or not hidden[i - 1]:
+            out.append("***")
+    return "".join(out)
+
+
+def _secret_query_values(url: str) -> Iterable[tuple[int, int]]:
+    """(start, end) of each secret-bearing query value, scanning from every `?` (one may be a password's)."""
+    question = url.find("?")
+    while question >= 0:
+        pos = question + 1
+        for piece in re.split(r"[&#]", url[pos:]):
+            name, equals, _value = piece.partition("=")
+            if equals and _is_secret_name(name):
+                yield pos + len(name) + 1, pos + len(piece)
+            pos += len(piece) + 1
+        question = url.find("?", question + 1)
+
+
+def _is_secret_name(name: str) -> bool:
+    plain = urllib.parse.unquote_plus(name).lower()
+    return any(word in plain for word in _SECRET_WORDS)
+
+
+def _secrets_of(url: str) -> set[str]:
+    """Every secret of the URL as it may appear in a message: as written, and percent-decoded."""
+    found: set[str] = set()
+    start = m.end() if (m := _SCHEME.match(url)) else 0
+    at = url.rfind("@", start)
+    if at >= 0:
+        userinfo = url[start:at]
+        found.update((userinfo, userinfo.partition(":")[2]))
+    found.update(url[begin:end] for begin, end in _secret_query_values(url))
+    decoded = {urllib.parse.unquote(s) for s in found} | {urllib.parse.unquote_plus(s) for s in found}
+    return {s for s in found | decoded if len(s) >= _MIN_SECRET_CHARS}
 
 
 def describe(client: redis.Redis) -> str:
@@ -41,21 +172,126 @@ def describe(client: redis.Redis) -> str:
     return f"{scheme}://{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
 
 
-def _is_transient(error: Exception) -> bool:
-    return isinstance(error, _CONNECTION_ERRORS) and not isinstance(
-        error, redis.exceptions.AuthenticationError
+def check_url(url: str) -> dict[str, Any]:
+    """Every mistake in a Redis URL as `InvalidArgument` naming the part at fault; else its options.
+
+    Checked before redis-py sees it, since redis-py passes an unknown parameter on to the connection
+    (a TypeError at the first call) and quotes the URL in some of its errors. The options returned are
+    the query's, parsed; warns with `InsecureTLSWarning` when the URL turns certificate checks off.
+    """
+    shown = redact(url)
+    scheme = url.partition("://")[0].lower() if "://" in url else ""
+    if scheme not in ("redis", "rediss", "unix"):
+        raise InvalidArgument(f"bad Redis URL {shown}: it must start with redis://, rediss:// or unix://")
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise InvalidArgument(
+            f"bad Redis URL {shown}: the host or port could not be parsed (a port is a number from 1 to "
+            "65535; percent-encode / ? # @ : in a password)"
+        ) from None
+    if scheme != "unix" and port == 0:
+        raise InvalidArgument(f"bad Redis URL {shown}: the port must be a number from 1 to 65535")
+    options = _query_options(parts.query, shown, tls=scheme == "rediss")
+    path = urllib.parse.unquote(parts.path).strip("/")
+    if scheme != "unix" and path and "db" not in options and not path.isdigit():
+        raise InvalidArgument(f"bad Redis URL {shown}: the path must be a database number, not {path!r}")
+    if options.get("ssl_cert_reqs") == "none" or options.get("ssl_check_hostname") is False:
+        warn_insecure(shown)
+    return options
+
+
+def warn_insecure(shown: str) -> None:
+    warnings.warn(
+        f"TLS certificate checks are off for {shown}: anyone on the path can read and change the queue",
+        InsecureTLSWarning,
+        stacklevel=3,
     )
 
 
+def tls_options(
+    url: str, *, ca: str | None, cert: str | None, key: str | None, verify: bool
+) -> dict[str, Any]:
+    """redis-py's SSL arguments for these TLS settings; they need a rediss:// URL and existing files."""
+    given = {"ssl_ca_certs": ca, "ssl_certfile": cert, "ssl_keyfile": key}
+    chosen = {name: path for name, path in given.items() if path}
+    if not verify:
+        chosen["ssl_cert_reqs"] = "none"
+    if chosen and not url.lower().startswith("rediss://"):
+        raise InvalidArgument(f"TLS settings need a rediss:// URL, not {redact(url).partition(':')[0]}://")
+    for name, path in given.items():
+        if path and not os.path.isfile(path):
+            raise InvalidArgument(f"TLS file {path!r} ({name}) does not exist or is not a file")
+    if not verify:
+        warn_insecure(redact(url))
+    return chosen
+
+
+def _query_options(query: str, shown: str, *, tls: bool) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for piece in query.split("&"):
+        if not piece:
+            continue
+        raw_name, equals, raw_value = piece.partition("=")
+        name = urllib.parse.unquote_plus(raw_name)
+        label = name
+        known = _PARAMETERS.get(name) or _TLS_PARAMETERS.get(name)
+        if known is None:
+            hint = " (it needs a rediss:// URL)" if name.startswith("ssl_") else ""
+            raise InvalidArgument(f"bad Redis URL {shown}: unknown parameter {label!r}{hint}")
+        if name in _TLS_PARAMETERS and not tls:
+            raise InvalidArgument(f"bad Redis URL {shown}: parameter {name!r} needs a rediss:// URL")
+        if not equals or not raw_value:
+            raise InvalidArgument(f"bad Redis URL {shown}: parameter {label!r} has no value")
+        parse, expected = known
+        try:
+            options[name] = parse(urllib.parse.unquote_plus(raw_value))
+        except (ValueError, KeyError, OverflowError):
+            raise InvalidArgument(f"bad Redis URL {shown}: parameter {name!r} must be {expected}") from None
+    return options
+
+
+def _is_tls_failure(error: BaseException) -> bool:
+    """True when an SSL error (a certificate, a host name, a handshake) lies anywhere in the chain."""
+    seen: BaseException | None = error
+    for _ in range(10):
+        if seen is None:
+            return False
+        if isinstance(seen, ssl.SSLError) or ("SSL" in str(seen) and "certificate" in str(seen).lower()):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _is_transient(error: Exception) -> bool:
+    return (
+        isinstance(error, _CONNECTION_ERRORS)
+        and not isinstance(error, redis.exceptions.AuthenticationError)
+        and not _is_tls_failure(error)
+    )
+
+
+def _is_permission_error(error: redis.exceptions.ResponseError) -> bool:
+    # Outside a script redis-py raises NoPermissionError; inside one, Redis wraps the NOPERM reply, and
+    # 6.2 says only "can't run this command" (about the command or key that was refused).
+    text = str(error)
+    if isinstance(error, redis.exceptions.NoPermissionError):
+        return True
+    return "NOPERM" in text or "no permissions" in text or "can't run this command" in text
+
+
 class Connection:
-    """Runs calls against Redis, turning redis-py's connection errors into `ConnectionFailed`.
+    """Runs calls against Redis, turning redis-py's errors into rediswq's, redacted.
 
     Idempotent calls are retried with exponential backoff (redis-py's own `Retry`); the others run
-    once, because a retry after a lost reply could apply them twice.
+    once, because a retry after a lost reply could apply them twice. Refused credentials, permissions
+    and certificates are never retried: waiting cannot fix them.
     """
 
     def __init__(self, url: str, retries: int = 5) -> None:
-        self.url = url
+        self._redactor = Redactor(url)
+        self.url = self._redactor.url
         self._retry = Retry(ExponentialBackoff(cap=2.0, base=0.1), retries, _CONNECTION_ERRORS)
 
     def call(self, fn: Callable[[], T], *, idempotent: bool) -> T:
@@ -63,13 +299,25 @@ class Connection:
             if idempotent:
                 return self._retry.call_with_retry(fn, lambda _error: None, is_retryable=_is_transient)
             return fn()
-        except redis.exceptions.AuthenticationError as e:
-            raise AuthenticationFailed(f"Redis at {self.url} refused the credentials: {e}") from e
-        except redis.exceptions.ResponseError as e:
-            if "NOAUTH" in str(e) or "WRONGPASS" in str(e):
-                raise AuthenticationFailed(f"Redis at {self.url} refused the credentials: {e}") from e
-            raise ServerError(f"Redis at {self.url} refused the command: {e}") from e
-        except _CONNECTION_ERRORS as e:
-            raise ConnectionFailed(f"cannot reach Redis at {self.url}: {e}") from e
         except redis.exceptions.RedisError as e:
-            raise ServerError(f"Redis at {self.url} answered with an error: {e}") from e
+            raise self.wrap(e) from e
+        except OSError as e:
+            raise self.wrap(e) from e
+
+    def wrap(self, e: BaseException) -> Exception:
+        """redis-py's error `e` as rediswq's, its text redacted."""
+        text = self._redactor.text(str(e))
+        url = self.url
+        if isinstance(e, redis.exceptions.AuthenticationError):
+            return AuthenticationFailed(f"Redis at {url} refused the credentials: {text}")
+        if isinstance(e, redis.exceptions.ResponseError):
+            if "NOAUTH" in text or "WRONGPASS" in text:
+                return AuthenticationFailed(f"Redis at {url} refused the credentials: {text}")
+            if _is_permission_error(e):
+                return PermissionDenied(f"Redis at {url} refused this user: {text}")
+            return ServerError(f"Redis at {url} refused the command: {text}")
+        if isinstance(e, _CONNECTION_ERRORS):
+            if _is_tls_failure(e):
+                return TLSFailed(f"TLS with Redis at {url} failed: {text}")
+            return ConnectionFailed(f"cannot reach Redis at {url}: {text}")
+        return ServerError(f"Redis at {url} answered with an error: {text}")

@@ -15,18 +15,57 @@ from worker.clikit import DEFAULT_URL, Settings
     show_default=True,
     metavar="URL",
     help="Redis URL (redis://, rediss:// or unix://); from $REDISWQ_URL, then $REDIS_URL. "
-    "A password in it is never printed.",
+    "A password in it is never printed; percent-encode / ? # @ in it. Query parameters: see the "
+    "README (Connecting to Redis); an unknown one is an error.",
+)
+@click.option(
+    "--tls-ca",
+    metavar="FILE",
+    envvar="REDISWQ_TLS_CA",
+    show_envvar=True,
+    help="rediss:// only: trust the CA in this PEM file instead of the system's.",
+)
+@click.option(
+    "--tls-cert",
+    metavar="FILE",
+    envvar="REDISWQ_TLS_CERT",
+    show_envvar=True,
+    help="rediss:// only: the client certificate (PEM), for a Redis with tls-auth-clients on.",
+)
+@click.option(
+    "--tls-key",
+    metavar="FILE",
+    envvar="REDISWQ_TLS_KEY",
+    show_envvar=True,
+    help="rediss:// only: the client certificate's private key (PEM).",
+)
+@click.option(
+    "--tls-no-verify",
+    is_flag=True,
+    envvar="REDISWQ_TLS_NO_VERIFY",
+    show_envvar=True,
+    help="rediss:// only: skip certificate and host name checks (prints a warning; tests only).",
 )
 @click.version_option(package_name="rediswq")
 @click.pass_context
-def main(ctx: click.Context, url: str) -> None:
+def main(
+    ctx: click.Context,
+    url: str,
+    tls_ca: str | None,
+    tls_cert: str | None,
+    tls_key: str | None,
+    tls_no_verify: bool,
+) -> None:
     """rediswq: a Redis work queue for Kubernetes batch Jobs.
 
     Fill a queue with `rediswq enqueue`, drain it with `rediswq work` in every pod of a Job, and
     watch it with `rediswq stats`. Exit codes: 0 success (for `work`: the queue is drained), 1 runtime
     error, 2 usage or configuration error, 3 `work` stopped before the queue drained.
     """
-    ctx.obj = Settings(url)
+    tls = {"tls_ca": tls_ca, "tls_cert": tls_cert, "tls_key": tls_key}
+    ctx.obj = Settings(url, {name: value for name, value in tls.items() if value})
+    if tls_no_verify:
+        ctx.obj.tls["tls_verify"] = False
 
 
 # Subcommands are registered after `main` exists; each lives with the side it belongs to.

@@ -3,16 +3,19 @@
 Exit codes (the same for every subcommand, and what the Kubernetes manifests' podFailurePolicy uses):
   0  success; for `work`, the queue is drained (with --until closed: drained and closed)
   1  a runtime error: Redis unreachable after retries, a closed queue, a Redis error
-  2  a usage or configuration error: bad option, bad URL, wrong password, handler not importable
+  2  a usage or configuration error: bad option, bad URL, wrong password, a command or key the
+     Redis user may not use (NOPERM), a TLS certificate or host name that fails the checks, handler
+     not importable
   3  `work` stopped before the queue drained, on purpose: --max-items reached, or SIGTERM/SIGINT
      (its leases were given back)
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import click
@@ -32,6 +35,7 @@ class Settings:
     """What the root group parsed, handed to subcommands as click's context object."""
 
     url: str
+    tls: dict[str, Any] = field(default_factory=dict)
 
 
 class ConfigError(click.ClickException):
@@ -69,6 +73,14 @@ def queue_errors() -> Iterator[None]:
 
 
 def open_queue(name: str, **options: Any) -> rediswq.Queue:
-    """The queue `name` on the Redis that --url names."""
-    with queue_errors():
-        return rediswq.Queue.from_url(settings().url, name, **options)
+    """The queue `name` on the Redis that --url names, with the --tls-* settings; TLS warnings shown."""
+    chosen = settings()
+    with queue_errors(), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", rediswq.InsecureTLSWarning)
+        queue = rediswq.Queue.from_url(chosen.url, name, **chosen.tls, **options)
+    for warning in caught:
+        if issubclass(warning.category, rediswq.InsecureTLSWarning):
+            click.echo(f"Warning: {warning.message}", err=True)
+        else:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    return queue
