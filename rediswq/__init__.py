@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rediswq.acl import ROLES, acl_rules
 from rediswq.compat import RedisWQ
 from rediswq.errors import (
     AuthenticationFailed,
@@ -21,6 +22,7 @@ from rediswq.lease import Lease
 from rediswq.queue import DeadLetter, Enqueued, Handoff, Item, LeaseInfo, Queue, Stats
 
 __all__ = [
+    "ROLES",
     "AuthenticationFailed",
     "ConnectionFailed",
     "DeadLetter",
@@ -42,4 +44,5 @@ __all__ = [
     "ServerError",
     "Stats",
     "TLSFailed",
+    "acl_rules",
 ]

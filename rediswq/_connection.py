@@ -6,6 +6,9 @@ so a password can reach neither a message nor a log line, whatever shape the URL
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import importlib.resources
 import os
 import re
 import ssl
@@ -281,6 +284,42 @@ def _is_permission_error(error: redis.exceptions.ResponseError) -> bool:
     return "NOPERM" in text or "no permissions" in text or "can't run this command" in text
 
 
+_SCRIPT_LINE = re.compile(r"script: ([0-9a-f]{40}), on @user_script:([0-9]+)")
+_CALLED = re.compile(r"redis\.p?call\('([A-Za-z]+)'")
+_COMMAND = re.compile(
+    r"run the '([^']+)' command|access the '([^']+)' key|keys? (?:used|accessed) .*?'([^']+)'"
+)
+
+
+def _denied(text: str) -> str:
+    """What was refused, in words: the command (and script line) or key the message names."""
+    if found := _SCRIPT_LINE.search(text):
+        where = _script_lines().get(found.group(1))
+        if where is not None:
+            name, lines = where
+            number = int(found.group(2))
+            line = lines[number - 1] if 0 < number <= len(lines) else ""
+            called = _CALLED.search(line)
+            what = f"the command {called.group(1)}" if called else "a command or key"
+            return f"({what}, in {name}.lua line {number})"
+    if found := _COMMAND.search(text):
+        command, key, other = found.groups()
+        return f"(the command {command.upper()})" if command else f"(the key {key or other})"
+    return "(a command or key it was not granted)"
+
+
+@functools.cache
+def _script_lines() -> dict[str, tuple[str, list[str]]]:
+    """sha1 -> (script name, source lines) of every script rediswq ships."""
+    found = {}
+    for entry in importlib.resources.files("rediswq.lua").iterdir():
+        if entry.name.endswith(".lua"):
+            source = entry.read_text(encoding="utf-8")
+            sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
+            found[sha] = (entry.name.removesuffix(".lua"), source.splitlines())
+    return found
+
+
 class Connection:
     """Runs calls against Redis, turning redis-py's errors into rediswq's, redacted.
 
@@ -314,7 +353,7 @@ class Connection:
             if "NOAUTH" in text or "WRONGPASS" in text:
                 return AuthenticationFailed(f"Redis at {url} refused the credentials: {text}")
             if _is_permission_error(e):
-                return PermissionDenied(f"Redis at {url} refused this user: {text}")
+                return PermissionDenied(f"Redis at {url} refused this user {_denied(text)}: {text}")
             return ServerError(f"Redis at {url} refused the command: {text}")
         if isinstance(e, _CONNECTION_ERRORS):
             if _is_tls_failure(e):
