@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rediswq._connection import url_secrets
 from rediswq.acl import ROLES, acl_rules
 from rediswq.compat import RedisWQ
 from rediswq.errors import (
@@ -45,4 +46,5 @@ __all__ = [
     "Stats",
     "TLSFailed",
     "acl_rules",
+    "url_secrets",
 ]

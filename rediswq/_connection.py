@@ -98,7 +98,7 @@ class Redactor:
 
     def __init__(self, url: str) -> None:
         self.url = redact(url)
-        self._secrets = sorted(_secrets_of(url), key=len, reverse=True)
+        self._secrets = url_secrets(url)
 
     def text(self, text: str) -> str:
         """`text` with every secret of the URL (as written, or decoded) replaced by ***."""
@@ -151,6 +151,12 @@ def _secret_query_values(url: str) -> Iterable[tuple[int, int]]:
 def _is_secret_name(name: str) -> bool:
     plain = urllib.parse.unquote_plus(name).lower()
     return any(word in plain for word in _SECRET_WORDS)
+
+
+def url_secrets(url: str) -> list[str]:
+    """The secrets of a Redis URL (password, secret query values), as written and decoded, longest
+    first: what must never be shown, nor passed on to code that should not connect."""
+    return sorted(_secrets_of(url), key=len, reverse=True)
 
 
 def _secrets_of(url: str) -> set[str]:
