@@ -154,3 +154,44 @@ def test_work_warns_once_when_a_shell_script_string_holds_the_payload(
 )
 def test_shell_scripts_with_braces_are_recognised(argv: list[str], unsafe: bool) -> None:
     assert shell_script_with_braces(argv) is unsafe
+
+
+EVIL_ID = "id\n2026 INFO forged line\x1b[2J"
+
+
+def test_peek_dead_list_and_text_logs_escape_control_characters(
+    redis_url: str, client: object, queue_name: str, tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from worker.cli import main
+
+    q = Queue.from_url(redis_url, queue_name, max_attempts=1)
+    q.put(b"payload\x1b[31m", id=EVIL_ID)
+    peek = CliRunner().invoke(main, ["--url", redis_url, "peek", queue_name])
+    assert peek.exit_code == 0, peek.output
+    assert "\x1b" not in peek.output and "forged" in peek.output
+    assert len(peek.output.strip().splitlines()) == 2  # the header and one row
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REDISWQ_", "REDIS"))}
+    argv = [
+        REDISWQ,
+        "--url",
+        redis_url,
+        "work",
+        queue_name,
+        "-v",
+        "--max-attempts",
+        "1",
+        "--",
+        "sh",
+        "-c",
+        "exit 3",
+    ]
+    done = subprocess.run(argv, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert "\x1b" not in done.stderr
+    assert not any(line.startswith("2026 INFO forged") for line in done.stderr.splitlines())
+    assert "\\n2026 INFO forged line\\x1b[2J" in done.stderr
+    dead = CliRunner().invoke(main, ["--url", redis_url, "dead", "list", queue_name])
+    assert dead.exit_code == 0, dead.output
+    assert "\x1b" not in dead.output and len(dead.output.strip().splitlines()) == 2

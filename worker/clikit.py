@@ -44,6 +44,14 @@ class ConfigError(click.ClickException):
     exit_code = EXIT_USAGE
 
 
+def escape_controls(text: str) -> str:
+    """`text` with control characters (newlines, escape sequences, ...) as Python escapes, so a
+    caller-given id or payload can neither split a line nor drive the terminal."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def parse_prefetch(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
     """--prefetch: a whole number from 1 up, or auto (None)."""
     if value is None or value.strip().lower() == "auto":
