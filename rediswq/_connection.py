@@ -261,14 +261,22 @@ def _query_options(query: str, shown: str, *, tls: bool) -> dict[str, Any]:
     return options
 
 
+# TLS errors that no retry can fix: a certificate refused (ours or the server's), or TLS spoken to a
+# plain port. Others (an EOF mid-connection when Redis restarts) are an outage like any other.
+_TLS_REFUSALS = re.compile(r"CERTIFICATE|UNKNOWN_CA|WRONG_VERSION_NUMBER|certificate verify failed", re.I)
+
+
 def _is_tls_failure(error: BaseException) -> bool:
-    """True when an SSL error (a certificate, a host name, a handshake) lies anywhere in the chain."""
+    """True when the chain holds an SSL error that refuses a certificate (or a plain port)."""
     seen: BaseException | None = error
     for _ in range(10):
         if seen is None:
             return False
-        if isinstance(seen, ssl.SSLError) or ("SSL" in str(seen) and "certificate" in str(seen).lower()):
+        if isinstance(seen, ssl.SSLCertVerificationError):
             return True
+        if isinstance(seen, ssl.SSLError) or "[SSL" in str(seen):
+            if _TLS_REFUSALS.search(str(seen)):
+                return True
         seen = seen.__cause__ or seen.__context__
     return False
 
