@@ -274,9 +274,8 @@ def _is_tls_failure(error: BaseException) -> bool:
             return False
         if isinstance(seen, ssl.SSLCertVerificationError):
             return True
-        if isinstance(seen, ssl.SSLError) or "[SSL" in str(seen):
-            if _TLS_REFUSALS.search(str(seen)):
-                return True
+        if (isinstance(seen, ssl.SSLError) or "[SSL" in str(seen)) and _TLS_REFUSALS.search(str(seen)):
+            return True
         seen = seen.__cause__ or seen.__context__
     return False
 
