@@ -136,14 +136,17 @@ def redact(url: str) -> str:
 
 
 def _secret_query_values(url: str) -> Iterable[tuple[int, int]]:
-    """(start, end) of each secret-bearing query value, scanning from every `?` (one may be a password's)."""
+    """(start, end) of the text after each secret-bearing query parameter's `=`, scanning from every
+    `?` (one may be a password's). It runs to the end of the URL: a password written raw may hold
+    `&` or `#`, and what follows them is then a piece of it, not another parameter."""
     question = url.find("?")
     while question >= 0:
         pos = question + 1
         for piece in re.split(r"[&#]", url[pos:]):
             name, equals, _value = piece.partition("=")
             if equals and _is_secret_name(name):
-                yield pos + len(name) + 1, pos + len(piece)
+                yield pos + len(name) + 1, len(url)
+                break
             pos += len(piece) + 1
         question = url.find("?", question + 1)
 
@@ -166,8 +169,12 @@ def _secrets_of(url: str) -> set[str]:
     at = url.rfind("@", start)
     if at >= 0:
         userinfo = url[start:at]
-        found.update((userinfo, userinfo.partition(":")[2]))
-    found.update(url[begin:end] for begin, end in _secret_query_values(url))
+        found.update((userinfo, userinfo.partition(":")[2], *re.split(r"[/?#@:&=;]", userinfo)))
+    for begin, end in _secret_query_values(url):
+        tail = url[begin:end]
+        found.add(tail)
+        known = set(_PARAMETERS) | set(_TLS_PARAMETERS)
+        found.update(p for p in re.split(r"[&#=;]", tail) if urllib.parse.unquote_plus(p) not in known)
     decoded = {urllib.parse.unquote(s) for s in found} | {urllib.parse.unquote_plus(s) for s in found}
     return {s for s in found | decoded if len(s) >= _MIN_SECRET_CHARS}
 
@@ -188,7 +195,15 @@ def check_url(url: str) -> dict[str, Any]:
     (a TypeError at the first call) and quotes the URL in some of its errors. The options returned are
     the query's, parsed; warns with `InsecureTLSWarning` when the URL turns certificate checks off.
     """
-    shown = redact(url)
+    redactor = Redactor(url)
+    try:
+        return _checked(url, redactor.url)
+    except InvalidArgument as e:
+        # A secret pasted where no secret belongs (?db=PASSWORD) is hidden all the same.
+        raise InvalidArgument(redactor.text(str(e))) from None
+
+
+def _checked(url: str, shown: str) -> dict[str, Any]:
     scheme = url.partition("://")[0].lower() if "://" in url else ""
     if scheme not in ("redis", "rediss", "unix"):
         raise InvalidArgument(f"bad Redis URL {shown}: it must start with redis://, rediss:// or unix://")
@@ -205,7 +220,8 @@ def check_url(url: str) -> dict[str, Any]:
     options = _query_options(parts.query, shown, tls=scheme == "rediss")
     path = urllib.parse.unquote(parts.path).strip("/")
     if scheme != "unix" and path and "db" not in options and not path.isdigit():
-        raise InvalidArgument(f"bad Redis URL {shown}: the path must be a database number, not {path!r}")
+        # The path is not quoted: with a raw password in the URL, it may be a piece of it.
+        raise InvalidArgument(f"bad Redis URL {shown}: the path must be a database number, e.g. /0")
     if options.get("ssl_cert_reqs") == "none" or options.get("ssl_check_hostname") is False:
         warn_insecure(shown)
     return options
