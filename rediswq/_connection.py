@@ -169,7 +169,10 @@ def _secrets_of(url: str) -> set[str]:
     at = url.rfind("@", start)
     if at >= 0:
         userinfo = url[start:at]
-        found.update((userinfo, userinfo.partition(":")[2], *re.split(r"[/?#@:&=;]", userinfo)))
+        # The user name is no secret (a pod name may hold it); with no ":" the whole is a password.
+        user, colon, password = userinfo.partition(":")
+        password = password if colon else user
+        found.update((userinfo, password, *re.split(r"[/?#@:&=;]", password)))
     for begin, end in _secret_query_values(url):
         tail = url[begin:end]
         found.add(tail)

@@ -195,3 +195,17 @@ def test_peek_dead_list_and_text_logs_escape_control_characters(
     dead = CliRunner().invoke(main, ["--url", redis_url, "dead", "list", queue_name])
     assert dead.exit_code == 0, dead.output
     assert "\x1b" not in dead.output and len(dead.output.strip().splitlines()) == 2
+
+
+def test_a_variable_holding_the_user_name_only_is_kept(
+    server: RedisServer, queue_name: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "env.txt"
+    Queue(server.client(), queue_name).put(b"x")
+    env = _env(
+        server, REDISWQ_URL=f"redis://default:{PASSWORD}@127.0.0.1:{server.port}/0", POD_NAME="default-0"
+    )
+    argv = [REDISWQ, "work", queue_name, "--", "sh", "-c", f'env > "{out}"']
+    done = subprocess.run(argv, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert "POD_NAME=default-0" in out.read_text() and PASSWORD not in out.read_text()
