@@ -87,3 +87,57 @@ def test_worker_and_producer_pods_may_reach_redis_and_dns_only(build: str) -> No
         p["port"] for p in to_dns["ports"]
     } == {53}
     assert not any("ipBlock" in peer for rule in policy["egress"] for peer in rule["to"])
+
+
+# -- components/tls -----------------------------------------------------------------------------------
+
+
+def test_the_tls_overlay_passes_strict_schema_validation() -> None:
+    from test_k8s_manifests import VERSIONS, schema_errors
+
+    docs = kustomize("overlays/example-tls")
+    for version in VERSIONS:
+        assert schema_errors(docs, version) == [], version
+
+
+def test_with_tls_every_client_uses_rediss_and_trusts_the_ca_alone() -> None:
+    docs = kustomize("overlays/example-tls")
+    clients = 0
+    for owner, template in pod_templates(docs):
+        if owner == "StatefulSet rediswq-redis":
+            continue
+        (c,) = template["spec"]["containers"]
+        env = {v["name"]: v.get("value") for v in c["env"]}
+        assert re.fullmatch(
+            r"rediss://rediswq-[a-z]+:\$\(REDIS_PASSWORD\)@rediswq-redis:6379/0", env["REDISWQ_URL"]
+        )
+        mount = next(m for m in c["volumeMounts"] if env["REDISWQ_TLS_CA"].startswith(m["mountPath"] + "/"))
+        volume = next(v for v in template["spec"]["volumes"] if v["name"] == mount["name"])
+        assert volume["secret"] == {
+            "secretName": "rediswq-redis-tls",
+            "items": [{"key": "ca.crt", "path": "ca.crt"}],
+        }
+        clients += 1
+    assert clients == 2  # the worker and the producer
+
+
+def test_with_tls_redis_loads_the_tls_settings_and_is_probed_over_tls() -> None:
+    docs = kustomize("overlays/example-tls")
+    config = find(docs, "ConfigMap", "rediswq-redis-config")["data"]
+    tls = find(docs, "ConfigMap", "rediswq-redis-tls-config")["data"]["tls.conf"]
+    assert "port 0\n" in tls and "tls-port 6379\n" in tls
+    assert (
+        'if [ -f /etc/redis-tls/tls.conf ]; then echo "include /etc/redis-tls/tls.conf"; fi'
+        in config["start.sh"]
+    )
+    template = find(docs, "StatefulSet", "rediswq-redis")["spec"]["template"]
+    (c,) = template["spec"]["containers"]
+    mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+    volumes = {v["name"]: v for v in template["spec"]["volumes"]}
+    assert volumes[mounts["/etc/redis-tls"]]["configMap"]["name"] == "rediswq-redis-tls-config"
+    assert volumes[mounts["/etc/redis-tls/certs"]]["secret"]["secretName"] == "rediswq-redis-tls"
+    for line in ("tls-cert-file", "tls-key-file", "tls-ca-cert-file"):
+        path = next(x.split()[1] for x in tls.splitlines() if x.startswith(line))
+        assert path.startswith("/etc/redis-tls/certs/"), line
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert "redis-cli --tls --cacert /etc/redis-tls/certs/ca.crt" in " ".join(c[probe]["exec"]["command"])
