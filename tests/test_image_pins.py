@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 from packaging.requirements import Requirement
@@ -20,6 +20,11 @@ from packaging.requirements import Requirement
 ROOT = Path(__file__).resolve().parent.parent
 PINS = ROOT / "requirements"
 _PIN = re.compile(r"^([A-Za-z0-9_.-]+)==(\S+) \\\n    --hash=sha256:[0-9a-f]{64}$", re.M)
+
+
+def pyproject() -> dict[str, Any]:
+    tomllib = pytest.importorskip("tomllib", reason="tomllib needs Python 3.11")
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())  # type: ignore[no-any-return]
 
 
 def pins(name: str) -> dict[str, str]:
@@ -32,7 +37,7 @@ def pins(name: str) -> dict[str, str]:
 
 @pytest.mark.parametrize(("name", "section"), [("image.txt", "dependencies"), ("build.txt", "requires")])
 def test_every_dependency_is_pinned_within_pyprojects_ranges(name: str, section: str) -> None:
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    project = pyproject()
     wanted = project["project"][section] if section == "dependencies" else project["build-system"][section]
     pinned = pins(name)
     for spec in wanted:
