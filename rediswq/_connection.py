@@ -316,7 +316,9 @@ def _is_permission_error(error: redis.exceptions.ResponseError) -> bool:
     return "NOPERM" in text or "no permissions" in text or "can't run this command" in text
 
 
-_SCRIPT_LINE = re.compile(r"script: ([0-9a-f]{40}), on @user_script:([0-9]+)")
+# Where a script was refused: Redis 7 says "script: SHA, on @user_script:LINE", 6.2 "(call to f_SHA):
+# @user_script:LINE".
+_SCRIPT_LINE = re.compile(r"(?:script: |call to f_)([0-9a-f]{40})\)?[,:] (?:on )?@user_script:([0-9]+)")
 _CALLED = re.compile(r"redis\.p?call\('([A-Za-z]+)'")
 _COMMAND = re.compile(
     r"run the '([^']+)' command|access the '([^']+)' key|keys? (?:used|accessed) .*?'([^']+)'"

@@ -79,7 +79,9 @@ def pod_env(
     base = {"PATH": f"{BIN}:/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.UTF-8"}
     env = container_env(
         c,
-        secrets={("rediswq-redis", key): PASSWORD for key in ("password", "worker-password", "producer-password")},
+        secrets={
+            ("rediswq-redis", key): PASSWORD for key in ("password", "worker-password", "producer-password")
+        },
         fields={
             "metadata.name": pod_name,
             "metadata.labels['batch.kubernetes.io/job-name']": job_name,
@@ -346,7 +348,9 @@ def test_redis_starts_with_the_password_append_only_and_noeviction_and_its_probe
         assert health.ping()
         with pytest.raises(redis.exceptions.NoPermissionError):
             health.get("x")
-        worker = redis.Redis(port=port, username="rediswq-worker", password=PASSWORDS["REDIS_WORKER_PASSWORD"])
+        worker = redis.Redis(
+            port=port, username="rediswq-worker", password=PASSWORDS["REDIS_WORKER_PASSWORD"]
+        )
         with pytest.raises(redis.exceptions.NoPermissionError):
             worker.config_get("dir")
         Queue(worker, "jobs").stats()

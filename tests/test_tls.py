@@ -28,8 +28,9 @@ def _openssl(*args: str, cwd: Path) -> None:
 
 
 def _ca(d: Path, name: str) -> None:
+    key, pem = f"{name}.key", f"{name}.pem"
     _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN={name}",
-             "-keyout", f"{name}.key", "-out", f"{name}.pem", cwd=d)  # fmt: skip
+             "-keyout", key, "-out", pem, cwd=d)  # fmt: skip
 
 
 def _cert(d: Path, name: str, ca: str, san: str) -> None:
@@ -37,8 +38,9 @@ def _cert(d: Path, name: str, ca: str, san: str) -> None:
     _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}",
              "-keyout", f"{name}.key", "-out", f"{name}.csr", cwd=d)  # fmt: skip
     (d / f"{name}.ext").write_text(f"subjectAltName={san}\n")
-    _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key",
-             "-CAcreateserial", "-days", "2", "-extfile", f"{name}.ext", "-out", f"{name}.pem", cwd=d)  # fmt: skip
+    signing = ["-CA", f"{ca}.pem", "-CAkey", f"{ca}.key", "-CAcreateserial"]
+    _openssl("x509", "-req", "-in", f"{name}.csr", *signing, "-days", "2", "-extfile", f"{name}.ext",
+             "-out", f"{name}.pem", cwd=d)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -57,9 +59,10 @@ class TLSRedis:
     def __init__(self, pki: Path, *, client_certs: bool) -> None:
         self.port = free_port()
         self.dir = pki
+        clients = "yes" if client_certs else "no"
         args = [find_binary(), "--port", "0", "--tls-port", str(self.port), "--bind", "127.0.0.1",
                 "--tls-cert-file", str(pki / "server.pem"), "--tls-key-file", str(pki / "server.key"),
-                "--tls-ca-cert-file", str(pki / "ca.pem"), "--tls-auth-clients", "yes" if client_certs else "no",
+                "--tls-ca-cert-file", str(pki / "ca.pem"), "--tls-auth-clients", clients,
                 "--save", "", "--appendonly", "no", "--dir", str(pki)]  # fmt: skip
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for _ in range(200):
