@@ -325,8 +325,11 @@ _COMMAND = re.compile(
 )
 
 
-def _denied(text: str) -> str:
-    """What was refused, in words: the command (and script line) or key the message names."""
+def _denied(text: str, keys: str) -> str:
+    """What was refused, in words: the command (and script line) or key the message names; Redis does
+    not name a refused key, so a key refusal names the keys this connection's calls use."""
+    if "permissions to access one of the keys" in text or "access at least one of the keys" in text:
+        return f"(the keys {keys})" if keys else "(a key it was not granted)"
     if found := _SCRIPT_LINE.search(text):
         where = _script_lines().get(found.group(1))
         if where is not None:
@@ -362,8 +365,9 @@ class Connection:
     and certificates are never retried: waiting cannot fix them.
     """
 
-    def __init__(self, url: str, retries: int = 5) -> None:
+    def __init__(self, url: str, retries: int = 5, keys: str = "") -> None:
         self._redactor = Redactor(url)
+        self.keys = keys  # which keys the calls touch, in words, for a refusal by the ACL
         self.url = self._redactor.url
         self._retry = Retry(ExponentialBackoff(cap=2.0, base=0.1), retries, _CONNECTION_ERRORS)
 
@@ -387,7 +391,9 @@ class Connection:
             if "NOAUTH" in text or "WRONGPASS" in text:
                 return AuthenticationFailed(f"Redis at {url} refused the credentials: {text}")
             if _is_permission_error(e):
-                return PermissionDenied(f"Redis at {url} refused this user {_denied(text)}: {text}")
+                return PermissionDenied(
+                    f"Redis at {url} refused this user {_denied(text, self.keys)}: {text}"
+                )
             return ServerError(f"Redis at {url} refused the command: {text}")
         if isinstance(e, _CONNECTION_ERRORS):
             if _is_tls_failure(e):

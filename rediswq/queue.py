@@ -213,7 +213,8 @@ class Queue:
         self._backoff_cap_ms = _ms(retry_backoff_cap_secs, "retry_backoff_cap_secs")
         self._reclaim_limit = reclaim_limit
         self._client = client
-        self._conn = Connection(url or describe(client), retries=retries)
+        keys = f"of queue {name!r} ({self.keys.meta.rsplit(':', 1)[0]}:* and {self.keys.inbox})"
+        self._conn = Connection(url or describe(client), retries=retries, keys=keys)
         self._scripts = Scripts(client, self.keys)
 
     @classmethod

@@ -140,3 +140,13 @@ def test_the_aclfile_format_is_one_user_line_redis_accepts(acl_server: RedisServ
         assert b"+evalsha" in b" ".join(x for x in rules if isinstance(x, bytes)) or rules
     finally:
         admin.execute_command("ACL", "DELUSER", "feeder")
+
+
+def test_a_user_of_another_queue_is_refused_with_one_line_naming_the_keys(
+    users: tuple[str, dict[str, str]],
+) -> None:
+    _queue, urls = users
+    result = CliRunner().invoke(main, ["--url", urls["producer"], "enqueue", "not-mine", "x"])
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert "refused this user (the keys of queue 'not-mine' (rediswq:{not-mine}:* and not-mine))" in line
