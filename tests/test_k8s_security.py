@@ -5,10 +5,16 @@ only. (Schemas and kustomize builds are checked with every other manifest in tes
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 from test_k8s_manifests import matches
 from test_k8s_support import K8S, ROOT, Doc, find, kustomize, load, pod_templates
+
+from rediswq import Queue
 
 # kubernetes client method prefix -> RBAC verb
 _VERBS = {
@@ -141,3 +147,91 @@ def test_with_tls_redis_loads_the_tls_settings_and_is_probed_over_tls() -> None:
         assert path.startswith("/etc/redis-tls/certs/"), line
     for probe in ("readinessProbe", "livenessProbe"):
         assert "redis-cli --tls --cacert /etc/redis-tls/certs/ca.crt" in " ".join(c[probe]["exec"]["command"])
+
+
+def test_with_tls_the_manifests_redis_and_worker_run_for_real(tmp_path: Path) -> None:
+    """The TLS overlay's Redis start script, TLS settings and probes, and its worker's command and env,
+    run as local processes with a CA made here (only the Service name, port and paths substituted)."""
+    from redis_server import find_binary, free_port
+    from test_k8s_pod_commands import redis_cli
+    from test_k8s_support import command_line, container, container_env, dockerfile_entrypoint
+    from test_tls import _ca, _cert
+
+    docs = kustomize("overlays/example-tls")
+    pki = tmp_path / "pki"
+    pki.mkdir()
+    _ca(pki, "ca")
+    _cert(pki, "server", "ca", "DNS:localhost")
+    config = find(docs, "ConfigMap", "rediswq-redis-config")["data"]
+    port = free_port()
+    etc, tls, run, data = (tmp_path / d for d in ("etc", "etc-tls", "run", "data"))
+    for d in (etc, tls, run, data):
+        d.mkdir()
+    # Never 6379 here: the plain port is closed (tls.conf closes it too), TLS gets a free one.
+    conf = config["redis.conf"].replace("port 6379\n", "port 0\nbind 127.0.0.1\n")
+    (etc / "redis.conf").write_text(
+        conf.replace("dir /data\n", f"dir {data}\n").replace("/run/redis/", f"{run}/")
+    )
+    (etc / "users.acl").write_text(config["users.acl"])
+    tls_conf = find(docs, "ConfigMap", "rediswq-redis-tls-config")["data"]["tls.conf"]
+    tls_conf = tls_conf.replace("tls-port 6379", f"tls-port {port}")
+    for name, file in (("tls.crt", "server.pem"), ("tls.key", "server.key"), ("ca.crt", "ca.pem")):
+        tls_conf = tls_conf.replace(f"/etc/redis-tls/certs/{name}", str(pki / file))
+    (tls / "tls.conf").write_text(tls_conf)
+    script = config["start.sh"].replace("/run/redis/", f"{run}/").replace("/etc/redis-tls/", f"{tls}/")
+    (etc / "start.sh").write_text(script.replace("/etc/redis/", f"{etc}/"))
+    passwords = {
+        "REDIS_PASSWORD": "admin-pw-1234",
+        "REDIS_WORKER_PASSWORD": "worker-pw-1234",
+        "REDIS_PRODUCER_PASSWORD": "producer-pw-1234",
+    }
+    env = {"PATH": f"{Path(find_binary()).parent}:/usr/bin:/bin", "HOME": str(tmp_path), **passwords}
+    redis_process = subprocess.Popen(
+        ["sh", str(etc / "start.sh")], env=env, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        c = container(find(docs, "StatefulSet", "rediswq-redis")["spec"]["template"], "redis")
+        probe = [
+            a.replace(" -h 127.0.0.1", f" -h 127.0.0.1 -p {port}").replace(
+                "/etc/redis-tls/certs/ca.crt", str(pki / "ca.pem")
+            )
+            for a in c["readinessProbe"]["exec"]["command"]
+        ]
+        probe_env = {"PATH": f"{Path(redis_cli()).parent}:/usr/bin:/bin"}
+        deadline = time.monotonic() + 10
+        while subprocess.run(probe, env=probe_env, capture_output=True, timeout=10).returncode != 0:
+            assert redis_process.poll() is None, redis_process.stderr.read() if redis_process.stderr else ""
+            assert time.monotonic() < deadline, "Redis never became ready over TLS"
+            time.sleep(0.1)
+
+        worker = container(find(docs, "Job", "rediswq-worker")["spec"]["template"], "worker")
+        secrets = {
+            ("rediswq-redis", "password"): passwords["REDIS_PASSWORD"],
+            ("rediswq-redis", "worker-password"): passwords["REDIS_WORKER_PASSWORD"],
+            ("rediswq-redis", "producer-password"): passwords["REDIS_PRODUCER_PASSWORD"],
+        }
+        base = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(tmp_path)}
+        worker_env = container_env(worker, secrets, {"metadata.name": "rediswq-worker-0"}, base)
+        assert worker_env["REDISWQ_URL"].startswith(
+            "rediss://rediswq-worker:worker-pw-1234@rediswq-redis:6379/"
+        )
+        worker_env["REDISWQ_URL"] = worker_env["REDISWQ_URL"].replace(
+            "@rediswq-redis:6379/", f"@localhost:{port}/"
+        )
+        assert worker_env["REDISWQ_TLS_CA"] == "/etc/rediswq-tls/ca.crt"
+        worker_env["REDISWQ_TLS_CA"] = str(pki / "ca.pem")
+        admin = f"rediss://rediswq-admin:admin-pw-1234@localhost:{port}/0"
+        filled = Queue.from_url(admin, "jobs", tls_ca=str(pki / "ca.pem"))
+        filled.put_many([b"a", b"b", b"c"])
+        filled.close()  # the example's workers run --until closed, for its producer
+        argv = command_line(worker, dockerfile_entrypoint(), worker_env)
+        done = subprocess.run(argv, env=worker_env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.split() == ["processed", "a", "processed", "b", "processed", "c"]
+        # The wrong CA: the worker fails at once with exit 2, which fails the Job (podFailurePolicy).
+        worker_env["REDISWQ_TLS_CA"] = str(pki / "server.pem")
+        done = subprocess.run(argv, env=worker_env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2 and "certificate verify failed" in done.stderr, done.stderr
+    finally:
+        redis_process.terminate()
+        redis_process.wait(10)
