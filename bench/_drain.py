@@ -72,6 +72,21 @@ def rediswq_one(url: str, name: str, lease_secs: float, ready: Any, go: Any) -> 
     return WorkerResult(n, started, last)
 
 
+def rediswq_consume(url: str, name: str, lease_secs: float, ready: Any, go: Any) -> WorkerResult:
+    """The library loop: `with q.consume(lease_secs) as leases: for lease in leases: ...`."""
+    q = Queue.from_url(url, name)
+    q.client.ping()
+    ready.set()
+    go.wait()
+    started = last = now()
+    n = 0
+    with q.consume(lease_secs) as leases:
+        for _lease in leases:
+            n += 1
+            last = now()
+    return WorkerResult(n, started, last)
+
+
 def rediswq_batched(url: str, name: str, batch: int, lease_secs: float, ready: Any, go: Any) -> WorkerResult:
     """lease_many(batch), then complete_and_lease(batch, batch) until drained: one call per batch."""
     q = Queue.from_url(url, name)

@@ -1,9 +1,10 @@
 """Drain one item at a time with N worker processes: rediswq vs the docs example vs the floor.
 
 rediswq: `lease`, then `complete_and_lease([lease], 1)` per item (one script call per item).
+rediswq consume(): the library loop, `for lease in queue.consume(...)`, beside it in the same run.
 baseline: the Kubernetes docs example's algorithm (BRPOPLPUSH + SETEX, LREM + DEL, two LLEN a loop).
 floor: pipelined RPOP (100 per round trip), no lease at all: what Redis and a Python client can move.
-Targets (issue 4, #1): rediswq >= 4x the baseline; <= 1.05 client calls per item.
+Targets: rediswq >= 4x the baseline; <= 1.05 client calls per item; consume() >= 0.9x rediswq.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from _drain import (
     floor_drain,
     list_drained,
     measure,
+    rediswq_consume,
     rediswq_drained,
     rediswq_one,
 )
@@ -38,6 +40,7 @@ from _drain import (
 NAME = "drain_one"
 TITLE = "Drain, one item at a time"
 MAIN = "rediswq"
+CONSUME = "rediswq consume()"
 BASELINE = "baseline (docs example)"
 FLOOR = "floor (pipelined RPOP)"
 
@@ -80,6 +83,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 lambda: measure(
                     client,
                     url,
+                    variant=CONSUME,
+                    items=payloads(args.items, args.payload_bytes),
+                    workers=args.workers,
+                    fill=fill_rediswq,
+                    worker=rediswq_consume,
+                    worker_args=(60.0,),
+                    scripts=True,
+                    check_drained=rediswq_drained,
+                ),
+                lambda: measure(
+                    client,
+                    url,
                     variant=BASELINE,
                     items=payloads(args.baseline_items, args.payload_bytes),
                     workers=args.workers,
@@ -109,9 +124,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for row in rows:
         row["x baseline"] = paired_ratio(runs, row["variant"], BASELINE)
         row["% floor"] = 100 * paired_ratio(runs, row["variant"], FLOOR)
+        row["x rediswq"] = paired_ratio(runs, row["variant"], MAIN)
     targets = [
         Target("drain one: rediswq / baseline", by[MAIN]["x baseline"], ">=", 4.0, "x"),
         Target("drain one: client calls per item", by[MAIN]["calls/item"], "<=", 1.05),
+        Target("drain one: consume() / complete_and_lease", by[CONSUME]["x rediswq"], ">=", 0.9, "x"),
+        Target("drain one: consume() client calls per item", by[CONSUME]["calls/item"], "<=", 1.05),
     ]
     return finish(
         NAME,
@@ -120,7 +138,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         env,
         vars(args),
         rows,
-        ["variant", "items", "runs", "items/s", "x baseline", "% floor", "calls/item", "server us/item"],
+        [
+            "variant",
+            "items",
+            "runs",
+            "items/s",
+            "x baseline",
+            "x rediswq",
+            "% floor",
+            "calls/item",
+            "server us/item",
+        ],
         targets,
         notes=[
             f"{args.workers} worker processes; items/s is the median of {args.repeat} runs per variant; "

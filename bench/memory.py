@@ -5,7 +5,9 @@ Each case fills one key (or one queue) of a fresh server with N payloads of B by
 bare list: RPUSH of the payloads. rediswq: `put_many` of the same payloads (pending items are msgpack
 envelopes [id, attempts, payload] in one list). Also shown, not a target: what a leased item costs
 (its handle in the leased zset, its payload in the payloads hash), measured by leasing the queue's first
-L items.
+L items. And what `enqueue --unique`'s checkpoints cost: one hash field per input source (its
+count and digest, `COUNT:32-hex-digit BLAKE2b`), whatever the number of items, measured with
+MEMORY USAGE of the checkpoints hash after S sources have each put a batch.
 Target (issue 4, #6): a pending item <= 2x the bare list's cost per item.
 """
 
@@ -77,16 +79,34 @@ def measure(server: RedisServer, items: list[bytes], leased: int) -> list[dict[s
     return rows
 
 
+def checkpoint_cost(server: RedisServer, sources: int) -> dict[str, Any]:
+    """Bytes of the checkpoints hash per source, as `enqueue --unique` writes it (1,000,000 items each)."""
+    client = server.client()
+    q = Queue(client, "mem-checkpoints")
+    for i in range(sources):
+        q.put_many([b"x"], checkpoint=(f"file:/data/items-{i:05d}.txt", lambda _n: f"1000000:{'f' * 32}"))
+    size = int(client.memory_usage(q.keys.checkpoints) or 0)
+    q.purge()
+    return {
+        "case": "enqueue checkpoint (per source)",
+        "items": sources,
+        "bytes": size,
+        "bytes/item": size / sources,
+    }
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = base_parser(__doc__ or "")
     parser.add_argument("--items", type=int, default=1_000_000, help="pending items")
     parser.add_argument("--payload-bytes", type=int, default=16)
     parser.add_argument("--leased", type=int, default=100_000, help="items leased for the leased-cost row")
+    parser.add_argument("--sources", type=int, default=1000, help="input sources for the checkpoint row")
     args = parser.parse_args(argv)
 
     with private_redis(args.redis_server, args.redis_config) as server:
         env = environment(server)
         rows = measure(server, payloads(args.items, args.payload_bytes), min(args.leased, args.items))
+        rows.append(checkpoint_cost(server, args.sources))
     bare, pending = rows[0]["bytes/item"], rows[1]["bytes/item"]
     for row in rows[:2]:
         row["x bare"] = row["bytes/item"] / bare
@@ -103,6 +123,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         notes=[
             f"{args.payload_bytes}-byte payloads; used_memory from INFO memory, before and after each fill",
             "leased (extra): used_memory change when that many pending items are leased, per item",
+            "enqueue checkpoint: MEMORY USAGE of the checkpoints hash over the sources (items: sources)",
         ],
     )
 

@@ -32,8 +32,9 @@ def acl(queue: str, role: rediswq.acl.Role, user: str | None, style: str) -> Non
     """Print the ACL SETUSER rules that let a Redis user do ROLE's work on QUEUE, and nothing more.
 
     Only QUEUE's keys, only the commands that role's calls run (scripts run with EVALSHA; no EVAL,
-    no admin commands). Redis grants commands, not scripts: the worker role can also close or reopen
-    the queue, and the producer role requeue or delete dead letters (the same commands). The
+    no admin commands; INFO, for the check that Redis does not evict keys). Redis grants commands, not
+    scripts: the worker role can also close the queue, and the producer role requeue or delete dead
+    letters (the same commands). The
     rules hold no password: add one with `>PASSWORD`.
 
     \b

@@ -186,6 +186,8 @@ def close(queue: str) -> None:
 def reopen(queue: str) -> None:
     """Reopen a closed QUEUE so items may be added again (e.g. for a queue a CronJob refills).
 
+    It also forgets the checkpoints of `enqueue --unique`, so the same input may be enqueued anew.
+
     \b
     Example:
       rediswq reopen jobs

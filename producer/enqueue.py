@@ -5,18 +5,16 @@ from __future__ import annotations
 import hashlib
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import click
 
 import rediswq
+from producer.checkpoint import SourceProgress
 from producer.sources import InputError, IntRange, ReadProgress, Sources
 from worker.clikit import ConfigError, open_queue, queue_errors
 
-# One script call per batch, and each call is atomic: on any failure the count of items in is exact.
-BATCH_ITEMS = 2000
-BATCH_BYTES = 4 * 1024 * 1024
 UNIQUE_PREFIX = "c:"
 
 
@@ -29,34 +27,12 @@ def unique_id(payload: bytes) -> str:
 class Tally:
     added: int = 0
     skipped: int = 0
+    resumed: int = 0  # items an earlier run put in, after which this one went on (--unique)
     sent: bool = False  # a batch was sent (its reply may be lost if the connection drops)
 
     def summary(self) -> str:
-        return f"enqueued {self.added}, skipped {self.skipped} duplicates"
-
-
-def batches(chunks: Iterable[list[bytes]]) -> Iterator[list[bytes]]:
-    """Cut each item list into batches of at most BATCH_ITEMS items and (but for one item) BATCH_BYTES.
-
-    Nothing is held back between lists, so a trickle on a pipe goes in as it arrives.
-    """
-    for items in chunks:
-        start = 0
-        while start < len(items):
-            batch = items[start : start + BATCH_ITEMS]
-            if sum(map(len, batch)) > BATCH_BYTES:
-                batch = _by_bytes(batch)
-            yield batch
-            start += len(batch)
-
-
-def _by_bytes(batch: list[bytes]) -> list[bytes]:
-    size = 0
-    for n, item in enumerate(batch):
-        size += len(item)
-        if size > BATCH_BYTES:
-            return batch[: max(n, 1)]
-    return batch
+        text = f"enqueued {self.added}, skipped {self.skipped} duplicates"
+        return text + (f", {self.resumed} put in by an earlier run" if self.resumed else "")
 
 
 class ProgressLine:
@@ -119,7 +95,8 @@ def _ints(values: tuple[str, ...]) -> list[IntRange]:
     "-u",
     "--unique",
     is_flag=True,
-    help="Give each item an id hashed from its bytes: an item equal to a live one is skipped.",
+    help="Give each item an id hashed from its bytes (an item equal to a live one is skipped), and "
+    "checkpoint each source's progress: a re-run over the same input adds only what is missing.",
 )
 @click.option("--close", "close_after", is_flag=True, help="Close the queue once every item is in.")
 @click.option(
@@ -146,11 +123,16 @@ def enqueue(
 
     Items are bytes, taken verbatim: a line's trailing newline (and a \\r before it) is dropped, and
     blank lines are skipped unless --keep-blank. They go in batches of up to 2,000 items, each batch
-    atomically, so when something fails the error line says exactly how many items went in. With
-    --unique an item whose bytes equal those of an item still live in the queue (pending, waiting
-    for a retry, or leased) is skipped, so re-running the same input after a failure adds only what
-    is missing; an item that was already completed is not live, and would be added again. (The id
-    is `c:` and the hex BLAKE2b-128 digest of the item's bytes.)
+    atomically, so when something fails the error line says exactly how many items went in.
+
+    With --unique, each item's id is `c:` and the hex BLAKE2b-128 digest of its bytes, so an item
+    equal to one still live in the queue (pending, waiting for a retry, or leased) is skipped; and
+    each batch records, in the same atomic call, how far its source got (a checkpoint per argument
+    list, range, file path or stdin: the count of items in and a digest of them, one small hash field
+    per source). A run killed at any point and re-run over the same input adds exactly the items not
+    yet added, even when workers have completed and forgotten the earlier ones; a re-run over an
+    input whose first items differ from those checkpointed fails with exit 2, and `rediswq reopen`
+    forgets the checkpoints. A queue closed by a finished run accepts such a re-run (nothing to add).
 
     On a terminal a progress line is drawn on stderr. At the end the summary `enqueued N, skipped M
     duplicates` goes to stdout (--quiet drops it). Exit codes: 0 every item is in; 1 a runtime
@@ -163,7 +145,7 @@ def enqueue(
       rediswq enqueue jobs a b c                     # three items
       rediswq enqueue jobs --file urls.txt --close   # one item a line, then close the queue
       find /data -name '*.csv' -print0 | rediswq enqueue jobs --null
-      rediswq enqueue --unique jobs -f urls.txt      # re-runnable: adds only what is not live
+      rediswq enqueue --unique jobs -f urls.txt      # re-runnable: adds only what is missing
       rediswq enqueue jobs --range 0:10000           # the items 0, 1, ..., 9999
     """
     int_ranges = _ints(ranges)
@@ -189,20 +171,11 @@ def enqueue(
         with queue_errors():
             try:
                 sources.check_files()
-                # Fail fast, before reading any input; a connection lost later is then mid-stream.
-                if q.stats().closed:
+                # Fail fast, before reading any input (a checkpointed re-run may have nothing to add).
+                if not unique and q.stats().closed:
                     raise rediswq.QueueClosed(f"queue {queue!r} is closed")
-                for batch in batches(sources.chunks()):
-                    tally.sent = True
-                    done = q.put_many(
-                        batch,
-                        ids=[unique_id(item) for item in batch] if unique else None,
-                        batch_size=len(batch),
-                        batch_bytes=sys.maxsize,
-                    )
-                    tally.added += done.added
-                    tally.skipped += done.skipped
-                    line.update(tally)
+                for name, chunks in sources.streams():
+                    _put_source(q, name, chunks, unique, tally, line)
                 if close_after:
                     q.close()
             except InputError as e:
@@ -219,6 +192,41 @@ def enqueue(
     line.clear()
     if not quiet:
         click.echo(tally.summary() + (f"; closed queue {queue!r}" if close_after else ""))
+
+
+def _put_source(
+    q: rediswq.Queue, name: str, chunks: Iterator[list[bytes]], unique: bool, tally: Tally, line: ProgressLine
+) -> None:
+    """Put one source's items, one `put_many` call per list read (a pipe's trickle goes in as it comes).
+
+    put_many cuts each list into batches itself and sends them from a background thread.
+    """
+    progress = SourceProgress(name, q.name)
+    if unique:
+        progress.expect(q.checkpoint(name))
+        tally.resumed += progress.resumed
+    for read in chunks:
+        items = progress.skip(read) if unique else read
+        if not items:
+            continue
+        tally.sent = True
+        try:
+            if unique:
+                before = progress.count
+                done = q.put_many(
+                    items,
+                    ids=[unique_id(item) for item in items],
+                    checkpoint=(name, lambda taken: progress.mark(items, taken, before)),  # noqa: B023
+                )
+            else:
+                done = q.put_many(items)
+        except rediswq.RedisWQError as e:
+            tally.added += e.added
+            raise
+        tally.added += done.added
+        tally.skipped += done.skipped
+        line.update(tally)
+    progress.finish()
 
 
 def _before(tally: Tally, cause: BaseException | None) -> str:

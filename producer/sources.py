@@ -75,26 +75,47 @@ class Sources:
                 with _open(path):
                     pass
 
-    def chunks(self) -> Iterator[list[bytes]]:
-        """Lists of items, in input order; raises `InputError` when it meets an item it cannot take."""
+    def streams(self) -> Iterator[tuple[str, Iterator[list[bytes]]]]:
+        """(name, lists of items) per source, in input order; a stream raises `InputError` when it
+        meets an item it cannot take (after the items before it).
+
+        The name says which source it is (`args`, `range:0:10:1`, `file:PATH`, `stdin`; `#2` ... on a
+        repeat), so a checkpoint of how far a source got is found again by a re-run over the same input.
+        """
+        seen: dict[str, int] = {}
+
+        def named(name: str) -> str:
+            seen[name] = seen.get(name, 0) + 1
+            return name if seen[name] == 1 else f"{name}#{seen[name]}"
+
         if self.args:
-            items = [os.fsencode(arg) for arg in self.args]
-            if not self.keep_blank:
-                items = [item for item in items if item]
-            for i, item in enumerate(items):
-                if len(item) > self.max_item_bytes:
-                    raise InputError(f"argument {i + 1}: {_too_big(len(item), self.max_item_bytes)}")
-            yield items
+            yield named("args"), self._args()
         for r in self.ranges:
-            numbers = range(r.start, r.end, r.step)
-            for i in range(0, len(numbers), RANGE_CHUNK):
-                yield [b"%d" % n for n in numbers[i : i + RANGE_CHUNK]]
+            yield named(f"range:{r.start}:{r.end}:{r.step}"), self._range(r)
         for path in self.files:
-            if path == "-":
-                yield from self._read(sys.stdin.buffer, "standard input")
-            else:
-                with _open(path) as stream:
-                    yield from self._read(stream, path)
+            yield named("stdin" if path == "-" else f"file:{path}"), self._file(path)
+
+    def _args(self) -> Iterator[list[bytes]]:
+        items = [os.fsencode(arg) for arg in self.args]
+        if not self.keep_blank:
+            items = [item for item in items if item]
+        for i, item in enumerate(items):
+            if len(item) > self.max_item_bytes:
+                raise InputError(f"argument {i + 1}: {_too_big(len(item), self.max_item_bytes)}")
+        yield items
+
+    @staticmethod
+    def _range(r: IntRange) -> Iterator[list[bytes]]:
+        numbers = range(r.start, r.end, r.step)
+        for i in range(0, len(numbers), RANGE_CHUNK):
+            yield [b"%d" % n for n in numbers[i : i + RANGE_CHUNK]]
+
+    def _file(self, path: str) -> Iterator[list[bytes]]:
+        if path == "-":
+            yield from self._read(sys.stdin.buffer, "standard input")
+        else:
+            with _open(path) as stream:
+                yield from self._read(stream, path)
 
     def _read(self, stream: BinaryIO, name: str) -> Iterator[list[bytes]]:
         progress = self.progress

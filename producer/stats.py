@@ -73,7 +73,9 @@ def text_view(
     """The human view; with `interval` (watching), a line of rate and time to drain too."""
     state = "closed" if s.closed else "open"
     progress = "drained" if s.drained else f"{s.outstanding} outstanding"
-    lines = [f"queue {name}: {state}, {progress}"]
+    # Dead letters are work not done: said in the first line, not only in the table below.
+    dead = f", {s.dead} dead letters (rediswq dead list {name})" if s.dead else ""
+    lines = [f"queue {name}: {state}, {progress}{dead}"]
     if interval is not None:
         eta = eta_secs(s, rate)
         shown_rate = "-" if rate is None else f"{rate:.1f}/s"

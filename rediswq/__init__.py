@@ -5,9 +5,11 @@ from __future__ import annotations
 from rediswq._connection import url_secrets
 from rediswq.acl import ROLES, acl_rules
 from rediswq.compat import RedisWQ
+from rediswq.consume import Consumer
 from rediswq.errors import (
     AuthenticationFailed,
     ConnectionFailed,
+    EvictingRedis,
     InsecureTLSWarning,
     InvalidArgument,
     LeaseLost,
@@ -26,8 +28,10 @@ __all__ = [
     "ROLES",
     "AuthenticationFailed",
     "ConnectionFailed",
+    "Consumer",
     "DeadLetter",
     "Enqueued",
+    "EvictingRedis",
     "Handoff",
     "Heartbeat",
     "InsecureTLSWarning",

@@ -18,6 +18,9 @@ key                       type    meaning
 ``rediswq:{NAME}:delayed``  zset  envelopes waiting out a retry backoff; score: when due, in ms
 ``rediswq:{NAME}:dead``     hash  id -> msgpack ``[id, attempts, payload, error, dead_at_ms]``
 ``rediswq:{NAME}:ids``      set   caller-given ids that are live (pending, delayed or leased)
+``rediswq:{NAME}:checkpoints`` hash  input stream name -> how far a producer got (an opaque value
+                                  written by `put_many(checkpoint=...)` in the same script call as
+                                  each batch); cleared by `Queue.reopen` and `Queue.purge`
 ``rediswq:{NAME}:meta``     hash  counters ``enqueued completed failed retried expired dead_lettered
                                   released``, the id sequence ``seq``, the lease token
                                   sequence ``token``, and ``closed`` (1 once closed)
@@ -69,6 +72,7 @@ class Keys:
     dead: str
     ids: str
     meta: str
+    checkpoints: str
 
     @classmethod
     def for_queue(cls, name: str) -> Keys:
@@ -86,6 +90,7 @@ class Keys:
             dead=base + "dead",
             ids=base + "ids",
             meta=base + "meta",
+            checkpoints=base + "checkpoints",
         )
 
     def all(self) -> list[str]:
@@ -99,4 +104,5 @@ class Keys:
             self.dead,
             self.ids,
             self.meta,
+            self.checkpoints,
         ]

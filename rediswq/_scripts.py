@@ -104,8 +104,15 @@ class Scripts:
         self._purge = client.register_script(_source("purge"))
         self._stats = client.register_script(_source("stats"))
 
-    def put(self, payloads: Sequence[bytes], ids: Sequence[str] | None) -> tuple[bool, int, int]:
+    def put(
+        self,
+        payloads: Sequence[bytes],
+        ids: Sequence[str] | None,
+        checkpoint: tuple[str, str] | None = None,
+    ) -> tuple[bool, int, int]:
         """Add payloads (with caller-given ids, or ids the queue assigns when `ids` is None).
+
+        `checkpoint` (name, value) is written in the same call, unless the queue is closed.
 
         Returns (closed, first assigned id, how many were skipped as live already). Assigned ids are
         reserved first (one HINCRBY, a second round trip) so the envelopes are built here: msgpack in
@@ -118,11 +125,12 @@ class Scripts:
                 for i, p in zip(range(first_id, first_id + len(payloads)), payloads, strict=True)
             ]
             # Raw (old-style) strings: Redis's cmsgpack predates msgpack's bin type.
-            args = [msgpack.packb(envelopes, use_bin_type=False), b""]
+            args: list[bytes | str] = [msgpack.packb(envelopes, use_bin_type=False), b""]
         else:
             first_id = 0
             envelopes = [envelope(i, p) for i, p in zip(ids, payloads, strict=True)]
             args = [msgpack.packb(envelopes, use_bin_type=False), msgpack.packb(ids, use_bin_type=False)]
+        args += list(checkpoint) if checkpoint is not None else ["", ""]
         status, skipped = self._put(keys=self._keys, args=args)
         return int(status) == 1, first_id, int(skipped)
 

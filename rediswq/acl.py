@@ -15,7 +15,9 @@ from rediswq._keys import Keys
 Role = Literal["worker", "producer", "admin"]
 ROLES: tuple[Role, ...] = ("worker", "producer", "admin")
 
-_SCRIPTS = ("evalsha", "script|load")
+# EVALSHA and SCRIPT LOAD run the scripts; INFO is how a queue's first call checks that Redis does not
+# evict keys (maxmemory-policy): it shows server figures, no keys or values.
+_SCRIPTS = ("evalsha", "script|load", "info")
 # lease.lua (complete_and_lease too), fail, extend, release and stats.lua: what `rediswq work` runs.
 _WORKER = (
     "time", "type", "lpop", "lpush", "llen", "hget", "hmget", "hset", "hdel", "hincrby", "hgetall",
@@ -26,7 +28,7 @@ _PRODUCER = (
     "exists", "rpush", "sadd", "hget", "hdel", "hincrby", "hset", "hgetall", "hlen", "hscan", "llen",
     "lrange", "type", "zcard", "zrange", "zscore",
 )  # fmt: skip
-# Everything, plus purge.lua's DEL and the dead-letter scripts.
+# Everything, plus DEL: purge.lua, and reopen (which forgets the enqueue checkpoints).
 _ADMIN = (*_WORKER, *_PRODUCER, "del")
 
 _COMMANDS: dict[Role, tuple[str, ...]] = {"worker": _WORKER, "producer": _PRODUCER, "admin": _ADMIN}

@@ -5,11 +5,14 @@ RedisWQError
 │   └── AuthenticationFailed   Redis refused us in a way no retry can fix
 │       ├── PermissionDenied   the ACL user may not run a command or touch a key (NOPERM)
 │       └── TLSFailed          the TLS handshake failed: certificate, host name, client certificate
-├── ServerError        Redis answered with an error (OOM, READONLY, WRONGTYPE)
+├── ServerError        Redis answered with an error (out of memory, READONLY, WRONGTYPE)
+├── EvictingRedis      Redis may evict queue keys (maxmemory-policy): refused unless allowed
 ├── LeaseLost          the lease expired and was reclaimed (or was never held): not yours to settle
 ├── QueueClosed        the queue was closed: no more items may be added
 ├── LeaseTimeout       a blocking lease waited its timeout and found nothing (the queue is not drained)
 └── InvalidArgument    a bad queue name, item id or payload, caught before anything is written
+
+An error out of `put_many` carries `added`: how many items went in before it (every error type).
 """
 
 from __future__ import annotations
@@ -22,7 +25,13 @@ if TYPE_CHECKING:
 
 
 class RedisWQError(Exception):
-    """Base class of every error rediswq raises."""
+    """Base class of every error rediswq raises.
+
+    `added` is set on an error out of `put_many`: how many items that call put in before the error
+    (a batch whose reply was lost with the connection is not counted; it may have gone in).
+    """
+
+    added: int = 0
 
 
 class ConnectionFailed(RedisWQError):
@@ -49,12 +58,22 @@ class ServerError(RedisWQError):
     """Redis answered with an error (OOM under noeviction, READONLY replica, WRONGTYPE); nothing was done."""
 
 
-class LeaseLost(RedisWQError):
-    """The lease no longer holds: it expired and was reclaimed, or it was settled already."""
+class EvictingRedis(RedisWQError):
+    """Redis runs a maxmemory-policy that may evict queue keys (they have no TTL): items would vanish."""
 
-    def __init__(self, message: str, leases: Sequence[Lease] = ()) -> None:
+
+class LeaseLost(RedisWQError):
+    """The lease no longer holds: it expired and was reclaimed, or it was settled already.
+
+    `unconfirmed` is True when the settle call was sent again after a dropped connection: the first
+    send may have gone through (the item was settled then) or the lease expired meanwhile; nobody
+    can tell which, so the item may be done again by another worker.
+    """
+
+    def __init__(self, message: str, leases: Sequence[Lease] = (), *, unconfirmed: bool = False) -> None:
         super().__init__(message)
         self.leases: list[Lease] = list(leases)
+        self.unconfirmed = unconfirmed
 
 
 class QueueClosed(RedisWQError):

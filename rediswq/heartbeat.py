@@ -39,6 +39,7 @@ class Heartbeat:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.lost: list[Lease] = []
+        self._failing = False  # renewals are failing: said once, until they work again
 
     def add(self, lease: Lease) -> None:
         with self._lock:
@@ -90,7 +91,9 @@ class Heartbeat:
             return
         try:
             self._queue.extend_many(leases)
+            self._recovered()
         except LeaseLost as e:
+            self._recovered()
             for lease in e.leases:
                 with self._lock:
                     # Discarded while the call ran: settled by its worker meanwhile, not lost.
@@ -101,5 +104,12 @@ class Heartbeat:
                 if self._on_lost is not None:
                     self._on_lost(lease)
         except RedisWQError as e:
-            # The next beat retries; a lease survives two missed beats.
-            log.warning("could not renew leases: %s", e)
+            # The next beat retries; a lease survives two missed beats. One line per outage.
+            if not self._failing:
+                self._failing = True
+                log.warning("could not renew leases (retrying every beat): %s", e)
+
+    def _recovered(self) -> None:
+        if self._failing:
+            self._failing = False
+            log.warning("lease renewals work again")

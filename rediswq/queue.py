@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
@@ -12,7 +13,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from itertools import islice
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import msgpack
 import redis
@@ -21,12 +22,16 @@ from redis.retry import Retry
 
 from rediswq._connection import Connection, check_url, describe, redact, tls_options
 from rediswq._keys import LEASED_SENTINEL, Keys
+from rediswq._policy import check_eviction
 from rediswq._scripts import DRAINED, LEASED, Scripts, read_handle
-from rediswq.errors import InvalidArgument, LeaseLost, LeaseTimeout, QueueClosed
+from rediswq.consume import Consumer
+from rediswq.errors import InvalidArgument, LeaseLost, LeaseTimeout, QueueClosed, RedisWQError
 from rediswq.heartbeat import Heartbeat
 from rediswq.lease import Lease
 
 Until = Literal["drained", "closed"]
+Mark = tuple[str, str] | None  # a checkpoint (name, value) written with a batch
+T = TypeVar("T")
 
 _AUTO_ID = re.compile(r"[0-9]+")
 # An idle worker polls at most 20 times a second, backing off to twice a second; it wakes when the
@@ -49,6 +54,7 @@ class Handoff:
 
     leases: list[Lease]
     lost: list[Lease]
+    unconfirmed: bool = False  # sent again after a dropped connection: `lost` may have been completed
 
 
 @dataclass(frozen=True)
@@ -124,6 +130,10 @@ def _ms(secs: float, what: str) -> int:
     return max(1, round(secs * 1000))
 
 
+def _mark(checkpoint: tuple[str, Callable[[int], str]] | None, taken: int) -> Mark:
+    return None if checkpoint is None else (checkpoint[0], checkpoint[1](taken))
+
+
 class _BatchSender:
     """Sends put batches from one background thread, at most one in flight, in order.
 
@@ -133,22 +143,27 @@ class _BatchSender:
     sent after it.
     """
 
-    def __init__(self, put: Callable[[list[bytes], list[str] | None, int], tuple[int, int]]) -> None:
+    def __init__(self, put: Callable[[list[bytes], list[str] | None, Mark, int], tuple[int, int]]) -> None:
         self._put = put
         self._pool: ThreadPoolExecutor | None = None
         self._in_flight: Future[tuple[int, int]] | None = None
         self.added = self.skipped = 0
+        self.failed = False  # a batch raised: nothing more may be sent
 
-    def send(self, batch: list[bytes], ids: list[str] | None) -> None:
+    def send(self, batch: list[bytes], ids: list[str] | None, mark: Mark) -> None:
         self._settle()
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rediswq-put")
-        self._in_flight = self._pool.submit(self._put, batch, ids, self.added)
+        self._in_flight = self._pool.submit(self._put, batch, ids, mark, self.added)
 
     def _settle(self) -> None:
         if self._in_flight is not None:
             future, self._in_flight = self._in_flight, None
-            added, skipped = future.result()
+            try:
+                added, skipped = future.result()
+            except BaseException:
+                self.failed = True
+                raise
             self.added += added
             self.skipped += skipped
 
@@ -159,8 +174,10 @@ class _BatchSender:
         try:
             if kind is None:
                 self._settle()
-            elif self._in_flight is not None:
-                self._in_flight.cancel()
+            else:
+                # The batch in flight is waited for even so, so that `added` is exact after an error.
+                with contextlib.suppress(Exception):
+                    self._settle()
         finally:
             if self._pool is not None:
                 self._pool.shutdown(wait=True)
@@ -196,6 +213,8 @@ class Queue:
         worker: str | None = None,
         url: str | None = None,
         retries: int = 5,
+        allow_eviction: bool = False,
+        retry_settles: bool = True,
     ) -> None:
         if max_attempts < 1:
             raise InvalidArgument(f"max_attempts must be at least 1, not {max_attempts}")
@@ -216,6 +235,40 @@ class Queue:
         keys = f"of queue {name!r} ({self.keys.meta.rsplit(':', 1)[0]}:* and {self.keys.inbox})"
         self._conn = Connection(url or describe(client), retries=retries, keys=keys)
         self._scripts = Scripts(client, self.keys)
+        self._policy_checked = allow_eviction
+        self._retry_settles = retry_settles
+
+    def _call(self, fn: Callable[[], T], *, idempotent: bool) -> T:
+        """Every Redis call of the queue: the first one checks the eviction policy (see `_policy`)."""
+        if self._policy_checked:
+            return self._conn.call(fn, idempotent=idempotent)
+
+        def checked() -> T:
+            check_eviction(self._client, self._conn.url, self.name)
+            self._policy_checked = True
+            return fn()
+
+        return self._conn.call(checked, idempotent=idempotent)
+
+    def _settle_call(self, fn: Callable[[], T]) -> tuple[T, bool]:
+        """A settle call (complete, fail, release), retried on connection errors as idempotent calls are.
+
+        The scripts name each lease by its handle, so a retry is safe: a completion that went through
+        the first time finds its lease gone and changes nothing. Returns the result and whether the
+        call was sent more than once; if so, a lease found gone may have been settled by the first
+        send (its reply lost) and is reported as unconfirmed. A caller with a retry policy of its own
+        (the worker runtime) passes `retry_settles=False` and sees the connection errors instead.
+        """
+        if not self._retry_settles:
+            return self._call(fn, idempotent=False), False
+        tries = 0
+
+        def once() -> T:
+            nonlocal tries
+            tries += 1
+            return fn()
+
+        return self._call(once, idempotent=True), tries > 1
 
     @classmethod
     def from_url(
@@ -223,6 +276,7 @@ class Queue:
         url: str,
         name: str,
         *,
+        socket_timeout: float | None = None,
         tls_ca: str | None = None,
         tls_cert: str | None = None,
         tls_key: str | None = None,
@@ -238,14 +292,20 @@ class Queue:
         off and warns with `InsecureTLSWarning`.
 
         rediswq retries idempotent calls itself, so the client it makes does not retry on its own: a
-        blind retry of `put` or `complete` after a lost reply could apply it twice.
+        blind retry of `put` or `complete` after a lost reply could apply it twice. `socket_timeout`
+        (seconds; None: no limit) bounds each call's wait for a reply, so a stalled Redis is noticed.
         """
         check_url(url)
         tls = tls_options(url, ca=tls_ca, cert=tls_cert, key=tls_key, verify=tls_verify)
         options_for_tcp = {} if url.startswith("unix:") else {"socket_keepalive": True}
         try:
             client = redis.Redis.from_url(
-                url, retry=Retry(NoBackoff(), 0), socket_connect_timeout=5, **options_for_tcp, **tls
+                url,
+                retry=Retry(NoBackoff(), 0),
+                socket_connect_timeout=5,
+                socket_timeout=socket_timeout,
+                **options_for_tcp,
+                **tls,
             )
         except (ValueError, TypeError):
             # redis-py's message may quote the URL (password and all): say it in our words, no chain.
@@ -262,7 +322,7 @@ class Queue:
         """Add one item; returns its id, or None when `id` is given and that item is live already."""
         data = self._checked_payload(payload)
         ids = None if id is None else [self._checked_id(id)]
-        closed, first_id, skipped = self._conn.call(
+        closed, first_id, skipped = self._call(
             partial(self._scripts.put, [data], ids), idempotent=ids is not None
         )
         if closed:
@@ -278,41 +338,76 @@ class Queue:
         ids: Iterable[str] | None = None,
         batch_size: int = 2000,
         batch_bytes: int = 4 * 1024 * 1024,
+        checkpoint: tuple[str, Callable[[int], str]] | None = None,
     ) -> Enqueued:
         """Add many items, one script call per batch; `ids` (aligned with `payloads`) makes it idempotent.
 
-        Batches are atomic, the whole call is not: if the queue is closed part-way, `QueueClosed.added`
-        says how many items went in, and a re-run with ids adds only the rest.
+        Batches are atomic, the whole call is not: every error out of it (`QueueClosed`, a `ServerError`
+        such as out of memory, `ConnectionFailed`, `InvalidArgument` for a bad payload) carries
+        `added`, how many items went in before it, and a re-run with ids adds only the rest. When
+        `payloads` itself raises, the items it gave before go in first.
+
+        `checkpoint` (name, value_of): with each batch, in the same script call, the queue's checkpoint
+        `name` is set to `value_of(n)`, n being the items this call has taken from `payloads` so far
+        (all of them are in that batch or before it). A producer killed at any point reads it back with
+        `checkpoint(name)` and resumes after those items: exactly-once across restarts.
         """
-        id_iter = iter(ids) if ids is not None else None
-        limit = self.max_payload_bytes
-        size = 0
-        batch: list[bytes] = []
-        batch_ids: list[str] | None = [] if id_iter is not None else None
-        with _BatchSender(self._put_batch) as sender:
-            for payload in payloads:
-                # The hot path of a million-line enqueue: plain bytes skip the general checks.
-                if type(payload) is not bytes or len(payload) > limit:
-                    payload = self._checked_payload(payload)
-                batch.append(payload)
-                size += len(payload)
-                if batch_ids is not None and id_iter is not None:
-                    try:
-                        batch_ids.append(self._checked_id(next(id_iter)))
-                    except StopIteration:
-                        raise InvalidArgument("put_many was given fewer ids than payloads") from None
-                if len(batch) >= batch_size or size >= batch_bytes:
-                    sender.send(batch, batch_ids)
-                    size, batch = 0, []
-                    batch_ids = [] if batch_ids is not None else None
-            if batch:
-                sender.send(batch, batch_ids)
+        sender = _BatchSender(self._put_batch)
+        try:
+            self._put_stream(sender, payloads, ids, batch_size, batch_bytes, checkpoint)
+        except RedisWQError as e:
+            e.added = sender.added
+            raise
         return Enqueued(sender.added, sender.skipped)
 
-    def _put_batch(self, batch: list[bytes], ids: list[str] | None, added_before: int) -> tuple[int, int]:
+    def _put_stream(
+        self,
+        sender: _BatchSender,
+        payloads: Iterable[bytes | str],
+        ids: Iterable[str] | None,
+        batch_size: int,
+        batch_bytes: int,
+        checkpoint: tuple[str, Callable[[int], str]] | None,
+    ) -> None:
+        id_iter = iter(ids) if ids is not None else None
+        limit = self.max_payload_bytes
+        size = sent = 0  # sent: items handed to the sender before this batch
+        batch: list[bytes] = []
+        batch_ids: list[str] | None = [] if id_iter is not None else None
+        with sender:
+            try:
+                for payload in payloads:
+                    # The hot path of a million-line enqueue: plain bytes skip the general checks.
+                    if type(payload) is not bytes or len(payload) > limit:
+                        payload = self._checked_payload(payload)
+                    if batch_ids is not None and id_iter is not None:
+                        try:
+                            batch_ids.append(self._checked_id(next(id_iter)))
+                        except StopIteration:
+                            raise InvalidArgument("put_many was given fewer ids than payloads") from None
+                    batch.append(payload)
+                    size += len(payload)
+                    if len(batch) >= batch_size or size >= batch_bytes:
+                        sent += len(batch)
+                        sender.send(batch, batch_ids, _mark(checkpoint, sent))
+                        size, batch = 0, []
+                        batch_ids = [] if batch_ids is not None else None
+            except RedisWQError:
+                raise  # a bad id or payload, or a batch's error: nothing more is sent
+            except BaseException:
+                # The caller's iterator raised: the items it gave before go in, and `added` says so.
+                if batch and not sender.failed:
+                    sender.send(batch, batch_ids, _mark(checkpoint, sent + len(batch)))
+                raise
+            if batch:
+                sender.send(batch, batch_ids, _mark(checkpoint, sent + len(batch)))
+
+    def _put_batch(
+        self, batch: list[bytes], ids: list[str] | None, mark: Mark, added_before: int
+    ) -> tuple[int, int]:
         """Put one batch; returns (added, skipped)."""
-        closed, _first, skipped = self._conn.call(
-            partial(self._scripts.put, batch, ids), idempotent=ids is not None
+        closed, _first, skipped = self._call(
+            partial(self._scripts.put, batch, ids, mark), idempotent=ids is not None
         )
         if closed:
             raise QueueClosed(
@@ -387,7 +482,8 @@ class Queue:
         """Complete `done` and lease up to `count` more in the same script call: one round trip a batch.
 
         Waits as `lease` does; `Handoff.leases` is empty only once drained. Completions whose lease no
-        longer held are in `Handoff.lost` (the rest were completed).
+        longer held are in `Handoff.lost` (the rest were completed); `Handoff.unconfirmed` says the
+        call was sent again after a dropped connection, so those may have been completed by the first.
         """
         if count < 1:
             raise InvalidArgument(f"count must be at least 1, not {count}")
@@ -396,39 +492,39 @@ class Queue:
         lease_ms = _ms(lease_secs, "lease_secs")
         settle = [lease.handle for lease in done]
         lost: list[Lease] = []
+        unconfirmed = False
         give_up = None if timeout is None else time.monotonic() + timeout
         poll = _MIN_POLL_SECS
         while True:
-            reply = self._conn.call(
-                partial(
-                    self._scripts.lease,
-                    count=count,
-                    lease_ms=lease_ms,
-                    max_attempts=self.max_attempts,
-                    reclaim_limit=self._reclaim_limit,
-                    worker=worker or self.worker,
-                    until_closed=until == "closed",
-                    complete=settle,
-                ),
-                # The completions must not be applied twice; a bare lease may be retried (a lease
-                # whose reply was lost just expires and is taken back).
-                idempotent=not settle,
+            call = partial(
+                self._scripts.lease,
+                count=count,
+                lease_ms=lease_ms,
+                max_attempts=self.max_attempts,
+                reclaim_limit=self._reclaim_limit,
+                worker=worker or self.worker,
+                until_closed=until == "closed",
+                complete=settle,
             )
+            # A bare lease whose reply was lost just expires and is taken back; completions are
+            # retried as `_settle_call` says.
+            reply, resent = self._settle_call(call)
             if settle:
                 lost = [done[i] for i in reply.lost]
+                unconfirmed = resent
                 settle = []
             if reply.status == LEASED:
                 leases = [
                     Lease(item_id, payload, attempt, reply.deadline_ms, lease_ms, handle)
                     for item_id, attempt, payload, handle in reply.items
                 ]
-                return Handoff(leases, lost)
+                return Handoff(leases, lost, unconfirmed)
             if reply.status == DRAINED:
-                return Handoff([], lost)
+                return Handoff([], lost, unconfirmed)
             now = time.monotonic()
             if give_up is not None and now >= give_up:
                 if lost:
-                    raise LeaseLost(self._lost_message(lost), lost)
+                    raise self._lost(lost, unconfirmed)
                 hint = None if reply.wait_ms < 0 else reply.wait_ms / 1000
                 raise LeaseTimeout(f"no item in queue {self.name!r} within {timeout} s", hint)
             pause = poll if reply.wait_ms < 0 else min(poll, reply.wait_ms / 1000)
@@ -448,8 +544,9 @@ class Queue:
         if not leases:
             return
         settle = [lease.handle for lease in leases]
-        reply = self._conn.call(
-            lambda: self._scripts.lease(
+        reply, resent = self._settle_call(
+            partial(
+                self._scripts.lease,
                 count=0,
                 lease_ms=1,
                 max_attempts=self.max_attempts,
@@ -457,12 +554,10 @@ class Queue:
                 worker=self.worker,
                 until_closed=False,
                 complete=settle,
-            ),
-            idempotent=False,
+            )
         )
         if reply.lost:
-            lost = [leases[i] for i in reply.lost]
-            raise LeaseLost(self._lost_message(lost), lost)
+            raise self._lost([leases[i] for i in reply.lost], resent)
 
     def fail(self, lease: Lease, error: str = "", *, retry: bool = True) -> bool:
         """The item failed: retry it after a backoff while attempts remain, else dead-letter it.
@@ -470,19 +565,19 @@ class Queue:
         Returns True if the item went to the dead letters. Raises `LeaseLost` if the lease no longer
         held (nothing changes then).
         """
-        held, dead, _due_ms = self._conn.call(
-            lambda: self._scripts.fail(
+        (held, dead, _due_ms), resent = self._settle_call(
+            partial(
+                self._scripts.fail,
                 handle=lease.handle,
                 error=error,
                 retry=retry,
                 max_attempts=self.max_attempts,
                 backoff_ms=self._backoff_ms,
                 backoff_cap_ms=self._backoff_cap_ms,
-            ),
-            idempotent=False,
+            )
         )
         if not held:
-            raise LeaseLost(self._lost_message([lease]), [lease])
+            raise self._lost([lease], resent)
         return dead
 
     def extend(self, lease: Lease, lease_secs: float | None = None) -> None:
@@ -502,7 +597,7 @@ class Queue:
         lost: list[Lease] = []
         for lease_ms, group in groups.items():
             handles = [lease.handle for lease in group]
-            deadline_ms, lost_at = self._conn.call(
+            deadline_ms, lost_at = self._call(
                 partial(self._scripts.extend, handles=handles, lease_ms=lease_ms), idempotent=True
             )
             gone = set(lost_at)
@@ -513,7 +608,7 @@ class Queue:
                     lease.deadline_ms = deadline_ms
                     lease.lease_ms = lease_ms
         if lost:
-            raise LeaseLost(self._lost_message(lost), lost)
+            raise self._lost(lost, unconfirmed=False)
 
     def release(self, lease: Lease) -> None:
         """Give the item back to the head of the queue without charging the attempt (e.g. on shutdown)."""
@@ -524,10 +619,31 @@ class Queue:
         if not leases:
             return
         handles = [lease.handle for lease in leases]
-        lost_at = self._conn.call(lambda: self._scripts.release(handles=handles), idempotent=False)
+        lost_at, resent = self._settle_call(partial(self._scripts.release, handles=handles))
         if lost_at:
-            lost = [leases[i] for i in lost_at]
-            raise LeaseLost(self._lost_message(lost), lost)
+            raise self._lost([leases[i] for i in lost_at], resent)
+
+    def consume(
+        self,
+        lease_secs: float = 60.0,
+        *,
+        prefetch: int = 1,
+        until: Until = "drained",
+        reconnect_secs: float = 60.0,
+    ) -> Consumer:
+        """The library's loop: `with queue.consume(30) as leases: for lease in leases: ...`.
+
+        Each item is completed when the next iteration begins, in the same call that leases the next
+        `prefetch` items (one round trip per item, or per batch); the body raising fails the item with
+        the exception and the exception propagates. Held leases are kept alive in the background, and
+        dropped connections are retried for up to `reconnect_secs`. See `rediswq.consume`.
+        """
+        if prefetch < 1:
+            raise InvalidArgument(f"prefetch must be at least 1, not {prefetch}")
+        if until not in ("drained", "closed"):
+            raise InvalidArgument(f"until must be 'drained' or 'closed', not {until!r}")
+        _ms(lease_secs, "lease_secs")
+        return Consumer(self, lease_secs, prefetch=prefetch, until=until, reconnect_secs=reconnect_secs)
 
     def keep_alive(self, lease: Lease) -> Heartbeat:
         """A context manager that extends `lease` in the background every third of its length."""
@@ -537,15 +653,36 @@ class Queue:
         shown = ", ".join(lease.id for lease in lost[:5]) + (" ..." if len(lost) > 5 else "")
         return f"{len(lost)} lease(s) in queue {self.name!r} no longer held (expired and reclaimed): {shown}"
 
+    def _lost(self, lost: Sequence[Lease], unconfirmed: bool) -> LeaseLost:
+        if not unconfirmed:
+            return LeaseLost(self._lost_message(lost), lost)
+        shown = ", ".join(lease.id for lease in lost[:5]) + (" ..." if len(lost) > 5 else "")
+        return LeaseLost(
+            f"{len(lost)} settle(s) in queue {self.name!r} unconfirmed: sent as the connection broke, and "
+            f"the retry found the lease gone (settled by the first send, or expired meanwhile): {shown}",
+            lost,
+            unconfirmed=True,
+        )
+
     # -- closing and draining -------------------------------------------------------------------
 
     def close(self) -> None:
         """Say no more items will come: later `put` calls raise `QueueClosed` (checked in the same script)."""
-        self._conn.call(lambda: self._client.hset(self.keys.meta, "closed", 1), idempotent=True)
+        self._call(lambda: self._client.hset(self.keys.meta, "closed", 1), idempotent=True)
 
     def reopen(self) -> None:
-        """Undo `close`, e.g. for a queue a CronJob fills again each run."""
-        self._conn.call(lambda: self._client.hdel(self.keys.meta, "closed"), idempotent=True)
+        """Undo `close`, e.g. for a queue a CronJob fills again each run; forgets the checkpoints too."""
+
+        def reopen() -> None:
+            self._client.hdel(self.keys.meta, "closed")
+            self._client.delete(self.keys.checkpoints)
+
+        self._call(reopen, idempotent=True)
+
+    def checkpoint(self, name: str) -> str | None:
+        """The value `put_many(checkpoint=(name, ...))` last wrote with a batch, None if none."""
+        value = self._call(lambda: self._client.hget(self.keys.checkpoints, name), idempotent=True)
+        return None if value is None else _id_text(value)
 
     def is_drained(self) -> bool:
         """True when nothing is pending, delayed or leased by anyone."""
@@ -553,7 +690,7 @@ class Queue:
 
     def stats(self) -> Stats:
         """Counts and lifetime counters, read in one script call so they agree with each other."""
-        pending, leased, delayed, dead, meta = self._conn.call(self._scripts.stats, idempotent=True)
+        pending, leased, delayed, dead, meta = self._call(self._scripts.stats, idempotent=True)
         return Stats(
             pending=pending,
             leased=leased,
@@ -569,13 +706,13 @@ class Queue:
         """The first `count` pending items, without leasing them."""
         if count < 1:
             return []
-        raw = self._conn.call(lambda: self._client.lrange(self.keys.pending, 0, count - 1), idempotent=True)
+        raw = self._call(lambda: self._client.lrange(self.keys.pending, 0, count - 1), idempotent=True)
         items = []
         for envelope in raw:
             item_id, attempts, payload = msgpack.unpackb(envelope, raw=True)
             items.append(Item(_id_text(item_id), int(attempts), payload))
         if len(items) < count:
-            inbox = self._conn.call(partial(self._inbox_head, count - len(items)), idempotent=True)
+            inbox = self._call(partial(self._inbox_head, count - len(items)), idempotent=True)
             items.extend(Item("", 0, payload) for payload in inbox)
         return items
 
@@ -589,7 +726,7 @@ class Queue:
         """Up to `count` live leases, the soonest deadline first, with the worker that holds each."""
         if count < 1:
             return []
-        raw: list[tuple[bytes, float]] = self._conn.call(
+        raw: list[tuple[bytes, float]] = self._call(
             lambda: self._client.zrange(self.keys.leased, 0, count - 1, withscores=True),  # type: ignore[arg-type,return-value]
             idempotent=True,
         )
@@ -623,21 +760,21 @@ class Queue:
                 )
             return letters
 
-        letters = sorted(self._conn.call(read, idempotent=True), key=lambda d: (d.dead_at_ms, d.id))
+        letters = sorted(self._call(read, idempotent=True), key=lambda d: (d.dead_at_ms, d.id))
         return letters if count is None else letters[: max(count, 0)]
 
     def requeue_dead(self, ids: Iterable[str] | None = None) -> int:
         """Put dead letters (all, or those with `ids`) back on the queue with fresh attempts."""
         total = 0
         for batch in self._dead_id_batches(ids):
-            total += self._conn.call(partial(self._scripts.requeue_dead, ids=batch), idempotent=True)
+            total += self._call(partial(self._scripts.requeue_dead, ids=batch), idempotent=True)
         return total
 
     def purge_dead(self, ids: Iterable[str] | None = None) -> int:
         """Delete dead letters (all, or those with `ids`); returns how many were deleted."""
         total = 0
         for batch in self._dead_id_batches(ids):
-            total += self._conn.call(partial(self._scripts.purge_dead, ids=batch), idempotent=True)
+            total += self._call(partial(self._scripts.purge_dead, ids=batch), idempotent=True)
         return total
 
     def _dead_id_batches(self, ids: Iterable[str] | None) -> Iterator[list[str]]:
@@ -646,11 +783,11 @@ class Queue:
             def scan() -> list[str]:
                 return [_id_text(key) for key, _ in self._client.hscan_iter(self.keys.dead, count=500)]
 
-            ids = self._conn.call(scan, idempotent=True)
+            ids = self._call(scan, idempotent=True)
         source = iter(ids)
         while batch := list(islice(source, 500)):
             yield batch
 
     def purge(self) -> None:
         """Delete every key of this queue (and nothing else): items, leases, dead letters, counters."""
-        self._conn.call(self._scripts.purge, idempotent=True)
+        self._call(self._scripts.purge, idempotent=True)

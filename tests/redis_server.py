@@ -12,6 +12,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import redis
@@ -60,7 +61,9 @@ def free_port() -> int:
 class RedisServer:
     """One redis-server process with its own port and directory."""
 
-    def __init__(self, binary: str | None = None, password: str | None = None) -> None:
+    def __init__(
+        self, binary: str | None = None, password: str | None = None, extra_args: Sequence[str] = ()
+    ) -> None:
         self.binary = binary or find_binary()
         self.password = password
         self.port = free_port()
@@ -84,6 +87,7 @@ class RedisServer:
         ]
         if password:
             args += ["--requirepass", password]
+        args += extra_args  # e.g. ["--maxmemory-policy", "allkeys-lru"]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         client = self.client()
         for _ in range(200):

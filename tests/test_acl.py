@@ -22,8 +22,8 @@ from worker.cli import main
 PASSWORD = "acl-test-Pw-93217"
 
 # Every CLI command, as (name, argv after the queue name's place), and the roles it must work for.
-# Redis grants commands, not scripts: close and reopen also work for the worker (HSET, HDEL, as in its
-# own scripts), and `dead requeue`/`dead purge` for the producer (the commands of enqueueing).
+# Redis grants commands, not scripts: close also works for the worker (HSET, as in its own scripts),
+# and `dead requeue`/`dead purge` for the producer (the commands of enqueueing).
 COMMANDS: list[tuple[str, list[str], set[str]]] = [
     ("enqueue", ["enqueue", "{q}", "a", "b"], {"producer", "admin"}),
     ("work", ["work", "{q}", "--", "true"], {"worker", "admin"}),
@@ -33,7 +33,7 @@ COMMANDS: list[tuple[str, list[str], set[str]]] = [
     ("dead requeue", ["dead", "requeue", "{q}"], {"producer", "admin"}),
     ("dead purge", ["dead", "purge", "{q}", "--yes"], {"producer", "admin"}),
     ("close", ["close", "{q}"], {"worker", "producer", "admin"}),
-    ("reopen", ["reopen", "{q}"], {"worker", "producer", "admin"}),
+    ("reopen", ["reopen", "{q}"], {"admin"}),
     ("purge", ["purge", "{q}", "--yes"], {"admin"}),
 ]
 

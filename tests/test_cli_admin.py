@@ -67,7 +67,7 @@ def test_stats_shows_counts_counters_and_who_holds_the_leases(redis_url: str, bu
     result = invoke(redis_url, "stats", busy.name)
     assert result.returncode == 0
     text = result.stdout
-    assert f"queue {busy.name}: open, 3 outstanding" in text
+    assert f"queue {busy.name}: open, 3 outstanding, 2 dead letters (rediswq dead list {busy.name})" in text
     for name, value in [("pending", 2), ("leased", 1), ("dead", 2), ("enqueued", 5), ("dead_lettered", 2)]:
         assert any(line.split() == [name, str(value)] for line in text.splitlines()), (name, text)
     holder = next(line for line in text.splitlines() if "pod-a" in line)

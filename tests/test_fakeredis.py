@@ -35,6 +35,7 @@ def test_keys_of_a_queue_share_its_hash_tag_and_prefix() -> None:
         "rediswq:{frames}:dead",
         "rediswq:{frames}:ids",
         "rediswq:{frames}:meta",
+        "rediswq:{frames}:checkpoints",
     ]
 
 
@@ -150,6 +151,7 @@ def _fill(client: redis.Redis, keys: Keys) -> None:
         keys.dead, mapping={"5": _pack(5, 3, b"five", "boom", 9_000), "x": _pack("x", 1, b"ex", "bad", 8_000)}
     )
     client.sadd(keys.ids, "job-1", "job-4")
+    client.hset(keys.checkpoints, "file:items.txt", "2:digest")
     client.hset(
         keys.meta,
         mapping={
@@ -224,7 +226,7 @@ def test_purge_deletes_the_queues_keys_and_nothing_else(backend: redis.Redis, q:
     backend.set(f"rediswq:{{{q.name}-other}}:meta", b"kept")
     try:
         q.purge()
-        assert [backend.exists(key) for key in q.keys.all()] == [0] * 8
+        assert [backend.exists(key) for key in q.keys.all()] == [0] * 9
         assert backend.get("unrelated") == backend.get(f"rediswq:{{{q.name}-other}}:meta") == b"kept"
     finally:
         backend.delete("unrelated", f"rediswq:{{{q.name}-other}}:meta")

@@ -214,7 +214,7 @@ def test_submit_creates_the_job_from_the_packaged_template_with_only_the_request
 
 
 def test_submit_of_a_job_that_exists_fails_with_one_line_and_exit_1(emulator: Emulator) -> None:
-    args = ["job", "submit", "q", "--image", "img", "-p", "1", *emulator.kube_args()]
+    args = ["job", "submit", "q", "--image", "img", "-p", "1", *emulator.kube_args(), "--", "true"]
     assert run(*args).exit_code == 0
     result = run(*args)
     assert result.exit_code == 1
@@ -236,8 +236,11 @@ def test_submit_watch_with_a_bad_redis_url_fails_before_creating_the_job(emulato
         "1",
         "--watch",
         *emulator.kube_args(),
+        "--",
+        "true",
     )
     assert result.exit_code == 2
+    assert "URL" in result.output
     assert result.output.startswith("Error: ") and len(result.output.splitlines()) == 1
     assert not exists(emulator, "rediswq-worker")
 
@@ -314,7 +317,10 @@ def test_status_shows_conditions_pods_parallelism_and_the_queue_named_in_the_job
     first = queue.lease(60, worker="w")
     assert first is not None and queue.lease(60, worker="w") is not None
     queue.complete(first)
-    assert run("job", "submit", queue.name, "--image", "img", "-p", "3", *emulator.kube_args()).exit_code == 0
+    submitted = run(
+        "job", "submit", queue.name, "--image", "img", "-p", "3", *emulator.kube_args(), "--", "true"
+    )
+    assert submitted.exit_code == 0
     emulator.set_status("rediswq-worker", active=2, succeeded=1, failed=1)
     emulator.finish("rediswq-worker", "Complete", "CompletionsReached")
 
@@ -359,7 +365,9 @@ def test_a_redis_password_in_the_url_is_never_printed(emulator: Emulator, queue_
     server = RedisServer(password="hunter2-secret")
     try:
         assert (
-            run("job", "submit", queue_name, "--image", "img", "-p", "1", *emulator.kube_args()).exit_code
+            run(
+                "job", "submit", queue_name, "--image", "img", "-p", "1", *emulator.kube_args(), "--", "true"
+            ).exit_code
             == 0
         )
         good = run("--url", server.url, "job", "status", "rediswq-worker", *emulator.kube_args())
@@ -381,7 +389,7 @@ def test_a_redis_password_in_the_url_is_never_printed(emulator: Emulator, queue_
 
 def submit(emulator: Emulator, queue_name: str, name: str, parallelism: int) -> None:
     args = ["job", "submit", queue_name, "--image", "img", "-p", str(parallelism), "--name", name]
-    assert run(*args, *emulator.kube_args()).exit_code == 0
+    assert run(*args, *emulator.kube_args(), "--", "true").exit_code == 0
 
 
 def scale_once(emulator: Emulator, redis_url: str, name: str, *options: str) -> Any:
@@ -494,7 +502,10 @@ def test_scale_of_a_finished_job_changes_nothing(emulator: Emulator, redis_url: 
 
 @pytest.mark.parametrize("propagation", ["Background", "Foreground"])
 def test_delete_removes_the_job_and_asks_for_its_pods_to_go_too(emulator: Emulator, propagation: str) -> None:
-    assert run("job", "submit", "q", "--image", "img", "-p", "2", *emulator.kube_args()).exit_code == 0
+    assert (
+        run("job", "submit", "q", "--image", "img", "-p", "2", *emulator.kube_args(), "--", "true").exit_code
+        == 0
+    )
     args = ["job", "delete", "rediswq-worker", *emulator.kube_args()]
     if propagation != "Background":
         args += ["--propagation", propagation]

@@ -41,19 +41,23 @@ def test_the_packaged_template_is_the_file_k8s_ships() -> None:
 def test_the_template_has_what_submit_relies_on() -> None:
     template = load_template()
     queue, _options, command = split_args(container(template)["args"])
-    assert queue and command, "the template's args must be QUEUE [OPTION]... -- COMMAND"
+    assert queue, "the template's args must be QUEUE [OPTION]..."
+    # No placeholder command: one like `echo {}` would complete every item with no work done.
+    assert command == []
     assert "completions" not in template["spec"]
 
 
 def test_build_changes_only_name_image_parallelism_and_args() -> None:
     template = load_template()
-    job = build(WorkerJob(queue="thumbs", image="ex/thumbs:2", parallelism=9, name="t1"))
+    job = build(
+        WorkerJob(queue="thumbs", image="ex/thumbs:2", parallelism=9, name="t1", command=("run", "{}"))
+    )
     expected = yaml.safe_load(K8S_TEMPLATE.read_text())
     expected["metadata"]["name"] = "t1"
     expected["spec"]["parallelism"] = 9
     container(expected)["image"] = "ex/thumbs:2"
-    _, options, command = split_args(container(template)["args"])
-    container(expected)["args"] = ["thumbs", *options, "--", *command]
+    _, options, _ = split_args(container(template)["args"])
+    container(expected)["args"] = ["thumbs", *options, "--", "run", "{}"]
     assert job == expected
     assert load_template() == template  # the template itself is untouched
 
@@ -93,6 +97,7 @@ def test_env_overrides_keep_their_place_and_new_ones_are_appended() -> None:
             queue="q",
             image="i",
             parallelism=1,
+            command=("true",),
             env=(("REDISWQ_URL", "redis://:$(REDIS_PASSWORD)@elsewhere:6380/1"), ("EXTRA", "1")),
             secret="my-redis",
         )
@@ -114,7 +119,24 @@ def test_env_overrides_keep_their_place_and_new_ones_are_appended() -> None:
 @pytest.mark.parametrize("name", ["Upper", "-dash", "dash-", "a" * 64, "under_score"])
 def test_a_job_name_kubernetes_would_refuse_is_refused_first(name: str) -> None:
     with pytest.raises(ManifestError, match="bad Job name"):
-        build(WorkerJob(queue="q", image="i", parallelism=1, name=name))
+        build(WorkerJob(queue="q", image="i", parallelism=1, name=name, command=("true",)))
+
+
+def test_a_job_with_neither_a_command_nor_a_handler_is_refused() -> None:
+    with pytest.raises(ManifestError, match="nothing to run"):
+        build(WorkerJob(queue="q", image="i", parallelism=1))
+
+
+def test_submit_without_a_command_or_handler_exits_2_with_one_line_and_creates_nothing(
+    tmp_path: Path,
+) -> None:
+    # No kubeconfig at all: had it got as far as the cluster, it would say so instead.
+    env = {"KUBECONFIG": str(tmp_path / "missing"), "KUBERNETES_SERVICE_HOST": None}
+    for extra in ([], ["--dry-run"]):
+        result = run("job", "submit", "thumbs", "--image", "i", "-p", "2", *extra, env=env)
+        assert result.exit_code == 2, result.output
+        assert result.output.startswith("Error: the Job has nothing to run: give a COMMAND after --")
+        assert len(result.output.splitlines()) == 1
 
 
 def test_submit_dry_run_prints_the_job_the_client_would_send() -> None:

@@ -172,6 +172,12 @@ def test_pod_failure_policies_follow_the_worker_exit_codes(docs: list[Doc]) -> N
         worker = any(is_worker(c) for c in pod["containers"])
         # A worker stopped on purpose (SIGTERM, --max-items) gave its leases back: not a failure.
         assert actions.get(clikit.EXIT_STOPPED) == ("Ignore" if worker else None), owner
+        # A queue drained with dead letters (REDISWQ_FAIL_ON_DEAD) marks the Job Failed, not Complete.
+        assert actions.get(clikit.EXIT_DEAD) == ("FailJob" if worker else None), owner
+        for c in pod["containers"]:
+            if is_worker(c):
+                env = {v["name"]: v.get("value") for v in c.get("env", [])}
+                assert env.get("REDISWQ_FAIL_ON_DEAD") == "true", owner
         disruption = [
             rule["action"]
             for rule in spec["podFailurePolicy"]["rules"]
@@ -519,7 +525,8 @@ def test_the_producer_fills_the_queue_the_workers_drain_and_they_wait_for_its_cl
     producer = container(find(docs, "Job", "rediswq-producer")["spec"]["template"], "producer")["command"]
     assert producer[:3] == ["rediswq", "enqueue", workers[0]]
     assert "--close" in producer and "--unique" in producer
-    options = workers[1 : workers.index("--")]
+    assert "--" not in workers, "no placeholder command: the user's own goes after --"
+    options = workers[1:]
     assert options[options.index("--until") + 1] == "closed"
     # Without the producer the workers run in the default mode: exit once the queue is drained.
     assert "--until" not in worker_args(find(raw_base(), "Job", "rediswq-worker"))
@@ -538,9 +545,11 @@ def test_the_nightly_overlay_runs_a_forbid_cronjob_on_a_fresh_queue_per_run() ->
         env["QUEUE"]["valueFrom"]["fieldRef"]["fieldPath"]
         == "metadata.labels['batch.kubernetes.io/job-name']"
     )
-    script = c["command"][-1]
+    script = c["command"][2]
     assert 'rediswq enqueue "$QUEUE" --unique --close' in script
-    assert 'exec rediswq work "$QUEUE" --until closed' in script
+    # The item command is the container's args, the user's own: none is shipped.
+    assert 'exec rediswq work "$QUEUE" --until closed -- "$@"' in script
+    assert "args" not in c
 
 
 @pytest.mark.parametrize(

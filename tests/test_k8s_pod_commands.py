@@ -120,28 +120,48 @@ def finish(processes: list[subprocess.Popen[str]], timeout: float = 30) -> list[
     return results
 
 
+# The manifests ship no item command (a placeholder would complete items with no work done): the
+# tests put this one where the user's goes.
+ITEM_COMMAND = ["echo", "processed", "{}"]
+
+
 def processed(results: list[tuple[int, str, str]]) -> list[str]:
-    """The items the example command (`echo processed {}`) logged, in all pods' output."""
+    """The items ITEM_COMMAND logged, in all pods' output."""
     lines = [line for _, out, _ in results for line in out.splitlines()]
     assert all(line.startswith("processed ") for line in lines), lines[:5]
     return [line.removeprefix("processed ") for line in lines]
 
 
-def worker_job(docs: list[Doc], queue: str, command: list[str] | None = None) -> Doc:
-    """The worker container of Job rediswq-worker, with its queue name (args[0]) made unique."""
+def worker_job(docs: list[Doc], queue: str, command: list[str] | None = ITEM_COMMAND) -> Doc:
+    """The worker container of Job rediswq-worker, its queue name (args[0]) made unique, `command` added."""
     c = container(find(docs, "Job", "rediswq-worker")["spec"]["template"], "worker")
     args = [str(a) for a in c["args"]]
     assert args[0] == "jobs"
+    assert "--" not in args, "the manifest ships no item command"
     args[0] = queue  # substitution: a unique queue name per test
     if command is not None:
-        args = [*args[: args.index("--") + 1], *command]
+        args = [*args, "--", *command]  # addition: the user's item command
     return {**c, "args": args}
+
+
+def test_the_worker_job_as_shipped_has_no_command_and_exits_2_before_leasing_anything(
+    server: RedisServer, queue_name: str
+) -> None:
+    c = worker_job(raw_base(), queue_name, command=None)
+    argv = command_line(c, dockerfile_entrypoint(), {})
+    assert argv == ["rediswq", "work", queue_name]
+    queue_of(server, queue_name).put_many(["a", "b"])
+    [(rc, _out, err)] = finish([start(argv, pod_env(c, server, "rediswq-worker-0"))])
+    assert rc == 2, err
+    assert "COMMAND" in err and "Traceback" not in err
+    stats = queue_of(server, queue_name).stats()
+    assert (stats.pending, stats.completed) == (2, 0)
 
 
 def test_worker_pods_drain_the_queue_and_all_exit_0(server: RedisServer, queue_name: str) -> None:
     c = worker_job(raw_base(), queue_name)
     argv = command_line(c, dockerfile_entrypoint(), {})
-    assert argv[:3] == ["rediswq", "work", queue_name] and argv[-4:] == ["--", "echo", "processed", "{}"]
+    assert argv[:3] == ["rediswq", "work", queue_name] and argv[-4:] == ["--", *ITEM_COMMAND]
     items = [f"frame-{i:04d}" for i in range(300)]
     queue_of(server, queue_name).put_many(items)
 
@@ -244,6 +264,23 @@ def test_the_producer_and_the_waiting_workers_of_the_example_overlay_fill_and_dr
     assert stats.closed and stats.drained and stats.completed == 100 == stats.enqueued
 
 
+def test_a_nightly_cronjob_pod_without_an_item_command_exits_2_before_filling_its_queue(
+    server: RedisServer, tmp_path: Path
+) -> None:
+    docs = [d for path in sorted((K8S / "components" / "cronjob").glob("*.yaml")) for d in load(path)]
+    c = container(
+        find(docs, "CronJob", "rediswq-nightly")["spec"]["jobTemplate"]["spec"]["template"], "worker"
+    )
+    argv = command_line(c, dockerfile_entrypoint(), {})
+    argv[2] = argv[2].replace(
+        "/etc/rediswq/items/items.txt", str(items_file(docs, "rediswq-nightly-items", tmp_path))
+    )
+    job_name = f"rediswq-nightly-{uuid.uuid4().hex[:8]}"
+    [(rc, _, err)] = finish([start(argv, pod_env(c, server, f"{job_name}-0", job_name=job_name))])
+    assert rc == 2 and "no item command" in err, err
+    assert queue_of(server, job_name).stats().enqueued == 0
+
+
 def test_the_nightly_cronjob_pods_fill_their_run_queue_once_and_drain_it(
     server: RedisServer, tmp_path: Path
 ) -> None:
@@ -254,6 +291,8 @@ def test_the_nightly_cronjob_pods_fill_their_run_queue_once_and_drain_it(
     argv = command_line(c, dockerfile_entrypoint(), {})
     assert argv[:2] == ["sh", "-c"] and "/etc/rediswq/items/items.txt" in argv[2]
     argv[2] = argv[2].replace("/etc/rediswq/items/items.txt", str(items))  # substitution: the mounted file
+    assert argv[3:] == ["rediswq-nightly"], "the manifest ships no item command"
+    argv += ITEM_COMMAND  # addition: the user's item command, as the container's args
     # The Job name the CronJob controller would give this run, made unique: the queue is named after it.
     job_name = f"rediswq-nightly-{uuid.uuid4().hex[:8]}"
 

@@ -205,6 +205,7 @@ def test_with_tls_the_manifests_redis_and_worker_run_for_real(tmp_path: Path) ->
             time.sleep(0.1)
 
         worker = container(find(docs, "Job", "rediswq-worker")["spec"]["template"], "worker")
+        worker["args"] = [*worker["args"], "--", "echo", "processed", "{}"]  # the manifests ship no command
         secrets = {
             ("rediswq-redis", "password"): passwords["REDIS_PASSWORD"],
             ("rediswq-redis", "worker-password"): passwords["REDIS_WORKER_PASSWORD"],

@@ -46,11 +46,19 @@ from worker.clikit import DEFAULT_URL, Settings
     show_envvar=True,
     help="rediss:// only: skip certificate and host name checks (prints a warning; tests only).",
 )
+@click.option(
+    "--allow-eviction",
+    is_flag=True,
+    envvar="REDISWQ_ALLOW_EVICTION",
+    help="Use a Redis whose maxmemory-policy may evict keys (refused by default, exit 2: evicted "
+    "queue keys lose items silently); from $REDISWQ_ALLOW_EVICTION.",
+)
 @click.version_option(package_name="rediswq")
 @click.pass_context
 def main(
     ctx: click.Context,
     url: str,
+    allow_eviction: bool,
     tls_ca: str | None,
     tls_cert: str | None,
     tls_key: str | None,
@@ -60,10 +68,11 @@ def main(
 
     Fill a queue with `rediswq enqueue`, drain it with `rediswq work` in every pod of a Job, and
     watch it with `rediswq stats`. Exit codes: 0 success (for `work`: the queue is drained), 1 runtime
-    error, 2 usage or configuration error, 3 `work` stopped before the queue drained.
+    error, 2 usage or configuration error, 3 `work` stopped before the queue drained, 4 `work
+    --fail-on-dead`: drained with dead letters.
     """
     tls = {"tls_ca": tls_ca, "tls_cert": tls_cert, "tls_key": tls_key}
-    ctx.obj = Settings(url, {name: value for name, value in tls.items() if value})
+    ctx.obj = Settings(url, allow_eviction, {name: value for name, value in tls.items() if value})
     if tls_no_verify:
         ctx.obj.tls["tls_verify"] = False
 

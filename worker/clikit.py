@@ -5,9 +5,11 @@ Exit codes (the same for every subcommand, and what the Kubernetes manifests' po
   1  a runtime error: Redis unreachable after retries, a closed queue, a Redis error
   2  a usage or configuration error: bad option, bad URL, wrong password, a command or key the
      Redis user may not use (NOPERM), a TLS certificate or host name that fails the checks, handler
-     not importable
+     not importable, a Redis whose maxmemory-policy may evict queue keys (unless --allow-eviction)
   3  `work` stopped before the queue drained, on purpose: --max-items reached, or SIGTERM/SIGINT
      (its leases were given back)
+  4  `work --fail-on-dead`: the queue drained, but its dead letters are not empty (items that spent
+     their attempts), so the work is not all done; the manifests' podFailurePolicy fails the Job on it
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_STOPPED = 3
+EXIT_DEAD = 4
 
 DEFAULT_URL = "redis://localhost:6379/0"
 
@@ -35,6 +38,7 @@ class Settings:
     """What the root group parsed, handed to subcommands as click's context object."""
 
     url: str
+    allow_eviction: bool = False
     tls: dict[str, Any] = field(default_factory=dict)
 
 
@@ -74,7 +78,7 @@ def queue_errors() -> Iterator[None]:
     """Turn rediswq's errors into one clear line and the documented exit code; never a traceback."""
     try:
         yield
-    except (rediswq.AuthenticationFailed, rediswq.InvalidArgument) as e:
+    except (rediswq.AuthenticationFailed, rediswq.InvalidArgument, rediswq.EvictingRedis) as e:
         raise ConfigError(str(e)) from e
     except rediswq.RedisWQError as e:
         raise click.ClickException(str(e)) from e
@@ -85,7 +89,9 @@ def open_queue(name: str, **options: Any) -> rediswq.Queue:
     chosen = settings()
     with queue_errors(), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", rediswq.InsecureTLSWarning)
-        queue = rediswq.Queue.from_url(chosen.url, name, **chosen.tls, **options)
+        queue = rediswq.Queue.from_url(
+            chosen.url, name, allow_eviction=chosen.allow_eviction, **chosen.tls, **options
+        )
     for warning in caught:
         if issubclass(warning.category, rediswq.InsecureTLSWarning):
             click.echo(f"Warning: {warning.message}", err=True)

@@ -152,8 +152,8 @@ def submit(
     """Create a worker Job that drains QUEUE, built from the manifest that k8s/ ships.
 
     Every pod runs `rediswq work QUEUE [OPTIONS] [-- COMMAND...]`; the first pod to exit 0 means the
-    queue is drained, and the Job completes when the rest end. Without COMMAND (or --handler) the
-    template's command is kept. Give the command after `--`:
+    queue is drained, and the Job completes when the rest end. A COMMAND (after `--`) or --handler
+    is required: without one the command exits 2 and creates nothing. Give the command after `--`:
 
     \b
       rediswq --url redis://:PASS@redis:6379/0 job submit thumbs --image my/thumbnailer:1.4 \\

@@ -6,8 +6,10 @@ image, parallelism, the container's args, env, the Secret's name), so the templa
 security context, resources and the Downward API's POD_NAME are kept as they are.
 
 The container runs `rediswq work` (the image's ENTRYPOINT), so its `args` are
-`QUEUE [OPTION]... [-- COMMAND [ARG]...]`: the template's first argument is the queue name, the
-options up to `--` are kept, and the command after `--` is the default when none is given.
+`QUEUE [OPTION]... [-- COMMAND [ARG]...]`: the template's first argument is the queue name and the
+options up to `--` are kept. The template has no command on purpose: a placeholder such as
+`echo {}` would complete every item with no work done, so a Job without a COMMAND or a --handler is
+refused here.
 """
 
 from __future__ import annotations
@@ -100,14 +102,15 @@ def build(request: WorkerJob, template: dict[str, Any] | None = None) -> dict[st
         raise ManifestError(f"the worker Job template has no container named {CONTAINER!r}")
     container["image"] = request.image
 
-    _, options, default_command = split_args([str(a) for a in container.get("args") or []])
+    _, options, template_command = split_args([str(a) for a in container.get("args") or []])
     options = options + list(request.worker_options)
-    if request.command:
-        command = list(request.command)
-    elif any(o == "--handler" or o.startswith("--handler=") for o in options):
-        command = []  # a Python handler replaces the command
-    else:
-        command = default_command
+    command = list(request.command) or template_command
+    if any(o == "--handler" or o.startswith("--handler=") for o in options):
+        command = list(request.command)  # a Python handler replaces a command of the template
+    elif not command:
+        raise ManifestError(
+            "the Job has nothing to run: give a COMMAND after -- (e.g. -- python -m thumbs {}) or --handler"
+        )
     container["args"] = [request.queue, *options, *(["--", *command] if command else [])]
 
     env = container.setdefault("env", [])

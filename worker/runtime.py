@@ -8,7 +8,7 @@ Threads, and who does what:
   keeper    ("rediswq-main") everything else: once a lease call finds nothing (the queue is empty
             for now, or drained), the slots wait and the keeper polls, backing off from 50 ms to
             0.5 s; it fails items, renews every lease held here in one `extend_many` call
-            (`Heartbeat.beat`) a third of the way through the lease, completes finished items that
+            (`_renew`) a third of the way through the lease, completes finished items that
             would otherwise wait over a second, retries while Redis is unreachable, and runs the
             shutdown. It sleeps on one event queue that the slots and the signal handlers post to.
   main      the process's main thread: signal handlers run here. It only waits for the run to end,
@@ -19,8 +19,17 @@ deque pop, a set add and remove and a list append: no Redis call of its own and 
 (a failure is the exception: it wakes the keeper to call `fail`).
 
 Every lease this worker holds is in exactly one place: the buffer (leased, not started), running,
-done (finished, to be completed with the next call) or failed (to be failed); the heartbeat covers
-all four, so nothing held here can expire while it waits.
+done (finished, to be completed with the next call), failed (to be failed) or late (to be given
+back); the renewals cover all five, so nothing held here can expire while it waits.
+
+A buffered item is started only while its lease has time left on this worker's own clock: the time
+the lease call was sent (or the last renewal that extended it) plus the lease length, less a margin
+(`START_MARGIN_SECS`, at most a quarter of the lease). A worker that was frozen (SIGSTOP, a paused VM,
+a stalled node) past that point gives the lease back instead of starting the item:
+  time 0    worker A leases items 1-4 (lease 1 s) and starts item 1; A is frozen
+  time 1    the leases of 2-4 expire; worker B takes them over and completes them
+  time 3    A resumes: items 2-4 are past their start-by time, so A gives them back (the release
+            finds them taken over and changes nothing) instead of running them a second time.
 
 Exit decisions, as `Summary.exit_code` (the codes of worker.clikit):
   0  a lease call said the queue is drained (and closed, with until="closed") while this worker
@@ -30,12 +39,14 @@ Exit decisions, as `Summary.exit_code` (the codes of worker.clikit):
   3  --max-items reached (unless the queue is drained by then), or SIGTERM/SIGINT: unstarted items
      are given back at once, running ones get `grace_secs` to finish, the rest are killed and given
      back (`release_many`: no attempt is charged)
+  4  drained, but with `fail_on_dead` the queue holds dead letters (its count, read when it drained)
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import queue as stdqueue
 import signal
 import threading
@@ -50,9 +61,10 @@ from typing import Any, Literal, TypeVar
 import redis.exceptions
 
 import rediswq
-from rediswq import Heartbeat, Lease
-from worker.clikit import EXIT_ERROR, EXIT_OK, EXIT_STOPPED, EXIT_USAGE
+from rediswq import Lease
+from worker.clikit import EXIT_DEAD, EXIT_ERROR, EXIT_OK, EXIT_STOPPED, EXIT_USAGE
 from worker.logs import LOGGER
+from worker.outage import Outage
 from worker.runners import OK, Outcome, Overlapping, Runner
 
 T = TypeVar("T")
@@ -65,6 +77,8 @@ MAX_POLL_SECS = 0.5
 # Completions wait for the next lease call, but never longer than this (so `stats` stays current and
 # a crash repeats little work).
 FLUSH_SECS = 1.0
+# Retries of a call while Redis is unreachable back off to this, or to a sixth of the lease if less:
+# once Redis is back, the worker's next try (and so its next renewal) comes before its leases expire.
 _MAX_RETRY_PAUSE_SECS = 5.0
 # While items take from LOOKAHEAD_MIN_SECS to LOOKAHEAD_MAX_SECS (a child process, say), the next
 # batch is leased as the last item of the current one starts, so the round trip to Redis is off the
@@ -83,9 +97,13 @@ AUTO_BATCH_MAX = 16
 _AUTO_WEIGHT = 0.2
 # After the first signal the process is gone within --grace-secs plus this, whatever Redis does.
 HARD_STOP_SECS = 3.0
+# A buffered item starts only if its lease has this much left (at most a quarter of the lease) on the
+# worker's clock: time for the keeper's next renewal to land before the lease runs out.
+START_MARGIN_SECS = 1.0
 _SUPERVISE_SECS = 0.5
 
 _WAKE = ("wake", 0)
+_NEVER = (math.inf, 0)
 
 
 @dataclass(frozen=True)
@@ -99,6 +117,7 @@ class Options:
     max_items: int | None = None
     grace_secs: float = 25.0
     reconnect_secs: float = 60.0
+    fail_on_dead: bool = False  # drained with dead letters in the queue: exit 4, not 0
     install_signals: bool = True
 
 
@@ -114,6 +133,7 @@ class Summary:
     released: int = 0
     lost: int = 0
     unconfirmed: int = 0
+    dead_letters: int | None = None  # the queue's dead letters when it drained (None: not read)
     elapsed_secs: float = 0.0
     error: str = ""
 
@@ -125,16 +145,20 @@ class Summary:
     def line(self, queue_name: str) -> str:
         parts = [
             f"{self.done} done",
-            f"{self.failed} failed ({self.dead} dead-lettered)",
+            f"{self.failed} failed",
+            f"{self.dead} dead-lettered",
             f"{self.released} given back",
             f"{self.lost} lost",
         ]
         if self.unconfirmed:
             parts.append(f"{self.unconfirmed} unconfirmed (sent as the connection broke)")
-        return (
+        line = (
             f"queue {queue_name!r} {self.outcome}: {', '.join(parts)} in {self.elapsed_secs:.2f} s "
             f"({self.rate:.1f} items/s)"
         )
+        if self.dead_letters:
+            line += f"; the queue holds {self.dead_letters} dead letters (rediswq dead list {queue_name})"
+        return line
 
     def fields(self) -> dict[str, Any]:
         return {
@@ -147,6 +171,7 @@ class Summary:
             "given_back": self.released,
             "lost": self.lost,
             "unconfirmed": self.unconfirmed,
+            "queue_dead_letters": self.dead_letters,
             "elapsed_secs": round(self.elapsed_secs, 3),
             "items_per_sec": round(self.rate, 1),
         }
@@ -180,6 +205,11 @@ class Runtime:
         self._done: list[Lease] = []
         self._done_since: float | None = None
         self._failed: list[tuple[Lease, Outcome]] = []
+        self._late: list[Lease] = []  # buffered leases past their start-by time: to be given back
+        # Buffered leases: (monotonic time to start by, the lease's deadline_ms that time was set for).
+        self._start_by: dict[Lease, tuple[float, int]] = {}
+        self._margin_secs = min(START_MARGIN_SECS, options.lease_secs / 4)
+        self._max_pause_secs = min(_MAX_RETRY_PAUSE_SECS, max(0.1, options.lease_secs / 6))
         self._taken = 0  # leases taken, for --max-items
         self._leasing = False  # a lease call is under way
         self._starved = False  # the last lease call found nothing: the keeper polls
@@ -192,7 +222,7 @@ class Runtime:
         self._stopping = False  # slots start nothing more
         self._exiting = False  # slots end
         # Guarded by _redis:
-        self._heartbeat = Heartbeat(queue, on_lost=self._on_lost)  # beats driven by the keeper
+        self._held: set[Lease] = set()  # every lease held here: what each renewal extends
         self._summary = Summary()
         # Keeper only (the poll times are also reset by a slot whose call found nothing):
         self._beat_secs = options.lease_secs / 3
@@ -201,7 +231,7 @@ class Runtime:
         self._poll_secs = MIN_POLL_SECS
         self._signals: list[str] = []
         self._give_up_at: float | None = None  # set once shutting down: calls are retried until then
-        self._outage: tuple[float, str] | None = None  # since when Redis is unreachable, and why
+        self._outage = Outage(self.log, options.reconnect_secs)
         # Set by the signal handler, read by the process's main thread:
         self._signals_seen: list[int] = []
         self._signal_times: list[float] = []
@@ -237,7 +267,7 @@ class Runtime:
         except Fatal as e:
             summary.outcome, summary.exit_code, summary.error = "stopped on an error", EXIT_ERROR, str(e)
             self._abandon()
-        except rediswq.AuthenticationFailed as e:
+        except (rediswq.AuthenticationFailed, rediswq.EvictingRedis) as e:  # configuration: exit 2
             summary.outcome, summary.exit_code, summary.error = "stopped", EXIT_USAGE, str(e)
             self._abandon()
         except BaseException as e:  # a bug: say so in one place, and still end the run
@@ -278,7 +308,7 @@ class Runtime:
             self._stopping = True
             running = list(self._running)
             self._running.clear()
-            held = len(self._buffer) + len(self._done) + len(self._failed) + self._returning
+            held = len(self._buffer) + len(self._done) + len(self._failed) + len(self._late) + self._returning
         self.runner.kill(running)
         self.log.warning(
             "Redis did not answer in time to give back %d leases: they come back when they expire",
@@ -296,6 +326,7 @@ class Runtime:
                 return self._shutdown()
             try:
                 self._settle_failures()
+                self._give_back_late()
                 self._beat_if_due()
                 with self._cv:
                     flush = self._done_since is not None and time.monotonic() - self._done_since >= FLUSH_SECS
@@ -306,8 +337,10 @@ class Runtime:
                         return self._stop_at_limit(limit)
                     continue
                 with self._cv:
-                    if self._drained and self._idle_locked():
-                        return "drained", EXIT_OK
+                    drained = self._drained and self._idle_locked()
+                if drained:
+                    return self._drained_exit()
+                with self._cv:
                     poll = self._should_poll_locked() and time.monotonic() >= self._next_poll
                     if self._lookahead:
                         self._lookahead = False
@@ -327,7 +360,9 @@ class Runtime:
             return self._idle_locked()
 
     def _idle_locked(self) -> bool:
-        return not (self._buffer or self._running or self._done or self._failed or self._leasing)
+        return not (
+            self._buffer or self._running or self._done or self._failed or self._late or self._leasing
+        )
 
     def _should_poll_locked(self) -> bool:
         return (
@@ -388,6 +423,10 @@ class Runtime:
                     if not self._stopping:
                         if buffer:
                             lease = buffer.popleft()
+                            if time.monotonic() > self._start_by.pop(lease, _NEVER)[0]:
+                                self._late_locked(lease)
+                                lease = None
+                                continue
                             running.add(lease)
                             if not buffer and self._lookahead_pays and self._may_lease_now_locked():
                                 if overlapped is not None:
@@ -482,12 +521,10 @@ class Runtime:
                 try:
                     with self._redis:
                         self._lease_once(1)
-                    self._reconnected()
+                    self._outage.answered()
                 except Exception as e:
-                    transient = not isinstance(e, rediswq.AuthenticationFailed)
-                    if isinstance(e, rediswq.ConnectionFailed) and transient and self._outage is None:
-                        self._outage = (began, str(e))
-                        self.log.warning("%s; retrying for up to %g s", e, self.options.reconnect_secs)
+                    if _unreachable(e):
+                        self._outage.failed(e, began)
                     else:
                         self.log.debug("lease call failed: %s", e)
                     with self._cv:  # the keeper retries (and reports) until a call succeeds
@@ -512,6 +549,7 @@ class Runtime:
             self._put_back(settle, sent=False)
             return
         drained = False
+        sent_at = time.monotonic()  # the leases' deadlines are later than this plus their length
         try:
             handoff = self.queue.complete_and_lease(
                 settle, count, self.options.lease_secs, timeout=0, until=self.options.until
@@ -526,9 +564,13 @@ class Runtime:
             self._put_back(settle, sent=True)
             raise
         self._settled(settle, lost)
-        for lease in leases:
-            self._heartbeat.add(lease)
+        self._held.update(leases)
         with self._cv:
+            for lease in leases:
+                self._start_by[lease] = (
+                    sent_at + lease.lease_ms / 1000 - self._margin_secs,
+                    lease.deadline_ms,
+                )
             self._buffer.extend(leases)
             self._taken += len(leases)
             self._starved = not leases
@@ -558,8 +600,7 @@ class Runtime:
 
     def _settled(self, settle: list[Lease], lost: list[Lease]) -> None:
         """Account for completions sent (under `_redis`): `lost` ones were no longer held."""
-        for lease in settle:
-            self._heartbeat.discard(lease)
+        self._held.difference_update(settle)
         unconfirmed = 0
         for lease in lost:
             if lease in self._maybe_sent:
@@ -637,7 +678,7 @@ class Runtime:
                     then,
                     extra=_item(lease, error=outcome.error, dead_lettered=bool(dead)),
                 )
-            self._heartbeat.discard(lease)
+            self._held.discard(lease)
             self._maybe_sent.discard(lease)
 
     def _give_back(self, leases: list[Lease], what: str) -> None:
@@ -652,8 +693,6 @@ class Runtime:
             except rediswq.LeaseLost as e:
                 # After a retry, "lost" may mean released by the attempt whose reply was lost.
                 lost = [] if attempt > 1 else e.leases
-            for lease in leases:
-                self._heartbeat.discard(lease)
             self._summary.released += len(leases) - len(lost)
             self._summary.lost += len(lost)
             self.log.info("gave back %d %s items", len(leases) - len(lost), what)
@@ -666,6 +705,7 @@ class Runtime:
                 "could not give back %d leases (%s): they come back when they expire", len(leases), e
             )
         finally:
+            self._held.difference_update(leases)  # given back or not, they are not renewed again
             self._returning = 0
 
     def _beat_if_due(self) -> None:
@@ -675,9 +715,41 @@ class Runtime:
         self._next_beat = now + self._beat_secs
         try:
             with self._redis_turn():
-                self._heartbeat.beat()  # logs and survives a failed call; the next beat retries
+                self._renew(now)
         except redis.exceptions.RedisError as e:  # passed through unwrapped by the library
             raise Fatal(f"Redis error: {e}") from e
+
+    def _renew(self, began: float) -> None:
+        """Extend every lease held here in one call (under `_redis`); a failed call is retried next beat.
+
+        As `rediswq.Heartbeat.beat` does, but a connection failure counts towards the one report of
+        an outage (`Outage`) instead of a line of its own, and an extended lease that waits in the
+        buffer gets a new start-by time.
+        """
+        leases = list(self._held)
+        if not leases:
+            return
+        try:
+            self.queue.extend_many(leases)
+        except rediswq.LeaseLost as e:
+            for lease in e.leases:
+                self._held.discard(lease)
+                self._on_lost(lease)
+        except rediswq.RedisWQError as e:
+            if _unreachable(e):
+                self._outage.failed(e, began)
+            else:
+                self.log.warning("could not renew leases: %s", e)
+            return  # the next beat retries: a lease survives two missed beats
+        self._outage.answered()
+        with self._cv:
+            for lease in self._buffer:
+                start_by = self._start_by.get(lease)
+                if start_by is not None and start_by[1] != lease.deadline_ms:
+                    self._start_by[lease] = (
+                        began + lease.lease_ms / 1000 - self._margin_secs,
+                        lease.deadline_ms,
+                    )
 
     @contextmanager
     def _redis_turn(self) -> Iterator[None]:
@@ -699,13 +771,33 @@ class Runtime:
             self._redis.release()
 
     def _on_lost(self, lease: Lease) -> None:
-        """The heartbeat found a lease gone (this worker stalled past its deadline): don't start it."""
+        """A renewal found a lease gone (this worker stalled past its deadline): don't start it."""
+        self.log.warning(
+            "lease of item %s was lost before its work ended", lease.id, extra=_item(lease, lost=True)
+        )
         with self._cv:
             try:
                 self._buffer.remove(lease)
             except ValueError:
                 return  # running or finished: its settle call reports it
+            self._start_by.pop(lease, None)
         self._summary.lost += 1
+
+    def _late_locked(self, lease: Lease) -> None:
+        """A buffered lease is past its start-by time (under _cv): give it back, don't start it late."""
+        self._late.append(lease)
+        self._events.put(_WAKE)
+
+    def _give_back_late(self) -> None:
+        with self._cv:
+            late, self._late = self._late, []
+        if late:
+            self.log.warning(
+                "%d leased items were not started: their leases ran out while this worker was held up "
+                "(frozen, or Redis unreachable); giving them back",
+                len(late),
+            )
+            self._give_back(late, "late")
 
     def _lost_lease(self, lease: Lease, what: str) -> None:
         self._summary.lost += 1
@@ -731,26 +823,23 @@ class Runtime:
         while True:
             attempt += 1
             began = time.monotonic()
-            if self._outage is not None and attempt == 1:
-                self._give_up_if_late(self._outage, give_up_at, began)
+            if attempt == 1:
+                self._give_up_if_late(give_up_at, began)
             try:
                 with self._redis_turn():
                     result = op(attempt)
-                self._reconnected()
+                self._outage.answered()
                 return result
-            except rediswq.AuthenticationFailed:
+            except (rediswq.AuthenticationFailed, rediswq.EvictingRedis):
                 raise
             except rediswq.ConnectionFailed as e:
-                if self._outage is None:
-                    self._outage = (began, str(e))
-                    self.log.warning("%s; retrying for up to %g s", e, self.options.reconnect_secs)
-                now = time.monotonic()
-                self._give_up_if_late(self._outage, give_up_at, now)
+                self._outage.failed(e, began)
+                self._give_up_if_late(give_up_at, time.monotonic())
                 signals = len(self._signals)
                 self._pump(pause)
                 if len(self._signals) > signals:
                     raise _Interrupted() from e
-                pause = min(pause * 2, _MAX_RETRY_PAUSE_SECS)
+                pause = min(pause * 2, self._max_pause_secs)
             except rediswq.RedisWQError as e:
                 # Redis answered with an error (READONLY replica, OOM, a key of the wrong type):
                 # retrying will not help.
@@ -758,15 +847,11 @@ class Runtime:
             except redis.exceptions.RedisError as e:  # the same, from a library that passes it through
                 raise Fatal(f"Redis error: {e}") from e
 
-    def _reconnected(self) -> None:
-        outage = self._outage
-        if outage is not None:
-            self._outage = None
-            self.log.info("Redis answers again, after %.1f s", time.monotonic() - outage[0])
-
-    def _give_up_if_late(self, outage: tuple[float, str], give_up_at: float | None, now: float) -> None:
+    def _give_up_if_late(self, give_up_at: float | None, now: float) -> None:
         """Raise Fatal once Redis has been unreachable for `reconnect_secs` (or past `give_up_at`)."""
-        since, error = outage
+        since, error = self._outage.since, self._outage.error
+        if since is None:
+            return
         if now >= since + self.options.reconnect_secs or (give_up_at is not None and now >= give_up_at):
             raise Fatal(f"{error} (gave up after {now - since:.1f} s)")
 
@@ -777,8 +862,26 @@ class Runtime:
         self._settle_failures()
         stats = self._call(lambda _attempt: self.queue.stats())
         if stats.drained and (self.options.until == "drained" or stats.closed):
-            return "drained", EXIT_OK
+            return self._drained_exit(stats)
         return f"stopped after --max-items {limit}", EXIT_STOPPED
+
+    def _drained_exit(self, stats: rediswq.Stats | None = None) -> tuple[str, int]:
+        """The queue is done: exit 0, or with `fail_on_dead` exit 4 if it holds dead letters.
+
+        The queue's count, not this run's: a Job is done only when no item of it ended as a dead
+        letter, whichever pod dead-lettered it.
+        """
+        if stats is None:
+            try:
+                stats = self._call(lambda _attempt: self.queue.stats())
+            except Fatal:
+                if self.options.fail_on_dead:
+                    raise
+                return "drained", EXIT_OK  # the count is for the summary line only
+        self._summary.dead_letters = stats.dead
+        if stats.dead and self.options.fail_on_dead:
+            return f"drained with {stats.dead} dead letters (--fail-on-dead)", EXIT_DEAD
+        return "drained", EXIT_OK
 
     def _shutdown(self) -> tuple[str, int]:
         """Stop leasing, give back what has not started, let running items finish within the grace."""
@@ -790,8 +893,10 @@ class Runtime:
             self._stopping = True  # any lease call after this one sees it, and leases nothing
         with self._cv:
             self._stopping = True  # (again, in case the Redis lock could not be had)
-            unstarted = list(self._buffer)
+            unstarted = [*self._buffer, *self._late]
             self._buffer.clear()
+            self._late.clear()
+            self._start_by.clear()
             running = len(self._running)
             self._cv.notify_all()
         self.log.info(
@@ -843,6 +948,7 @@ class Runtime:
             running = list(self._running)
             self._running.clear()
             self._buffer.clear()
+            self._late.clear()
         self.runner.kill(running)
 
     # -- signals ---------------------------------------------------------------------------------
@@ -880,6 +986,11 @@ def _signal_name(signum: int) -> str:
         return signal.Signals(signum).name
     except ValueError:
         return f"signal {signum}"
+
+
+def _unreachable(error: BaseException) -> bool:
+    """Redis could not be reached (worth retrying), as opposed to refusing the credentials."""
+    return isinstance(error, rediswq.ConnectionFailed) and not isinstance(error, rediswq.AuthenticationFailed)
 
 
 def _first_line(text: str) -> str:

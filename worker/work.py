@@ -24,6 +24,12 @@ from worker.runners import (
 )
 from worker.runtime import Options, Runtime
 
+# A Redis call waits for its reply a third of the lease: a renewal that hangs then fails (and is
+# retried) while the leases it renews still hold. Bounded below so a short lease does not turn
+# ordinary latency into errors, and above so a dead connection on a long lease is noticed.
+MIN_SOCKET_TIMEOUT_SECS = 0.5
+MAX_SOCKET_TIMEOUT_SECS = 30.0
+
 _EPILOG = """\b
 Command mode (rediswq work QUEUE -- COMMAND [ARG]...):
   Each item runs COMMAND in a new session, with the payload on standard
@@ -71,7 +77,27 @@ Leases and stopping:
   them back: no attempt is charged. A second signal ends the grace period at
   once. The worker is gone within --grace-secs + 3 s of the first signal,
   even if Redis stops answering: set the Pod's terminationGracePeriodSeconds
-  to at least that. A one-line summary is printed at exit.
+  to at least that. A leased item waiting its turn is started only while its
+  lease has time left on the worker's own clock (at least 1 s, or a quarter
+  of --lease-secs if less): a worker that was frozen past that point (SIGSTOP,
+  a paused node) gives the item back instead of running it a second time
+  beside the worker that took its expired lease over.
+
+\b
+Redis outages:
+  Every Redis call waits at most a third of --lease-secs for a reply (at
+  least 0.5 s, at most 30 s), so a stalled Redis is noticed before leases
+  run out. A dropped connection that the next try opens again is logged only
+  with -v; an outage (a call that timed out, or a second failure in a row)
+  is logged once when noticed and once when Redis answers again. Calls are
+  retried for up to --reconnect-secs, backing off from 0.1 s to a sixth of
+  --lease-secs (at most 5 s), so renewals resume before leases run out.
+
+\b
+Summary:
+  At exit one line says what this run did (done, failed, dead-lettered,
+  given back, lost) and, once the queue drained, how many dead letters the
+  queue holds (see `rediswq dead list QUEUE`).
 
 \b
 Exit codes:
@@ -85,11 +111,18 @@ Exit codes:
      importable, command not found
   3  stopped before the queue drained: --max-items reached, SIGTERM or
      SIGINT
+  4  with --fail-on-dead: the queue drained, but it holds dead letters
+     (items that spent their attempts, whichever worker ran them)
 """
 
 
 def _env(name: str) -> str:
     return f"REDISWQ_{name}"
+
+
+def socket_timeout_secs(lease_secs: float) -> float:
+    """How long a Redis call may wait for its reply: a stall is noticed while leases still hold."""
+    return min(MAX_SOCKET_TIMEOUT_SECS, max(MIN_SOCKET_TIMEOUT_SECS, lease_secs / 3))
 
 
 @click.command(epilog=_EPILOG, context_settings={"show_default": True})
@@ -207,6 +240,14 @@ def _env(name: str) -> str:
     help="How long to keep retrying while Redis is unreachable (at start or mid-run) before exit 1.",
 )
 @click.option(
+    "--fail-on-dead",
+    is_flag=True,
+    envvar=_env("FAIL_ON_DEAD"),
+    show_envvar=True,
+    help="Once the queue drained, exit 4 instead of 0 if it holds dead letters, so a Job that "
+    "left items undone is marked Failed (the manifests' podFailurePolicy does this).",
+)
+@click.option(
     "--worker-name",
     metavar="NAME",
     envvar=[_env("WORKER_NAME"), "POD_NAME", "HOSTNAME"],
@@ -257,6 +298,7 @@ def work(
     max_items: int | None,
     grace_secs: float,
     reconnect_secs: float,
+    fail_on_dead: bool,
     worker_name: str | None,
     log_format: str,
     pass_env: tuple[str, ...],
@@ -279,6 +321,8 @@ def work(
         retry_backoff_secs=retry_backoff_secs,
         retry_backoff_cap_secs=retry_backoff_cap_secs,
         worker=worker_name or None,
+        socket_timeout=socket_timeout_secs(lease_secs),
+        retry_settles=False,  # the runtime retries them itself, and tells unconfirmed ones apart
     )
     for name in credential_variables(os.environ, rediswq.url_secrets(settings().url), pass_env):
         del os.environ[name]
@@ -305,6 +349,7 @@ def work(
         max_items=max_items,
         grace_secs=grace_secs,
         reconnect_secs=reconnect_secs,
+        fail_on_dead=fail_on_dead,
     )
     log.info(
         "worker %s: %s on queue %r (concurrency %d, prefetch %s, lease %g s, until %s)",

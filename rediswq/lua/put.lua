@@ -8,10 +8,14 @@ queue closed leaves a gap in the sequence, which nothing relies on.
 KEYS (the same eight for every script; see rediswq/_keys.py for the schema)
   KEYS[1] inbox (list)   KEYS[2] pending (list)   KEYS[3] leased (zset)   KEYS[4] payloads (hash)
   KEYS[5] delayed (zset) KEYS[6] dead (hash)      KEYS[7] ids (set)       KEYS[8] meta (hash)
+  KEYS[9] checkpoints (hash)
 ARGV
   ARGV[1]  msgpack array of the envelopes, each the bytes of cmsgpack.pack({id, 0, payload})
   ARGV[2]  msgpack array of their caller-given ids, aligned with the envelopes; "" when the queue
            assigned every id
+  ARGV[3]  a checkpoint name, or "" for none
+  ARGV[4]  its value, written in the same call as the items, so a producer killed at any point
+           finds in it exactly how far its input got in
 Returns {status, skipped}
   status    0 added; 1 the queue is closed and nothing was added
   skipped   how many items had a caller-given id that is live already (nothing added for them)
@@ -20,6 +24,13 @@ local pending, dead, ids, meta = KEYS[2], KEYS[6], KEYS[7], KEYS[8]
 
 if redis.call('HGET', meta, 'closed') then
   return {1, 0}
+end
+local checkpoint = ARGV[3]
+if checkpoint ~= '' then
+  local kind = redis.call('TYPE', KEYS[9]).ok
+  if kind ~= 'none' and kind ~= 'hash' then
+    return redis.error_reply('WRONGTYPE ' .. KEYS[9] .. ' is a ' .. kind .. ', not a hash: nothing added')
+  end
 end
 
 local envelopes = cmsgpack.unpack(ARGV[1])
@@ -57,4 +68,5 @@ else
 end
 if added > 0 then redis.call('HINCRBY', meta, 'enqueued', added) end
 if superseded > 0 then redis.call('HINCRBY', meta, 'dropped', superseded) end
+if checkpoint ~= '' then redis.call('HSET', KEYS[9], checkpoint, ARGV[4]) end
 return {0, skipped}

@@ -1,0 +1,82 @@
+"""Dead letters are loud: the summary line says how many, and --fail-on-dead makes `work` exit 4."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from rediswq import Queue
+from worker import clikit
+from worker.cli import main
+
+REDISWQ = str(Path(sys.executable).with_name("rediswq"))
+# Fails the item whose payload is "bad", completes the others.
+COMMAND = ["--", "sh", "-c", 'test "$1" != bad', "sh", "{}"]
+
+
+@pytest.fixture
+def env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith(("REDISWQ_", "REDIS_URL", "POD_NAME"))}
+
+
+def work(redis_url: str, queue: str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    argv = [REDISWQ, "--url", redis_url, "work", queue, "--max-attempts", "1", *args, *COMMAND]
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30)
+
+
+def summary_line(result: subprocess.CompletedProcess[str]) -> str:
+    return next(line for line in reversed(result.stderr.splitlines()) if "items/s" in line)
+
+
+def test_fail_on_dead_exits_4_once_the_queue_drains_with_dead_letters(
+    redis_url: str, queue: Queue, env: dict[str, str]
+) -> None:
+    queue.put_many(["ok1", "bad", "ok2"])
+    result = work(redis_url, queue.name, env, "--fail-on-dead")
+    assert result.returncode == clikit.EXIT_DEAD == 4, result.stderr
+    line = summary_line(result)
+    assert "drained with 1 dead letters (--fail-on-dead): 2 done, 1 failed, 1 dead-lettered" in line
+    assert f"the queue holds 1 dead letters (rediswq dead list {queue.name})" in line
+    stats = queue.stats()
+    assert (stats.drained, stats.completed, stats.dead) == (True, 2, 1)
+
+
+def test_it_is_the_queue_that_counts_a_worker_that_dead_lettered_nothing_exits_4_too(
+    redis_url: str, queue: Queue, env: dict[str, str]
+) -> None:
+    queue.put_many(["bad"])
+    assert work(redis_url, queue.name, env).returncode == 0  # without the option: exit 0, as before
+    queue.put_many(["ok"])
+    result = work(redis_url, queue.name, {**env, "REDISWQ_FAIL_ON_DEAD": "true"})
+    assert result.returncode == 4, result.stderr
+    assert "1 done, 0 failed, 0 dead-lettered" in summary_line(result)
+    # Dealt with (purged, or requeued and done): the next run exits 0.
+    assert queue.purge_dead() == 1
+    result = work(redis_url, queue.name, env, "--fail-on-dead")
+    assert result.returncode == 0, result.stderr
+    assert "dead letters" not in summary_line(result)
+
+
+def test_without_the_option_a_drained_queue_with_dead_letters_exits_0_and_says_so(
+    redis_url: str, queue: Queue, env: dict[str, str]
+) -> None:
+    queue.put_many(["bad", "ok"])
+    result = work(redis_url, queue.name, env)
+    assert result.returncode == 0, result.stderr
+    line = summary_line(result)
+    assert "drained: 1 done, 1 failed, 1 dead-lettered" in line
+    assert "the queue holds 1 dead letters" in line
+
+
+def test_exit_code_4_is_documented_where_the_exit_codes_are() -> None:
+    help_text = CliRunner().invoke(main, ["work", "--help"]).output
+    assert "4  with --fail-on-dead: the queue drained, but it holds dead letters" in help_text
+    assert "--fail-on-dead" in help_text and "REDISWQ_FAIL_ON_DEAD" in help_text
+    assert "4  `work --fail-on-dead`" in (clikit.__doc__ or "")
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    assert "`4`\ndrained with dead letters, with `work --fail-on-dead`" in readme
