@@ -106,6 +106,7 @@ def library_outputs(url: str) -> str:
     pytest.fail(f"no error for {url!r}")
 
 
+@pytest.mark.slow  # about 6 s: 2,000 generated URLs
 @settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(password=PASSWORDS, shape=st.sampled_from(sorted(SHAPES)), reachable=st.booleans())
 def test_the_library_never_shows_a_password(
@@ -115,6 +116,7 @@ def test_the_library_never_shows_a_password(
     assert_hidden(password, library_outputs(url_for(SHAPES[shape], password, port)))
 
 
+@pytest.mark.slow  # about 3 s: a TLS handshake each
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(password=PASSWORDS, shape=st.sampled_from(sorted(TLS_SHAPES)))
 def test_a_failed_tls_handshake_never_shows_a_password(password: str, shape: str, tls: TLSRedis) -> None:  # noqa: F811
@@ -130,6 +132,7 @@ def test_a_failed_tls_handshake_never_shows_a_password(password: str, shape: str
 
 # The CLI's paths: a bad URL and refused credentials. (An unreachable Redis is retried for seconds by
 # every command; its message is the library's, tested above, and a real worker's, tested below.)
+@pytest.mark.slow  # about 6 s: 250 CLI runs
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     password=PASSWORDS,
