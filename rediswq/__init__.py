@@ -2,24 +2,30 @@
 
 from __future__ import annotations
 
+from rediswq._connection import url_secrets
+from rediswq.acl import ROLES, acl_rules
 from rediswq.compat import RedisWQ
 from rediswq.consume import Consumer
 from rediswq.errors import (
     AuthenticationFailed,
     ConnectionFailed,
     EvictingRedis,
+    InsecureTLSWarning,
     InvalidArgument,
     LeaseLost,
     LeaseTimeout,
+    PermissionDenied,
     QueueClosed,
     RedisWQError,
     ServerError,
+    TLSFailed,
 )
 from rediswq.heartbeat import Heartbeat
 from rediswq.lease import Lease
 from rediswq.queue import DeadLetter, Enqueued, Handoff, Item, LeaseInfo, Queue, Stats
 
 __all__ = [
+    "ROLES",
     "AuthenticationFailed",
     "ConnectionFailed",
     "Consumer",
@@ -28,16 +34,21 @@ __all__ = [
     "EvictingRedis",
     "Handoff",
     "Heartbeat",
+    "InsecureTLSWarning",
     "InvalidArgument",
     "Item",
     "Lease",
     "LeaseInfo",
     "LeaseLost",
     "LeaseTimeout",
+    "PermissionDenied",
     "Queue",
     "QueueClosed",
     "RedisWQ",
     "RedisWQError",
     "ServerError",
     "Stats",
+    "TLSFailed",
+    "acl_rules",
+    "url_secrets",
 ]
