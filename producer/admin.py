@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from producer.show import echo_json, payload_json, payload_text, require_queue, table, utc
-from worker.clikit import ConfigError, open_queue, queue_errors
+from worker.clikit import ConfigError, escape_controls, open_queue, queue_errors
 
 _full = click.option("--full", is_flag=True, help="Show whole payloads (cut at 100 characters otherwise).")
 _json = click.option(
@@ -75,10 +75,12 @@ def dead_list(queue: str, limit: int, as_json: bool, full: bool) -> None:
         return
     rows = [["ID", "ATTEMPTS", "DEAD AT (UTC)", "ERROR", "PAYLOAD"]]
     for d in letters:
-        error = " ".join(d.error.split())
+        error = escape_controls(" ".join(d.error.split()))
         if not full and len(error) > 60:
             error = error[:60] + "..."
-        rows.append([d.id, str(d.attempts), utc(d.dead_at_ms), error, payload_text(d.payload, full)])
+        rows.append(
+            [escape_controls(d.id), str(d.attempts), utc(d.dead_at_ms), error, payload_text(d.payload, full)]
+        )
     click.echo("\n".join(table(rows)))
     if total > len(letters):
         click.echo(f"({len(letters)} of {total} dead letters shown; --limit 0 shows all)")
@@ -177,7 +179,7 @@ def peek(queue: str, count: int, as_json: bool, full: bool) -> None:
         click.echo(f"queue {queue}: nothing pending")
         return
     rows = [["ID", "ATTEMPTS", "PAYLOAD"]]
-    rows += [[i.id or "-", str(i.attempts), payload_text(i.payload, full)] for i in items]
+    rows += [[escape_controls(i.id) or "-", str(i.attempts), payload_text(i.payload, full)] for i in items]
     click.echo("\n".join(table(rows)))
 
 

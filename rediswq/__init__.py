@@ -2,25 +2,31 @@
 
 from __future__ import annotations
 
+from rediswq._connection import url_secrets
+from rediswq.acl import ROLES, acl_rules
 from rediswq.compat import RedisWQ
 from rediswq.consume import Consumer
 from rediswq.errors import (
     AuthenticationFailed,
     ConnectionFailed,
     EvictingRedis,
+    InsecureTLSWarning,
     InvalidArgument,
     LeaseLost,
     LeaseTimeout,
+    PermissionDenied,
     QueueClosed,
     QueueNotFound,
     RedisWQError,
     ServerError,
+    TLSFailed,
 )
 from rediswq.heartbeat import Heartbeat
 from rediswq.lease import Lease
 from rediswq.queue import DeadLetter, Enqueued, Handoff, Item, LeaseInfo, Queue, Stats
 
 __all__ = [
+    "ROLES",
     "AuthenticationFailed",
     "ConnectionFailed",
     "Consumer",
@@ -29,12 +35,14 @@ __all__ = [
     "EvictingRedis",
     "Handoff",
     "Heartbeat",
+    "InsecureTLSWarning",
     "InvalidArgument",
     "Item",
     "Lease",
     "LeaseInfo",
     "LeaseLost",
     "LeaseTimeout",
+    "PermissionDenied",
     "Queue",
     "QueueClosed",
     "QueueNotFound",
@@ -42,4 +50,7 @@ __all__ = [
     "RedisWQError",
     "ServerError",
     "Stats",
+    "TLSFailed",
+    "acl_rules",
+    "url_secrets",
 ]

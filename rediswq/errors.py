@@ -2,7 +2,9 @@
 
 RedisWQError
 ├── ConnectionFailed   Redis cannot be reached, refused the password, or the URL is wrong
-│   └── AuthenticationFailed   Redis refused the credentials
+│   └── AuthenticationFailed   Redis refused us in a way no retry can fix
+│       ├── PermissionDenied   the ACL user may not run a command or touch a key (NOPERM)
+│       └── TLSFailed          the TLS handshake failed: certificate, host name, client certificate
 ├── ServerError        Redis answered with an error (out of memory, READONLY, a key of the wrong type)
 ├── EvictingRedis      Redis may evict queue keys (maxmemory-policy): refused unless allowed
 ├── LeaseLost          the lease expired and was reclaimed (or was never held): not yours to settle
@@ -39,6 +41,18 @@ class ConnectionFailed(RedisWQError):
 
 class AuthenticationFailed(ConnectionFailed):
     """Redis refused the credentials; retrying will not help."""
+
+
+class PermissionDenied(AuthenticationFailed):
+    """Redis's ACL refused a command or key to this user (NOPERM); the message names which."""
+
+
+class TLSFailed(AuthenticationFailed):
+    """The TLS handshake failed (certificate, host name, client certificate); retrying will not help."""
+
+
+class InsecureTLSWarning(UserWarning):
+    """A URL or option turned TLS certificate checks off."""
 
 
 class ServerError(RedisWQError):

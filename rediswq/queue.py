@@ -21,7 +21,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from rediswq._connection import Connection, describe, redact
+from rediswq._connection import Connection, check_url, describe, redact, tls_options
 from rediswq._keys import LEASED_SENTINEL, Keys
 from rediswq._policy import check_eviction
 from rediswq._scripts import (
@@ -176,15 +176,6 @@ def _id_text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _url_problem(error: ValueError) -> str:
-    text = str(error)
-    if "scheme" in text:
-        return "it must start with redis://, rediss:// or unix://"
-    if "Port" in text or "port" in text:
-        return "the port must be a number from 1 to 65535"
-    return "it could not be parsed"
-
-
 def _ms(secs: float, what: str) -> int:
     if not (secs > 0 and math.isfinite(secs)):
         raise InvalidArgument(f"{what} must be a positive number of seconds, not {secs!r}")
@@ -293,7 +284,8 @@ class Queue:
         self._backoff_cap_ms = _ms(retry_backoff_cap_secs, "retry_backoff_cap_secs")
         self._reclaim_limit = reclaim_limit
         self._client = client
-        self._conn = Connection(redact(url) if url else describe(client), retries=retries)
+        keys = f"of queue {name!r} ({self.keys.meta.rsplit(':', 1)[0]}:* and {self.keys.inbox})"
+        self._conn = Connection(url or describe(client), retries=retries, keys=keys)
         self._scripts = Scripts(client, self.keys)
         self._policy_checked = allow_eviction
         self._retry_settles = retry_settles
@@ -332,13 +324,32 @@ class Queue:
         return self._call(once, idempotent=True), tries > 1
 
     @classmethod
-    def from_url(cls, url: str, name: str, *, socket_timeout: float | None = None, **options: Any) -> Queue:
+    def from_url(
+        cls,
+        url: str,
+        name: str,
+        *,
+        socket_timeout: float | None = None,
+        tls_ca: str | None = None,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
+        tls_verify: bool = True,
+        **options: Any,
+    ) -> Queue:
         """A queue on the Redis at `url` (redis://, rediss:// or unix://; a password is never shown).
+
+        Every mistake in the URL (scheme, port, database, an unknown or malformed query parameter) is
+        an `InvalidArgument` naming it. With rediss://, `tls_ca` (a PEM file of the CA to trust instead
+        of the system's), `tls_cert` and `tls_key` (a client certificate), or the URL's `ssl_*`
+        parameters, set up TLS; `tls_verify=False` (or `ssl_cert_reqs=none`) turns certificate checks
+        off and warns with `InsecureTLSWarning`.
 
         rediswq retries idempotent calls itself, so the client it makes does not retry on its own: a
         blind retry of `put` or `complete` after a lost reply could apply it twice. `socket_timeout`
         (seconds; None: no limit) bounds each call's wait for a reply, so a stalled Redis is noticed.
         """
+        check_url(url)
+        tls = tls_options(url, ca=tls_ca, cert=tls_cert, key=tls_key, verify=tls_verify)
         options_for_tcp = {} if url.startswith("unix:") else {"socket_keepalive": True}
         try:
             client = redis.Redis.from_url(
@@ -347,10 +358,11 @@ class Queue:
                 socket_connect_timeout=5,
                 socket_timeout=socket_timeout,
                 **options_for_tcp,
+                **tls,
             )
-        except ValueError as e:
-            # redis-py's message may quote the URL (password and all): say what is wrong in our words.
-            raise InvalidArgument(f"bad Redis URL {redact(url)}: {_url_problem(e)}") from e
+        except (ValueError, TypeError):
+            # redis-py's message may quote the URL (password and all): say it in our words, no chain.
+            raise InvalidArgument(f"bad Redis URL {redact(url)}: it could not be parsed") from None
         return cls(client, name, url=url, **options)
 
     @property

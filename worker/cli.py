@@ -15,7 +15,36 @@ from worker.clikit import DEFAULT_URL, Settings
     show_default=True,
     metavar="URL",
     help="Redis URL (redis://, rediss:// or unix://); from $REDISWQ_URL, then $REDIS_URL. "
-    "A password in it is never printed.",
+    "A password in it is never printed; percent-encode / ? # @ in it. Query parameters: see the "
+    "README (Connecting to Redis); an unknown one is an error.",
+)
+@click.option(
+    "--tls-ca",
+    metavar="FILE",
+    envvar="REDISWQ_TLS_CA",
+    show_envvar=True,
+    help="rediss:// only: trust the CA in this PEM file instead of the system's.",
+)
+@click.option(
+    "--tls-cert",
+    metavar="FILE",
+    envvar="REDISWQ_TLS_CERT",
+    show_envvar=True,
+    help="rediss:// only: the client certificate (PEM), for a Redis with tls-auth-clients on.",
+)
+@click.option(
+    "--tls-key",
+    metavar="FILE",
+    envvar="REDISWQ_TLS_KEY",
+    show_envvar=True,
+    help="rediss:// only: the client certificate's private key (PEM).",
+)
+@click.option(
+    "--tls-no-verify",
+    is_flag=True,
+    envvar="REDISWQ_TLS_NO_VERIFY",
+    show_envvar=True,
+    help="rediss:// only: skip certificate and host name checks (prints a warning; tests only).",
 )
 @click.option(
     "--allow-eviction",
@@ -26,7 +55,15 @@ from worker.clikit import DEFAULT_URL, Settings
 )
 @click.version_option(package_name="rediswq")
 @click.pass_context
-def main(ctx: click.Context, url: str, allow_eviction: bool) -> None:
+def main(
+    ctx: click.Context,
+    url: str,
+    allow_eviction: bool,
+    tls_ca: str | None,
+    tls_cert: str | None,
+    tls_key: str | None,
+    tls_no_verify: bool,
+) -> None:
     """rediswq: a Redis work queue for Kubernetes batch Jobs.
 
     Fill a queue with `rediswq enqueue`, drain it with `rediswq work` in every pod of a Job, and
@@ -34,10 +71,14 @@ def main(ctx: click.Context, url: str, allow_eviction: bool) -> None:
     error, 2 usage or configuration error, 3 `work` stopped before the queue drained, 4 `work
     --fail-on-dead`: drained with dead letters.
     """
-    ctx.obj = Settings(url, allow_eviction)
+    tls = {"tls_ca": tls_ca, "tls_cert": tls_cert, "tls_key": tls_key}
+    ctx.obj = Settings(url, allow_eviction, {name: value for name, value in tls.items() if value})
+    if tls_no_verify:
+        ctx.obj.tls["tls_verify"] = False
 
 
 # Subcommands are registered after `main` exists; each lives with the side it belongs to.
+from producer.acl import acl  # noqa: E402
 from producer.admin import close, dead, peek, purge, reopen  # noqa: E402
 from producer.enqueue import enqueue  # noqa: E402
 from producer.stats import stats  # noqa: E402
@@ -45,5 +86,5 @@ from worker.demo import demo  # noqa: E402
 from worker.job import job  # noqa: E402
 from worker.work import work  # noqa: E402
 
-for command in (enqueue, stats, dead, peek, close, reopen, purge, work, demo, job):
+for command in (enqueue, stats, dead, peek, close, reopen, purge, acl, work, demo, job):
     main.add_command(command)
