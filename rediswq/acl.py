@@ -19,14 +19,16 @@ ROLES: tuple[Role, ...] = ("worker", "producer", "admin")
 # evict keys (maxmemory-policy): it shows server figures, no keys or values.
 _SCRIPTS = ("evalsha", "script|load", "info")
 # lease.lua (complete_and_lease too), fail, extend, release and stats.lua: what `rediswq work` runs.
+# Their checks read before they write (rediswq/lua/README.md): EXISTS, HMGET, LLEN, HLEN, SCARD.
 _WORKER = (
-    "time", "type", "lpop", "lpush", "llen", "hget", "hmget", "hset", "hdel", "hincrby", "hgetall",
-    "hlen", "srem", "zadd", "zrem", "zscore", "zcard", "zrange", "zrangebyscore", "zremrangebyrank",
+    "time", "type", "exists", "lrange", "ltrim", "lpush", "llen", "hget", "hmget", "hset", "hdel",
+    "hincrby", "hgetall", "hlen", "scard", "srem", "zadd", "zrem", "zscore", "zcard", "zrange",
+    "zrangebyscore",
 )  # fmt: skip
 # put.lua and its id counter, stats.lua, `peek` (pending and inbox), `holders`, `dead list`, close.
 _PRODUCER = (
-    "exists", "rpush", "sadd", "hget", "hdel", "hincrby", "hset", "hgetall", "hlen", "hscan", "llen",
-    "lrange", "type", "zcard", "zrange", "zscore",
+    "exists", "rpush", "sadd", "scard", "hget", "hmget", "hdel", "hincrby", "hset", "hgetall", "hlen",
+    "hscan", "llen", "lrange", "type", "zcard", "zrange", "zscore",
 )  # fmt: skip
 # Everything, plus DEL: purge.lua, and reopen (which forgets the enqueue checkpoints).
 _ADMIN = (*_WORKER, *_PRODUCER, "del")

@@ -23,12 +23,13 @@ PASSWORD = "acl-test-Pw-93217"
 
 # Every CLI command, as (name, argv after the queue name's place), and the roles it must work for.
 # Redis grants commands, not scripts: close also works for the worker (HSET, as in its own scripts),
-# and `dead requeue`/`dead purge` for the producer (the commands of enqueueing).
+# peek too (LRANGE: lease.lua reads the head of pending before it writes), and `dead requeue`/`dead
+# purge` for the producer (the commands of enqueueing).
 COMMANDS: list[tuple[str, list[str], set[str]]] = [
     ("enqueue", ["enqueue", "{q}", "a", "b"], {"producer", "admin"}),
     ("work", ["work", "{q}", "--", "true"], {"worker", "admin"}),
     ("stats", ["stats", "{q}"], {"worker", "producer", "admin"}),
-    ("peek", ["peek", "{q}"], {"producer", "admin"}),
+    ("peek", ["peek", "{q}"], {"worker", "producer", "admin"}),
     ("dead list", ["dead", "list", "{q}"], {"producer", "admin"}),
     ("dead requeue", ["dead", "requeue", "{q}"], {"producer", "admin"}),
     ("dead purge", ["dead", "purge", "{q}", "--yes"], {"producer", "admin"}),
@@ -46,7 +47,7 @@ LIBRARY: list[tuple[str, Callable[[rediswq.Queue], object], set[str]]] = [
     ("lease+extend+release", lambda q: [(q.extend(le), q.release(le)) for le in q.lease_many(1, 9)], WORKERS),
     ("stats", lambda q: q.stats(), {"worker", "producer", "admin"}),
     ("holders", lambda q: q.holders(), {"worker", "producer", "admin"}),
-    ("peek", lambda q: q.peek(), {"producer", "admin"}),
+    ("peek", lambda q: q.peek(), {"worker", "producer", "admin"}),
     ("dead_letters", lambda q: q.dead_letters(), {"producer", "admin"}),
     ("requeue_dead", lambda q: q.requeue_dead(), {"producer", "admin"}),
     ("purge", lambda q: q.purge(), {"admin"}),

@@ -105,10 +105,11 @@ Exit codes:
      (with --until closed: and closed). A worker with nothing left to lease
      waits while others hold leases, and takes over any that expire, so 0
      means the whole queue is done.
-  1  runtime error: Redis unreachable for --reconnect-secs, or Redis
-     answered with an error
+  1  runtime error: Redis unreachable for --reconnect-secs, Redis answered
+     with an error, or the queue's state vanished while it ran
   2  usage or configuration error: bad option, URL or password, handler not
-     importable, command not found
+     importable, command not found, no such queue (nothing was ever added
+     to it: --until closed waits for a producer)
   3  stopped before the queue drained: --max-items reached, SIGTERM or
      SIGINT
   4  with --fail-on-dead: the queue drained, but it holds dead letters
