@@ -10,39 +10,40 @@
 #     USER 10001:10001
 #     COPY yourmodule.py ./
 #
-# BASE must provide python3 with the venv module (and its bundled pip). The default, the public slim
-# Python image, does; so does Debian with the python3 and python3-venv packages, which is what the
-# tests build from where no registry is reachable:
+# BASE must provide python3 (3.11: requirements/*.txt pin CPython 3.11 wheels by hash) with the venv
+# module (and its bundled pip). The default, the public slim Python 3.11 image, does; so does Debian 12
+# with the python3 and python3-venv packages, which is what the tests build from where no registry is
+# reachable:
 #     podman build --build-arg BASE=localhost/debian-python:bookworm --network=host -t rediswq-worker .
 # The build stage fetches the dependencies from PyPI (with the host's network: `--network=host` for a
-# podman build), builds the rediswq wheel and installs both into a venv, /opt/rediswq; the final stage
-# copies that venv alone, so no sources, wheels, pip cache or compiler end up in the image.
-ARG BASE=python:3.12-slim
+# podman build), each pinned with its sha256 in requirements/image.txt and requirements/build.txt
+# (written by requirements/lock.py), so a changed or substituted file fails the build instead of
+# entering the image; it builds the rediswq wheel and installs it into a venv, /opt/rediswq; the final
+# stage copies that venv alone, so no sources, wheels, pip cache or compiler end up in the image.
+ARG BASE=python:3.11-slim
 
 FROM ${BASE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_ROOT_USER_ACTION=ignore
-RUN python3 -m venv /opt/rediswq
-# The dependencies first, resolved from pyproject.toml alone (empty package folders stand in for the
-# sources), so this slow layer is reused until pyproject.toml changes. Build with --no-cache to pick
-# up newer releases within the pinned ranges.
-WORKDIR /deps
-COPY pyproject.toml ./
+RUN python3 -m venv /opt/rediswq && python3 -m venv /opt/build
+# The dependencies first, from the hashed lists alone, so this slow layer is reused until they change.
 # dumb-init (its PyPI wheel carries the binary) is the image's PID 1: item commands that leave
 # background processes behind would otherwise leave a zombie each (`rediswq work` as PID 1 does not
 # reap orphans), and a long run would exhaust the pod's pids. It forwards signals to the worker.
-RUN mkdir -p rediswq/lua producer worker k8s \
-    && touch README.md \
-    && /opt/rediswq/bin/pip install . dumb-init==1.2.5.post1 \
-    && /opt/rediswq/bin/pip uninstall --yes rediswq
+# setuptools and wheel (build.txt) go into a venv of their own that builds the wheel, not the image.
+WORKDIR /deps
+COPY requirements/image.txt requirements/build.txt ./
+RUN /opt/rediswq/bin/pip install --require-hashes --only-binary :all: -r image.txt \
+    && /opt/build/bin/pip install --require-hashes --only-binary :all: -r build.txt
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY rediswq/ rediswq/
 COPY producer/ producer/
 COPY worker/ worker/
 COPY k8s/ k8s/
-RUN /opt/rediswq/bin/pip wheel --no-deps --wheel-dir /wheels . \
+# No build isolation: the wheel is built with build.txt's pinned setuptools, not whatever PyPI serves.
+RUN /opt/build/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /wheels . \
     && /opt/rediswq/bin/pip install --no-deps --no-index /wheels/rediswq-*.whl \
     && /opt/rediswq/bin/pip check
 

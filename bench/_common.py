@@ -82,7 +82,8 @@ def load_scripts(client: redis.Redis) -> int:
 
 # -- counting the calls a client sends ------------------------------------------------------------
 
-_CALL = re.compile(r"redis\.p?call\(\s*['\"]([A-Za-z]+)['\"]")
+# redis.call('CMD', ...), redis.pcall('CMD', ...), and the scripts' checked('type', 'CMD', ...) reads.
+_CALL = re.compile(r"(?:redis\.p?call\(|checked\(\s*'[a-z]+',)\s*['\"]([A-Za-z]+)['\"]")
 
 
 def script_commands() -> frozenset[str]:

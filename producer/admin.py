@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from producer.show import echo_json, payload_json, payload_text, table, utc
-from worker.clikit import ConfigError, open_queue, queue_errors
+from producer.show import echo_json, payload_json, payload_text, require_queue, table, utc
+from worker.clikit import ConfigError, escape_controls, open_queue, queue_errors
 
 _full = click.option("--full", is_flag=True, help="Show whole payloads (cut at 100 characters otherwise).")
 _json = click.option(
@@ -40,6 +40,8 @@ def dead() -> None:
 def dead_list(queue: str, limit: int, as_json: bool, full: bool) -> None:
     """List QUEUE's dead letters, oldest first: id, attempts, when, last error, payload.
 
+    Exit 1 if no such queue exists (nothing was ever added to it).
+
     Payloads are shown as text when they are printable UTF-8, else as a Python bytes literal; in JSON
     as `payload` (text, or null when not UTF-8) and `payload_base64`.
 
@@ -50,8 +52,10 @@ def dead_list(queue: str, limit: int, as_json: bool, full: bool) -> None:
     """
     q = open_queue(queue)
     with queue_errors():
+        stats = q.stats()
+        require_queue(queue, stats)
         letters = q.dead_letters(limit or None)
-        total = q.stats().dead if limit and len(letters) >= limit else len(letters)
+        total = stats.dead if limit and len(letters) >= limit else len(letters)
     if as_json:
         echo_json(
             [
@@ -71,10 +75,12 @@ def dead_list(queue: str, limit: int, as_json: bool, full: bool) -> None:
         return
     rows = [["ID", "ATTEMPTS", "DEAD AT (UTC)", "ERROR", "PAYLOAD"]]
     for d in letters:
-        error = " ".join(d.error.split())
+        error = escape_controls(" ".join(d.error.split()))
         if not full and len(error) > 60:
             error = error[:60] + "..."
-        rows.append([d.id, str(d.attempts), utc(d.dead_at_ms), error, payload_text(d.payload, full)])
+        rows.append(
+            [escape_controls(d.id), str(d.attempts), utc(d.dead_at_ms), error, payload_text(d.payload, full)]
+        )
     click.echo("\n".join(table(rows)))
     if total > len(letters):
         click.echo(f"({len(letters)} of {total} dead letters shown; --limit 0 shows all)")
@@ -88,6 +94,8 @@ def dead_requeue(queue: str, ids: tuple[str, ...]) -> None:
 
     Ids that are not dead letters are ignored (the count printed says how many were requeued).
     A dead letter whose id was enqueued again meanwhile is dropped instead: the live item stays.
+    Quarantined entries (ids malformed:SHA1: bytes that did not decode) and records that do not
+    decode stay: they are no item to run; `dead purge` deletes them.
 
     \b
     Examples:
@@ -141,7 +149,9 @@ def peek(queue: str, count: int, as_json: bool, full: bool) -> None:
     """Show the first items pending in QUEUE (the next to be leased) without leasing them.
 
     Items pushed raw with `redis-cli rpush QUEUE ...` have no id until a worker's lease call takes
-    them in (shown as `-`, or null in JSON). Payloads are shown as in `dead list`.
+    them in (shown as `-`, or null in JSON). Payloads are shown as in `dead list`. An entry that does
+    not decode shows its raw bytes under the id it gets once quarantined (malformed:SHA1). Exit 1 if
+    no such queue exists (nothing was ever added to it).
 
     \b
     Examples:
@@ -150,15 +160,26 @@ def peek(queue: str, count: int, as_json: bool, full: bool) -> None:
     """
     q = open_queue(queue)
     with queue_errors():
+        require_queue(queue, q.stats())
         items = q.peek(count)
     if as_json:
-        echo_json([{"id": i.id or None, "attempts": i.attempts, **payload_json(i.payload)} for i in items])
+        echo_json(
+            [
+                {
+                    "id": i.id or None,
+                    "attempts": i.attempts,
+                    **payload_json(i.payload),
+                    **({"error": i.error} if i.error else {}),
+                }
+                for i in items
+            ]
+        )
         return
     if not items:
         click.echo(f"queue {queue}: nothing pending")
         return
     rows = [["ID", "ATTEMPTS", "PAYLOAD"]]
-    rows += [[i.id or "-", str(i.attempts), payload_text(i.payload, full)] for i in items]
+    rows += [[escape_controls(i.id) or "-", str(i.attempts), payload_text(i.payload, full)] for i in items]
     click.echo("\n".join(table(rows)))
 
 

@@ -11,9 +11,12 @@ from __future__ import annotations
 import base64
 import json
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
+
+if TYPE_CHECKING:
+    import rediswq
 
 SHORT_CHARS = 100
 
@@ -71,3 +74,9 @@ def table(rows: list[list[str]]) -> list[str]:
         "  ".join([*(c.ljust(w) for c, w in zip(row, widths, strict=False)), row[-1]]).rstrip()
         for row in rows
     ]
+
+
+def require_queue(name: str, stats: rediswq.Stats) -> None:
+    """Exit 1 on a queue nothing was ever added to: a typo'd name must not look like an empty queue."""
+    if not stats.exists:
+        raise click.ClickException(f"no such queue {name!r}")

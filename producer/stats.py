@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 import rediswq
-from producer.show import duration, echo_json, table
+from producer.show import duration, echo_json, require_queue, table
 from worker.clikit import open_queue, queue_errors
 
 # Below this many leases the text view lists who holds them; --holders lists them anyway.
@@ -104,7 +104,17 @@ def text_view(
     return lines
 
 
-_COUNTERS = ("enqueued", "completed", "failed", "retried", "expired", "dead_lettered", "released", "dropped")
+_COUNTERS = (
+    "enqueued",
+    "completed",
+    "failed",
+    "retried",
+    "expired",
+    "dead_lettered",
+    "released",
+    "dropped",
+    "quarantined",
+)
 
 
 def log_line(name: str, s: rediswq.Stats, rate: float | None) -> str:
@@ -152,7 +162,9 @@ def stats(
     backoff), dead (dead letters). Counters, since the queue was made: enqueued, completed, failed
     (attempts that failed), retried, expired (leases that ran out and were taken back),
     dead_lettered, released (given back without charging an attempt), dropped (dead letters purged
-    or replaced). The queue is drained when nothing is pending, delayed or leased.
+    or replaced), quarantined (entries that did not decode, moved to the dead letters). The queue is
+    drained when it exists and nothing is pending, delayed or leased. Without --watch, exit 1 if no
+    such queue exists (nothing was ever added to it).
 
     The text view lists the live leases and their workers when there are at most 10 (--holders: up
     to 1000). --json prints one object with every count and counter, `drained` and `outstanding`
@@ -175,6 +187,8 @@ def stats(
         while True:
             with queue_errors():
                 s = q.stats()
+            if not watch:
+                require_queue(queue, s)
             now = time.monotonic()
             current = rate.add(now, s) if watch else None
             listed = None

@@ -2,25 +2,32 @@
 
 from __future__ import annotations
 
+from rediswq._connection import url_secrets
+from rediswq.acl import ROLES, acl_rules
 from rediswq.compat import RedisWQ
 from rediswq.consume import Consumer
 from rediswq.errors import (
     AuthenticationFailed,
     ConnectionFailed,
     EvictingRedis,
+    InsecureTLSWarning,
     InvalidArgument,
     LeaseLost,
     LeaseTimeout,
     NotReplicated,
+    PermissionDenied,
     QueueClosed,
+    QueueNotFound,
     RedisWQError,
     ServerError,
+    TLSFailed,
 )
 from rediswq.heartbeat import Heartbeat
 from rediswq.lease import Lease
 from rediswq.queue import DeadLetter, Enqueued, Handoff, Item, LeaseInfo, Queue, Stats
 
 __all__ = [
+    "ROLES",
     "AuthenticationFailed",
     "ConnectionFailed",
     "Consumer",
@@ -29,6 +36,7 @@ __all__ = [
     "EvictingRedis",
     "Handoff",
     "Heartbeat",
+    "InsecureTLSWarning",
     "InvalidArgument",
     "Item",
     "Lease",
@@ -36,10 +44,15 @@ __all__ = [
     "LeaseLost",
     "LeaseTimeout",
     "NotReplicated",
+    "PermissionDenied",
     "Queue",
     "QueueClosed",
+    "QueueNotFound",
     "RedisWQ",
     "RedisWQError",
     "ServerError",
     "Stats",
+    "TLSFailed",
+    "acl_rules",
+    "url_secrets",
 ]

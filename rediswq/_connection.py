@@ -1,10 +1,21 @@
-"""The boundary with redis-py: URL redaction, error wrapping, and retries of idempotent calls."""
+"""The boundary with redis-py: URL checks and redaction, error wrapping, and retries of idempotent calls.
+
+Every URL, redis-py error text and connection description that rediswq shows goes through `Redactor`,
+so a password can reach neither a message nor a log line, whatever shape the URL has.
+"""
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import importlib.resources
+import os
+import re
+import ssl
 import urllib.parse
-from collections.abc import Callable
-from typing import TypeVar
+import warnings
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 import redis
 import redis.cluster
@@ -14,11 +25,90 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from rediswq import _topology
-from rediswq.errors import AuthenticationFailed, ConnectionFailed, ServerError
+from rediswq.errors import (
+    AuthenticationFailed,
+    ConnectionFailed,
+    InsecureTLSWarning,
+    InvalidArgument,
+    PermissionDenied,
+    ServerError,
+    TLSFailed,
+)
 
 T = TypeVar("T")
 
 _CONNECTION_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+# A query parameter whose name holds one of these is taken for a secret, whatever its exact spelling.
+_SECRET_WORDS = ("pass", "pwd", "token", "secret", "auth", "key", "cred")
+# Shorter secrets are not searched for in free text: they would blank out ordinary words.
+_MIN_SECRET_CHARS = 4
+_PLAIN_USER = re.compile(r"[A-Za-z0-9._~-]*")
+
+_BOOL = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+_CERT_REQS = ("none", "optional", "required")
+
+
+def _whole(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0 or value == float("inf"):
+        raise ValueError
+    return value
+
+
+def _flag(text: str) -> bool:
+    return _BOOL[text.lower()]
+
+
+def _cert_reqs(text: str) -> str:
+    if text.lower() not in _CERT_REQS:
+        raise ValueError
+    return text.lower()
+
+
+# The URL parameters rediswq accepts (README, "Connecting to Redis"), each with its parser and what
+# a bad value should have been. Anything else is refused by name instead of failing at the first call.
+_PARAMETERS: dict[str, tuple[Callable[[str], Any], str]] = {
+    "db": (_whole, "a whole number"),
+    "username": (str, "a user name"),
+    "password": (str, "a password"),
+    "client_name": (str, "a name"),
+    "socket_timeout": (_seconds, "a positive number of seconds"),
+    "socket_connect_timeout": (_seconds, "a positive number of seconds"),
+    "health_check_interval": (_whole, "a whole number of seconds"),
+    "max_connections": (_whole, "a whole number"),
+}
+_TLS_PARAMETERS: dict[str, tuple[Callable[[str], Any], str]] = {
+    "ssl_cert_reqs": (_cert_reqs, "none, optional or required"),
+    "ssl_check_hostname": (_flag, "true or false"),
+    "ssl_ca_certs": (str, "a file"),
+    "ssl_ca_path": (str, "a directory"),
+    "ssl_certfile": (str, "a file"),
+    "ssl_keyfile": (str, "a file"),
+    "ssl_password": (str, "a password"),
+}
+
+
+class Redactor:
+    """Hides the secrets of one URL: in the URL itself, and in any text that might quote them."""
+
+    def __init__(self, url: str) -> None:
+        self.url = redact(url)
+        self._secrets = url_secrets(url)
+
+    def text(self, text: str) -> str:
+        """`text` with every secret of the URL (as written, or decoded) replaced by ***."""
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
 
 # Replies of a cluster or a replicated set in the middle of a change (a slot migrating, a failover, a
 # promoted replica loading its data, a cluster client whose redirections ran out: "TTL exhausted"):
@@ -38,17 +128,78 @@ _TOPOLOGY_ERRORS = tuple(kind for kind, _code in _TOPOLOGY_CODES)
 
 
 def redact(url: str) -> str:
-    """The URL with any password replaced by ***, for every message and log line."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-    except ValueError:
-        return "<unparsable URL>"
-    if parts.password is None:
-        return url
-    # The text after the last "@" is host[:port] as written; a bad port stays as it was typed.
-    host_and_port = parts.netloc.rpartition("@")[2]
-    netloc = f"{parts.username or ''}:***@{host_and_port}"
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    """The URL with its userinfo's password and every secret-bearing query value replaced by ***.
+
+    Works on the text as written, before any parsing: a password holding `/`, `?`, `#` or `@`, a URL
+    with no scheme and one no parser accepts are all hidden. What is hidden: everything before the
+    last `@` (the user name is kept when it is plain), and the value of every query parameter whose
+    name says it is a secret. The two may overlap; their union is hidden.
+    """
+    hidden = [False] * len(url)
+    start = m.end() if (m := _SCHEME.match(url)) else 0
+    at = url.rfind("@", start)
+    if at >= 0:
+        user, colon, _password = url[start:at].partition(":")
+        first = start + len(user) + 1 if colon and _PLAIN_USER.fullmatch(user) else start
+        for i in range(first, at):
+            hidden[i] = True
+    for begin, end in _secret_query_values(url):
+        for i in range(begin, end):
+            hidden[i] = True
+    out: list[str] = []
+    for i, char in enumerate(url):
+        if not hidden[i]:
+            out.append(char)
+        elif i == 0 or not hidden[i - 1]:
+            out.append("***")
+    return "".join(out)
+
+
+def _secret_query_values(url: str) -> Iterable[tuple[int, int]]:
+    """(start, end) of the text after each secret-bearing query parameter's `=`, scanning from every
+    `?` (one may be a password's). It runs to the end of the URL: a password written raw may hold
+    `&` or `#`, and what follows them is then a piece of it, not another parameter."""
+    question = url.find("?")
+    while question >= 0:
+        pos = question + 1
+        for piece in re.split(r"[&#]", url[pos:]):
+            name, equals, _value = piece.partition("=")
+            if equals and _is_secret_name(name):
+                yield pos + len(name) + 1, len(url)
+                break
+            pos += len(piece) + 1
+        question = url.find("?", question + 1)
+
+
+def _is_secret_name(name: str) -> bool:
+    plain = urllib.parse.unquote_plus(name).lower()
+    return any(word in plain for word in _SECRET_WORDS)
+
+
+def url_secrets(url: str) -> list[str]:
+    """The secrets of a Redis URL (password, secret query values), as written and decoded, longest
+    first: what must never be shown, nor passed on to code that should not connect."""
+    return sorted(_secrets_of(url), key=len, reverse=True)
+
+
+def _secrets_of(url: str) -> set[str]:
+    """Every secret of the URL as it may appear in a message: as written, and percent-decoded."""
+    found: set[str] = set()
+    start = m.end() if (m := _SCHEME.match(url)) else 0
+    at = url.rfind("@", start)
+    if at >= 0:
+        userinfo = url[start:at]
+        # The user name is no secret (a pod name may hold it); with no ":" the whole is a password.
+        user, colon, password = userinfo.partition(":")
+        password = password if colon else user
+        found.update((userinfo, password, *re.split(r"[/?#@:&=;]", password)))
+    for begin, end in _secret_query_values(url):
+        tail = url[begin:end]
+        found.add(tail)
+        known = set(_PARAMETERS) | set(_TLS_PARAMETERS)
+        found.update(p for p in re.split(r"[&#=;]", tail) if urllib.parse.unquote_plus(p) not in known)
+    decoded = {urllib.parse.unquote(s) for s in found} | {urllib.parse.unquote_plus(s) for s in found}
+    return {s for s in found | decoded if len(s) >= _MIN_SECRET_CHARS}
 
 
 def describe(client: _topology.Client) -> str:
@@ -65,10 +216,170 @@ def describe(client: _topology.Client) -> str:
     return f"{scheme}://{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
 
 
-def _is_transient(error: Exception) -> bool:
-    return isinstance(error, _CONNECTION_ERRORS + _TOPOLOGY_ERRORS) and not isinstance(
-        error, redis.exceptions.AuthenticationError
+def check_url(url: str) -> dict[str, Any]:
+    """Every mistake in a Redis URL as `InvalidArgument` naming the part at fault; else its options.
+
+    Checked before redis-py sees it, since redis-py passes an unknown parameter on to the connection
+    (a TypeError at the first call) and quotes the URL in some of its errors. The options returned are
+    the query's, parsed; warns with `InsecureTLSWarning` when the URL turns certificate checks off.
+    """
+    redactor = Redactor(url)
+    try:
+        return _checked(url, redactor.url)
+    except InvalidArgument as e:
+        # A secret pasted where no secret belongs (?db=PASSWORD) is hidden all the same.
+        raise InvalidArgument(redactor.text(str(e))) from None
+
+
+def _checked(url: str, shown: str) -> dict[str, Any]:
+    scheme = url.partition("://")[0].lower() if "://" in url else ""
+    if scheme not in ("redis", "rediss", "unix"):
+        raise InvalidArgument(f"bad Redis URL {shown}: it must start with redis://, rediss:// or unix://")
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise InvalidArgument(
+            f"bad Redis URL {shown}: the host or port could not be parsed (a port is a number from 1 to "
+            "65535; percent-encode / ? # @ : in a password)"
+        ) from None
+    if scheme != "unix" and port == 0:
+        raise InvalidArgument(f"bad Redis URL {shown}: the port must be a number from 1 to 65535")
+    options = _query_options(parts.query, shown, tls=scheme == "rediss")
+    path = urllib.parse.unquote(parts.path).strip("/")
+    if scheme != "unix" and path and "db" not in options and not path.isdigit():
+        # The path is not quoted: with a raw password in the URL, it may be a piece of it.
+        raise InvalidArgument(f"bad Redis URL {shown}: the path must be a database number, e.g. /0")
+    if options.get("ssl_cert_reqs") == "none" or options.get("ssl_check_hostname") is False:
+        warn_insecure(shown)
+    return options
+
+
+def warn_insecure(shown: str) -> None:
+    warnings.warn(
+        f"TLS certificate checks are off for {shown}: anyone on the path can read and change the queue",
+        InsecureTLSWarning,
+        stacklevel=3,
     )
+
+
+def tls_options(
+    url: str, *, ca: str | None, cert: str | None, key: str | None, verify: bool
+) -> dict[str, Any]:
+    """redis-py's SSL arguments for these TLS settings; they need a rediss:// URL and existing files."""
+    given = {"ssl_ca_certs": ca, "ssl_certfile": cert, "ssl_keyfile": key}
+    chosen = {name: path for name, path in given.items() if path}
+    if not verify:
+        chosen["ssl_cert_reqs"] = "none"
+    if chosen and not url.lower().startswith("rediss://"):
+        raise InvalidArgument(f"TLS settings need a rediss:// URL, not {redact(url).partition(':')[0]}://")
+    for name, path in given.items():
+        if path and not os.path.isfile(path):
+            raise InvalidArgument(f"TLS file {path!r} ({name}) does not exist or is not a file")
+    if not verify:
+        warn_insecure(redact(url))
+    return chosen
+
+
+def _query_options(query: str, shown: str, *, tls: bool) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for piece in query.split("&"):
+        if not piece:
+            continue
+        raw_name, equals, raw_value = piece.partition("=")
+        name = urllib.parse.unquote_plus(raw_name)
+        label = name
+        known = _PARAMETERS.get(name) or _TLS_PARAMETERS.get(name)
+        if known is None:
+            hint = " (it needs a rediss:// URL)" if name.startswith("ssl_") else ""
+            raise InvalidArgument(f"bad Redis URL {shown}: unknown parameter {label!r}{hint}")
+        if name in _TLS_PARAMETERS and not tls:
+            raise InvalidArgument(f"bad Redis URL {shown}: parameter {name!r} needs a rediss:// URL")
+        if not equals or not raw_value:
+            raise InvalidArgument(f"bad Redis URL {shown}: parameter {label!r} has no value")
+        parse, expected = known
+        try:
+            options[name] = parse(urllib.parse.unquote_plus(raw_value))
+        except (ValueError, KeyError, OverflowError):
+            raise InvalidArgument(f"bad Redis URL {shown}: parameter {name!r} must be {expected}") from None
+    return options
+
+
+# TLS errors that no retry can fix: a certificate refused (ours or the server's), or TLS spoken to a
+# plain port. Others (an EOF mid-connection when Redis restarts) are an outage like any other.
+_TLS_REFUSALS = re.compile(r"CERTIFICATE|UNKNOWN_CA|WRONG_VERSION_NUMBER|certificate verify failed", re.I)
+
+
+def _is_tls_failure(error: BaseException) -> bool:
+    """True when the chain holds an SSL error that refuses a certificate (or a plain port)."""
+    seen: BaseException | None = error
+    for _ in range(10):
+        if seen is None:
+            return False
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return True
+        if (isinstance(seen, ssl.SSLError) or "[SSL" in str(seen)) and _TLS_REFUSALS.search(str(seen)):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _is_transient(error: Exception) -> bool:
+    return (
+        isinstance(error, _CONNECTION_ERRORS + _TOPOLOGY_ERRORS)
+        and not isinstance(error, redis.exceptions.AuthenticationError)
+        and not _is_tls_failure(error)
+    )
+
+
+def _is_permission_error(error: redis.exceptions.ResponseError) -> bool:
+    # Outside a script redis-py raises NoPermissionError; inside one, Redis wraps the NOPERM reply, and
+    # 6.2 says only "can't run this command" (about the command or key that was refused).
+    text = str(error)
+    if isinstance(error, redis.exceptions.NoPermissionError):
+        return True
+    return "NOPERM" in text or "no permissions" in text or "can't run this command" in text
+
+
+# Where a script was refused: Redis 7 says "script: SHA, on @user_script:LINE", 6.2 "(call to f_SHA):
+# @user_script:LINE".
+_SCRIPT_LINE = re.compile(r"(?:script: |call to f_)([0-9a-f]{40})\)?[,:] (?:on )?@user_script:([0-9]+)")
+_CALLED = re.compile(r"redis\.p?call\('([A-Za-z]+)'")
+_COMMAND = re.compile(
+    r"run the '([^']+)' command|access the '([^']+)' key|keys? (?:used|accessed) .*?'([^']+)'"
+)
+
+
+def _denied(text: str, keys: str) -> str:
+    """What was refused, in words: the command (and script line) or key the message names; Redis does
+    not name a refused key, so a key refusal names the keys this connection's calls use."""
+    if "permissions to access one of the keys" in text or "access at least one of the keys" in text:
+        return f"(the keys {keys})" if keys else "(a key it was not granted)"
+    if found := _SCRIPT_LINE.search(text):
+        where = _script_lines().get(found.group(1))
+        if where is not None:
+            name, lines = where
+            number = int(found.group(2))
+            line = lines[number - 1] if 0 < number <= len(lines) else ""
+            called = _CALLED.search(line)
+            what = f"the command {called.group(1)}" if called else "a command or key"
+            return f"({what}, in {name}.lua line {number})"
+    if found := _COMMAND.search(text):
+        command, key, other = found.groups()
+        return f"(the command {command.upper()})" if command else f"(the key {key or other})"
+    return "(a command or key it was not granted)"
+
+
+@functools.cache
+def _script_lines() -> dict[str, tuple[str, list[str]]]:
+    """sha1 -> (script name, source lines) of every script rediswq ships."""
+    found = {}
+    for entry in importlib.resources.files("rediswq.lua").iterdir():
+        if entry.name.endswith(".lua"):
+            source = entry.read_text(encoding="utf-8")
+            sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
+            found[sha] = (entry.name.removesuffix(".lua"), source.splitlines())
+    return found
 
 
 def _node(error: Exception) -> str:
@@ -88,14 +399,17 @@ def _topology_change(error: Exception) -> str:
 
 
 class Connection:
-    """Runs calls against Redis, turning redis-py's connection errors into `ConnectionFailed`.
+    """Runs calls against Redis, turning redis-py's errors into rediswq's, redacted.
 
     Idempotent calls are retried with exponential backoff (redis-py's own `Retry`); the others run
-    once, because a retry after a lost reply could apply them twice.
+    once, because a retry after a lost reply could apply them twice. Refused credentials, permissions
+    and certificates are never retried: waiting cannot fix them.
     """
 
-    def __init__(self, url: str, retries: int = 5) -> None:
-        self.url = url
+    def __init__(self, url: str, retries: int = 5, keys: str = "") -> None:
+        self._redactor = Redactor(url)
+        self.keys = keys  # which keys the calls touch, in words, for a refusal by the ACL
+        self.url = self._redactor.url
         self._retry = Retry(
             ExponentialBackoff(cap=2.0, base=0.1), retries, _CONNECTION_ERRORS + _TOPOLOGY_ERRORS
         )
@@ -105,16 +419,31 @@ class Connection:
             if idempotent:
                 return self._retry.call_with_retry(fn, lambda _error: None, is_retryable=_is_transient)
             return fn()
-        except _TOPOLOGY_ERRORS as e:
+        except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException) as e:
+            raise self.wrap(e) from e
+        except OSError as e:
+            raise self.wrap(e) from e
+
+    def wrap(self, e: BaseException) -> Exception:
+        """redis-py's error `e` as rediswq's, its text redacted."""
+        text = self._redactor.text(str(e))
+        url = self.url
+        if isinstance(e, _TOPOLOGY_ERRORS):
             # Connection trouble, for the retries above and for a worker's reconnect window.
-            raise ConnectionFailed(f"Redis at {self.url} is changing: {_topology_change(e)}{_node(e)}") from e
-        except redis.exceptions.AuthenticationError as e:
-            raise AuthenticationFailed(f"Redis at {self.url} refused the credentials: {e}") from e
-        except redis.exceptions.ResponseError as e:
-            if "NOAUTH" in str(e) or "WRONGPASS" in str(e):
-                raise AuthenticationFailed(f"Redis at {self.url} refused the credentials: {e}") from e
-            raise ServerError(f"Redis at {self.url} refused the command: {e}") from e
-        except _CONNECTION_ERRORS as e:
-            raise ConnectionFailed(f"cannot reach Redis at {self.url}: {e}{_node(e)}") from e
-        except redis.exceptions.RedisError as e:
-            raise ServerError(f"Redis at {self.url} answered with an error: {e}") from e
+            change = self._redactor.text(_topology_change(e))
+            return ConnectionFailed(f"Redis at {url} is changing: {change}{_node(e)}")
+        if isinstance(e, redis.exceptions.AuthenticationError):
+            return AuthenticationFailed(f"Redis at {url} refused the credentials: {text}")
+        if isinstance(e, redis.exceptions.ResponseError):
+            if "NOAUTH" in text or "WRONGPASS" in text:
+                return AuthenticationFailed(f"Redis at {url} refused the credentials: {text}")
+            if _is_permission_error(e):
+                return PermissionDenied(
+                    f"Redis at {url} refused this user {_denied(text, self.keys)}: {text}"
+                )
+            return ServerError(f"Redis at {url} refused the command: {text}")
+        if isinstance(e, _CONNECTION_ERRORS):
+            if _is_tls_failure(e):
+                return TLSFailed(f"TLS with Redis at {url} failed: {text}")
+            return ConnectionFailed(f"cannot reach Redis at {url}: {text}{_node(e)}")
+        return ServerError(f"Redis at {url} answered with an error: {text}")

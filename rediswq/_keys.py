@@ -16,22 +16,26 @@ key                       type    meaning
 ``rediswq:{NAME}:payloads`` hash  id -> payload of each leased item whose envelope is over
                                   ``EMBED_LIMIT`` bytes (smaller payloads travel in the handle)
 ``rediswq:{NAME}:delayed``  zset  envelopes waiting out a retry backoff; score: when due, in ms
-``rediswq:{NAME}:dead``     hash  id -> msgpack ``[id, attempts, payload, error, dead_at_ms]``
+``rediswq:{NAME}:dead``     hash  id -> msgpack ``[id, attempts, payload, error, dead_at_ms]``; an
+                                  entry that did not decode is kept here as ``malformed:<sha1>`` ->
+                                  ``[that id, 0, its raw bytes, "malformed entry in KEY: why", ms]``
 ``rediswq:{NAME}:ids``      set   caller-given ids that are live (pending, delayed or leased)
 ``rediswq:{NAME}:checkpoints`` hash  input stream name -> how far a producer got (an opaque value
                                   written by `put_many(checkpoint=...)` in the same script call as
                                   each batch); cleared by `Queue.reopen` and `Queue.purge`
 ``rediswq:{NAME}:meta``     hash  counters ``enqueued completed failed retried expired dead_lettered
-                                  released``, the id sequence ``seq``, the lease token
+                                  released dropped quarantined``, the id sequence ``seq``, the lease token
                                   sequence ``token``, and ``closed`` (1 once closed)
 ========================  ======  ==============================================================
 
 A *handle* names one lease and nothing else: the pending envelope the item was leased from, as it
-was (``[id, attempts before this lease, payload]``), followed by three more msgpack values: the lease
-``token`` (unique per queue), the ``worker`` and ``leased_at_ms``. So a lease copies the envelope's
-bytes instead of decoding it, and completing a lease is one ZREM. An envelope over ``EMBED_LIMIT``
-bytes leaves its payload in ``payloads`` and goes into the handle as ``[id, attempts]``: a worker sends
-its handles back to complete or extend them, so a large payload must not ride along.
+was (``[id, attempts before this lease, payload]``), followed by four more msgpack values: the lease
+``token`` (unique per queue), the ``worker``, ``leased_at_ms`` and ``lease_ms`` (a lease whose score is
+still ``leased_at_ms + lease_ms`` was never renewed: see lease.lua on unseen expiries). So a lease
+copies the envelope's bytes instead of decoding it, and completing a lease is one ZREM. An envelope
+over ``EMBED_LIMIT`` bytes leaves its payload in ``payloads`` and goes into the handle as ``[id,
+attempts]``: a worker sends its handles back to complete or extend them, so a large payload must not
+ride along.
 
 The sentinel is written by the first lease of several items at once and stays until `Queue.purge`.
 Being longer than 64 bytes, it makes Redis store ``leased`` as a skiplist (and keep it so: the key
@@ -41,6 +45,10 @@ without). Single leases skip it: a small listpack serves them well. Every reader
 subtract the member, the wait hint skips +inf, reclaim (scores up to now) never reaches it,
 `Queue.holders` skips it. (``payloads`` needs none: what it holds is over 64 bytes, so it is a
 hashtable anyway.)
+
+Every script checks before it writes and quarantines what does not decode: the conventions are in
+``rediswq/lua/README.md``. A queue exists once ``meta`` does (or its inbox holds items); ``meta`` gone
+while other keys hold data means the queue is damaged (lease.lua's status 4).
 
 Times are milliseconds on Redis's clock (``TIME``). A pending item is its envelope alone, about 9 bytes
 more than the bare payload, so a long queue costs little more than a plain list.

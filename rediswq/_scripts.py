@@ -6,19 +6,22 @@ script by itself after a Redis restart empties the script cache (NOSCRIPT).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
 import msgpack
+import redis
 
 from rediswq._direct import DirectScript
 from rediswq._keys import Keys
 from rediswq._topology import Client
 
-# Status codes of lease.lua.
-LEASED, NOTHING_NOW, DRAINED = 0, 1, 2
+# Status codes of lease.lua (see its header).
+LEASED, NOTHING_NOW, DRAINED, MISSING, DAMAGED, OUT_OF_MEMORY = 0, 1, 2, 3, 4, 5
 
 
 @dataclass(frozen=True)
@@ -60,23 +63,57 @@ def envelope(item_id: int | str, payload: bytes) -> bytes:
 
 
 def read_handle(handle: bytes) -> tuple[list[Any], int, bytes, int]:
-    """(envelope, token, worker, leased_at_ms): a handle is the item's envelope and three values after it.
+    """(envelope, token, worker, leased_at_ms): a handle is the item's envelope and the values after it.
 
     The envelope is the one the item was leased from, [id, attempts before this lease, payload], or
-    [id, attempts] when the payload is kept in the payloads hash (see rediswq/_keys.py).
+    [id, attempts] when the payload is kept in the payloads hash (see rediswq/_keys.py). Then come
+    token, worker, leased_at_ms and lease_ms (handles made before lease_ms was added lack it).
+    Raises ValueError when `handle` is not one.
     """
-    unpacker = msgpack.Unpacker(raw=True)
+    unpacker = msgpack.Unpacker(raw=True, max_buffer_size=max(len(handle), 1024))
     unpacker.feed(handle)
-    envelope, token, worker, leased_at_ms = unpacker
+    try:
+        envelope, token, worker, leased_at_ms, *_ = unpacker
+    except (ValueError, msgpack.UnpackException) as e:
+        raise ValueError(f"not a lease handle: {e}") from e
+    if not (
+        isinstance(envelope, list)
+        and len(envelope) in (2, 3)
+        and isinstance(envelope[0], int | bytes)
+        and isinstance(envelope[1], int)
+        and isinstance(token, int)
+        and isinstance(worker, bytes)
+        and isinstance(leased_at_ms, int)
+    ):
+        raise ValueError("not a lease handle")
     return envelope, token, worker, leased_at_ms
 
 
 def _leased(handle: bytes, kept_apart: bytes | None) -> tuple[str, int, bytes, bytes]:
-    """(id, attempt, payload, handle) of a new lease."""
-    envelope = read_handle(handle)[0]
+    """(id, attempt, payload, handle) of a new lease (lease.lua built the handle: no checks here)."""
+    unpacker = msgpack.Unpacker(raw=True)
+    unpacker.feed(handle)
+    envelope = unpacker.unpack()
     item_id = envelope[0]
     text_id = item_id.decode() if isinstance(item_id, bytes) else str(item_id)
     return text_id, envelope[1] + 1, envelope[2] if kept_apart is None else kept_apart, handle
+
+
+# A script's own error (rediswq/lua/README.md), inside what Redis wraps it in: 6.2 says "Error running
+# script (call to f_...): @user_script:9: user_script:9: key ...", 7 "ERR user_script:9: key ... script: ...".
+_NAMED_KEY = re.compile(r"(key \S+ (?:holds|field) .*?)(?: script: [0-9a-f]+, on @\S+)?$", re.S)
+
+
+@contextmanager
+def _named_key_errors() -> Iterator[None]:
+    """A script's error about one of its keys, as one line without Redis's wrapping."""
+    try:
+        yield
+    except redis.exceptions.ResponseError as e:
+        found = _NAMED_KEY.search(str(e))
+        if found is None:
+            raise
+        raise redis.exceptions.ResponseError(found.group(1)) from e
 
 
 def _source(name: str) -> str:
@@ -122,7 +159,7 @@ class Scripts:
         C costs a fraction of what building them in Lua does.
         """
         if ids is None:
-            first_id = int(self._client.hincrby(self._meta, "seq", len(payloads))) - len(payloads) + 1
+            first_id = self._reserve(len(payloads))
             envelopes = [
                 _pack((i, 0, p)) if _same_as_lua(len(p)) else envelope(i, p)
                 for i, p in zip(range(first_id, first_id + len(payloads)), payloads, strict=True)
@@ -134,11 +171,23 @@ class Scripts:
             envelopes = [envelope(i, p) for i, p in zip(ids, payloads, strict=True)]
             args = [msgpack.packb(envelopes, use_bin_type=False), msgpack.packb(ids, use_bin_type=False)]
         args += list(checkpoint) if checkpoint is not None else ["", ""]
-        if wait is None:
-            status, skipped = self._put(self._keys, args)
-            return int(status) == 1, first_id, int(skipped), None
-        (status, skipped), acked = self._put(self._keys, args, wait=wait)
+        with _named_key_errors():
+            if wait is None:
+                status, skipped = self._put(self._keys, args)
+                return int(status) == 1, first_id, int(skipped), None
+            (status, skipped), acked = self._put(self._keys, args, wait=wait)
         return int(status) == 1, first_id, int(skipped), int(acked)
+
+    def _reserve(self, n: int) -> int:
+        """The first of `n` ids reserved for a put; Redis's error, if any, names the meta key."""
+        try:
+            return int(self._client.hincrby(self._meta, "seq", n)) - n + 1
+        except redis.exceptions.ResponseError as e:
+            held = self._client.type(self._meta)
+            kind = held.decode() if isinstance(held, bytes) else str(held)
+            if kind != "hash":
+                raise redis.exceptions.ResponseError(f"key {self._meta} holds a {kind}, not a hash") from e
+            raise redis.exceptions.ResponseError(f"key {self._meta} field seq: {e}") from e
 
     def lease(
         self,
@@ -152,10 +201,11 @@ class Scripts:
         complete: Sequence[bytes] = (),
     ) -> LeaseReply:
         """Complete the leases of the `complete` handles, then lease up to `count` items."""
-        reply = self._lease(
-            self._keys,
-            (count, lease_ms, max_attempts, reclaim_limit, worker, 1 if until_closed else 0, *complete),
-        )
+        with _named_key_errors():
+            reply = self._lease(
+                self._keys,
+                (count, lease_ms, max_attempts, reclaim_limit, worker, 1 if until_closed else 0, *complete),
+            )
         n_lost = reply[3]
         lost = _positions(reply[4 : 4 + n_lost])
         pairs = reply[4 + n_lost :]
@@ -173,32 +223,45 @@ class Scripts:
         backoff_cap_ms: int,
     ) -> tuple[bool, bool, int]:
         """Returns (held, dead_lettered, due_ms)."""
-        status, outcome, due_ms = self._fail(
-            keys=self._keys,
-            args=[handle, error, 1 if retry else 0, max_attempts, backoff_ms, backoff_cap_ms],
-        )
+        with _named_key_errors():
+            status, outcome, due_ms = self._fail(
+                keys=self._keys,
+                args=[handle, error, 1 if retry else 0, max_attempts, backoff_ms, backoff_cap_ms],
+            )
         return int(status) == 0, int(outcome) == 1, int(due_ms)
 
     def extend(self, *, handles: Sequence[bytes], lease_ms: int) -> tuple[int, list[int]]:
         """Returns (new deadline_ms, 0-based positions of the handles that no longer held)."""
-        deadline_ms, lost = self._extend(keys=self._keys, args=[lease_ms, *handles])
+        with _named_key_errors():
+            deadline_ms, lost = self._extend(keys=self._keys, args=[lease_ms, *handles])
         return int(deadline_ms), _positions(lost)
 
     def release(self, *, handles: Sequence[bytes]) -> list[int]:
         """Returns the 0-based positions of the handles that no longer held."""
-        return _positions(self._release(keys=self._keys, args=list(handles)))
+        with _named_key_errors():
+            return _positions(self._release(keys=self._keys, args=list(handles)))
 
     def requeue_dead(self, *, ids: Sequence[str]) -> int:
-        return int(self._requeue_dead(keys=self._keys, args=list(ids)))
+        with _named_key_errors():
+            return int(self._requeue_dead(keys=self._keys, args=list(ids)))
 
     def purge_dead(self, *, ids: Sequence[str]) -> int:
-        return int(self._purge_dead(keys=self._keys, args=list(ids)))
+        with _named_key_errors():
+            return int(self._purge_dead(keys=self._keys, args=list(ids)))
 
     def purge(self) -> int:
         return int(self._purge(keys=self._keys, args=[]))
 
-    def stats(self) -> tuple[int, int, int, int, dict[str, int]]:
-        """Returns (pending with the inbox, leased, delayed, dead, meta hash)."""
-        pending, leased, delayed, dead, flat = self._stats(keys=self._keys, args=[])
-        meta = {flat[i].decode(): int(flat[i + 1]) for i in range(0, len(flat), 2)}
-        return int(pending), int(leased), int(delayed), int(dead), meta
+    def stats(self) -> tuple[int, int, int, int, dict[str, int], int]:
+        """Returns (pending with the inbox, leased, delayed, dead, meta hash, inbox alone)."""
+        with _named_key_errors():
+            pending, leased, delayed, dead, flat, inbox = self._stats(keys=self._keys, args=[])
+        meta = {}
+        for name, value in zip(flat[::2], flat[1::2], strict=True):
+            try:
+                meta[name.decode(errors="replace")] = int(value)
+            except ValueError:
+                raise redis.exceptions.ResponseError(
+                    f"key {self._meta} field {name!r} holds {value[:40]!r}, not an integer"
+                ) from None
+        return int(pending), int(leased), int(delayed), int(dead), meta, int(inbox)

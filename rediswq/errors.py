@@ -1,13 +1,17 @@
 """Every error rediswq raises.
 
 RedisWQError
-├── ConnectionFailed   Redis cannot be reached or is mid-failover/migration, or refused the password
-├── ServerError        Redis answered with an error (out of memory, WRONGTYPE)
+├── ConnectionFailed   Redis cannot be reached or is mid-failover/migration, or the URL is wrong
+│   └── AuthenticationFailed   Redis refused us in a way no retry can fix
+│       ├── PermissionDenied   the ACL user may not run a command or touch a key (NOPERM)
+│       └── TLSFailed          the TLS handshake failed: certificate, host name, client certificate
+├── ServerError        Redis answered with an error (out of memory, a key of the wrong type)
 ├── EvictingRedis      Redis may evict queue keys (maxmemory-policy): refused unless allowed
 ├── LeaseLost          the lease expired and was reclaimed (or was never held): not yours to settle
 ├── QueueClosed        the queue was closed: no more items may be added
 ├── NotReplicated      a write was applied but fewer replicas than asked confirmed it in time
 ├── LeaseTimeout       a blocking lease waited its timeout and found nothing (the queue is not drained)
+├── QueueNotFound      the queue was never created, or its state vanished: never "drained"
 └── InvalidArgument    a bad queue name, item id or payload, caught before anything is written
 
 An error out of `put_many` carries `added`: how many items went in before it (every error type).
@@ -39,6 +43,18 @@ class ConnectionFailed(RedisWQError):
 
 class AuthenticationFailed(ConnectionFailed):
     """Redis refused the credentials; retrying will not help."""
+
+
+class PermissionDenied(AuthenticationFailed):
+    """Redis's ACL refused a command or key to this user (NOPERM); the message names which."""
+
+
+class TLSFailed(AuthenticationFailed):
+    """The TLS handshake failed (certificate, host name, client certificate); retrying will not help."""
+
+
+class InsecureTLSWarning(UserWarning):
+    """A URL or option turned TLS certificate checks off."""
 
 
 class ServerError(RedisWQError):
@@ -93,6 +109,20 @@ class LeaseTimeout(RedisWQError):
     def __init__(self, message: str, retry_after_secs: float | None = None) -> None:
         super().__init__(message)
         self.retry_after_secs = retry_after_secs
+
+
+class QueueNotFound(RedisWQError):
+    """No queue of this name exists (`vanished` False), or one seen before lost its state (True).
+
+    A queue nobody has added to is not drained: a typo in a queue name must not look like finished
+    work. With until="closed" a lease waits for a producer instead. A queue whose keys were deleted, or
+    whose counters are gone while items remain (an evicting Redis, a failover to an empty replica),
+    is reported as vanished, never as drained.
+    """
+
+    def __init__(self, message: str, vanished: bool) -> None:
+        super().__init__(message)
+        self.vanished = vanished
 
 
 class InvalidArgument(RedisWQError):

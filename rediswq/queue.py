@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import os
 import re
@@ -21,13 +22,31 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from rediswq import _topology
-from rediswq._connection import Connection, describe, redact
+from rediswq._connection import Connection, check_url, describe, redact, tls_options
 from rediswq._keys import LEASED_SENTINEL, Keys
 from rediswq._policy import check_eviction
-from rediswq._scripts import DRAINED, LEASED, Scripts, read_handle
+from rediswq._scripts import (
+    DAMAGED,
+    DRAINED,
+    LEASED,
+    MISSING,
+    OUT_OF_MEMORY,
+    LeaseReply,
+    Scripts,
+    read_handle,
+)
 from rediswq._topology import Client
 from rediswq.consume import Consumer
-from rediswq.errors import InvalidArgument, LeaseLost, LeaseTimeout, NotReplicated, QueueClosed, RedisWQError
+from rediswq.errors import (
+    InvalidArgument,
+    LeaseLost,
+    LeaseTimeout,
+    NotReplicated,
+    QueueClosed,
+    QueueNotFound,
+    RedisWQError,
+    ServerError,
+)
 from rediswq.heartbeat import Heartbeat
 from rediswq.lease import Lease
 
@@ -61,11 +80,15 @@ class Handoff:
 
 @dataclass(frozen=True)
 class Item:
-    """A pending item, as `peek` shows it."""
+    """A pending item, as `peek` shows it; `error` says why an entry that does not decode is malformed.
+
+    A malformed entry shows its raw bytes as the payload, under the id it gets once quarantined.
+    """
 
     id: str
     attempts: int
     payload: bytes
+    error: str = ""
 
 
 @dataclass(frozen=True)
@@ -88,6 +111,7 @@ class LeaseInfo:
     worker: str
     leased_at_ms: int
     deadline_ms: int
+    error: str = ""  # why a member of the leased zset that is no lease handle is malformed
 
 
 @dataclass(frozen=True)
@@ -107,11 +131,13 @@ class Stats:
     dead_lettered: int
     released: int
     dropped: int
+    quarantined: int = 0  # malformed entries moved to the dead letters (ids malformed:<sha1>)
+    exists: bool = True  # the queue has counters, or items in its inbox: something was ever added
 
     @property
     def drained(self) -> bool:
-        """Nothing pending, delayed or leased by anyone."""
-        return self.pending == 0 and self.leased == 0 and self.delayed == 0
+        """The queue exists and nothing is pending, delayed or leased by anyone."""
+        return self.exists and self.pending == 0 and self.leased == 0 and self.delayed == 0
 
     @property
     def outstanding(self) -> int:
@@ -119,20 +145,38 @@ class Stats:
         return self.pending + self.leased + self.delayed
 
 
-_COUNTERS = ("enqueued", "completed", "failed", "retried", "expired", "dead_lettered", "released", "dropped")
+_COUNTERS = (
+    "enqueued",
+    "completed",
+    "failed",
+    "retried",
+    "expired",
+    "dead_lettered",
+    "released",
+    "dropped",
+    "quarantined",
+)
+_MALFORMED = "malformed:"
+
+
+def _malformed_id(raw: bytes) -> str:
+    """The id a malformed entry gets as a dead letter: the same as lease.lua's redis.sha1hex."""
+    return _MALFORMED + hashlib.sha1(raw, usedforsecurity=False).hexdigest()
+
+
+def _unpack(raw: bytes, arity: int) -> list[Any]:
+    """A msgpack array of `arity` values; ValueError with the reason when `raw` is not one."""
+    try:
+        value = msgpack.unpackb(raw, raw=True)
+    except (ValueError, msgpack.UnpackException) as e:
+        raise ValueError(f"not msgpack ({e})") from e
+    if not isinstance(value, list) or len(value) != arity:
+        raise ValueError(f"not a msgpack array of {arity}")
+    return value
 
 
 def _id_text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _url_problem(error: ValueError) -> str:
-    text = str(error)
-    if "scheme" in text:
-        return "it must start with redis://, rediss:// or unix://"
-    if "Port" in text or "port" in text:
-        return "the port must be a number from 1 to 65535"
-    return "it could not be parsed"
 
 
 def _ms(secs: float, what: str) -> int:
@@ -247,10 +291,12 @@ class Queue:
         self._backoff_cap_ms = _ms(retry_backoff_cap_secs, "retry_backoff_cap_secs")
         self._reclaim_limit = reclaim_limit
         self._client = client
-        self._conn = Connection(redact(url) if url else describe(client), retries=retries)
+        keys = f"of queue {name!r} ({self.keys.meta.rsplit(':', 1)[0]}:* and {self.keys.inbox})"
+        self._conn = Connection(url or describe(client), retries=retries, keys=keys)
         self._scripts = Scripts(client, self.keys)
         self._policy_checked = allow_eviction
         self._retry_settles = retry_settles
+        self._seen = False  # a lease call has found this queue: a later MISSING means it vanished
         self.replicas = replicas
         # WAIT's timeout 0 means forever: a replica that never answers would hang every put.
         self._wait = (replicas, _ms(replicas_timeout_secs, "replicas_timeout_secs")) if replicas else None
@@ -289,18 +335,39 @@ class Queue:
         return self._call(once, idempotent=True), tries > 1
 
     @classmethod
-    def from_url(cls, url: str, name: str, *, socket_timeout: float | None = None, **options: Any) -> Queue:
+    def from_url(
+        cls,
+        url: str,
+        name: str,
+        *,
+        socket_timeout: float | None = None,
+        tls_ca: str | None = None,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
+        tls_verify: bool = True,
+        **options: Any,
+    ) -> Queue:
         """A queue on the Redis at `url` (redis://, rediss:// or unix://; a password is never shown).
 
         `redis+cluster://` and `redis+sentinel://` (and `rediss+`) name a Redis Cluster or a
         Sentinel-managed master by several seed hosts: see rediswq/_topology.py for the forms.
+
+        Every mistake in the URL (scheme, port, database, an unknown or malformed query parameter) is
+        an `InvalidArgument` naming it. With rediss://, `tls_ca` (a PEM file of the CA to trust instead
+        of the system's), `tls_cert` and `tls_key` (a client certificate), or the URL's `ssl_*`
+        parameters, set up TLS; `tls_verify=False` (or `ssl_cert_reqs=none`) turns certificate checks
+        off and warns with `InsecureTLSWarning`.
 
         rediswq retries idempotent calls itself, so the client it makes does not retry on its own: a
         blind retry of `put` or `complete` after a lost reply could apply it twice. `socket_timeout`
         (seconds; None: no limit) bounds each call's wait for a reply, so a stalled Redis is noticed.
         """
         if _topology.is_topology_url(url):
+            if tls_ca or tls_cert or tls_key or not tls_verify:
+                raise InvalidArgument("the TLS file and verify settings are for redis:// and rediss:// URLs")
             return cls(_topology.client(url, redact(url)), name, url=url, **options)
+        check_url(url)
+        tls = tls_options(url, ca=tls_ca, cert=tls_cert, key=tls_key, verify=tls_verify)
         options_for_tcp = {} if url.startswith("unix:") else {"socket_keepalive": True}
         try:
             client = redis.Redis.from_url(
@@ -309,10 +376,11 @@ class Queue:
                 socket_connect_timeout=5,
                 socket_timeout=socket_timeout,
                 **options_for_tcp,
+                **tls,
             )
-        except ValueError as e:
-            # redis-py's message may quote the URL (password and all): say what is wrong in our words.
-            raise InvalidArgument(f"bad Redis URL {redact(url)}: {_url_problem(e)}") from e
+        except (ValueError, TypeError):
+            # redis-py's message may quote the URL (password and all): say it in our words, no chain.
+            raise InvalidArgument(f"bad Redis URL {redact(url)}: it could not be parsed") from None
         return cls(client, name, url=url, **options)
 
     @property
@@ -528,6 +596,8 @@ class Queue:
                 lost = [done[i] for i in reply.lost]
                 unconfirmed = resent
                 settle = []
+            if self._absent(reply, until):
+                reply = LeaseReply(reply.status, -1, 0, [], [])
             if reply.status == LEASED:
                 leases = [
                     Lease(item_id, payload, attempt, reply.deadline_ms, lease_ms, handle)
@@ -541,12 +611,47 @@ class Queue:
                 if lost:
                     raise self._lost(lost, unconfirmed)
                 hint = None if reply.wait_ms < 0 else reply.wait_ms / 1000
+                if reply.status == OUT_OF_MEMORY:
+                    raise LeaseTimeout(
+                        f"Redis is out of memory: no new leases from queue {self.name!r} until memory "
+                        "is freed (completions, failures and renewals still work)",
+                        hint,
+                    )
                 raise LeaseTimeout(f"no item in queue {self.name!r} within {timeout} s", hint)
             pause = poll if reply.wait_ms < 0 else min(poll, reply.wait_ms / 1000)
             if give_up is not None:
                 pause = min(pause, give_up - now)
             time.sleep(max(pause, _MIN_POLL_SECS))
             poll = min(poll * 2, _MAX_POLL_SECS)
+
+    def _absent(self, reply: LeaseReply, until: Until) -> bool:
+        """Raise `QueueNotFound` for a missing or damaged queue; True: missing, wait as for nothing now.
+
+        A queue missing before this object ever found it is only an error when draining: a worker
+        until="closed" waits for its producer. Found once, missing or damaged means its state vanished.
+        """
+        if reply.status == DAMAGED:
+            raise QueueNotFound(
+                f"queue {self.name!r} vanished / is damaged: its counters ({self.keys.meta}) are gone "
+                "while items remain (an evicting Redis, or keys deleted by hand); nothing was changed",
+                vanished=True,
+            )
+        if reply.status != MISSING:
+            self._seen = True
+            return False
+        if self._seen:
+            raise QueueNotFound(
+                f"queue {self.name!r} vanished / is damaged: every key of it is gone (deleted, purged, "
+                "or a failover to an empty replica)",
+                vanished=True,
+            )
+        if until == "drained":
+            raise QueueNotFound(
+                f"no such queue {self.name!r} (nothing was ever added): a worker draining it would "
+                "finish at once; wait for a producer with until='closed'",
+                vanished=False,
+            )
+        return True
 
     # -- settling leases ------------------------------------------------------------------------
 
@@ -571,6 +676,9 @@ class Queue:
                 complete=settle,
             )
         )
+        if reply.status in (MISSING, DAMAGED):
+            self._seen = True  # a lease was held: the queue existed
+            self._absent(reply, "drained")
         if reply.lost:
             raise self._lost([leases[i] for i in reply.lost], resent)
 
@@ -716,13 +824,14 @@ class Queue:
 
     def stats(self) -> Stats:
         """Counts and lifetime counters, read in one script call so they agree with each other."""
-        pending, leased, delayed, dead, meta = self._call(self._scripts.stats, idempotent=True)
+        pending, leased, delayed, dead, meta, inbox = self._call(self._scripts.stats, idempotent=True)
         return Stats(
             pending=pending,
             leased=leased,
             delayed=delayed,
             dead=dead,
             closed="closed" in meta,
+            exists=bool(meta) or inbox > 0,
             **{name: meta.get(name, 0) for name in _COUNTERS},
         )
 
@@ -732,15 +841,38 @@ class Queue:
         """The first `count` pending items, without leasing them."""
         if count < 1:
             return []
-        raw = self._call(lambda: self._client.lrange(self.keys.pending, 0, count - 1), idempotent=True)
-        items = []
-        for envelope in raw:
-            item_id, attempts, payload = msgpack.unpackb(envelope, raw=True)
-            items.append(Item(_id_text(item_id), int(attempts), payload))
+        raw = self._read(
+            self.keys.pending, "list", lambda: self._client.lrange(self.keys.pending, 0, count - 1)
+        )
+        items = [self._item(envelope) for envelope in raw]
         if len(items) < count:
             inbox = self._call(partial(self._inbox_head, count - len(items)), idempotent=True)
             items.extend(Item("", 0, payload) for payload in inbox)
         return items
+
+    def _item(self, envelope: bytes) -> Item:
+        """A pending envelope as an `Item`; a malformed one as its raw bytes and why."""
+        try:
+            item_id, attempts, payload = _unpack(envelope, 3)
+            if not (
+                isinstance(item_id, int | bytes) and isinstance(attempts, int) and isinstance(payload, bytes)
+            ):
+                raise ValueError("not [id, attempts, payload]")
+        except ValueError as e:
+            why = f"malformed entry in {self.keys.pending}: {e}"
+            return Item(_malformed_id(envelope), 0, envelope, why)
+        return Item(_id_text(item_id), attempts, payload)
+
+    def _read(self, key: str, kind: str, fn: Callable[[], Any]) -> Any:
+        """Run a read of `key`; a key of another type is a `ServerError` that names it."""
+        try:
+            return self._call(fn, idempotent=True)
+        except ServerError as e:
+            if "WRONGTYPE" not in str(e):
+                raise
+            held = self._client.type(key)
+            held_text = held.decode() if isinstance(held, bytes) else str(held)
+            raise ServerError(f"key {key} holds a {held_text}, not a {kind}") from e
 
     def _inbox_head(self, count: int) -> list[bytes]:
         """The first raw items of the inbox (none if that key is another application's non-list)."""
@@ -752,45 +884,58 @@ class Queue:
         """Up to `count` live leases, the soonest deadline first, with the worker that holds each."""
         if count < 1:
             return []
-        raw: list[tuple[bytes, float]] = self._call(
-            lambda: self._client.zrange(self.keys.leased, 0, count - 1, withscores=True),  # type: ignore[arg-type,return-value]
-            idempotent=True,
+        raw: list[tuple[bytes, float]] = self._read(
+            self.keys.leased,
+            "zset",
+            lambda: self._client.zrange(self.keys.leased, 0, count - 1, withscores=True),
         )
-        infos = []
-        for handle, deadline in raw:
-            if handle == LEASED_SENTINEL:
-                continue
+        return [self._lease_info(handle, deadline) for handle, deadline in raw if handle != LEASED_SENTINEL]
+
+    def _lease_info(self, handle: bytes, deadline: float) -> LeaseInfo:
+        """A leased zset member as `LeaseInfo`; one that is no handle as its quarantine id and why."""
+        due = int(deadline) if math.isfinite(deadline) else 0
+        try:
             envelope, _token, worker, leased_at_ms = read_handle(handle)
-            infos.append(
-                LeaseInfo(
-                    _id_text(envelope[0]), envelope[1] + 1, _id_text(worker), leased_at_ms, int(deadline)
-                )
+        except ValueError as e:
+            return LeaseInfo(
+                _malformed_id(handle), 0, "", 0, due, f"malformed entry in {self.keys.leased}: {e}"
             )
-        return infos
+        return LeaseInfo(_id_text(envelope[0]), envelope[1] + 1, _id_text(worker), leased_at_ms, due)
 
     def dead_letters(self, count: int | None = None) -> list[DeadLetter]:
         """Dead letters (all of them, or up to `count`), oldest first."""
 
         def read() -> list[DeadLetter]:
-            letters = []
-            for _key, record in self._client.hscan_iter(self.keys.dead, count=500):
-                item_id, attempts, payload, error, dead_at_ms = msgpack.unpackb(record, raw=True)
-                letters.append(
-                    DeadLetter(
-                        _id_text(item_id),
-                        int(attempts),
-                        payload,
-                        error.decode(errors="replace"),
-                        int(dead_at_ms),
-                    )
-                )
-            return letters
+            return [
+                self._dead_letter(key, record)
+                for key, record in self._client.hscan_iter(self.keys.dead, count=500)
+            ]
 
-        letters = sorted(self._call(read, idempotent=True), key=lambda d: (d.dead_at_ms, d.id))
+        letters = sorted(self._read(self.keys.dead, "hash", read), key=lambda d: (d.dead_at_ms, d.id))
         return letters if count is None else letters[: max(count, 0)]
 
+    def _dead_letter(self, key: bytes, record: bytes) -> DeadLetter:
+        """A dead record as `DeadLetter`; a malformed one under its field's name, raw, with why."""
+        try:
+            item_id, attempts, payload, error, dead_at_ms = _unpack(record, 5)
+            if not (
+                isinstance(item_id, int | bytes)
+                and isinstance(attempts, int)
+                and isinstance(payload, bytes)
+                and isinstance(error, bytes)
+                and isinstance(dead_at_ms, int)
+            ):
+                raise ValueError("not [id, attempts, payload, error, dead_at_ms]")
+        except ValueError as e:
+            return DeadLetter(_id_text(key), 0, record, f"malformed record in {self.keys.dead}: {e}", 0)
+        return DeadLetter(_id_text(item_id), attempts, payload, error.decode(errors="replace"), dead_at_ms)
+
     def requeue_dead(self, ids: Iterable[str] | None = None) -> int:
-        """Put dead letters (all, or those with `ids`) back on the queue with fresh attempts."""
+        """Put dead letters (all, or those with `ids`) back on the queue with fresh attempts.
+
+        Quarantined entries (ids malformed:<sha1>) and records that do not decode stay: their bytes
+        are no item to run; `purge_dead` deletes them.
+        """
         total = 0
         for batch in self._dead_id_batches(ids):
             total += self._call(partial(self._scripts.requeue_dead, ids=batch), idempotent=True)
@@ -809,7 +954,7 @@ class Queue:
             def scan() -> list[str]:
                 return [_id_text(key) for key, _ in self._client.hscan_iter(self.keys.dead, count=500)]
 
-            ids = self._call(scan, idempotent=True)
+            ids = self._read(self.keys.dead, "hash", scan)
         source = iter(ids)
         while batch := list(islice(source, 500)):
             yield batch

@@ -25,6 +25,8 @@ EVERY_VERSION = {
     "test_compat",
     "test_connection",
     "test_stress",
+    "test_fault_injection",
+    "test_oom",
     "test_consume",
     "test_redis_pressure",
 }

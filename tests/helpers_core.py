@@ -39,11 +39,12 @@ def handle_fields(handle: bytes) -> list[Any]:
     """A handle as [token, id, attempt, worker, leased_at_ms], read as rediswq/_keys.py documents it.
 
     A handle is the envelope the item was leased from ([id, attempts before, payload], or [id,
-    attempts before] with the payload in the payloads hash) followed by token, worker, leased_at_ms.
+    attempts before] with the payload in the payloads hash) followed by token, worker, leased_at_ms,
+    lease_ms.
     """
     unpacker = msgpack.Unpacker(raw=True)
     unpacker.feed(handle)
-    envelope, token, worker, leased_at_ms = unpacker
+    envelope, token, worker, leased_at_ms, _lease_ms = unpacker
     return [token, envelope[0], envelope[1] + 1, worker, leased_at_ms]
 
 

@@ -98,6 +98,8 @@ def test_stats_watch_prints_one_json_line_per_refresh_with_rate_and_eta(redis_ur
 
 
 def test_stats_watch_to_a_pipe_appends_one_line_per_refresh(redis_url: str, queue: Queue) -> None:
+    queue.put(b"x")
+    queue.complete(queue.lease(30) or pytest.fail("no lease"))
     result = invoke(redis_url, "stats", queue.name, "--watch", "-n", "0.1", "--iterations", "2")
     lines = result.stdout.splitlines()
     assert len(lines) == 2 and all(f"queue={queue.name} pending=0" in line for line in lines)

@@ -61,7 +61,13 @@ def test_keys_accept_ordinary_names(name: str) -> None:
         ("redis://user:hunter2@localhost/1", "redis://user:***@localhost/1"),
         ("rediss://default:hunter2@redis.example:6380", "rediss://default:***@redis.example:6380"),
         ("redis://:hunter2@[::1]:6379/0", "redis://:***@[::1]:6379/0"),
-        ("redis://[::1", "<unparsable URL>"),
+        ("redis://:hunter2@[::1", "redis://:***@[::1"),
+        ("redis://:hun/ter2?#x@host:6379/0", "redis://:***@host:6379/0"),
+        (":hunter2@host", ":***@host"),
+        ("redis://host/0?db=1&password=hunter2", "redis://host/0?db=1&password=***"),
+        ("redis://host/0?password=hunter2&db=1", "redis://host/0?password=***"),
+        ("rediss://host/0?ssl_password=hunter2", "rediss://host/0?ssl_password=***"),
+        ("redis://u:p@host/0?password=hunter2@x", "redis://u:***"),
     ],
 )
 def test_redact_hides_the_password_and_keeps_the_rest(url: str, shown: str) -> None:
@@ -161,8 +167,9 @@ def _fill(client: redis.Redis, keys: Keys) -> None:
 
 
 def test_stats_read_every_count_and_counter(backend: redis.Redis, q: Queue) -> None:
-    assert q.stats() == Stats(0, 0, 0, 0, False, 0, 0, 0, 0, 0, 0, 0, 0)
-    assert q.is_drained()
+    # Nothing was ever added: no such queue, and so not a drained one.
+    assert q.stats() == Stats(0, 0, 0, 0, False, 0, 0, 0, 0, 0, 0, 0, 0, 0, exists=False)
+    assert not q.is_drained()
     _fill(backend, q.keys)
     stats = q.stats()
     assert stats == Stats(

@@ -111,7 +111,8 @@ def test_env_overrides_keep_their_place_and_new_ones_are_appended() -> None:
         "name": "REDISWQ_URL",
         "value": "redis://:$(REDIS_PASSWORD)@elsewhere:6380/1",
     }
-    assert by_name["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "my-redis", "key": "password"}
+    password = by_name["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]
+    assert password == {"name": "my-redis", "key": "worker-password"}
     assert by_name["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
 
 

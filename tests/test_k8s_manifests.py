@@ -43,6 +43,14 @@ VERSIONS = (OLDEST, NEWEST)
 # What each set of manifests is: the base's files as written, and each kustomize build.
 RENDERED = ("base files", *KUSTOMIZATIONS)
 SECRET = "rediswq-redis"
+# The passwords of Redis's users rediswq-admin, rediswq-worker and rediswq-producer.
+SECRET_KEYS = ("password", "worker-password", "producer-password")
+# Which user each pod logs in as, and the Secret key of its password.
+USERS = {
+    "Job rediswq-worker": ("rediswq-worker", "worker-password"),
+    "Job rediswq-producer": ("rediswq-producer", "producer-password"),
+    "CronJob rediswq-nightly": ("rediswq-admin", "password"),
+}
 
 
 def rendered(which: str) -> list[Doc]:
@@ -226,7 +234,7 @@ def test_every_secret_and_config_map_reference_resolves(docs: list[Doc]) -> None
     secrets = secret_keys(docs)
     if not secrets:
         # The base alone expects the Secret to be made outside it (an overlay, or kubectl create).
-        secrets = {SECRET: {"password"}}
+        secrets = {SECRET: set(SECRET_KEYS)}
     config_maps = {m["metadata"]["name"]: set(m["data"]) for m in find_all(docs, "ConfigMap")}
     referenced = set()
     for owner, template in pod_templates(docs):
@@ -287,8 +295,14 @@ def test_redis_url_points_at_the_redis_service_and_its_port(docs: list[Doc]) -> 
         for c in template["spec"]["containers"]:
             for var in c.get("env", []):
                 if var["name"] == "REDISWQ_URL":
-                    m = re.fullmatch(r"redis://:\$\(REDIS_PASSWORD\)@([^:/]+):(\d+)/0", var["value"])
+                    m = re.fullmatch(r"redis://([a-z-]+):\$\(REDIS_PASSWORD\)@([^:/]+):(\d+)/0", var["value"])
                     assert m, f"{owner}: {var['value']}"
+                    user, key = USERS[owner]
+                    assert m.group(1) == user, owner
+                    password = next(v for v in c["env"] if v["name"] == "REDIS_PASSWORD")
+                    assert password["valueFrom"]["secretKeyRef"] == {"name": SECRET, "key": key}, owner
+                    m = re.fullmatch(r"redis://[a-z-]+:\$\(REDIS_PASSWORD\)@([^:/]+):(\d+)/0", var["value"])
+                    assert m
                     assert m.group(1) == service["metadata"]["name"] and int(m.group(2)) in ports
                     urls += 1
     assert urls >= 1
@@ -471,14 +485,31 @@ def test_redis_keeps_the_queue_on_disk_and_never_evicts(docs: list[Doc]) -> None
     assert int(m.group(1)) * 2**20 * 2 <= quantity(c["resources"]["limits"]["memory"])
 
 
-def test_redis_is_probed_without_putting_its_password_in_argv(docs: list[Doc]) -> None:
+def test_redis_is_probed_by_a_ping_only_user_with_no_password_near_it(docs: list[Doc]) -> None:
     c = container(find(docs, "StatefulSet", "rediswq-redis")["spec"]["template"], "redis")
     for probe in ("readinessProbe", "livenessProbe"):
         command = " ".join(c[probe]["exec"]["command"])
-        assert "redis-cli" in command and " -a " not in command and "PASSWORD" not in command, probe
+        assert "redis-cli --user rediswq-health" in command and " -a " not in command, probe
+        assert "PASSWORD" not in command and "AUTH" not in command, probe
     env = {v["name"]: v for v in c["env"]}
-    assert env["REDISCLI_AUTH"]["valueFrom"]["secretKeyRef"] == {"name": SECRET, "key": "password"}
+    assert "REDISCLI_AUTH" not in env
+    keys = {v["valueFrom"]["secretKeyRef"]["key"] for v in c["env"] if "valueFrom" in v}
+    assert keys == set(SECRET_KEYS)
     assert "REDIS_PASSWORD" not in " ".join(c["command"])
+
+
+def test_the_redis_users_are_the_ones_rediswq_acl_prints() -> None:
+    from click.testing import CliRunner
+
+    from worker.cli import main
+
+    users = find(raw_base(), "ConfigMap", "rediswq-redis-config")["data"]["users.acl"].splitlines()
+    expected = []
+    for role in ("worker", "producer"):
+        printed = CliRunner().invoke(main, ["acl", "jobs", "--role", role, "--format", "aclfile"])
+        assert printed.exit_code == 0
+        expected.append(printed.output.strip())
+    assert users == expected
 
 
 # -- the fill-and-drain overlay, the nightly CronJob, the overlays' own settings ----------------------
@@ -542,7 +573,7 @@ def test_overlays_set_namespace_image_parallelism_and_generate_the_secret(
             assert spec["parallelism"] == parallelism
     # A fixed name: `rediswq job submit` refers to the Secret by the template's name.
     secret = find(docs, "Secret", SECRET)
-    assert set(secret["data"]) == {"password"}
+    assert set(secret["data"]) == set(SECRET_KEYS)
 
 
 # -- packaging ----------------------------------------------------------------------------------------

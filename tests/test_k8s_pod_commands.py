@@ -42,13 +42,27 @@ from test_k8s_support import (
 from rediswq import Queue
 
 PASSWORD = secrets.token_hex(16)
+# The Redis pod's passwords (start.sh): the admin's is PASSWORD.
+PASSWORDS = {
+    "REDIS_PASSWORD": PASSWORD,
+    "REDIS_WORKER_PASSWORD": secrets.token_hex(16),
+    "REDIS_PRODUCER_PASSWORD": secrets.token_hex(16),
+}
 SERVICE = "@rediswq-redis:6379/"
 BIN = str(Path(sys.executable).parent)  # where `rediswq` is installed, as /opt/rediswq/bin in the image
 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[RedisServer]:
+    """A Redis with the manifests' users (their rules from the ConfigMap, for the tests' queue names
+    k8s-*), every password PASSWORD; the default user keeps PASSWORD too, for the tests' own checks."""
     s = RedisServer(password=PASSWORD)
+    admin = s.client()
+    users = find(raw_base(), "ConfigMap", "rediswq-redis-config")["data"]["users.acl"]
+    for line in users.splitlines():
+        rules = line.replace("~rediswq:{jobs}:* ~jobs", "~rediswq:{k8s-*}:* ~k8s-*").split()[1:]
+        admin.execute_command("ACL", "SETUSER", *rules, f">{PASSWORD}")
+    admin.execute_command("ACL", "SETUSER", "rediswq-admin", "on", f">{PASSWORD}", "~*", "&*", "+@all")
     yield s
     s.stop()
 
@@ -65,7 +79,9 @@ def pod_env(
     base = {"PATH": f"{BIN}:/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.UTF-8"}
     env = container_env(
         c,
-        secrets={("rediswq-redis", "password"): PASSWORD},
+        secrets={
+            ("rediswq-redis", key): PASSWORD for key in ("password", "worker-password", "producer-password")
+        },
         fields={
             "metadata.name": pod_name,
             "metadata.labels['batch.kubernetes.io/job-name']": job_name,
@@ -311,6 +327,7 @@ def redis_pod(tmp_path: Path) -> Iterator[tuple[list[str], dict[str, str], Doc, 
     (etc / "redis.conf").write_text(conf)
     script = config["start.sh"].replace("/run/redis/", f"{run}/").replace("/etc/redis/", f"{etc}/")
     (etc / "start.sh").write_text(script)
+    (etc / "users.acl").write_text(config["users.acl"])
     argv = [str(etc / "start.sh") if a == "/etc/redis/start.sh" else a for a in c["command"]]
     binary = Path(find_binary()).parent
     env = {"PATH": f"{binary}:/usr/bin:/bin", "HOME": str(tmp_path)}
@@ -326,11 +343,11 @@ def redis_cli() -> str:
     return found
 
 
-def probe(c: Doc, which: str, port: int, password: str) -> int:
+def probe(c: Doc, which: str, port: int) -> int:
     command = [str(a) for a in c[which]["exec"]["command"]]
     # Substitution: the test port after the probe's host.
-    command = [a.replace("redis-cli -h 127.0.0.1", f"redis-cli -h 127.0.0.1 -p {port}") for a in command]
-    env = {"PATH": f"{Path(redis_cli()).parent}:/usr/bin:/bin", "REDISCLI_AUTH": password}
+    command = [a.replace(" -h 127.0.0.1", f" -h 127.0.0.1 -p {port}") for a in command]
+    env = {"PATH": f"{Path(redis_cli()).parent}:/usr/bin:/bin"}
     return subprocess.run(command, env=env, capture_output=True, timeout=10, check=False).returncode
 
 
@@ -339,42 +356,53 @@ def test_redis_refuses_to_start_without_a_real_password(
     redis_pod: tuple[list[str], dict[str, str], Doc, int], password: str
 ) -> None:
     argv, env, _, _ = redis_pod
-    done = subprocess.run(
-        argv, env={**env, "REDIS_PASSWORD": password}, capture_output=True, text=True, timeout=10
-    )
-    assert done.returncode == 1
-    assert done.stderr.strip() == (
-        "rediswq-redis: set a real password in Secret rediswq-redis, key password (see k8s/README.md)"
-    )
+    for missing in ("REDIS_PASSWORD", "REDIS_WORKER_PASSWORD", "REDIS_PRODUCER_PASSWORD"):
+        done = subprocess.run(
+            argv, env={**env, **PASSWORDS, missing: password}, capture_output=True, text=True, timeout=10
+        )
+        assert done.returncode == 1
+        assert done.stderr.strip() == (
+            "rediswq-redis: set real passwords in Secret rediswq-redis, keys password, worker-password and "
+            "producer-password (see k8s/README.md)"
+        )
 
 
 def test_redis_starts_with_the_password_append_only_and_noeviction_and_its_probes_pass(
     redis_pod: tuple[list[str], dict[str, str], Doc, int], tmp_path: Path
 ) -> None:
     argv, env, c, port = redis_pod
-    process = subprocess.Popen(
-        argv, env={**env, "REDIS_PASSWORD": PASSWORD}, stderr=subprocess.PIPE, text=True
-    )
+    process = subprocess.Popen(argv, env={**env, **PASSWORDS}, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 10
-        while probe(c, "readinessProbe", port, PASSWORD) != 0:
+        while probe(c, "readinessProbe", port) != 0:
             assert process.poll() is None, process.stderr.read() if process.stderr else ""
             assert time.monotonic() < deadline, "Redis never became ready"
             time.sleep(0.1)
-        assert probe(c, "livenessProbe", port, PASSWORD) == 0
-        assert probe(c, "readinessProbe", port, "wrong") != 0
-        assert probe(c, "livenessProbe", port, "wrong") != 0
+        assert probe(c, "livenessProbe", port) == 0
 
+        # The default user is off; the probes' user may PING and nothing else; each role its own.
         with pytest.raises(redis.AuthenticationError):
             redis.Redis(port=port, retry=Retry(NoBackoff(), 0)).ping()
-        client = redis.Redis(port=port, password=PASSWORD)
+        health = redis.Redis(port=port, username="rediswq-health", password="anything")
+        assert health.ping()
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            health.get("x")
+        worker = redis.Redis(
+            port=port, username="rediswq-worker", password=PASSWORDS["REDIS_WORKER_PASSWORD"]
+        )
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            worker.config_get("dir")
+        Queue(worker, "jobs").stats()
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=port, username="rediswq-producer", password=PASSWORD).ping()
+        client = redis.Redis(port=port, username="rediswq-admin", password=PASSWORD)
         assert client.config_get("appendonly") == {"appendonly": "yes"}
         assert client.config_get("maxmemory-policy") == {"maxmemory-policy": "noeviction"}
         assert client.config_get("maxmemory") == {"maxmemory": str(512 * 2**20)}
         assert client.config_get("dir") == {"dir": str(tmp_path / "data")}
-        # The password file is readable by Redis's user alone, and the password is not in argv.
+        # The users file is readable by Redis's user alone, and no password is in argv.
         assert (tmp_path / "run" / "auth.conf").stat().st_mode & 0o777 == 0o600
-        assert PASSWORD not in Path(f"/proc/{process.pid}/cmdline").read_text()
+        assert not any(p in Path(f"/proc/{process.pid}/cmdline").read_text() for p in PASSWORDS.values())
         # `exec`: the script's PID is redis-server's, so the kubelet's SIGTERM reaches Redis itself.
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=10) == 0

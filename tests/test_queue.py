@@ -268,6 +268,8 @@ def test_is_drained_is_false_while_anyone_holds_a_lease(make_queue: MakeQueue) -
 
 def test_a_blocking_lease_returns_none_at_once_on_a_drained_queue(make_queue: MakeQueue) -> None:
     q = make_queue()
+    q.put(b"x")
+    q.complete(q.lease(30) or pytest.fail("no lease"))
     started = time.monotonic()
     assert q.lease(30, timeout=5) is None
     assert q.lease_many(5, 30) == []

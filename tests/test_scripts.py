@@ -29,7 +29,7 @@ from redis.crc import key_slot
 
 from rediswq import LeaseLost, LeaseTimeout, Queue, QueueClosed
 from rediswq._keys import EMBED_LIMIT, LEASED_SENTINEL, Keys
-from rediswq._scripts import DRAINED, LEASED, NOTHING_NOW, Scripts, envelope
+from rediswq._scripts import DRAINED, LEASED, MISSING, NOTHING_NOW, Scripts, envelope
 
 MakeQueue = Callable[..., Queue]
 
@@ -272,12 +272,15 @@ def test_lease_reclaims_at_most_reclaim_limit_expired_leases(
     assert counters(client, q.keys)["expired"] == 4
 
 
-def test_lease_on_the_last_attempt_expired_dead_letters_the_item(
+def test_lease_on_the_last_attempt_expired_renewed_dead_letters_the_item(
     client: redis.Redis, make_queue: MakeQueue
 ) -> None:
     q = make_queue(max_attempts=1)
     q.put(b"poison", id="kills-its-worker")
-    assert q.lease(0.05) is not None
+    lease = q.lease(0.05)
+    assert lease is not None
+    time.sleep(0.002)
+    q.extend(lease, 0.05)  # a sign of life: the worker had it
     time.sleep(0.08)
     before = redis_now_ms(client)
     assert q.lease(30, timeout=0) is None  # the reclaim dead-letters it, and then the queue is drained
@@ -288,6 +291,24 @@ def test_lease_on_the_last_attempt_expired_dead_letters_the_item(
     assert before <= record[4] <= after
     assert existing_keys(client, q.keys) == {"dead", "meta"}
     assert counters(client, q.keys) == {"enqueued": 1, "expired": 1, "dead_lettered": 1}
+
+
+def test_an_unseen_expiry_on_the_last_attempt_leases_the_item_once_more_then_dead_letters_it(
+    client: redis.Redis, make_queue: MakeQueue
+) -> None:
+    # A lease never renewed nor settled may never have reached a worker (its reply was lost).
+    q = make_queue(max_attempts=1)
+    q.put(b"maybe-lost", id="unseen")
+    assert q.lease(0.05) is not None  # this reply "is lost": nobody renews it
+    time.sleep(0.08)
+    again = q.lease(0.05, timeout=0)
+    assert again is not None and again.id == "unseen" and again.attempt == 2
+    assert dead(client, q.keys) == {}
+    time.sleep(0.08)  # a poison item that kills its worker at once expires unseen again: dead now
+    assert q.lease(30, timeout=0) is None
+    [(item_id, record)] = dead(client, q.keys).items()
+    assert (item_id, record[:4]) == (b"unseen", [b"unseen", 2, b"maybe-lost", b"lease expired"])
+    assert counters(client, q.keys) == {"enqueued": 1, "expired": 2, "dead_lettered": 1}
 
 
 def test_lease_moves_due_retries_bounded_by_reclaim_limit(client: redis.Redis, make_queue: MakeQueue) -> None:
@@ -318,6 +339,13 @@ def test_lease_status_tells_drained_from_nothing_now_with_a_wait_hint(
             count=1, lease_ms=30000, max_attempts=5, reclaim_limit=100, worker="w", until_closed=until_closed
         )
 
+    assert lease_now().status == MISSING  # nothing was ever added: no queue, not a drained one
+    assert lease_now(until_closed=True).status == MISSING
+    assert existing_keys(client, q.keys) == set()
+    q.put(b"done")
+    first = q.lease(5)
+    assert first is not None
+    q.complete(first)
     assert lease_now().status == DRAINED
     reply = lease_now(until_closed=True)
     assert (reply.status, reply.wait_ms) == (NOTHING_NOW, -1)
@@ -340,7 +368,7 @@ def test_lease_status_tells_drained_from_nothing_now_with_a_wait_hint(
     reply = lease_now()
     assert reply.status == LEASED
     assert [(item_id, attempt, payload) for item_id, attempt, payload, _h in reply.items] == [
-        ("2", 2, b"fails")
+        ("3", 2, b"fails")
     ]
 
 

@@ -596,9 +596,10 @@ def test_a_wrong_password_exits_2_with_one_line_that_hides_the_password(
 def test_an_error_answer_from_redis_exits_1_with_one_line(
     queue: Queue, client: redis.Redis, work: Callable[..., list[str]], env: dict[str, str]
 ) -> None:
+    queue.put(b"x")
     client.set(queue.keys.pending, "not a list")  # what a stray `SET` by someone else would do
     result = run(work("--", "true"), env)
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr
     assert "ERROR rediswq.work: " in last_line(result.stderr)
-    assert "WRONGTYPE Operation against a key holding the wrong kind of value" in last_line(result.stderr)
+    assert f"key {queue.keys.pending} holds a string, not a list" in last_line(result.stderr)

@@ -18,7 +18,8 @@ from worker.clikit import DEFAULT_URL, Settings
     "redis+cluster://[USER:PASSWORD@]HOST:PORT,HOST:PORT/, for Sentinel "
     "redis+sentinel://[USER:PASSWORD@]HOST:PORT,HOST:PORT/SERVICE[/DB] (rediss+ for TLS; several "
     "seed hosts, one answering is enough). From $REDISWQ_URL, then $REDIS_URL. A password in it is "
-    "never printed.",
+    "never printed; percent-encode / ? # @ in it. Query parameters (redis:// and rediss:// only): "
+    "see the README (Connecting to Redis); an unknown one is an error.",
 )
 @click.option(
     "--min-replicas",
@@ -43,6 +44,34 @@ from worker.clikit import DEFAULT_URL, Settings
     help="How long a write waits for --min-replicas replicas.",
 )
 @click.option(
+    "--tls-ca",
+    metavar="FILE",
+    envvar="REDISWQ_TLS_CA",
+    show_envvar=True,
+    help="rediss:// only: trust the CA in this PEM file instead of the system's.",
+)
+@click.option(
+    "--tls-cert",
+    metavar="FILE",
+    envvar="REDISWQ_TLS_CERT",
+    show_envvar=True,
+    help="rediss:// only: the client certificate (PEM), for a Redis with tls-auth-clients on.",
+)
+@click.option(
+    "--tls-key",
+    metavar="FILE",
+    envvar="REDISWQ_TLS_KEY",
+    show_envvar=True,
+    help="rediss:// only: the client certificate's private key (PEM).",
+)
+@click.option(
+    "--tls-no-verify",
+    is_flag=True,
+    envvar="REDISWQ_TLS_NO_VERIFY",
+    show_envvar=True,
+    help="rediss:// only: skip certificate and host name checks (prints a warning; tests only).",
+)
+@click.option(
     "--allow-eviction",
     is_flag=True,
     envvar="REDISWQ_ALLOW_EVICTION",
@@ -52,7 +81,15 @@ from worker.clikit import DEFAULT_URL, Settings
 @click.version_option(package_name="rediswq")
 @click.pass_context
 def main(
-    ctx: click.Context, url: str, min_replicas: int, min_replicas_timeout: float, allow_eviction: bool
+    ctx: click.Context,
+    url: str,
+    allow_eviction: bool,
+    tls_ca: str | None,
+    tls_cert: str | None,
+    tls_key: str | None,
+    tls_no_verify: bool,
+    min_replicas: int,
+    min_replicas_timeout: float,
 ) -> None:
     """rediswq: a Redis work queue for Kubernetes batch Jobs.
 
@@ -61,10 +98,20 @@ def main(
     error, 2 usage or configuration error, 3 `work` stopped before the queue drained, 4 `work
     --fail-on-dead`: drained with dead letters.
     """
-    ctx.obj = Settings(url, allow_eviction, min_replicas, min_replicas_timeout)
+    tls = {"tls_ca": tls_ca, "tls_cert": tls_cert, "tls_key": tls_key}
+    ctx.obj = Settings(
+        url,
+        allow_eviction,
+        {name: value for name, value in tls.items() if value},
+        min_replicas,
+        min_replicas_timeout,
+    )
+    if tls_no_verify:
+        ctx.obj.tls["tls_verify"] = False
 
 
 # Subcommands are registered after `main` exists; each lives with the side it belongs to.
+from producer.acl import acl  # noqa: E402
 from producer.admin import close, dead, peek, purge, reopen  # noqa: E402
 from producer.enqueue import enqueue  # noqa: E402
 from producer.stats import stats  # noqa: E402
@@ -72,5 +119,5 @@ from worker.demo import demo  # noqa: E402
 from worker.job import job  # noqa: E402
 from worker.work import work  # noqa: E402
 
-for command in (enqueue, stats, dead, peek, close, reopen, purge, work, demo, job):
+for command in (enqueue, stats, dead, peek, close, reopen, purge, acl, work, demo, job):
     main.add_command(command)

@@ -3,8 +3,9 @@
 Exit codes (the same for every subcommand, and what the Kubernetes manifests' podFailurePolicy uses):
   0  success; for `work`, the queue is drained (with --until closed: drained and closed)
   1  a runtime error: Redis unreachable after retries, a closed queue, a Redis error
-  2  a usage or configuration error: bad option, bad URL, wrong password, handler not importable,
-     a Redis whose maxmemory-policy may evict queue keys (unless --allow-eviction)
+  2  a usage or configuration error: bad option, bad URL, wrong password, a command or key the
+     Redis user may not use (NOPERM), a TLS certificate or host name that fails the checks, handler
+     not importable, a Redis whose maxmemory-policy may evict queue keys (unless --allow-eviction)
   3  `work` stopped before the queue drained, on purpose: --max-items reached, or SIGTERM/SIGINT
      (its leases were given back)
   4  `work --fail-on-dead`: the queue drained, but its dead letters are not empty (items that spent
@@ -13,9 +14,10 @@ Exit codes (the same for every subcommand, and what the Kubernetes manifests' po
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import click
@@ -37,6 +39,7 @@ class Settings:
 
     url: str
     allow_eviction: bool = False
+    tls: dict[str, Any] = field(default_factory=dict)
     min_replicas: int = 0
     min_replicas_timeout: float = 5.0
 
@@ -45,6 +48,14 @@ class ConfigError(click.ClickException):
     """A configuration error: exits 2, as a usage error does, so a Job can fail at once on it."""
 
     exit_code = EXIT_USAGE
+
+
+def escape_controls(text: str) -> str:
+    """`text` with control characters (newlines, escape sequences, ...) as Python escapes, so a
+    caller-given id or payload can neither split a line nor drive the terminal."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def parse_prefetch(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
@@ -76,13 +87,22 @@ def queue_errors() -> Iterator[None]:
 
 
 def open_queue(name: str, **options: Any) -> rediswq.Queue:
-    """The queue `name` on the Redis that --url names."""
-    given = settings()
-    if given.min_replicas:
+    """The queue `name` on the Redis that --url names, with the --tls-* settings; TLS warnings shown."""
+    chosen = settings()
+    if chosen.min_replicas:
         options = {
-            "replicas": given.min_replicas,
-            "replicas_timeout_secs": given.min_replicas_timeout,
+            "replicas": chosen.min_replicas,
+            "replicas_timeout_secs": chosen.min_replicas_timeout,
             **options,
         }
-    with queue_errors():
-        return rediswq.Queue.from_url(given.url, name, allow_eviction=given.allow_eviction, **options)
+    with queue_errors(), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", rediswq.InsecureTLSWarning)
+        queue = rediswq.Queue.from_url(
+            chosen.url, name, allow_eviction=chosen.allow_eviction, **chosen.tls, **options
+        )
+    for warning in caught:
+        if issubclass(warning.category, rediswq.InsecureTLSWarning):
+            click.echo(f"Warning: {warning.message}", err=True)
+        else:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    return queue

@@ -14,6 +14,8 @@ import sys
 import time
 from typing import Any, Literal
 
+from worker.clikit import escape_controls
+
 LogFormat = Literal["text", "json"]
 
 LOGGER = "rediswq.work"
@@ -25,6 +27,11 @@ class _TextFormatter(logging.Formatter):
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         return _utc(record.created)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        # One record, one line: an id or error text with a newline or an escape sequence is escaped.
+        record.message = escape_controls(record.message)
+        return super().formatMessage(record)
 
 
 class _JsonFormatter(logging.Formatter):

@@ -11,6 +11,7 @@ import contextlib
 import fcntl
 import importlib
 import os
+import re
 import select
 import shutil
 import signal
@@ -69,18 +70,22 @@ class SetupError(Exception):
 def load_handler(spec: str) -> Callable[[Lease], Any]:
     """Import `module:function` (dots allowed on both sides), as uvicorn and gunicorn resolve apps.
 
-    The current directory is searched first, so a handler module next to where the worker starts is
-    found without installing it.
+    The current directory is searched first while the handler's module is imported, so a handler
+    module next to where the worker starts is found without installing it; then it is taken off
+    `sys.path` again (with any "" entry, which would follow an `os.chdir`), so a later `import
+    statistics` in the handler cannot pick up a `statistics.py` lying in whatever directory it is in.
     """
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise SetupError(f"--handler must look like module:function, not {spec!r}")
-    if "" not in sys.path and os.getcwd() not in sys.path:
-        sys.path.insert(0, "")
+    here = os.getcwd()
+    sys.path.insert(0, here)
     try:
         target: Any = importlib.import_module(module_name)
     except Exception as e:
         raise SetupError(f"cannot import handler module {module_name!r}: {type(e).__name__}: {e}") from e
+    finally:
+        sys.path[:] = [entry for entry in sys.path if entry not in ("", here)]
     for part in attr.split("."):
         try:
             target = getattr(target, part)
@@ -89,6 +94,25 @@ def load_handler(spec: str) -> Callable[[Lease], Any]:
     if not callable(target):
         raise SetupError(f"handler {spec!r} is a {type(target).__name__}, not a callable")
     return target  # type: ignore[no-any-return]
+
+
+# Where Redis credentials live by convention; the worker drops them from the items' environment.
+CREDENTIAL_VARIABLES = ("REDISWQ_URL", "REDIS_URL", "REDIS_PASSWORD", "REDISCLI_AUTH", "REDISWQ_TLS_KEY")
+
+
+def credential_variables(
+    environ: Mapping[str, str], secrets: Sequence[str], pass_env: Sequence[str] = ()
+) -> list[str]:
+    """The variables an item must not see: the usual credential names, and any whose value holds one
+    of `secrets` (the connection's URL and password, wherever the worker was given them); those named
+    in `pass_env` are kept."""
+    found = [name for name in CREDENTIAL_VARIABLES if name in environ]
+    found += [
+        name
+        for name, value in environ.items()
+        if name not in found and any(secret and secret in value for secret in secrets)
+    ]
+    return [name for name in found if name not in pass_env]
 
 
 class HandlerRunner:
@@ -122,6 +146,18 @@ def exception_text(error: BaseException) -> str:
     frames = "".join(traceback.format_tb(error.__traceback__)[1:])  # [0] is our own call
     text = f"{head}\n{frames}".rstrip()
     return text if len(text) <= STDERR_TAIL_BYTES else head + "\n..." + text[-STDERR_TAIL_BYTES:]
+
+
+_SHELLS = ("sh", "bash", "dash", "zsh", "ksh", "ash")
+
+
+def shell_script_with_braces(argv: Sequence[str]) -> bool:
+    """True when `argv` runs a shell script string (sh -c SCRIPT) that holds {}: the payload would be
+    pasted into it as shell code."""
+    for i, arg in enumerate(argv[:-1]):
+        if os.path.basename(arg) in _SHELLS and re.fullmatch(r"-[a-z]*c[a-z]*", argv[i + 1]):
+            return "{}" in argv[i + 2] if i + 2 < len(argv) else False
+    return False
 
 
 # -- commands --------------------------------------------------------------------------------------

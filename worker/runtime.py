@@ -34,8 +34,9 @@ a stalled node) past that point gives the lease back instead of starting the ite
 Exit decisions, as `Summary.exit_code` (the codes of worker.clikit):
   0  a lease call said the queue is drained (and closed, with until="closed") while this worker
      held nothing: the whole queue is done, not just this worker's share
-  1  Redis stayed unreachable for `reconnect_secs`, or Redis answered with an error
-  2  Redis refused the credentials
+  1  Redis stayed unreachable for `reconnect_secs`, or Redis answered with an error, or the queue's
+     state vanished (QueueNotFound, vanished: its keys deleted, its counters gone)
+  2  Redis refused the credentials, or no such queue exists with until="drained" (QueueNotFound)
   3  --max-items reached (unless the queue is drained by then), or SIGTERM/SIGINT: unstarted items
      are given back at once, running ones get `grace_secs` to finish, the rest are killed and given
      back (`release_many`: no attempt is charged)
@@ -266,6 +267,19 @@ class Runtime:
             summary.outcome, summary.exit_code = self._serve()
         except Fatal as e:
             summary.outcome, summary.exit_code, summary.error = "stopped on an error", EXIT_ERROR, str(e)
+            self._abandon()
+        except rediswq.QueueNotFound as e:
+            # Never "drained": a typo'd name is a configuration error, a vanished queue a runtime one.
+            summary.outcome, summary.exit_code, summary.error = (
+                ("stopped: its state vanished", EXIT_ERROR, str(e))
+                if e.vanished
+                else (
+                    "not found",
+                    EXIT_USAGE,
+                    f"no such queue {self.queue.name!r} (nothing was ever added to it); "
+                    "use --until closed to wait for a producer",
+                )
+            )
             self._abandon()
         except (rediswq.AuthenticationFailed, rediswq.EvictingRedis) as e:  # configuration: exit 2
             summary.outcome, summary.exit_code, summary.error = "stopped", EXIT_USAGE, str(e)
@@ -830,7 +844,7 @@ class Runtime:
                     result = op(attempt)
                 self._outage.answered()
                 return result
-            except (rediswq.AuthenticationFailed, rediswq.EvictingRedis):
+            except (rediswq.AuthenticationFailed, rediswq.EvictingRedis, rediswq.QueueNotFound):
                 raise
             except rediswq.ConnectionFailed as e:
                 self._outage.failed(e, began)

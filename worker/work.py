@@ -7,12 +7,21 @@ done with one item is worker.runners.
 from __future__ import annotations
 
 import logging
+import os
 
 import click
 
+import rediswq
 from worker import logs
-from worker.clikit import EXIT_OK, ConfigError, open_queue, parse_prefetch
-from worker.runners import CommandRunner, HandlerRunner, Runner, SetupError
+from worker.clikit import EXIT_OK, ConfigError, open_queue, parse_prefetch, settings
+from worker.runners import (
+    CommandRunner,
+    HandlerRunner,
+    Runner,
+    SetupError,
+    credential_variables,
+    shell_script_with_braces,
+)
 from worker.runtime import Options, Runtime
 
 # A Redis call waits for its reply a third of the lease: a renewal that hangs then fails (and is
@@ -28,6 +37,10 @@ Command mode (rediswq work QUEUE -- COMMAND [ARG]...):
   not UTF-8 pass through unchanged; an item whose payload has a NUL byte
   cannot be an argument and is dead-lettered at once). Its environment adds
   REDISWQ_QUEUE, REDISWQ_ITEM_ID and REDISWQ_ATTEMPT (1 on the first lease).
+  The item gets no Redis credentials: REDISWQ_URL, REDIS_URL, REDIS_PASSWORD,
+  REDISCLI_AUTH, REDISWQ_TLS_KEY and any variable holding the URL or its
+  password are dropped from its environment (and from os.environ, in handler
+  mode); --pass-env NAME passes one on.
   Exit status 0 completes the item; anything else fails it (retried after a
   backoff, dead-lettered once --max-attempts are spent), with the exit
   status and the last 2000 bytes of its standard error kept as the error.
@@ -35,9 +48,22 @@ Command mode (rediswq work QUEUE -- COMMAND [ARG]...):
   -- before COMMAND so its options are not taken for the worker's.
 
 \b
+  A payload is data, never code: no shell runs between it and COMMAND. Do
+  not put {} inside a shell script string (sh -c 'convert {}' pastes the
+  payload in as shell code: an item `x; rm -rf ~` runs rm); pass it as an
+  argument of the script, or read it from standard input:
+    rediswq work jobs -- sh -c 'convert -- "$1" out/' _ {}
+    rediswq work jobs -- sh -c 'read -r f; convert -- "$f" out/'
+  (the worker warns at start when a sh -c or bash -c script holds {}). A
+  payload starting with - would be taken for an option by most programs:
+  put -- before {} when COMMAND accepts it (e.g. rm -- {}).
+
+\b
 Handler mode (rediswq work QUEUE --handler package.module:function):
   Calls function(lease) for each item in one of --concurrency threads; the
-  current directory is searched first for the module. lease.payload is the
+  current directory is searched for the module while it is imported, then
+  taken off sys.path (an import inside the handler never finds a file that
+  lies in the current directory). lease.payload is the
   item (bytes); lease.id, lease.attempt too. Returning completes the item,
   raising fails it with the exception's type, message and traceback.
 
@@ -79,10 +105,11 @@ Exit codes:
      (with --until closed: and closed). A worker with nothing left to lease
      waits while others hold leases, and takes over any that expire, so 0
      means the whole queue is done.
-  1  runtime error: Redis unreachable for --reconnect-secs, or Redis
-     answered with an error
+  1  runtime error: Redis unreachable for --reconnect-secs, Redis answered
+     with an error, or the queue's state vanished while it ran
   2  usage or configuration error: bad option, URL or password, handler not
-     importable, command not found
+     importable, command not found, no such queue (nothing was ever added
+     to it: --until closed waits for a producer)
   3  stopped before the queue drained: --max-items reached, SIGTERM or
      SIGINT
   4  with --fail-on-dead: the queue drained, but it holds dead letters
@@ -239,6 +266,15 @@ def socket_timeout_secs(lease_secs: float) -> float:
     help="Log lines (on standard error) as text, or as one JSON object a line.",
 )
 @click.option(
+    "--pass-env",
+    "pass_env",
+    metavar="NAME",
+    multiple=True,
+    envvar=_env("PASS_ENV"),
+    show_envvar=True,
+    help="Pass this credential variable (e.g. REDIS_URL) on to items after all; repeatable.",
+)
+@click.option(
     "-v",
     "--verbose",
     is_flag=True,
@@ -266,6 +302,7 @@ def work(
     fail_on_dead: bool,
     worker_name: str | None,
     log_format: str,
+    pass_env: tuple[str, ...],
     verbose: bool,
 ) -> None:
     """Drain QUEUE: lease items, run COMMAND (or --handler) for each, exit 0 once the queue is done.
@@ -288,6 +325,8 @@ def work(
         socket_timeout=socket_timeout_secs(lease_secs),
         retry_settles=False,  # the runtime retries them itself, and tells unconfirmed ones apart
     )
+    for name in credential_variables(os.environ, rediswq.url_secrets(settings().url), pass_env):
+        del os.environ[name]
     runner: Runner
     try:
         if handler:
@@ -297,6 +336,12 @@ def work(
     except SetupError as e:
         raise ConfigError(str(e)) from e
     log = logs.setup("json" if log_format == "json" else "text", verbose=verbose)
+    if shell_script_with_braces(command):
+        log.warning(
+            "the shell script string of the command holds {}: the payload becomes shell code there; "
+            "pass it as an argument instead: sh -c '... \"$1\"' _ {} (see rediswq work --help)",
+            extra={"fields": {"event": "unsafe_command"}},
+        )
     options = Options(
         lease_secs=lease_secs,
         concurrency=concurrency,

@@ -9,11 +9,30 @@ ARGV
 Returns {deadline_ms, lost}
   deadline_ms  the new deadline (Redis's clock)
   lost         1-based positions of the handles whose lease no longer held (not extended)
+
+Check, then write (rediswq/lua/README.md). ZADD is refused on a full (noeviction) Redis when it is a
+script's first write, and renewals must go on then (or held items would be taken over and redone):
+so the first write is a ZREM of a member no lease has (''), which Redis always allows, and after
+which it allows the ZADDs. Moving a score takes no memory.
 ]]
 local leased = KEYS[3]
+
+-- A read that also checks its key's type; the error names the key (same in every script).
+local function checked(kind, command, key, ...)
+  local r = redis.pcall(command, key, ...)
+  if type(r) == 'table' and r.err then
+    local held = redis.call('TYPE', key).ok
+    if held ~= kind then error('key ' .. key .. ' holds a ' .. held .. ', not a ' .. kind) end
+    error(r.err)
+  end
+  return r
+end
+
+checked('zset', 'ZCARD', leased)
 local t = redis.call('TIME')
 local deadline_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[1])
 
+redis.call('ZREM', leased, '')
 local lost = {}
 for i = 2, #ARGV do
   -- XX: never re-create a lease that expired and was reclaimed meanwhile.

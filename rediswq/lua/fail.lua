@@ -13,6 +13,10 @@ ARGV
 Returns {status, outcome, due_ms}
   status   0 settled; 1 the lease no longer held (nothing done)
   outcome  0 retried, due at due_ms (Redis's clock); 1 dead-lettered
+
+Check, then write (rediswq/lua/README.md). The first write is a ZREM, which Redis allows on a full
+(noeviction) Redis, and after which it allows the rest: failing a lease works when memory is full.
+A held handle that does not decode, or whose kept-apart payload is gone, is quarantined.
 ]]
 local pending, leased, payloads, delayed = KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local dead, ids, meta = KEYS[6], KEYS[7], KEYS[8]
@@ -21,24 +25,69 @@ local retry = ARGV[3] == '1'
 local max_attempts = tonumber(ARGV[4])
 local backoff_ms, backoff_cap_ms = tonumber(ARGV[5]), tonumber(ARGV[6])
 
-if redis.call('ZREM', leased, handle) == 0 then
+-- A read that also checks its key's type; the error names the key (same in every script).
+local function checked(kind, command, key, ...)
+  local r = redis.pcall(command, key, ...)
+  if type(r) == 'table' and r.err then
+    local held = redis.call('TYPE', key).ok
+    if held ~= kind then error('key ' .. key .. ' holds a ' .. held .. ', not a ' .. kind) end
+    error(r.err)
+  end
+  return r
+end
+
+-- Meta counters' values as numbers; anything but an integer is an error naming the key.
+local function counters(...)
+  local values = checked('hash', 'HMGET', meta, ...)
+  for i, name in ipairs({...}) do
+    if values[i] and (#values[i] > 18 or not string.find(values[i], '^%-?%d+$')) then
+      error('key ' .. meta .. ' field ' .. name .. ' holds '
+        .. string.format('%q', string.sub(values[i], 1, 40)) .. ', not an integer')
+    end
+  end
+end
+
+-- Check. --------------------------------------------------------------------------------------------
+if not checked('zset', 'ZSCORE', leased, handle) then
   return {1, 0, 0}
 end
--- The handle starts with the envelope the item was leased from (see rediswq/_keys.py).
-local e = cmsgpack.unpack(handle)
-local id, attempt, payload = e[1], e[2] + 1, e[3]
-local key = id
-if type(id) == 'number' then key = string.format('%d', id) end
-if payload == nil then
-  payload = redis.call('HGET', payloads, key)
-  redis.call('HDEL', payloads, key)
-end
-redis.call('HINCRBY', meta, 'failed', 1)
-
+counters('failed', 'retried', 'dead_lettered', 'quarantined')
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- The handle starts with the envelope the item was leased from (see rediswq/_keys.py).
+local ok, e = pcall(cmsgpack.unpack, handle)
+local why
+if not ok or type(e) ~= 'table' or (type(e[1]) ~= 'number' and type(e[1]) ~= 'string')
+    or type(e[2]) ~= 'number' then
+  why = 'not a lease handle'
+end
+local id, attempt, payload, key
+if not why then
+  id, attempt, payload = e[1], e[2] + 1, e[3]
+  key = id
+  if type(id) == 'number' then key = string.format('%d', id) end
+  if payload == nil then
+    payload = checked('hash', 'HGET', payloads, key)
+    if not payload then why = 'its payload is missing from ' .. payloads end
+  end
+end
+local retrying = not why and retry and attempt < max_attempts
+if retrying then checked('zset', 'ZCARD', delayed) else checked('hash', 'HLEN', dead) end
+if type(id) == 'string' and not retrying then checked('set', 'SCARD', ids) end
 
-if retry and attempt < max_attempts then
+-- Write. --------------------------------------------------------------------------------------------
+redis.call('ZREM', leased, handle)
+if why then
+  local quarantined = 'malformed:' .. redis.sha1hex(handle)
+  redis.call('HSET', dead, quarantined,
+    cmsgpack.pack({quarantined, 0, handle, 'malformed entry in ' .. leased .. ': ' .. why, now_ms}))
+  redis.call('HINCRBY', meta, 'quarantined', 1)
+  return {0, 1, 0}
+end
+if e[3] == nil then redis.call('HDEL', payloads, key) end
+redis.call('HINCRBY', meta, 'failed', 1)
+
+if retrying then
   local due_ms = now_ms + math.min(backoff_cap_ms, backoff_ms * 2 ^ (attempt - 1))
   redis.call('ZADD', delayed, due_ms, cmsgpack.pack({id, attempt, payload}))
   redis.call('HINCRBY', meta, 'retried', 1)

@@ -17,28 +17,68 @@ ARGV
   ARGV[6] until_closed   1: "drained" also requires the queue to be closed
   ARGV[7] ...            handles of leases to complete first
 Returns a flat array {status, wait_ms, deadline_ms, n_lost, lost..., then a pair per new lease}
-  status       0 leased (or count was 0); 1 nothing to lease now; 2 drained
+  status       0 leased (or count was 0); 1 nothing to lease now; 2 drained; 3 missing: no queue of
+               this name exists (no meta, nothing in any key); 4 damaged: meta is gone while other
+               keys hold data (its counters vanished); 5 out of memory: Redis refuses new leases
+               (the completions were done)
+               With 3 and 4 nothing was written.
   wait_ms      with status 1: ms until the earliest lease deadline or retry due; -1 if there is none
+               (0: entries were quarantined, call again)
   deadline_ms  the deadline of the new leases
   n_lost, lost the 1-based positions of the handles whose lease no longer held (nothing done for them)
   pairs        {handle, payload}: the payload when it is kept in `payloads`, else false (it is in the
                handle)
 
-A handle is the pending envelope as it was popped, followed by msgpack token, worker, leased_at_ms
-(see rediswq/_keys.py): leasing copies bytes instead of decoding and re-encoding them. This runs once
-per item, so it also avoids what costs most in Redis's Lua: numbers passed to redis.call (formatted
-with %.17g; string.format('%d') is cheaper), tables, and msgpack decoding.
+A handle is the pending envelope as it was taken, followed by msgpack token, worker, leased_at_ms,
+lease_ms (see rediswq/_keys.py): leasing copies bytes instead of decoding and re-encoding them. This
+runs once per item, so it also avoids what costs most in Redis's Lua: numbers passed to redis.call
+(formatted with %.17g; string.format('%d') is cheaper), tables, and msgpack decoding: an envelope is
+checked by reading its msgpack headers, not by decoding it.
+
+Check, then write (rediswq/lua/README.md): every read, type check and decode comes first; an entry that
+does not decode is quarantined as a dead letter `malformed:<sha1>`, never dropped.
+
+Unseen expiries: a lease that expires never renewed (its deadline is still leased_at_ms + lease_ms)
+may never have reached its worker (a lost reply). On the last attempt such an expiry does not
+dead-letter the item: it goes back once more, with attempts = max_attempts; the next expiry or failure
+dead-letters it. So a lost reply does not kill an item, and an item that kills its worker at once
+runs max_attempts + 1 times, not forever.
+
+Out of memory: the first write of a call that takes items is HINCRBY token, which Redis refuses on a
+full noeviction Redis while the script has written nothing; then the call only completes (ZREM first:
+Redis allows any later write of a script that has written).
 ]]
 local inbox, pending, leased, payloads = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local delayed, dead, ids, meta = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 -- Kept in step with rediswq/_keys.py (LEASED_SENTINEL, EMBED_LIMIT).
 local SENTINEL = 'rediswq:sentinel: keeps this key out of the small listpack encoding; never a lease'
 local EMBED_LIMIT = 256
+local NOTHING_NOW, DRAINED, MISSING, DAMAGED, OUT_OF_MEMORY = 1, 2, 3, 4, 5
 local count = tonumber(ARGV[1])
+local max_attempts = tonumber(ARGV[3])
 local worker = ARGV[5]
 local until_closed = ARGV[6] == '1'
 
 local function int(n) return string.format('%d', n) end
+
+-- A read that also checks its key's type; the error names the key (same in every script).
+local function checked(kind, command, key, ...)
+  local r = redis.pcall(command, key, ...)
+  if type(r) == 'table' and r.err then
+    local held = redis.call('TYPE', key).ok
+    if held ~= kind then error('key ' .. key .. ' holds a ' .. held .. ', not a ' .. kind) end
+    error(r.err)
+  end
+  return r
+end
+
+-- A meta counter this call increments must hold an integer (HINCRBY fails on anything else).
+local function counter(value, field)
+  if value and (#value > 18 or not string.find(value, '^%-?%d+$')) then
+    error('key ' .. meta .. ' field ' .. field .. ' holds '
+      .. string.format('%q', string.sub(value, 1, 40)) .. ', not an integer')
+  end
+end
 
 -- Lua's unpack() stops at about 8000 values, so variadic commands go in slices (`step` even for pairs).
 local function call_sliced(command, key, values, step)
@@ -52,105 +92,292 @@ local function id_key(id)
   return id
 end
 
+-- The kind ('i' int, 's' str) of the msgpack value at byte `at` of `s`, and the byte after it.
+local function field(s, at)
+  local b = string.byte(s, at)
+  if not b then return nil end
+  if b < 0x80 or b >= 0xe0 then return 'i', at + 1 end
+  if b >= 0xa0 and b <= 0xbf then return 's', at + 1 + b - 0xa0 end
+  if b >= 0xcc and b <= 0xd3 then return 'i', at + 1 + 2 ^ ((b - 0xcc) % 4) end
+  local n
+  if b == 0xd9 or b == 0xc4 then n = 1 elseif b == 0xda or b == 0xc5 then n = 2
+  elseif b == 0xdb or b == 0xc6 then n = 4 else return nil end
+  local len = 0
+  for i = at + 1, at + n do
+    local c = string.byte(s, i)
+    if not c then return nil end
+    len = len * 256 + c
+  end
+  return 's', at + 1 + n + len
+end
+
+-- Why `s` is not a pending envelope [id, attempts, payload], or nil when it is one. Read from its
+-- msgpack headers; the common ids, attempts and short payloads without a call to `field`.
+local function bad_envelope(s)
+  local b1, b2 = string.byte(s, 1, 2)
+  if b1 ~= 0x93 or not b2 then return 'not a msgpack array of 3' end
+  local kind, at = 'i', 3
+  if b2 == 0xcd then at = 5 elseif b2 == 0xce then at = 7 elseif b2 >= 0x80 then kind, at = field(s, 2) end
+  if not kind then return 'bad id' end
+  local b = string.byte(s, at)
+  if not b then return 'bad attempts' end
+  if b < 0x80 then
+    at = at + 1
+  else
+    kind, at = field(s, at)
+    if kind ~= 'i' then return 'bad attempts' end
+  end
+  b = string.byte(s, at)
+  if b and b >= 0xa0 and b <= 0xbf then
+    kind, at = 's', at + 1 + b - 0xa0
+  else
+    kind, at = field(s, at)
+  end
+  if kind ~= 's' or at ~= #s + 1 then return 'bad or truncated payload' end
+  return nil
+end
+
+-- Why a decoded handle's envelope is not {id, attempts[, payload]}, or nil.
+local function bad_handle(ok, e)
+  if not ok then return 'not msgpack' end
+  if type(e) ~= 'table' or (type(e[1]) ~= 'number' and type(e[1]) ~= 'string') or type(e[2]) ~= 'number'
+      or not (#e == 2 or (#e == 3 and type(e[3]) == 'string')) then
+    return 'not a lease handle'
+  end
+  return nil
+end
+
 -- Most handles start with a 3-item envelope (0x93) whose id the queue assigned (a msgpack int):
 -- nothing to clean up besides the lease. The rest (a caller's id, a payload kept apart) are decoded.
 local function plain(handle)
   local b1, b2 = string.byte(handle, 1, 2)
-  return b1 == 0x93 and (b2 < 0xa0 or (b2 > 0xbf and b2 < 0xd9) or b2 > 0xdb)
+  return b1 == 0x93 and b2 ~= nil and (b2 < 0xa0 or (b2 > 0xbf and b2 < 0xd9) or b2 > 0xdb)
 end
 
 -- Redis's clock, the one every worker shares.
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local now_text = int(now_ms)
-
--- Complete. ZREM is the ownership check: the handle names this lease and no later one.
 local reply = {0, -1, 0, 0}
-local done, kept = 0, {}
+
+-- Check. --------------------------------------------------------------------------------------------
+local m = checked('hash', 'HMGET', meta, 'closed', 'token', 'completed')
+if #ARGV > 6 then counter(m[3], 'completed') end
+if count > 0 then counter(m[2], 'token') end
+if not (m[1] or m[2] or m[3]) and redis.call('EXISTS', meta) == 0 then
+  -- No counters: a queue never made, one whose state vanished, or one filled by hand (inbox only).
+  if redis.call('EXISTS', pending, leased, payloads, delayed, dead, ids) > 0 then
+    reply[1] = DAMAGED
+    return reply
+  end
+  if count == 0 or redis.call('TYPE', inbox).ok ~= 'list' then
+    reply[1] = MISSING
+    return reply
+  end
+end
+
+-- Tables are made only when a call needs them (this runs once per item): EMPTY stands in until then.
+local EMPTY = {}
+local quarantine = EMPTY  -- id, record pairs for HSET dead
+local function malformed(key, entry, why)
+  if quarantine == EMPTY then quarantine = {} end
+  local id = 'malformed:' .. redis.sha1hex(entry)
+  quarantine[#quarantine + 1] = id
+  quarantine[#quarantine + 1] = cmsgpack.pack({id, 0, entry, 'malformed entry in ' .. key .. ': ' .. why, now_ms})
+end
+
+-- Completions: decode the handles that need cleaning up (a handle that does not decode is not a lease).
+local completing, kept, forget, need_ids, need_payloads = {}, EMPTY, EMPTY, false, false
 for i = 7, #ARGV do
   local handle = ARGV[i]
-  if redis.call('ZREM', leased, handle) == 1 then
-    done = done + 1
-    if not plain(handle) then
-      local e = cmsgpack.unpack(handle)
+  if plain(handle) then
+    completing[#completing + 1] = i
+  else
+    local ok, e = pcall(cmsgpack.unpack, handle)
+    if bad_handle(ok, e) then
+      reply[4] = reply[4] + 1
+      reply[#reply + 1] = i - 6
+    else
+      completing[#completing + 1] = i
       local key = id_key(e[1])
-      if e[3] == nil then kept[#kept + 1] = key end
-      if type(e[1]) == 'string' then redis.call('SREM', ids, key) end
+      if e[3] == nil then
+        if kept == EMPTY then kept = {} end
+        kept[i], need_payloads = key, true
+      end
+      if type(e[1]) == 'string' then
+        if forget == EMPTY then forget = {} end
+        forget[i], need_ids = key, true
+      end
     end
+  end
+end
+if count == 0 and #completing > 0 then checked('zset', 'ZCARD', leased) end
+
+local expired, back, dead_letters, fetched = EMPTY, EMPTY, EMPTY, EMPTY
+local due, front, prefix, raw, taken = EMPTY, EMPTY, EMPTY, EMPTY, {}
+local large = false  -- an envelope taken is over EMBED_LIMIT: its payload goes to `payloads`
+if count > 0 then
+  -- Expired leases, oldest deadline first; a handle being completed now is not reclaimed.
+  local found = checked('zset', 'ZRANGEBYSCORE', leased, '-inf', now_text, 'WITHSCORES', 'LIMIT', '0', ARGV[4])
+  if #found > 0 then
+    local skip = {}
+    for i = 7, #ARGV do skip[ARGV[i]] = true end
+    local decoded, fetch = {}, {}
+    expired, back, dead_letters, fetched = {}, {}, {}, {}
+    for i = 1, #found, 2 do
+      local handle = found[i]
+      if not skip[handle] and handle ~= SENTINEL then
+        expired[#expired + 1] = handle
+        local ok, e, _, _, leased_at, lease_ms = pcall(cmsgpack.unpack, handle)
+        local why = bad_handle(ok, e)
+        if why then
+          malformed(leased, handle, why)
+        else
+          local unseen = type(leased_at) == 'number' and type(lease_ms) == 'number'
+            and tonumber(found[i + 1]) == leased_at + lease_ms
+          decoded[#decoded + 1] = {e, unseen, handle}
+          if e[3] == nil then fetch[#fetch + 1] = id_key(e[1]) end
+        end
+      end
+    end
+    local stored = {}
+    if #fetch > 0 then
+      local values = checked('hash', 'HMGET', payloads, unpack(fetch))
+      for i, key in ipairs(fetch) do fetched[#fetched + 1] = key; stored[key] = values[i] end
+    end
+    for _, d in ipairs(decoded) do
+      local e, unseen, handle = d[1], d[2], d[3]
+      local id, attempt, payload = e[1], e[2] + 1, e[3]
+      if payload == nil then payload = stored[id_key(id)] end
+      if not payload then
+        malformed(leased, handle, 'its payload is missing from ' .. payloads)
+      elseif attempt > max_attempts or (attempt == max_attempts and not unseen) then
+        dead_letters[#dead_letters + 1] = {id, attempt, payload}
+      else
+        back[#back + 1] = cmsgpack.pack({id, attempt, payload})
+      end
+    end
+  end
+  -- Due retries go to the head of the queue: they have waited their backoff already.
+  due = checked('zset', 'ZRANGEBYSCORE', delayed, '-inf', now_text, 'LIMIT', '0', ARGV[4])
+  -- The head of pending as it will be: due retries, then reclaimed leases (as LPUSH would leave them).
+  if #due > 0 or #back > 0 then
+    front = {}
+    for i = #due, 1, -1 do
+      local why = bad_envelope(due[i])
+      if why then malformed(delayed, due[i], why) else front[#front + 1] = due[i] end
+    end
+    for i = #back, 1, -1 do front[#front + 1] = back[i] end
+    for i = 1, math.min(count, #front) do
+      taken[#taken + 1] = front[i]
+      if #front[i] > EMBED_LIMIT then large = true end
+    end
+  end
+  local need = count - #taken
+  if need > 0 then
+    prefix = checked('list', 'LRANGE', pending, '0', int(need - 1))
+    for _, envelope in ipairs(prefix) do
+      local why = bad_envelope(envelope)
+      if why then
+        malformed(pending, envelope, why)
+      else
+        taken[#taken + 1] = envelope
+        if #envelope > EMBED_LIMIT then large = true end
+      end
+    end
+    if #prefix < need and redis.call('TYPE', inbox).ok == 'list' then
+      raw = redis.call('LRANGE', inbox, '0', int(count - #taken - 1))
+    end
+  else
+    checked('list', 'LLEN', pending)
+  end
+end
+if #expired > 0 or #quarantine > 0 or #raw > 0 then
+  -- The counters the rarer paths increment.
+  local more = redis.call('HMGET', meta, 'expired', 'dead_lettered', 'quarantined', 'seq', 'enqueued')
+  for i, name in ipairs({'expired', 'dead_lettered', 'quarantined', 'seq', 'enqueued'}) do counter(more[i], name) end
+end
+if #dead_letters > 0 or #quarantine > 0 then checked('hash', 'HLEN', dead) end
+for _, d in ipairs(dead_letters) do if type(d[1]) == 'string' then need_ids = true end end
+if need_ids then checked('set', 'SCARD', ids) end
+local n_taken = #taken + #raw
+if need_payloads or large or #raw > 0 then checked('hash', 'HLEN', payloads) end
+
+-- Write. --------------------------------------------------------------------------------------------
+local token
+if n_taken > 0 then
+  token = redis.pcall('HINCRBY', meta, 'token', int(n_taken))
+  if type(token) == 'table' then
+    if not string.find(token.err, 'OOM', 1, true) then error(token.err) end
+    token, n_taken, taken, raw = nil, 0, {}, {}
+    expired, dead_letters, quarantine, due, front, prefix, fetched, back = {}, {}, {}, {}, {}, {}, {}, {}
+    reply[1] = OUT_OF_MEMORY
+  else
+    token = token - n_taken
+  end
+end
+
+-- Complete. ZREM is the ownership check: the handle names this lease and no later one.
+local done, kept_keys = 0, EMPTY
+for _, i in ipairs(completing) do
+  if redis.call('ZREM', leased, ARGV[i]) == 1 then
+    done = done + 1
+    if kept[i] then
+      if kept_keys == EMPTY then kept_keys = {} end
+      kept_keys[#kept_keys + 1] = kept[i]
+    end
+    if forget[i] then redis.call('SREM', ids, forget[i]) end
   else
     reply[4] = reply[4] + 1
     reply[#reply + 1] = i - 6
   end
 end
-if #kept > 0 then call_sliced('HDEL', payloads, kept, 1000) end
+if #kept_keys > 0 then call_sliced('HDEL', payloads, kept_keys, 1000) end
 if done > 0 then redis.call('HINCRBY', meta, 'completed', int(done)) end
-if count == 0 then
+if count == 0 or reply[1] == OUT_OF_MEMORY then
   return reply
 end
 
--- Reclaim expired leases, oldest deadline first.
-local expired = redis.call('ZRANGEBYSCORE', leased, '-inf', now_text, 'LIMIT', '0', ARGV[4])
+-- Reclaim, dead-letter, quarantine.
 if #expired > 0 then
-  local max_attempts = tonumber(ARGV[3])
-  redis.call('ZREMRANGEBYRANK', leased, 0, #expired - 1)
-  for first = 1, #expired, 1000 do
-    local last = math.min(first + 999, #expired)
-    local envelopes, fetch = {}, {}
-    for i = first, last do
-      local e = cmsgpack.unpack(expired[i])
-      envelopes[#envelopes + 1] = e
-      if e[3] == nil then fetch[#fetch + 1] = id_key(e[1]) end
-    end
-    local stored = {}
-    if #fetch > 0 then
-      stored = redis.call('HMGET', payloads, unpack(fetch))
-      redis.call('HDEL', payloads, unpack(fetch))
-    end
-    local back, s = {}, 0
-    for _, e in ipairs(envelopes) do
-      local id, attempt, payload = e[1], e[2] + 1, e[3]
-      if payload == nil then
-        s = s + 1
-        payload = stored[s]
-      end
-      if attempt >= max_attempts then
-        local key = id_key(id)
-        redis.call('HSET', dead, key, cmsgpack.pack({id, attempt, payload, 'lease expired', now_ms}))
-        if type(id) == 'string' then redis.call('SREM', ids, key) end
-        redis.call('HINCRBY', meta, 'dead_lettered', 1)
-      else
-        back[#back + 1] = cmsgpack.pack({id, attempt, payload})
-      end
-    end
-    if #back > 0 then redis.call('LPUSH', pending, unpack(back)) end
-  end
+  call_sliced('ZREM', leased, expired, 1000)
+  if #fetched > 0 then call_sliced('HDEL', payloads, fetched, 1000) end
   redis.call('HINCRBY', meta, 'expired', #expired)
 end
-
--- Due retries go to the head of the queue: they have waited their backoff already.
-local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now_text, 'LIMIT', '0', ARGV[4])
-if #due > 0 then
-  call_sliced('ZREM', delayed, due, 1000)
-  call_sliced('LPUSH', pending, due, 1000)
+for _, d in ipairs(dead_letters) do
+  local key = id_key(d[1])
+  redis.call('HSET', dead, key, cmsgpack.pack({d[1], d[2], d[3], 'lease expired', now_ms}))
+  if type(d[1]) == 'string' then redis.call('SREM', ids, key) end
 end
-
--- Take pending items, then raw ones from the inbox, giving those an id and an envelope now.
-local taken = redis.call('LPOP', pending, ARGV[1]) or {}
-if #taken < count and redis.call('TYPE', inbox).ok == 'list' then
-  local raw = redis.call('LPOP', inbox, count - #taken) or {}
-  if #raw > 0 then
-    local first = redis.call('HINCRBY', meta, 'seq', #raw) - #raw + 1
-    redis.call('HINCRBY', meta, 'enqueued', #raw)
-    for i, payload in ipairs(raw) do taken[#taken + 1] = cmsgpack.pack({first + i - 1, 0, payload}) end
-  end
+if #dead_letters > 0 then redis.call('HINCRBY', meta, 'dead_lettered', #dead_letters) end
+if #quarantine > 0 then
+  call_sliced('HSET', dead, quarantine, 2000)
+  redis.call('HINCRBY', meta, 'quarantined', #quarantine / 2)
+end
+if #due > 0 then call_sliced('ZREM', delayed, due, 1000) end
+if #prefix > 0 then redis.call('LTRIM', pending, int(#prefix), '-1') end
+if #front > count then
+  local rest = {}
+  for i = #front, count + 1, -1 do rest[#rest + 1] = front[i] end
+  call_sliced('LPUSH', pending, rest, 1000)
+end
+if #raw > 0 then
+  -- Raw items from the inbox get an id and an envelope now.
+  redis.call('LTRIM', inbox, int(#raw), '-1')
+  local first = redis.call('HINCRBY', meta, 'seq', #raw) - #raw + 1
+  redis.call('HINCRBY', meta, 'enqueued', #raw)
+  for i, payload in ipairs(raw) do taken[#taken + 1] = cmsgpack.pack({first + i - 1, 0, payload}) end
 end
 
 if #taken == 0 then
-  local closed = redis.call('HGET', meta, 'closed')
+  if #quarantine > 0 then
+    reply[1], reply[2] = NOTHING_NOW, 0
+    return reply
+  end
   local busy = redis.call('ZCARD', leased) - (redis.call('ZSCORE', leased, SENTINEL) and 1 or 0)
     + redis.call('ZCARD', delayed)
-  if busy == 0 and (closed or not until_closed) then
-    reply[1] = 2
+  if busy == 0 and (m[1] or not until_closed) then
+    reply[1] = DRAINED
     return reply
   end
   local wait_ms = -1
@@ -161,31 +388,31 @@ if #taken == 0 then
       if wait_ms < 0 or w < wait_ms then wait_ms = w end
     end
   end
-  reply[1], reply[2] = 1, wait_ms
+  reply[1], reply[2] = NOTHING_NOW, wait_ms
   return reply
 end
 
-local token = redis.call('HINCRBY', meta, 'token', int(#taken)) - #taken
 local deadline_text = int(now_ms + tonumber(ARGV[2]))
 reply[3] = deadline_text
-local scored, kept_apart = {}, {}
+local scored, kept_apart = {}, EMPTY
 for i, envelope in ipairs(taken) do
   local payload = false
   if #envelope > EMBED_LIMIT then
     -- A large payload waits in `payloads`, so a handle stays small enough to send back.
     local e = cmsgpack.unpack(envelope)
     payload = e[3]
+    if kept_apart == EMPTY then kept_apart = {} end
     kept_apart[#kept_apart + 1] = id_key(e[1])
     kept_apart[#kept_apart + 1] = payload
     envelope = cmsgpack.pack({e[1], e[2]})
   end
-  local handle = envelope .. cmsgpack.pack(token + i, worker, now_ms)
+  local handle = envelope .. cmsgpack.pack(token + i, worker, now_ms, tonumber(ARGV[2]))
   scored[#scored + 1] = deadline_text
   scored[#scored + 1] = handle
   reply[#reply + 1] = handle
   reply[#reply + 1] = payload
 end
 if #taken > 1 then redis.call('ZADD', leased, 'NX', 'inf', SENTINEL) end
-call_sliced('ZADD', leased, scored, 2000)
+if #taken == 1 then redis.call('ZADD', leased, scored[1], scored[2]) else call_sliced('ZADD', leased, scored, 2000) end
 if #kept_apart > 0 then call_sliced('HSET', payloads, kept_apart, 2000) end
 return reply

@@ -22,8 +22,15 @@ Returns {status, skipped}
 ]]
 local pending, dead, ids, meta = KEYS[2], KEYS[6], KEYS[7], KEYS[8]
 
-if redis.call('HGET', meta, 'closed') then
-  return {1, 0}
+-- A read that also checks its key's type; the error names the key (same in every script).
+local function checked(kind, command, key, ...)
+  local r = redis.pcall(command, key, ...)
+  if type(r) == 'table' and r.err then
+    local held = redis.call('TYPE', key).ok
+    if held ~= kind then error('key ' .. key .. ' holds a ' .. held .. ', not a ' .. kind) end
+    error(r.err)
+  end
+  return r
 end
 local checkpoint = ARGV[3]
 if checkpoint ~= '' then
@@ -33,7 +40,29 @@ if checkpoint ~= '' then
   end
 end
 
+-- Meta counters' values as numbers; anything but an integer is an error naming the key.
+local function counters(...)
+  local values = checked('hash', 'HMGET', meta, ...)
+  for i, name in ipairs({...}) do
+    if values[i] and (#values[i] > 18 or not string.find(values[i], '^%-?%d+$')) then
+      error('key ' .. meta .. ' field ' .. name .. ' holds '
+        .. string.format('%q', string.sub(values[i], 1, 40)) .. ', not an integer')
+    end
+  end
+end
+
+-- Check (rediswq/lua/README.md: every read, type check and decode before the first write).
+if checked('hash', 'HGET', meta, 'closed') then
+  return {1, 0}
+end
+counters('enqueued', 'dropped')
+checked('list', 'LLEN', pending)
+local any_dead = checked('hash', 'HLEN', dead) > 0
+if ARGV[2] ~= '' then checked('set', 'SCARD', ids) end
 local envelopes = cmsgpack.unpack(ARGV[1])
+local given = ARGV[2] ~= '' and cmsgpack.unpack(ARGV[2])
+
+-- Write.
 local added, skipped, superseded = 0, 0, 0
 
 if ARGV[2] == '' then
@@ -43,8 +72,6 @@ if ARGV[2] == '' then
   end
   added = #envelopes
 else
-  local given = cmsgpack.unpack(ARGV[2])
-  local any_dead = redis.call('EXISTS', dead) == 1
   local slice = {}
   for i = 1, #envelopes do
     local id = given[i]

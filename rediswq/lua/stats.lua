@@ -7,18 +7,33 @@ KEYS
   KEYS[1] inbox (list)   KEYS[2] pending (list)   KEYS[3] leased (zset)   KEYS[4] payloads (hash)
   KEYS[5] delayed (zset) KEYS[6] dead (hash)      KEYS[7] ids (set)       KEYS[8] meta (hash)
 The leased zset's sentinel member (score +inf, see rediswq/_keys.py) is not a lease: it is not counted.
-Returns {pending, leased, delayed, dead, meta}, meta the flat HGETALL of the meta hash
+Returns {pending, leased, delayed, dead, meta, inbox}, meta the flat HGETALL of the meta hash, inbox the
+length of the inbox alone (0 when it is not a list). Writes nothing; a key of the wrong type is an error
+naming it.
 ]]
 -- Kept in step with rediswq/_keys.py (LEASED_SENTINEL) and lease.lua.
 local SENTINEL = 'rediswq:sentinel: keeps this key out of the small listpack encoding; never a lease'
-local pending = redis.call('LLEN', KEYS[2])
+
+-- A read that also checks its key's type; the error names the key (same in every script).
+local function checked(kind, command, key, ...)
+  local r = redis.pcall(command, key, ...)
+  if type(r) == 'table' and r.err then
+    local held = redis.call('TYPE', key).ok
+    if held ~= kind then error('key ' .. key .. ' holds a ' .. held .. ', not a ' .. kind) end
+    error(r.err)
+  end
+  return r
+end
+
+local inbox = 0
 if redis.call('TYPE', KEYS[1]).ok == 'list' then
-  pending = pending + redis.call('LLEN', KEYS[1])
+  inbox = redis.call('LLEN', KEYS[1])
 end
 return {
-  pending,
-  redis.call('ZCARD', KEYS[3]) - (redis.call('ZSCORE', KEYS[3], SENTINEL) and 1 or 0),
-  redis.call('ZCARD', KEYS[5]),
-  redis.call('HLEN', KEYS[6]),
-  redis.call('HGETALL', KEYS[8]),
+  checked('list', 'LLEN', KEYS[2]) + inbox,
+  checked('zset', 'ZCARD', KEYS[3]) - (redis.call('ZSCORE', KEYS[3], SENTINEL) and 1 or 0),
+  checked('zset', 'ZCARD', KEYS[5]),
+  checked('hash', 'HLEN', KEYS[6]),
+  checked('hash', 'HGETALL', KEYS[8]),
+  inbox,
 }

