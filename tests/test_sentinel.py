@@ -15,7 +15,15 @@ from pathlib import Path
 import pytest
 import redis
 from redis.sentinel import Sentinel
-from topologies import ENTRY_POINT, PREFETCH, SentinelSet, check_every_operation, drain_through, free_ports
+from topologies import (
+    ENTRY_POINT,
+    PREFETCH,
+    SentinelSet,
+    check_every_operation,
+    drain_through,
+    free_ports,
+    wait_for,
+)
 
 from rediswq import NotReplicated, Queue
 
@@ -100,6 +108,6 @@ def test_the_master_killed_mid_drain_loses_no_acknowledged_item(
     assert drain.exits == [0, 0], drain.logs
     assert drain.lost == 0
     assert drain.redone <= 2 * 2 * PREFETCH
-    assert sentinels.master() == sentinels.replica_port
+    wait_for(lambda: sentinels.master() == sentinels.replica_port, "the sentinels name the new master")
     # The workers' warning names the master that went away, not a default server.
     assert all(f"127.0.0.1:{old}" in log for log in drain.logs), drain.logs
