@@ -86,10 +86,8 @@ class WorkerMetrics(Observer, Collector):
         )
         info.add_metric([self.queue_name, self.worker], 1)
         yield info
-        yield GaugeMetricFamily(
-            "rediswq_worker_start_time_seconds",
-            "When this worker started, in Unix time.",
-            value=self._started,
+        yield _gauge(
+            "rediswq_worker_start_time_seconds", "When this worker started, in Unix time.", q, self._started
         )
         runtime = self.runtime
         if runtime is None:
