@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,9 +16,11 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
+import yaml
 from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
 from redis_server import free_port
@@ -349,3 +352,88 @@ def test_discovery_walks_the_keyspace_a_few_scan_calls_per_step_and_forgets_dele
     assert made[0].name not in discovery.step() and made[1].name in discovery.step()
     for q in made[1:]:
         q.purge()
+
+
+# -- the dashboard and alert rules use only names the endpoints serve ----------------------------------
+
+MONITORING = Path(__file__).resolve().parent.parent / "k8s" / "monitoring"
+FUNCTIONS = {
+    "sum", "min", "max", "avg", "count", "rate", "increase", "changes", "count_over_time",
+    "histogram_quantile", "label_values", "abs", "clamp_min", "time",
+}  # fmt: skip
+KEYWORDS = {
+    "by",
+    "without",
+    "and",
+    "or",
+    "unless",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "bool",
+    "offset",
+}
+
+
+def metric_names(expr: str) -> set[str]:
+    """The metric names a PromQL expression (or Grafana's label_values query) reads."""
+    text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
+    text = re.sub(r"label_values\(([^,()]+),\s*\w+\)", r"label_values(\1)", text)
+    text = re.sub(r"\{[^}]*\}", "", text)
+    text = re.sub(r"\[[^\]]*\]", "", text)
+    text = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", text)
+    names = set()
+    for m in re.finditer(r"\b[A-Za-z_:][A-Za-z0-9_:]*", text):
+        word = m.group()
+        if word in KEYWORDS:
+            continue
+        if text[m.end() :].lstrip().startswith("("):
+            assert word in FUNCTIONS, f"unknown function {word} in {expr}"
+        else:
+            names.add(word)
+    return names
+
+
+def dashboard_queries() -> list[str]:
+    dashboard = json.loads((MONITORING / "grafana-dashboard.json").read_text(encoding="utf-8"))
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    exprs += [v["query"]["query"] for v in dashboard["templating"]["list"] if v["type"] == "query"]
+    return exprs
+
+
+def alert_rules() -> list[dict[str, Any]]:
+    rules = yaml.safe_load((MONITORING / "alerts.rules.yml").read_text(encoding="utf-8"))
+    return [rule for group in rules["groups"] for rule in group["rules"]]
+
+
+def test_the_name_check_catches_a_misspelled_metric_and_skips_functions_labels_and_strings() -> None:
+    expr = 'sum by (queue) (rate(rediswq_queue_pendng{queue=~"a|b"}[5m])) > 0 and on (queue) up'
+    assert metric_names(expr) == {"rediswq_queue_pendng", "up"}
+    assert metric_names("label_values(rediswq_queue_pending, queue)") == {"rediswq_queue_pending"}
+
+
+def test_every_dashboard_and_alert_query_uses_only_metrics_a_worker_and_the_exporter_serve(
+    redis_url: str, queue: Queue, env: dict[str, str], procs: list[subprocess.Popen[str]]
+) -> None:
+    queue.put_many(["ok", "bad"])
+    worker_port, exporter_port = free_port(), free_port()
+    argv = [REDISWQ, "--url", redis_url, "work", queue.name, "--max-attempts", "1", "--until", "closed"]
+    start(procs, [*argv, "--metrics-port", str(worker_port), "--", "sh", "-c", COMMAND, "item", "{}"], env)
+    start(procs, [REDISWQ, "--url", redis_url, "exporter", queue.name, "--port", str(exporter_port)], env)
+    wait_for(lambda: queue.stats().drained and answers(worker_port) and answers(exporter_port))
+    served = {name for port in (worker_port, exporter_port) for name, _labels in scrape(port)}
+    queries = dashboard_queries() + [rule["expr"] for rule in alert_rules()]
+    assert len(queries) >= 25
+    used = set().union(*(metric_names(q) for q in queries))
+    assert used - served == set()
+    # The three alerts the rules promise, on the metrics that carry them.
+    by_name = {rule["alert"]: rule for rule in alert_rules()}
+    assert metric_names(by_name["RediswqDeadLetters"]["expr"]) == {"rediswq_queue_dead"}
+    assert "rediswq_queue_completed_total" in metric_names(by_name["RediswqQueueStalled"]["expr"])
+    assert "[10m]" in by_name["RediswqQueueStalled"]["expr"]
+    assert metric_names(by_name["RediswqWorkersCrashLooping"]["expr"]) == {
+        "rediswq_worker_start_time_seconds"
+    }
+    for rule in alert_rules():
+        assert rule["labels"]["severity"] in ("warning", "critical") and rule["annotations"]["summary"]
