@@ -90,11 +90,20 @@ class QueueCollector:
             queue = self._queues[name] = self._open(name)
         return queue
 
-    def read(self, found: dict[str, rediswq.Stats]) -> None:
-        """Put every queue's stats in `found` (one script call each); raises on the first error."""
-        names = set(self._queues) if self._discovery is None else self._discovery.step()
-        for name in sorted(names):
-            found[name] = self._queue(name).stats()
+    def read(self, found: dict[str, rediswq.Stats]) -> str:
+        """Put every queue's stats in `found` (one script call each); returns the first error Redis
+        answered with (such a queue is left out), raises when Redis cannot be reached."""
+        if self._discovery is not None:  # forget the queues the last complete walk did not see
+            self._queues = {name: self._queue(name) for name in self._discovery.step()}
+        error = ""
+        for name in sorted(self._queues):
+            try:
+                found[name] = self._queues[name].stats()
+            except rediswq.ConnectionFailed:
+                raise
+            except rediswq.RedisWQError as e:  # e.g. another application's key of another type
+                error = error or str(e)
+        return error
 
     def _scrape(self) -> tuple[dict[str, rediswq.Stats], str]:
         """The stats read, and the error that stopped the reading (empty if none), said once."""
@@ -102,7 +111,7 @@ class QueueCollector:
         error = ""
         with self._lock:
             try:
-                self.read(found)
+                error = self.read(found)
             except rediswq.RedisWQError as e:
                 error = str(e)
             if error != self.last_error:
@@ -130,7 +139,7 @@ class QueueCollector:
                 counter.add_metric([name], getattr(stats, what))
             yield counter
         yield GaugeMetricFamily(
-            "rediswq_exporter_up", "1 if every Redis call of this scrape answered.", value=int(not error)
+            "rediswq_exporter_up", "1 if every queue was read in this scrape.", value=int(not error)
         )
         yield GaugeMetricFamily("rediswq_exporter_queues", "Queues read in this scrape.", value=len(found))
         yield GaugeMetricFamily(
@@ -172,6 +181,8 @@ def exporter(queue_names: tuple[str, ...], all_queues: bool, port: int) -> None:
         collector = QueueCollector(client, queue_names)  # a bad name: exit 2
         try:
             collector.read({})  # a wrong password: exit 2, at start
+        except rediswq.AuthenticationFailed:
+            raise
         except rediswq.ConnectionFailed as e:
             collector.last_error = str(e)
             click.echo(f"rediswq exporter: {e}; serving rediswq_exporter_up 0 until it answers", err=True)

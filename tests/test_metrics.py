@@ -23,7 +23,7 @@ import redis
 import yaml
 from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
-from redis_server import free_port
+from redis_server import RedisServer, free_port
 
 from producer import exporter as exporter_module
 from rediswq import Queue, Stats
@@ -324,6 +324,35 @@ def test_the_exporter_reports_down_while_redis_is_unreachable_and_exits_0_on_sig
     _, err = proc.communicate(timeout=10)
     assert proc.returncode == 0
     assert "cannot reach Redis" in err and "Traceback" not in err
+
+
+def test_the_exporter_exits_2_with_one_line_when_redis_refuses_the_password_and_never_prints_it() -> None:
+    server = RedisServer(password="s3cret-Pa55word")
+    try:
+        wrong = f"redis://:not-s3cret-Pa55word@127.0.0.1:{server.port}/0"
+        for args in (["q"], ["--all"]):
+            result = CliRunner().invoke(main, ["--url", wrong, "exporter", *args, "--port", str(free_port())])
+            assert result.exit_code == 2, result.output
+            assert len(result.output.strip().splitlines()) == 1 and "refused the credentials" in result.output
+            assert "s3cret" not in result.output
+    finally:
+        server.stop()
+
+
+def test_a_key_that_only_looks_like_a_queue_marks_the_scrape_down_and_the_other_queues_still_count(
+    client: redis.Redis, queues: list[Queue], queue_name: str
+) -> None:
+    bogus = f"{queue_name}-bogus"
+    client.set(f"rediswq:{{{bogus}}}:meta", "another application's string")
+    try:
+        collector = exporter_module.QueueCollector(client, (bogus, *(q.name for q in queues)))
+        families = {f.name: f for f in collector.collect()}
+    finally:
+        client.delete(f"rediswq:{{{bogus}}}:meta")
+    assert families["rediswq_exporter_up"].samples[0].value == 0
+    assert families["rediswq_exporter_queues"].samples[0].value == len(queues)
+    pending = {s.labels["queue"]: s.value for s in families["rediswq_queue_pending"].samples}
+    assert pending == {q.name: q.stats().pending for q in queues}
 
 
 def test_discovery_walks_the_keyspace_a_few_scan_calls_per_step_and_forgets_deleted_queues(
