@@ -12,6 +12,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -23,7 +24,7 @@ import redis
 import yaml
 from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
-from redis_server import RedisServer, free_port
+from redis_server import RedisServer, find_binary, free_port
 
 from producer import exporter as exporter_module
 from rediswq import Queue, Stats
@@ -224,6 +225,59 @@ def test_a_scrape_makes_no_redis_call_it_is_answered_while_redis_is_paused(
         client.execute_command("CLIENT", "UNPAUSE")
     assert took < 1.0
     assert value(samples, "rediswq_worker_items_completed_total", queue=queue.name) == 2
+
+
+def test_redis_errors_and_the_reconnect_after_a_restart_are_counted(queue_name: str, tmp_path: Path) -> None:
+    from worker.metrics import WorkerMetrics
+    from worker.runners import CommandRunner
+    from worker.runtime import Options, Runtime
+
+    port = free_port()
+    argv = [find_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(tmp_path)]
+    argv += ["--appendonly", "yes", "--appendfsync", "always", "--loglevel", "warning"]
+
+    def start_redis() -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(lambda: _answers(redis.Redis(port=port)), timeout=5)
+        return proc
+
+    server = start_redis()
+    try:
+        queue = Queue.from_url(f"redis://127.0.0.1:{port}/0", queue_name)
+        queue.put_many(f"n{i}" for i in range(6))
+        done = tmp_path / "done"
+        runner = CommandRunner(
+            ("sh", "-c", f"sleep 0.2; echo x >> {done}"), queue_name=queue_name, timeout_secs=None
+        )
+        metrics = WorkerMetrics(queue_name, "w")
+        runtime = Runtime(queue, runner, Options(install_signals=False, reconnect_secs=30), observer=metrics)
+        metrics.watch(runtime)
+        result: list[Any] = []
+        thread = threading.Thread(target=lambda: result.append(runtime.run()))
+        thread.start()
+        wait_for(done.exists)
+        server.terminate()
+        server.wait()
+        time.sleep(1.0)
+        server = start_redis()
+        thread.join(timeout=30)
+        (summary,) = result
+        assert summary.exit_code == 0 and summary.done == 6
+        families = {f.name: f.samples for f in metrics.collect()}
+        assert families["rediswq_worker_redis_errors"][0].value >= 1
+        assert families["rediswq_worker_redis_reconnects"][0].value == 1
+        assert families["rediswq_worker_items_completed"][0].value == 6
+        assert [s.labels["state"] for s in families["rediswq_worker_state"] if s.value == 1] == ["stopped"]
+    finally:
+        server.kill()
+        server.wait()
+
+
+def _answers(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
 
 
 def test_metrics_port_from_the_environment_and_a_taken_port_exits_2_with_one_line(
