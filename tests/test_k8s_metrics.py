@@ -10,15 +10,36 @@ from __future__ import annotations
 
 import copy
 import functools
+import signal
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import jsonschema
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
+from redis_server import RedisServer, free_port
 from test_k8s_manifests import VERSIONS, matches, schema_errors
-from test_k8s_support import ROOT, Doc, builtin, container, find, find_all, kustomize, load, raw_base
+from test_k8s_pod_commands import PASSWORD, pod_env, start
+from test_k8s_support import (
+    ROOT,
+    Doc,
+    builtin,
+    command_line,
+    container,
+    dockerfile_entrypoint,
+    find,
+    find_all,
+    kustomize,
+    load,
+    raw_base,
+)
 
 from producer.exporter import exporter
+from rediswq import Queue
 from rediswq._keys import Keys
 from worker.work import work
 
@@ -239,3 +260,51 @@ def test_the_keda_readme_section_names_the_lists_and_the_choice_with_job_scale_a
         "components/exporter",
     ):
         assert needed in text, needed
+
+
+@pytest.fixture
+def server() -> Iterator[RedisServer]:
+    """A Redis with the password the manifests' Secret would hold."""
+    s = RedisServer(password=PASSWORD)
+    yield s
+    s.stop()
+
+
+def test_the_exporter_pod_command_runs_with_the_pods_env_and_serves_the_queues_of_a_password_redis(
+    server: RedisServer,
+) -> None:
+    docs = kustomize("overlays/example")
+    c = container(find(docs, "Deployment", "rediswq-exporter")["spec"]["template"], "exporter")
+    argv = command_line(c, dockerfile_entrypoint(), {})
+    port = free_port()  # substitution: a free port on this machine for the pod's own
+    argv[argv.index("--port") + 1] = str(port)
+    queue = Queue(server.client(), f"k8s-{uuid.uuid4().hex[:10]}")
+    queue.put_many(["a", "b", "c"])
+    queue.fail(queue.lease(5), "boom", retry=False)
+    exporter_pod = start(argv, pod_env(c, server, "rediswq-exporter-0"))
+    try:
+        give_up = time.monotonic() + 15
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+                    text = response.read().decode()
+                break
+            except OSError:
+                assert time.monotonic() < give_up and exporter_pod.poll() is None, exporter_pod.stderr
+                time.sleep(0.05)
+        samples = {
+            (s.name, s.labels.get("queue")): s.value
+            for f in text_string_to_metric_families(text)
+            for s in f.samples
+        }
+        stats = queue.stats()
+        assert samples[("rediswq_exporter_up", None)] == 1
+        assert samples[("rediswq_queue_pending", queue.name)] == stats.pending == 2
+        assert samples[("rediswq_queue_dead", queue.name)] == stats.dead == 1
+        assert samples[("rediswq_queue_dead_lettered_total", queue.name)] == stats.dead_lettered == 1
+    finally:
+        exporter_pod.send_signal(signal.SIGTERM)
+        _, err = exporter_pod.communicate(timeout=10)
+        queue.purge()
+    assert exporter_pod.returncode == 0, err
+    assert PASSWORD not in err
