@@ -208,6 +208,33 @@ def test_a_worker_scrape_after_a_drain_with_failures_matches_stats_its_summary_a
     assert all(line["queue"] == queue.name and line["worker"] == "pod-7" for line in lines)
 
 
+def test_a_handlers_own_log_lines_carry_the_queue_and_the_worker_too(
+    redis_url: str, queue: Queue, env: dict[str, str], tmp_path: Path
+) -> None:
+    (tmp_path / "chatty.py").write_text(
+        "import logging\n\ndef handle(lease):\n    logging.getLogger('mine').info('handling %s', lease.id)\n"
+    )
+    queue.put_many(["a", "b"])
+    argv = [
+        REDISWQ,
+        "--url",
+        redis_url,
+        "work",
+        queue.name,
+        "--handler",
+        "chatty:handle",
+        "--log-format",
+        "json",
+    ]
+    done = subprocess.run(
+        [*argv, "--worker-name", "pod-3"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 0, done.stderr
+    mine = [json.loads(line) for line in done.stderr.splitlines() if '"logger": "mine"' in line]
+    assert len(mine) == 2
+    assert all(line["queue"] == queue.name and line["worker"] == "pod-3" for line in mine)
+
+
 def test_a_scrape_makes_no_redis_call_it_is_answered_while_redis_is_paused(
     client: redis.Redis, redis_url: str, queue: Queue, env: dict[str, str], procs: list[subprocess.Popen[str]]
 ) -> None:
