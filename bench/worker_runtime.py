@@ -216,7 +216,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             n, seconds = drain_rate(run_workers(args.workers, fork_true, (per_worker,)))
             return {"variant": FORK, "items": n, "items/s": n / seconds}
 
-        def cli(work_args: list[str], items: int, variant: str, metrics: bool = False) -> dict[str, Any] | None:
+        def cli(
+            work_args: list[str], items: int, variant: str, metrics: bool = False
+        ) -> dict[str, Any] | None:
             if not available or exe is None:
                 return None
             return run_cli_workers(exe, client, url, items, args.workers, work_args, variant, metrics)
