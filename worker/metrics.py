@@ -99,7 +99,10 @@ class WorkerMetrics(Observer, Collector):
         with self._lock:
             errors, reconnects = self._redis_errors, self._reconnects
         yield _counter(
-            "rediswq_worker_redis_errors", "Redis calls that failed (then retried or fatal).", q, errors
+            "rediswq_worker_redis_errors",
+            "Redis calls that failed, after the library's own retries.",
+            q,
+            errors,
         )
         yield _counter(
             "rediswq_worker_redis_reconnects", "Times Redis answered again after an outage.", q, reconnects
