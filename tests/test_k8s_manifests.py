@@ -51,6 +51,8 @@ USERS = {
     "Job rediswq-worker": ("rediswq-worker", "worker-password"),
     "Job rediswq-producer": ("rediswq-producer", "producer-password"),
     "CronJob rediswq-nightly": ("rediswq-admin", "password"),
+    # Reads queue jobs's stats: the producer's ACL covers them (components/exporter).
+    "Deployment rediswq-exporter": ("rediswq-producer", "producer-password"),
 }
 
 

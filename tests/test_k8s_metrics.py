@@ -14,11 +14,12 @@ import signal
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import jsonschema
 import pytest
+import redis
+import test_k8s_pod_commands as pods
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from redis_server import RedisServer, free_port
@@ -178,12 +179,13 @@ def test_the_triggers_read_the_queues_pending_list_and_inbox_with_the_secrets_pa
     service = find(built, "Service", "rediswq-redis")
     port = service["spec"]["ports"][0]["port"]
     auth = find(built, "TriggerAuthentication", "rediswq-redis")["spec"]["secretTargetRef"]
-    assert auth == [{"parameter": "password", "name": "rediswq-redis", "key": "password"}]
+    assert auth == [{"parameter": "password", "name": "rediswq-redis", "key": "worker-password"}]
     find(built, "Secret", "rediswq-redis")
     for t in triggers:
         assert t["type"] == "redis"
         assert t["metadata"]["address"] == f"{service['metadata']['name']}:{port}"
         assert t["authenticationRef"] == {"name": "rediswq-redis"}
+        assert t["metadata"]["username"] == "rediswq-worker"  # the user whose password that is
         assert int(t["metadata"]["listLength"]) >= 1 and t["metadata"]["activationListLength"] == "0"
 
 
@@ -262,23 +264,22 @@ def test_the_keda_readme_section_names_the_lists_and_the_choice_with_job_scale_a
         assert needed in text, needed
 
 
-@pytest.fixture
-def server() -> Iterator[RedisServer]:
-    """A Redis with the password the manifests' Secret would hold."""
-    s = RedisServer(password=PASSWORD)
-    yield s
-    s.stop()
+# The Redis with the manifests' ACL users, as test_k8s_pod_commands runs the pods against (a fixture).
+server = pods.server
 
 
-def test_the_exporter_pod_command_runs_with_the_pods_env_and_serves_the_queues_of_a_password_redis(
+def test_the_exporter_pod_command_runs_with_the_pods_env_and_user_and_serves_its_queue(
     server: RedisServer,
 ) -> None:
     docs = kustomize("overlays/example")
     c = container(find(docs, "Deployment", "rediswq-exporter")["spec"]["template"], "exporter")
     argv = command_line(c, dockerfile_entrypoint(), {})
-    port = free_port()  # substitution: a free port on this machine for the pod's own
-    argv[argv.index("--port") + 1] = str(port)
+    # Substitutions: a queue name the test users' ACL covers, a free port for the pod's own.
     queue = Queue(server.client(), f"k8s-{uuid.uuid4().hex[:10]}")
+    assert argv[2] == "jobs"
+    argv[2] = queue.name
+    port = free_port()
+    argv[argv.index("--port") + 1] = str(port)
     queue.put_many(["a", "b", "c"])
     queue.fail(queue.lease(5), "boom", retry=False)
     exporter_pod = start(argv, pod_env(c, server, "rediswq-exporter-0"))
@@ -308,3 +309,20 @@ def test_the_exporter_pod_command_runs_with_the_pods_env_and_serves_the_queues_o
         queue.purge()
     assert exporter_pod.returncode == 0, err
     assert PASSWORD not in err
+
+
+def test_the_scalers_user_may_read_the_lengths_of_both_lists_and_nothing_else(server: RedisServer) -> None:
+    """KEDA's redis scaler sends TYPE, then LLEN, on each listName: the worker user's ACL allows them."""
+    name = f"k8s-{uuid.uuid4().hex[:10]}"  # the test users' ACL covers k8s-* for the manifests' `jobs`
+    keys = Keys.for_queue(name)
+    Queue(server.client(), name).put_many(["a", "b"])
+    server.client().rpush(keys.inbox, "c")
+    scaler = redis.Redis(port=server.port, username="rediswq-worker", password=PASSWORD)
+    try:
+        assert [scaler.type(k) for k in (keys.pending, keys.inbox)] == [b"list", b"list"]
+        assert [scaler.llen(k) for k in (keys.pending, keys.inbox)] == [2, 1]
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            scaler.llen("some-other-list")
+    finally:
+        scaler.close()
+        Queue(server.client(), name).purge()
