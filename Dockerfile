@@ -32,6 +32,7 @@ RUN python3 -m venv /opt/rediswq && python3 -m venv /opt/build
 # background processes behind would otherwise leave a zombie each (`rediswq work` as PID 1 does not
 # reap orphans), and a long run would exhaust the pod's pids. It forwards signals to the worker.
 # setuptools and wheel (build.txt) go into a venv of their own that builds the wheel, not the image.
+# image.txt holds the metrics extra too (prometheus_client: `rediswq work --metrics-port`, `rediswq exporter`).
 WORKDIR /deps
 COPY requirements/image.txt requirements/build.txt ./
 RUN /opt/rediswq/bin/pip install --require-hashes --only-binary :all: -r image.txt \

@@ -8,15 +8,20 @@ Rates are steady state: from the first completed item the harness sees (polling 
 `completed` counter every 2 ms) to the last; process start-up is shown apart.
 Targets (issue 4, #3): handler mode >= 50 % of the library's batched rate; command mode >= 70 % of
 the fork loop.
+--metrics adds handler mode with `--metrics-port` (each process serving Prometheus metrics, scraped
+once a second by the harness, far more often than Prometheus would), run side by side with handler
+mode without: the metrics may cost at most 3 % of its rate.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +58,26 @@ LIBRARY = "library batched"
 HANDLER = "rediswq work --handler"
 FORK = "fork+exec true loop"
 COMMAND = "rediswq work -- true"
+METRICS = "rediswq work --handler --metrics-port"
+SCRAPE_SECS = 1.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def scrape(ports: list[int]) -> int:
+    """GET /metrics from each worker that answers yet; the bytes read."""
+    read = 0
+    for port in ports:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+                read += len(response.read())
+        except OSError:
+            pass  # not serving yet, or already gone
+    return read
 
 
 def rediswq_command() -> str | None:
@@ -75,9 +100,19 @@ def work_available(exe: str | None) -> tuple[bool, str]:
 
 
 def run_cli_workers(
-    exe: str, client: redis.Redis, url: str, items: int, workers: int, work_args: list[str], variant: str
+    exe: str,
+    client: redis.Redis,
+    url: str,
+    items: int,
+    workers: int,
+    work_args: list[str],
+    variant: str,
+    metrics: bool = False,
 ) -> dict[str, Any]:
-    """Fill a queue, drain it with `workers` `rediswq work` processes, time start-up and steady state."""
+    """Fill a queue, drain it with `workers` `rediswq work` processes, time start-up and steady state.
+
+    With `metrics`, each process serves /metrics on a port of its own, scraped every SCRAPE_SECS.
+    """
     name = unique_name("cli")
     q = Queue(client, name)
     fill_rediswq(client, name, payloads(items))
@@ -86,13 +121,18 @@ def run_cli_workers(
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(BENCH_DIR), os.environ.get("PYTHONPATH")])),
     }
-    cmd = [exe, "--url", url, "work", name, *work_args]
+    ports = [free_port() for _ in range(workers)] if metrics else []
+    cmds = [[exe, "--url", url, "work", name, *work_args] for _ in range(workers)]
+    for cmd, port in zip(cmds, ports, strict=False):
+        cmd[5:5] = ["--metrics-port", str(port)]  # before the `--` that may end work_args
     before = command_calls(client)
     started = now()
     procs = [
         subprocess.Popen(cmd, cwd=BENCH_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        for _ in range(workers)
+        for cmd in cmds
     ]
+    scraped = 0
+    next_scrape = started + SCRAPE_SECS
     first: tuple[float, int] | None = None
     last_done = started
     done = 0
@@ -106,6 +146,9 @@ def run_cli_workers(
             done, last_done = count, t
         if done >= items:
             break
+        if ports and t >= next_scrape:
+            scraped += scrape(ports)
+            next_scrape = t + SCRAPE_SECS
         # Sleeping, not spinning: the harness must not take CPU from the workers.
         time.sleep(POLL_SECS)
     outputs = [p.communicate(timeout=600) for p in procs]
@@ -132,6 +175,7 @@ def run_cli_workers(
         "client calls": sent,
         "commandstats": diff,
         "summary lines": [out.decode(errors="replace").strip() for out, _err in outputs],
+        "metrics bytes scraped": scraped,
     }
 
 
@@ -154,6 +198,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     parser.add_argument("--workers", type=int, default=2, help="worker processes")
     parser.add_argument("--repeat", type=int, default=4, help="runs of each variant (the median counts)")
+    parser.add_argument(
+        "--metrics", action="store_true", help="also run handler mode with --metrics-port, beside it without"
+    )
     args = parser.parse_args(argv)
 
     exe = rediswq_command()
@@ -169,10 +216,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             n, seconds = drain_rate(run_workers(args.workers, fork_true, (per_worker,)))
             return {"variant": FORK, "items": n, "items/s": n / seconds}
 
-        def cli(work_args: list[str], items: int, variant: str) -> dict[str, Any] | None:
+        def cli(
+            work_args: list[str], items: int, variant: str, metrics: bool = False
+        ) -> dict[str, Any] | None:
             if not available or exe is None:
                 return None
-            return run_cli_workers(exe, client, url, items, args.workers, work_args, variant)
+            return run_cli_workers(exe, client, url, items, args.workers, work_args, variant, metrics)
+
+        handler_args = ["--handler", "noop_handler:noop", "--prefetch", str(args.prefetch)]
+        with_metrics = [lambda: cli(handler_args, args.items, METRICS, metrics=True)] if args.metrics else []
 
         # Each reference next to what is compared with it: (library, handler), (fork loop, command).
         runs = interleaved(
@@ -189,9 +241,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     scripts=True,
                     check_drained=rediswq_drained,
                 ),
-                lambda: cli(
-                    ["--handler", "noop_handler:noop", "--prefetch", str(args.prefetch)], args.items, HANDLER
-                ),
+                lambda: cli(handler_args, args.items, HANDLER),
+                *with_metrics,
                 fork_loop,
                 lambda: cli(["--", "true"], per_worker * args.workers, COMMAND),
             ],
@@ -214,6 +265,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         handler["% reference"] = 100 * paired_ratio(runs, HANDLER, LIBRARY)
     if command:
         command["% reference"] = 100 * paired_ratio(runs, COMMAND, FORK)
+    metered = by.get(METRICS)
+    if metered:
+        metered["% reference"] = 100 * paired_ratio(runs, METRICS, HANDLER)
     unavailable = f"`rediswq work` could not run: {why}" if not available else ""
     targets = [
         Target(
@@ -233,6 +287,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             unavailable,
         ),
     ]
+    if args.metrics:
+        targets.append(
+            Target(
+                "metrics cost: handler mode with --metrics-port, slower than without",
+                100 - metered["% reference"] if metered else None,
+                "<=",
+                3.0,
+                " %",
+                unavailable,
+            )
+        )
     notes = [
         f"{args.workers} worker processes, prefetch {args.prefetch}; items/s is the median of {args.repeat} "
         "runs; % reference is the median of the ratios of runs side by side"

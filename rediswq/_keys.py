@@ -114,3 +114,19 @@ class Keys:
             self.meta,
             self.checkpoints,
         ]
+
+
+#: SCAN MATCH pattern of every queue's meta key (braces are literal in a Redis glob).
+META_PATTERN = f"{PREFIX}:{{*}}:meta"
+
+
+def queue_of_meta(key: bytes | str) -> str | None:
+    """The queue name a meta key belongs to, or None for a key that only looks like one."""
+    text = key.decode(errors="replace") if isinstance(key, bytes) else key
+    head, tail = f"{PREFIX}:{{", "}:meta"
+    name = text[len(head) : -len(tail)] if text.startswith(head) and text.endswith(tail) else ""
+    try:
+        Keys.for_queue(name)
+    except InvalidArgument:
+        return None
+    return name

@@ -23,7 +23,7 @@ from redis.retry import Retry
 
 from rediswq import _topology
 from rediswq._connection import Connection, check_url, describe, redact, tls_options
-from rediswq._keys import LEASED_SENTINEL, Keys
+from rediswq._keys import LEASED_SENTINEL, META_PATTERN, Keys, queue_of_meta
 from rediswq._policy import check_eviction
 from rediswq._scripts import (
     DAMAGED,
@@ -834,6 +834,19 @@ class Queue:
             exists=bool(meta) or inbox > 0,
             **{name: meta.get(name, 0) for name in _COUNTERS},
         )
+
+    @staticmethod
+    def scan_names(client: redis.Redis, cursor: int = 0, count: int = 1000) -> tuple[int, list[str]]:
+        """One SCAN step for the names of the queues on `client`'s Redis: (next cursor, names found).
+
+        Start with cursor 0; the walk is complete when the next cursor is 0 again. `count` bounds the
+        keys Redis looks at in one call (a hint, as SCAN's COUNT is); a name may come up twice.
+        """
+        conn = Connection(describe(client))
+        next_cursor, keys = conn.call(
+            lambda: client.scan(cursor, match=META_PATTERN, count=count), idempotent=True
+        )
+        return int(next_cursor), [name for key in keys if (name := queue_of_meta(key)) is not None]
 
     # -- looking inside -------------------------------------------------------------------------
 

@@ -1,5 +1,6 @@
 """Write the image build's pinned, hashed requirements: image.txt (what /opt/rediswq holds besides
-rediswq) and build.txt (what builds the rediswq wheel), from the index pip is configured with.
+rediswq, the metrics extra included) and build.txt (what builds the rediswq wheel), from the index pip
+is configured with.
 
     python requirements/lock.py
 
@@ -52,7 +53,13 @@ def main() -> None:
     write(
         HERE / "image.txt",
         "The worker image's dependencies, pinned with hashes.",
-        resolve([*project["project"]["dependencies"], *EXTRA]),
+        resolve(
+            [
+                *project["project"]["dependencies"],
+                *project["project"]["optional-dependencies"]["metrics"],
+                *EXTRA,
+            ]
+        ),
     )
     write(
         HERE / "build.txt",

@@ -91,6 +91,9 @@ def pod_env(
     # Substitution: the Service's DNS name and port become the test Redis on loopback.
     assert SERVICE in env["REDISWQ_URL"] and PASSWORD in env["REDISWQ_URL"]
     env["REDISWQ_URL"] = env["REDISWQ_URL"].replace(SERVICE, f"@127.0.0.1:{server.port}/")
+    # Each pod has a network of its own; processes side by side here need a metrics port each.
+    if "REDISWQ_METRICS_PORT" in env:
+        env["REDISWQ_METRICS_PORT"] = str(free_port())
     return {**env, **extra}
 
 

@@ -114,10 +114,11 @@ def main(
 from producer.acl import acl  # noqa: E402
 from producer.admin import close, dead, peek, purge, reopen  # noqa: E402
 from producer.enqueue import enqueue  # noqa: E402
+from producer.exporter import exporter  # noqa: E402
 from producer.stats import stats  # noqa: E402
 from worker.demo import demo  # noqa: E402
 from worker.job import job  # noqa: E402
 from worker.work import work  # noqa: E402
 
-for command in (enqueue, stats, dead, peek, close, reopen, purge, acl, work, demo, job):
+for command in (enqueue, stats, dead, peek, close, reopen, purge, acl, work, demo, job, exporter):
     main.add_command(command)

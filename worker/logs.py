@@ -3,7 +3,8 @@
 Everything goes to standard error (standard output belongs to the items' commands). The root logger
 is configured, so a handler's own `logging` calls come out in the same format. Structured fields
 travel in `extra={"fields": {...}}`: text lines carry them in the message already, JSON lines get them
-as keys of their own.
+as keys of their own. With `context` (the queue and the worker's name), every line carries those
+too, so a line about an item has queue, item, attempt and worker, the keys metrics are labelled by.
 """
 
 from __future__ import annotations
@@ -50,6 +51,19 @@ class _JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str)
 
 
+class _Context(logging.Filter):
+    """Adds the worker's own fields to every record; a record's own fields win."""
+
+    def __init__(self, fields: dict[str, Any]) -> None:
+        super().__init__()
+        self.fields = fields
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        fields = getattr(record, "fields", None)
+        record.fields = {**self.fields, **fields} if isinstance(fields, dict) else dict(self.fields)
+        return True
+
+
 def _utc(created: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + f".{int(created % 1 * 1000):03d}Z"
 
@@ -57,14 +71,21 @@ def _utc(created: float) -> str:
 _installed: logging.Handler | None = None
 
 
-def setup(log_format: LogFormat = "text", *, verbose: bool = False) -> logging.Logger:
-    """Send log lines to stderr in `log_format`; with `verbose`, the worker logs every item too."""
+def setup(
+    log_format: LogFormat = "text", *, verbose: bool = False, context: dict[str, Any] | None = None
+) -> logging.Logger:
+    """Send log lines to stderr in `log_format`; with `verbose`, the worker logs every item too.
+
+    `context`: fields every line carries (e.g. queue and worker), the handler's own lines included.
+    """
     global _installed
     root = logging.getLogger()
     if _installed is not None:
         root.removeHandler(_installed)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_JsonFormatter() if log_format == "json" else _TextFormatter())
+    if context:
+        handler.addFilter(_Context(context))
     root.addHandler(handler)
     if root.level == logging.NOTSET or root.level > logging.INFO:
         root.setLevel(logging.INFO)

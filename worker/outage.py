@@ -15,6 +15,8 @@ import time
 
 import redis.exceptions
 
+from worker.observer import Observer
+
 
 def is_stall(error: BaseException) -> bool:
     """The call timed out waiting for Redis (not a reset or a refused connection)."""
@@ -25,8 +27,9 @@ def is_stall(error: BaseException) -> bool:
 class Outage:
     """Since when Redis is unreachable (`since`, None while it answers) and why (`error`)."""
 
-    def __init__(self, log: logging.Logger, reconnect_secs: float) -> None:
+    def __init__(self, log: logging.Logger, reconnect_secs: float, observer: Observer | None = None) -> None:
         self.log = log
+        self.observer = observer or Observer()
         self.reconnect_secs = reconnect_secs
         self.since: float | None = None
         self.error = ""
@@ -35,6 +38,7 @@ class Outage:
 
     def failed(self, error: BaseException, began: float) -> None:
         """A call that began at `began` (monotonic) failed to reach Redis."""
+        self.observer.redis_error()
         with self._lock:
             first = self.since is None
             if first:
@@ -56,6 +60,7 @@ class Outage:
             self.since, self.error, self._reported = None, "", False
         if since is None:
             return
+        self.observer.reconnected()
         took = time.monotonic() - since
         if reported:
             self.log.info("Redis answers again, after %.1f s", took)

@@ -65,6 +65,7 @@ import rediswq
 from rediswq import Lease
 from worker.clikit import EXIT_DEAD, EXIT_ERROR, EXIT_OK, EXIT_STOPPED, EXIT_USAGE
 from worker.logs import LOGGER
+from worker.observer import Observer
 from worker.outage import Outage
 from worker.runners import OK, Outcome, Overlapping, Runner
 
@@ -190,9 +191,15 @@ class Runtime:
     """Drains `queue` with `runner`; `run()` returns the Summary once it stops, never raising."""
 
     def __init__(
-        self, queue: rediswq.Queue, runner: Runner, options: Options, log: logging.Logger | None = None
+        self,
+        queue: rediswq.Queue,
+        runner: Runner,
+        options: Options,
+        log: logging.Logger | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self.queue = queue
+        self.observer = observer or Observer()
         self.runner = runner
         self.options = options
         self.log = log or logging.getLogger(LOGGER)
@@ -232,7 +239,7 @@ class Runtime:
         self._poll_secs = MIN_POLL_SECS
         self._signals: list[str] = []
         self._give_up_at: float | None = None  # set once shutting down: calls are retried until then
-        self._outage = Outage(self.log, options.reconnect_secs)
+        self._outage = Outage(self.log, options.reconnect_secs, self.observer)
         # Set by the signal handler, read by the process's main thread:
         self._signals_seen: list[int] = []
         self._signal_times: list[float] = []
@@ -259,6 +266,30 @@ class Runtime:
                 signal.signal(signum, handler)
         self._summary.elapsed_secs = time.monotonic() - started
         return self._summary
+
+    # -- read by the metrics endpoint (worker.metrics), from its own thread ----------------------
+
+    @property
+    def summary(self) -> Summary:
+        """The counts so far; the same object `run()` returns."""
+        return self._summary
+
+    def state(self) -> str:
+        """leasing, waiting (nothing to lease for now), draining (nothing more to lease: finishing what
+        it holds), stopping (a signal or an error) or stopped."""
+        with self._cv:
+            if self._finished.is_set():
+                return "stopped"
+            if self._stopping:
+                return "stopping"
+            if self._drained or self._limit_reached():
+                return "draining"
+            return "waiting" if self._starved else "leasing"
+
+    def held(self) -> tuple[int, int]:
+        """(items running, leases held: prefetched, running, finished or failed but not yet settled)."""
+        with self._cv:
+            return len(self._running), len(self._held)
 
     def _keep(self) -> None:
         """The keeper: everything but the items and the signals (see the module docstring)."""
@@ -481,6 +512,7 @@ class Runtime:
 
     def _finished_locked(self, lease: Lease, outcome: Outcome, took: float) -> None:
         """File a finished item as done or failed (under _cv)."""
+        self.observer.item_finished(took)
         self._lookahead_pays = LOOKAHEAD_MIN_SECS <= took < LOOKAHEAD_MAX_SECS
         average = self._item_secs
         self._item_secs = took if average is None else average + _AUTO_WEIGHT * (took - average)
@@ -731,6 +763,7 @@ class Runtime:
             with self._redis_turn():
                 self._renew(now)
         except redis.exceptions.RedisError as e:  # passed through unwrapped by the library
+            self.observer.redis_error()
             raise Fatal(f"Redis error: {e}") from e
 
     def _renew(self, began: float) -> None:
@@ -857,8 +890,10 @@ class Runtime:
             except rediswq.RedisWQError as e:
                 # Redis answered with an error (OOM, a key of the wrong type):
                 # retrying will not help.
+                self.observer.redis_error()
                 raise Fatal(str(e)) from e
             except redis.exceptions.RedisError as e:  # the same, from a library that passes it through
+                self.observer.redis_error()
                 raise Fatal(f"Redis error: {e}") from e
 
     def _give_up_if_late(self, give_up_at: float | None, now: float) -> None:

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import TYPE_CHECKING
 
 import click
 
 import rediswq
-from worker import logs
+from worker import logs, prom
 from worker.clikit import EXIT_OK, ConfigError, open_queue, parse_prefetch, settings
 from worker.runners import (
     CommandRunner,
@@ -23,6 +24,9 @@ from worker.runners import (
     shell_script_with_braces,
 )
 from worker.runtime import Options, Runtime
+
+if TYPE_CHECKING:
+    from worker.metrics import WorkerMetrics
 
 # A Redis call waits for its reply a third of the lease: a renewal that hangs then fails (and is
 # retried) while the leases it renews still hold. Bounded below so a short lease does not turn
@@ -119,6 +123,18 @@ Exit codes:
 
 def _env(name: str) -> str:
     return f"REDISWQ_{name}"
+
+
+def _metrics(port: int | None, queue_name: str, worker: str) -> WorkerMetrics | None:
+    """With --metrics-port: the metrics endpoint, serving from now on (exit 2 if it cannot)."""
+    if port is None:
+        return None
+    prom.require("--metrics-port")
+    from worker.metrics import WorkerMetrics
+
+    metrics = WorkerMetrics(queue_name, worker)
+    prom.serve(port, metrics)
+    return metrics
 
 
 def socket_timeout_secs(lease_secs: float) -> float:
@@ -275,6 +291,16 @@ def socket_timeout_secs(lease_secs: float) -> float:
     help="Pass this credential variable (e.g. REDIS_URL) on to items after all; repeatable.",
 )
 @click.option(
+    "--metrics-port",
+    metavar="PORT",
+    type=click.IntRange(min=1, max=65535),
+    default=None,
+    envvar=_env("METRICS_PORT"),
+    show_envvar=True,
+    help="Serve Prometheus metrics on http://0.0.0.0:PORT/metrics (needs the rediswq[metrics] extra). "
+    "A scrape makes no Redis call.",
+)
+@click.option(
     "-v",
     "--verbose",
     is_flag=True,
@@ -303,6 +329,7 @@ def work(
     worker_name: str | None,
     log_format: str,
     pass_env: tuple[str, ...],
+    metrics_port: int | None,
     verbose: bool,
 ) -> None:
     """Drain QUEUE: lease items, run COMMAND (or --handler) for each, exit 0 once the queue is done.
@@ -335,7 +362,12 @@ def work(
             runner = CommandRunner(command, queue_name=queue_name, timeout_secs=timeout_secs)
     except SetupError as e:
         raise ConfigError(str(e)) from e
-    log = logs.setup("json" if log_format == "json" else "text", verbose=verbose)
+    observer = _metrics(metrics_port, queue_name, queue.worker)
+    log = logs.setup(
+        "json" if log_format == "json" else "text",
+        verbose=verbose,
+        context={"queue": queue_name, "worker": queue.worker},
+    )
     if shell_script_with_braces(command):
         log.warning(
             "the shell script string of the command holds {}: the payload becomes shell code there; "
@@ -363,7 +395,10 @@ def work(
         until,
         extra={"fields": {"event": "start", "worker": queue.worker, "queue": queue_name}},
     )
-    summary = Runtime(queue, runner, options, log).run()
+    runtime = Runtime(queue, runner, options, log, observer)
+    if observer is not None:
+        observer.watch(runtime)
+    summary = runtime.run()
     log.info(summary.line(queue_name), extra={"fields": {"queue": queue_name, **summary.fields()}})
     if summary.error:
         log.error(summary.error, extra={"fields": {"event": "error", "exit_code": summary.exit_code}})

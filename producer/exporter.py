@@ -1,0 +1,205 @@
+"""`rediswq exporter`: the queue-side numbers of many queues, as Prometheus metrics.
+
+What the workers' own metrics cannot show (they see only their share, and none run between Jobs):
+pending, leased, delayed and dead items, whether a queue is closed, and its lifetime counters, read
+with one `Queue.stats()` script call per queue per scrape (custom collector: nothing is read between
+scrapes). With --all, queues are found by SCAN on their meta keys, at most SCAN_CALLS calls per
+scrape: on a large keyspace one walk spans several scrapes, and a queue deleted meanwhile drops out
+when the next walk completes.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from types import FrameType
+from typing import TYPE_CHECKING
+
+import click
+import redis
+
+import rediswq
+from worker import prom
+from worker.clikit import ConfigError, open_queue, queue_errors
+
+if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric
+
+SCAN_CALLS = 10
+SCAN_COUNT = 1000
+# The queue opened for its client alone when no QUEUE is named (--all); nothing is read from it.
+_PROBE = "rediswq-exporter"
+
+GAUGES = (
+    ("pending", "Items ready to lease (the inbox included)."),
+    ("leased", "Items leased by a worker now."),
+    ("delayed", "Failed items waiting out their retry backoff."),
+    ("dead", "Dead-lettered items kept for inspection."),
+)
+COUNTERS = (
+    ("enqueued", "Items ever added."),
+    ("completed", "Items completed."),
+    ("failed", "Failures reported (each retried or dead-lettered)."),
+    ("retried", "Failed items put back for a retry."),
+    ("expired", "Leases that ran out and were taken back (a worker died or stalled)."),
+    ("dead_lettered", "Items dead-lettered."),
+    ("released", "Leases given back unfinished, no attempt charged."),
+    ("dropped", "Items removed by purge or requeue tools."),
+)
+
+
+class Discovery:
+    """The queue names on a Redis, found by a SCAN walk that advances at most SCAN_CALLS calls a step."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._client = client
+        self._cursor = 0
+        self._walking: set[str] = set()  # names seen in the walk under way
+        self._known: set[str] = set()  # names seen in the last complete walk
+
+    def step(self) -> set[str]:
+        for _ in range(SCAN_CALLS):
+            self._cursor, names = rediswq.Queue.scan_names(self._client, self._cursor, SCAN_COUNT)
+            self._walking.update(names)
+            if self._cursor == 0:
+                self._known, self._walking = self._walking, set()
+                break
+        return self._known | self._walking
+
+
+class QueueCollector:
+    """Reads every queue's stats when scraped; a Redis error marks the scrape down, never raises."""
+
+    def __init__(self, client: redis.Redis, names: tuple[str, ...]) -> None:
+        """`names`: the queues to read; none: every queue found by discovery."""
+        self._client = client
+        self._queues = {name: self._open(name) for name in names}
+        self._discovery = None if names else Discovery(client)
+        self._lock = threading.Lock()  # one scrape at a time: the discovery walk is not shared
+        self.last_error = ""
+
+    def _open(self, name: str) -> rediswq.Queue:
+        # One try per call: a scrape must answer in time; the next scrape is the retry.
+        return rediswq.Queue(self._client, name, retries=0)
+
+    def _queue(self, name: str) -> rediswq.Queue:
+        queue = self._queues.get(name)
+        if queue is None:
+            queue = self._queues[name] = self._open(name)
+        return queue
+
+    def read(self, found: dict[str, rediswq.Stats]) -> str:
+        """Put every queue's stats in `found` (one script call each); returns the first error Redis
+        answered with (such a queue is left out), raises when Redis cannot be reached."""
+        if self._discovery is not None:  # forget the queues the last complete walk did not see
+            self._queues = {name: self._queue(name) for name in self._discovery.step()}
+        error = ""
+        for name in sorted(self._queues):
+            try:
+                found[name] = self._queues[name].stats()
+            except rediswq.ConnectionFailed:
+                raise
+            except rediswq.RedisWQError as e:  # e.g. another application's key of another type
+                error = error or str(e)
+        return error
+
+    def _scrape(self) -> tuple[dict[str, rediswq.Stats], str]:
+        """The stats read, and the error that stopped the reading (empty if none), said once."""
+        found: dict[str, rediswq.Stats] = {}
+        error = ""
+        with self._lock:
+            try:
+                error = self.read(found)
+            except rediswq.RedisWQError as e:
+                error = str(e)
+            if error != self.last_error:
+                click.echo(f"rediswq exporter: {error or 'Redis answers again'}", err=True)
+                self.last_error = error
+        return found, error
+
+    def collect(self) -> Iterator[Metric]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        began = time.monotonic()
+        found, error = self._scrape()
+        for what, text in GAUGES:
+            gauge = GaugeMetricFamily(f"rediswq_queue_{what}", text, labels=["queue"])
+            for name, stats in found.items():
+                gauge.add_metric([name], getattr(stats, what))
+            yield gauge
+        closed = GaugeMetricFamily("rediswq_queue_closed", "1 once the queue is closed.", labels=["queue"])
+        for name, stats in found.items():
+            closed.add_metric([name], int(stats.closed))
+        yield closed
+        for what, text in COUNTERS:
+            counter = CounterMetricFamily(f"rediswq_queue_{what}", text, labels=["queue"])
+            for name, stats in found.items():
+                counter.add_metric([name], getattr(stats, what))
+            yield counter
+        yield GaugeMetricFamily(
+            "rediswq_exporter_up", "1 if every queue was read in this scrape.", value=int(not error)
+        )
+        yield GaugeMetricFamily("rediswq_exporter_queues", "Queues read in this scrape.", value=len(found))
+        yield GaugeMetricFamily(
+            "rediswq_exporter_scrape_duration_seconds",
+            "Time this scrape took.",
+            value=time.monotonic() - began,
+        )
+
+
+@click.command()
+@click.argument("queue_names", nargs=-1, metavar="[QUEUE]...")
+@click.option("--all", "all_queues", is_flag=True, help="Export every queue on this Redis, found by SCAN.")
+@click.option(
+    "--port",
+    metavar="PORT",
+    type=click.IntRange(min=1, max=65535),
+    default=9180,
+    show_default=True,
+    envvar="REDISWQ_EXPORTER_PORT",
+    show_envvar=True,
+    help="Serve the metrics on http://0.0.0.0:PORT/metrics.",
+)
+def exporter(queue_names: tuple[str, ...], all_queues: bool, port: int) -> None:
+    """Serve Prometheus metrics of the named queues (or --all) until SIGTERM or SIGINT.
+
+    Per queue (label queue): gauges rediswq_queue_pending, _leased, _delayed, _dead, _closed and the
+    lifetime counters rediswq_queue_enqueued_total, _completed_total, _failed_total, _retried_total,
+    _expired_total, _dead_lettered_total, _released_total, _dropped_total; and rediswq_exporter_up (0
+    when Redis did not answer), _queues, _scrape_duration_seconds. Each scrape reads each queue with
+    one script call; --all adds at most 10 SCAN calls a scrape. A Redis that refuses the password
+    exits 2; an unreachable one is reported (rediswq_exporter_up 0) until it answers.
+    """
+    if bool(queue_names) == all_queues:
+        raise click.UsageError("name the queues to export, or give --all (not both)")
+    prom.require("rediswq exporter")
+    # Queue.from_url makes the client (no blind retries, keepalive); every queue read shares it.
+    client = open_queue(queue_names[0] if queue_names else _PROBE).client
+    if not isinstance(client, redis.Redis):  # SCAN and the reads below talk to one server
+        raise ConfigError("rediswq exporter reads one Redis or a Sentinel's master, not a cluster URL")
+    with queue_errors():
+        collector = QueueCollector(client, queue_names)  # a bad name: exit 2
+        try:
+            collector.read({})  # a wrong password: exit 2, at start
+        except rediswq.AuthenticationFailed:
+            raise
+        except rediswq.ConnectionFailed as e:
+            collector.last_error = str(e)
+            click.echo(f"rediswq exporter: {e}; serving rediswq_exporter_up 0 until it answers", err=True)
+    prom.serve(port, collector)
+    click.echo(f"rediswq exporter: serving http://0.0.0.0:{port}/metrics", err=True)
+    _wait_for_signal()
+
+
+def _wait_for_signal() -> None:
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, on_signal)
+    while not stop.wait(1.0):
+        pass
