@@ -22,7 +22,7 @@ import redis
 
 import rediswq
 from worker import prom
-from worker.clikit import open_queue, queue_errors
+from worker.clikit import ConfigError, open_queue, queue_errors
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
@@ -177,6 +177,8 @@ def exporter(queue_names: tuple[str, ...], all_queues: bool, port: int) -> None:
     prom.require("rediswq exporter")
     # Queue.from_url makes the client (no blind retries, keepalive); every queue read shares it.
     client = open_queue(queue_names[0] if queue_names else _PROBE).client
+    if not isinstance(client, redis.Redis):  # SCAN and the reads below talk to one server
+        raise ConfigError("rediswq exporter reads one Redis or a Sentinel's master, not a cluster URL")
     with queue_errors():
         collector = QueueCollector(client, queue_names)  # a bad name: exit 2
         try:

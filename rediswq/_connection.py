@@ -18,10 +18,13 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 import redis
+import redis.cluster
 import redis.exceptions
+import redis.sentinel
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
+from rediswq import _topology
 from rediswq.errors import (
     AuthenticationFailed,
     ConnectionFailed,
@@ -107,6 +110,23 @@ class Redactor:
         return text
 
 
+# Replies of a cluster or a replicated set in the middle of a change (a slot migrating, a failover, a
+# promoted replica loading its data, a cluster client whose redirections ran out: "TTL exhausted"):
+# the command did not run, and it will once the change is over. Named by the code Redis sent, which
+# redis-py strips from the message. (LOADING is redis-py's BusyLoadingError, a ConnectionError.)
+_TOPOLOGY_CODES: tuple[tuple[type[Exception], str], ...] = (
+    (redis.exceptions.MovedError, "MOVED"),
+    (redis.exceptions.AskError, "ASK"),
+    (redis.exceptions.TryAgainError, "TRYAGAIN"),
+    (redis.exceptions.MasterDownError, "MASTERDOWN"),
+    (redis.exceptions.ClusterDownError, "CLUSTERDOWN"),
+    (redis.exceptions.ReadOnlyError, "READONLY"),
+    (redis.exceptions.ClusterError, ""),  # "TTL exhausted."
+    (redis.exceptions.RedisClusterException, ""),  # "Redis Cluster cannot be connected ..."
+)
+_TOPOLOGY_ERRORS = tuple(kind for kind, _code in _TOPOLOGY_CODES)
+
+
 def redact(url: str) -> str:
     """The URL with its userinfo's password and every secret-bearing query value replaced by ***.
 
@@ -182,12 +202,17 @@ def _secrets_of(url: str) -> set[str]:
     return {s for s in found | decoded if len(s) >= _MIN_SECRET_CHARS}
 
 
-def describe(client: redis.Redis) -> str:
-    """A password-free URL naming the server a client talks to."""
-    kwargs = client.connection_pool.connection_kwargs
+def describe(client: _topology.Client) -> str:
+    """A password-free URL naming the server (or the cluster, or the sentinels) a client talks to."""
+    if isinstance(client, redis.cluster.RedisCluster):
+        return _topology.describe_cluster(client)
+    pool = client.connection_pool
+    if isinstance(pool, redis.sentinel.SentinelConnectionPool):
+        return _topology.describe_sentinel(pool)
+    kwargs = pool.connection_kwargs
     if "path" in kwargs:
         return f"unix://{kwargs['path']}/{kwargs.get('db', 0)}"
-    scheme = "rediss" if client.connection_pool.connection_class.__name__ == "SSLConnection" else "redis"
+    scheme = "rediss" if pool.connection_class.__name__ == "SSLConnection" else "redis"
     return f"{scheme}://{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
 
 
@@ -301,7 +326,7 @@ def _is_tls_failure(error: BaseException) -> bool:
 
 def _is_transient(error: Exception) -> bool:
     return (
-        isinstance(error, _CONNECTION_ERRORS)
+        isinstance(error, _CONNECTION_ERRORS + _TOPOLOGY_ERRORS)
         and not isinstance(error, redis.exceptions.AuthenticationError)
         and not _is_tls_failure(error)
     )
@@ -357,6 +382,22 @@ def _script_lines() -> dict[str, tuple[str, list[str]]]:
     return found
 
 
+def _node(error: Exception) -> str:
+    """ " (node HOST:PORT)" when the error knows the server it came from and does not name it already."""
+    where = getattr(error, "connection", None)
+    host, port = getattr(where, "host", None), getattr(where, "port", None)
+    if not host or not port or f"{host}:{port}" in str(error):
+        return ""
+    return f" (node {host}:{port})"
+
+
+def _topology_change(error: Exception) -> str:
+    """The error as Redis sent it ("MOVED 1234 10.0.0.7:6379"), naming the node it points to."""
+    code = next(code for kind, code in _TOPOLOGY_CODES if isinstance(error, kind))
+    text = str(error)
+    return text if text.startswith(code) else f"{code} {text}"
+
+
 class Connection:
     """Runs calls against Redis, turning redis-py's errors into rediswq's, redacted.
 
@@ -369,14 +410,16 @@ class Connection:
         self._redactor = Redactor(url)
         self.keys = keys  # which keys the calls touch, in words, for a refusal by the ACL
         self.url = self._redactor.url
-        self._retry = Retry(ExponentialBackoff(cap=2.0, base=0.1), retries, _CONNECTION_ERRORS)
+        self._retry = Retry(
+            ExponentialBackoff(cap=2.0, base=0.1), retries, _CONNECTION_ERRORS + _TOPOLOGY_ERRORS
+        )
 
     def call(self, fn: Callable[[], T], *, idempotent: bool) -> T:
         try:
             if idempotent:
                 return self._retry.call_with_retry(fn, lambda _error: None, is_retryable=_is_transient)
             return fn()
-        except redis.exceptions.RedisError as e:
+        except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException) as e:
             raise self.wrap(e) from e
         except OSError as e:
             raise self.wrap(e) from e
@@ -385,6 +428,10 @@ class Connection:
         """redis-py's error `e` as rediswq's, its text redacted."""
         text = self._redactor.text(str(e))
         url = self.url
+        if isinstance(e, _TOPOLOGY_ERRORS):
+            # Connection trouble, for the retries above and for a worker's reconnect window.
+            change = self._redactor.text(_topology_change(e))
+            return ConnectionFailed(f"Redis at {url} is changing: {change}{_node(e)}")
         if isinstance(e, redis.exceptions.AuthenticationError):
             return AuthenticationFailed(f"Redis at {url} refused the credentials: {text}")
         if isinstance(e, redis.exceptions.ResponseError):
@@ -398,5 +445,5 @@ class Connection:
         if isinstance(e, _CONNECTION_ERRORS):
             if _is_tls_failure(e):
                 return TLSFailed(f"TLS with Redis at {url} failed: {text}")
-            return ConnectionFailed(f"cannot reach Redis at {url}: {text}")
+            return ConnectionFailed(f"cannot reach Redis at {url}: {text}{_node(e)}")
         return ServerError(f"Redis at {url} answered with an error: {text}")

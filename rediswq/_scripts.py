@@ -18,6 +18,7 @@ import redis
 
 from rediswq._direct import DirectScript
 from rediswq._keys import Keys
+from rediswq._topology import Client
 
 # Status codes of lease.lua (see its header).
 LEASED, NOTHING_NOW, DRAINED, MISSING, DAMAGED, OUT_OF_MEMORY = 0, 1, 2, 3, 4, 5
@@ -126,11 +127,12 @@ def _positions(one_based: Sequence[int]) -> list[int]:
 class Scripts:
     """One method per script, with named parameters; the scripts' contracts are in their headers."""
 
-    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+    def __init__(self, client: Client, keys: Keys) -> None:
         self._keys = keys.all()
         self._client = client
         self._meta = keys.meta
-        self._put = client.register_script(_source("put"))
+        # On one connection, so that WAIT can follow it; checked first, since a put may not be retried.
+        self._put = DirectScript(client, _source("put"), check=True)
         self._lease = DirectScript(client, _source("lease"))  # once per item: the lean path
         self._fail = client.register_script(_source("fail"))
         self._extend = client.register_script(_source("extend"))
@@ -145,12 +147,14 @@ class Scripts:
         payloads: Sequence[bytes],
         ids: Sequence[str] | None,
         checkpoint: tuple[str, str] | None = None,
-    ) -> tuple[bool, int, int]:
+        wait: tuple[int, int] | None = None,
+    ) -> tuple[bool, int, int, int | None]:
         """Add payloads (with caller-given ids, or ids the queue assigns when `ids` is None).
 
         `checkpoint` (name, value) is written in the same call, unless the queue is closed.
 
-        Returns (closed, first assigned id, how many were skipped as live already). Assigned ids are
+        Returns (closed, first assigned id, how many were skipped as live already, and with
+        `wait=(replicas, timeout_ms)` how many replicas confirmed the write, else None). Assigned ids are
         reserved first (one HINCRBY, a second round trip) so the envelopes are built here: msgpack in
         C costs a fraction of what building them in Lua does.
         """
@@ -168,8 +172,11 @@ class Scripts:
             args = [msgpack.packb(envelopes, use_bin_type=False), msgpack.packb(ids, use_bin_type=False)]
         args += list(checkpoint) if checkpoint is not None else ["", ""]
         with _named_key_errors():
-            status, skipped = self._put(keys=self._keys, args=args)
-        return int(status) == 1, first_id, int(skipped)
+            if wait is None:
+                status, skipped = self._put(self._keys, args)
+                return int(status) == 1, first_id, int(skipped), None
+            (status, skipped), acked = self._put(self._keys, args, wait=wait)
+        return int(status) == 1, first_id, int(skipped), int(acked)
 
     def _reserve(self, n: int) -> int:
         """The first of `n` ids reserved for a put; Redis's error, if any, names the meta key."""

@@ -1,14 +1,15 @@
 """Every error rediswq raises.
 
 RedisWQError
-├── ConnectionFailed   Redis cannot be reached, refused the password, or the URL is wrong
+├── ConnectionFailed   Redis cannot be reached or is mid-failover/migration, or the URL is wrong
 │   └── AuthenticationFailed   Redis refused us in a way no retry can fix
 │       ├── PermissionDenied   the ACL user may not run a command or touch a key (NOPERM)
 │       └── TLSFailed          the TLS handshake failed: certificate, host name, client certificate
-├── ServerError        Redis answered with an error (out of memory, READONLY, a key of the wrong type)
+├── ServerError        Redis answered with an error (out of memory, a key of the wrong type)
 ├── EvictingRedis      Redis may evict queue keys (maxmemory-policy): refused unless allowed
 ├── LeaseLost          the lease expired and was reclaimed (or was never held): not yours to settle
 ├── QueueClosed        the queue was closed: no more items may be added
+├── NotReplicated      a write was applied but fewer replicas than asked confirmed it in time
 ├── LeaseTimeout       a blocking lease waited its timeout and found nothing (the queue is not drained)
 ├── QueueNotFound      the queue was never created, or its state vanished: never "drained"
 └── InvalidArgument    a bad queue name, item id or payload, caught before anything is written
@@ -36,7 +37,8 @@ class RedisWQError(Exception):
 
 
 class ConnectionFailed(RedisWQError):
-    """Redis could not be reached or refused us; the message names the URL without its password."""
+    """Redis could not be reached, refused us, or is mid-change (MOVED, TRYAGAIN, CLUSTERDOWN, READONLY
+    after a failover): worth retrying; the message names the URL without its password, and the node."""
 
 
 class AuthenticationFailed(ConnectionFailed):
@@ -56,7 +58,7 @@ class InsecureTLSWarning(UserWarning):
 
 
 class ServerError(RedisWQError):
-    """Redis answered with an error (OOM under noeviction, READONLY replica, WRONGTYPE); nothing was done."""
+    """Redis answered with an error (OOM under noeviction, WRONGTYPE); nothing was done."""
 
 
 class EvictingRedis(RedisWQError):
@@ -79,6 +81,18 @@ class LeaseLost(RedisWQError):
 
 class QueueClosed(RedisWQError):
     """The queue is closed; `added` says how many items this call put in before it saw that."""
+
+    def __init__(self, message: str, added: int = 0) -> None:
+        super().__init__(message)
+        self.added = added
+
+
+class NotReplicated(RedisWQError):
+    """The write went in on the master, but fewer than `Queue.replicas` replicas confirmed it in time.
+
+    It is not lost yet; it would be if the master failed before a replica copied it. `added` says
+    how many items the call put in (all of them, replicated or not).
+    """
 
     def __init__(self, message: str, added: int = 0) -> None:
         super().__init__(message)

@@ -21,6 +21,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from rediswq import _topology
 from rediswq._connection import Connection, check_url, describe, redact, tls_options
 from rediswq._keys import LEASED_SENTINEL, META_PATTERN, Keys, queue_of_meta
 from rediswq._policy import check_eviction
@@ -34,11 +35,13 @@ from rediswq._scripts import (
     Scripts,
     read_handle,
 )
+from rediswq._topology import Client
 from rediswq.consume import Consumer
 from rediswq.errors import (
     InvalidArgument,
     LeaseLost,
     LeaseTimeout,
+    NotReplicated,
     QueueClosed,
     QueueNotFound,
     RedisWQError,
@@ -254,7 +257,7 @@ class Queue:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: Client,
         name: str,
         *,
         max_attempts: int = 5,
@@ -265,6 +268,8 @@ class Queue:
         worker: str | None = None,
         url: str | None = None,
         retries: int = 5,
+        replicas: int = 0,
+        replicas_timeout_secs: float = 5.0,
         allow_eviction: bool = False,
         retry_settles: bool = True,
     ) -> None:
@@ -272,7 +277,9 @@ class Queue:
             raise InvalidArgument(f"max_attempts must be at least 1, not {max_attempts}")
         if reclaim_limit < 1:
             raise InvalidArgument(f"reclaim_limit must be at least 1, not {reclaim_limit}")
-        if client.connection_pool.connection_kwargs.get("decode_responses"):
+        if replicas < 0:
+            raise InvalidArgument(f"replicas must be 0 or more, not {replicas}")
+        if client.get_encoder().decode_responses:
             # Payloads are bytes; a decoding client would fail half-way through a lease.
             raise InvalidArgument("the Redis client must not decode responses (decode_responses=False)")
         self.name = name
@@ -290,6 +297,9 @@ class Queue:
         self._policy_checked = allow_eviction
         self._retry_settles = retry_settles
         self._seen = False  # a lease call has found this queue: a later MISSING means it vanished
+        self.replicas = replicas
+        # WAIT's timeout 0 means forever: a replica that never answers would hang every put.
+        self._wait = (replicas, _ms(replicas_timeout_secs, "replicas_timeout_secs")) if replicas else None
 
     def _call(self, fn: Callable[[], T], *, idempotent: bool) -> T:
         """Every Redis call of the queue: the first one checks the eviction policy (see `_policy`)."""
@@ -297,7 +307,8 @@ class Queue:
             return self._conn.call(fn, idempotent=idempotent)
 
         def checked() -> T:
-            check_eviction(self._client, self._conn.url, self.name)
+            # On a cluster, the node that holds the queue.
+            check_eviction(_topology.node_client(self._client, self.keys.meta), self._conn.url, self.name)
             self._policy_checked = True
             return fn()
 
@@ -338,6 +349,9 @@ class Queue:
     ) -> Queue:
         """A queue on the Redis at `url` (redis://, rediss:// or unix://; a password is never shown).
 
+        `redis+cluster://` and `redis+sentinel://` (and `rediss+`) name a Redis Cluster or a
+        Sentinel-managed master by several seed hosts: see rediswq/_topology.py for the forms.
+
         Every mistake in the URL (scheme, port, database, an unknown or malformed query parameter) is
         an `InvalidArgument` naming it. With rediss://, `tls_ca` (a PEM file of the CA to trust instead
         of the system's), `tls_cert` and `tls_key` (a client certificate), or the URL's `ssl_*`
@@ -348,6 +362,10 @@ class Queue:
         blind retry of `put` or `complete` after a lost reply could apply it twice. `socket_timeout`
         (seconds; None: no limit) bounds each call's wait for a reply, so a stalled Redis is noticed.
         """
+        if _topology.is_topology_url(url):
+            if tls_ca or tls_cert or tls_key or not tls_verify:
+                raise InvalidArgument("the TLS file and verify settings are for redis:// and rediss:// URLs")
+            return cls(_topology.client(url, redact(url)), name, url=url, **options)
         check_url(url)
         tls = tls_options(url, ca=tls_ca, cert=tls_cert, key=tls_key, verify=tls_verify)
         options_for_tcp = {} if url.startswith("unix:") else {"socket_keepalive": True}
@@ -366,7 +384,7 @@ class Queue:
         return cls(client, name, url=url, **options)
 
     @property
-    def client(self) -> redis.Redis:
+    def client(self) -> Client:
         return self._client
 
     # -- adding items ---------------------------------------------------------------------------
@@ -375,11 +393,12 @@ class Queue:
         """Add one item; returns its id, or None when `id` is given and that item is live already."""
         data = self._checked_payload(payload)
         ids = None if id is None else [self._checked_id(id)]
-        closed, first_id, skipped = self._call(
-            partial(self._scripts.put, [data], ids), idempotent=ids is not None
+        closed, first_id, skipped, acked = self._call(
+            partial(self._scripts.put, [data], ids, wait=self._wait), idempotent=ids is not None
         )
         if closed:
             raise QueueClosed(f"queue {self.name!r} is closed: no more items may be added")
+        self._check_replicated(acked, "the item", 1 - skipped)
         if skipped:
             return None
         return id if id is not None else str(first_id)
@@ -409,7 +428,7 @@ class Queue:
         try:
             self._put_stream(sender, payloads, ids, batch_size, batch_bytes, checkpoint)
         except RedisWQError as e:
-            e.added = sender.added
+            e.added = max(e.added, sender.added)  # NotReplicated counts its own batch, which went in
             raise
         return Enqueued(sender.added, sender.skipped)
 
@@ -459,15 +478,26 @@ class Queue:
         self, batch: list[bytes], ids: list[str] | None, mark: Mark, added_before: int
     ) -> tuple[int, int]:
         """Put one batch; returns (added, skipped)."""
-        closed, _first, skipped = self._call(
-            partial(self._scripts.put, batch, ids, mark), idempotent=ids is not None
+        closed, _first, skipped, acked = self._call(
+            partial(self._scripts.put, batch, ids, mark, wait=self._wait), idempotent=ids is not None
         )
         if closed:
             raise QueueClosed(
                 f"queue {self.name!r} is closed: {added_before} items were added before it closed",
                 added=added_before,
             )
+        self._check_replicated(acked, f"a batch of {len(batch)} items", added_before + len(batch) - skipped)
         return len(batch) - skipped, skipped
+
+    def _check_replicated(self, acked: int | None, what: str, added: int) -> None:
+        """Raise `NotReplicated` when WAIT counted fewer replicas than `replicas` (None: not asked)."""
+        if acked is None or self._wait is None or acked >= self.replicas:
+            return
+        raise NotReplicated(
+            f"queue {self.name!r}: {what} went in, but only {acked} of {self.replicas} replica(s) "
+            f"confirmed it within {self._wait[1] / 1000:g} s; a failover now could lose it",
+            added=added,
+        )
 
     def _checked_payload(self, payload: bytes | str) -> bytes:
         data = payload.encode() if isinstance(payload, str) else payload
@@ -761,7 +791,18 @@ class Queue:
 
     def close(self) -> None:
         """Say no more items will come: later `put` calls raise `QueueClosed` (checked in the same script)."""
-        self._call(lambda: self._client.hset(self.keys.meta, "closed", 1), idempotent=True)
+        self._call(self._close, idempotent=True)
+
+    def _close(self) -> None:
+        if self._wait is None:
+            self._client.hset(self.keys.meta, "closed", 1)
+            return
+        # WAIT counts the writes of its own connection: both go down one pipeline, to the owning node.
+        with _topology.node_client(self._client, self.keys.meta).pipeline(transaction=False) as pipe:
+            pipe.hset(self.keys.meta, "closed", 1)
+            pipe.execute_command("WAIT", *self._wait)  # type: ignore[no-untyped-call]
+            acked = int(pipe.execute()[1])
+        self._check_replicated(acked, "the close", 0)
 
     def reopen(self) -> None:
         """Undo `close`, e.g. for a queue a CronJob fills again each run; forgets the checkpoints too."""

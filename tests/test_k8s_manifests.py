@@ -615,3 +615,38 @@ def test_the_k8s_readme_states_the_versions_and_grace_that_are_checked() -> None
         f"`terminationGracePeriodSeconds: {period}` against the worker's `--grace-secs` default of {grace:g}"
         in text
     )
+
+
+# -- the external-redis component: workers on a Redis Cluster or Sentinel run elsewhere ----------------
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_the_cluster_overlay_passes_strict_schema_validation(version: str) -> None:
+    documents = kustomize("overlays/cluster")
+    assert len(documents) >= 4
+    assert schema_errors(documents, version) == []
+
+
+def test_the_cluster_overlay_drops_the_bundled_redis_and_takes_the_url_from_the_secret() -> None:
+    docs = kustomize("overlays/cluster")
+    assert not [d for d in docs if d["kind"] in ("StatefulSet", "Service", "NetworkPolicy")]
+    assert not [d for d in docs if d["metadata"]["name"] == "rediswq-redis-config"]
+    jobs = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Job"}
+    assert set(jobs) == {"rediswq-worker", "rediswq-producer"}
+    for name, job in jobs.items():
+        env = {var["name"]: var for var in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert "REDIS_PASSWORD" not in env, name
+        assert env["REDISWQ_URL"]["valueFrom"]["secretKeyRef"] == {"name": SECRET, "key": "url"}, name
+    producer_env = jobs["rediswq-producer"]["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "REDISWQ_MIN_REPLICAS", "value": "1"} in producer_env
+    secret = find(docs, "Secret", SECRET)
+    assert set(secret["data"]) == {"url"}
+
+
+def test_the_cluster_overlay_s_example_url_is_one_rediswq_parses() -> None:
+    from rediswq import _topology
+
+    text = (K8S / "overlays" / "cluster" / "redis-secret.env").read_text(encoding="utf-8")
+    url = dict(line.split("=", 1) for line in text.splitlines() if line and not line.startswith("#"))["url"]
+    parsed = _topology.parse(url)
+    assert parsed.kind == "cluster" and len(parsed.hosts) == 3 and parsed.password == "REPLACE-ME"

@@ -210,11 +210,11 @@ def test_put_many_on_a_lost_connection_carries_the_count(queue: Queue, monkeypat
     real = queue._scripts.put
     sent: list[int] = []
 
-    def put(payloads: Any, ids: Any, mark: Any) -> Any:
+    def put(payloads: Any, ids: Any, mark: Any, **options: Any) -> Any:
         sent.append(len(payloads))
         if len(sent) == 3:
             raise redis.exceptions.ConnectionError("gone")
-        return real(payloads, ids, mark)
+        return real(payloads, ids, mark, **options)
 
     monkeypatch.setattr(queue._scripts, "put", put)
     with pytest.raises(rediswq.ConnectionFailed) as caught:

@@ -14,9 +14,34 @@ from worker.clikit import DEFAULT_URL, Settings
     default=DEFAULT_URL,
     show_default=True,
     metavar="URL",
-    help="Redis URL (redis://, rediss:// or unix://); from $REDISWQ_URL, then $REDIS_URL. "
-    "A password in it is never printed; percent-encode / ? # @ in it. Query parameters: see the "
-    "README (Connecting to Redis); an unknown one is an error.",
+    help="Redis URL (redis://, rediss:// or unix://); for Redis Cluster "
+    "redis+cluster://[USER:PASSWORD@]HOST:PORT,HOST:PORT/, for Sentinel "
+    "redis+sentinel://[USER:PASSWORD@]HOST:PORT,HOST:PORT/SERVICE[/DB] (rediss+ for TLS; several "
+    "seed hosts, one answering is enough). From $REDISWQ_URL, then $REDIS_URL. A password in it is "
+    "never printed; percent-encode / ? # @ in it. Query parameters (redis:// and rediss:// only): "
+    "see the README (Connecting to Redis); an unknown one is an error.",
+)
+@click.option(
+    "--min-replicas",
+    envvar="REDISWQ_MIN_REPLICAS",
+    show_envvar=True,
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    metavar="N",
+    help="Adding items and closing a queue wait until N replicas have the write (Redis WAIT, up to "
+    "--min-replicas-timeout), so an acknowledged enqueue survives a failover; fewer is an error "
+    "(exit 1).",
+)
+@click.option(
+    "--min-replicas-timeout",
+    envvar="REDISWQ_MIN_REPLICAS_TIMEOUT",
+    show_envvar=True,
+    type=click.FloatRange(min=0, min_open=True),
+    default=5.0,
+    show_default=True,
+    metavar="SECS",
+    help="How long a write waits for --min-replicas replicas.",
 )
 @click.option(
     "--tls-ca",
@@ -63,6 +88,8 @@ def main(
     tls_cert: str | None,
     tls_key: str | None,
     tls_no_verify: bool,
+    min_replicas: int,
+    min_replicas_timeout: float,
 ) -> None:
     """rediswq: a Redis work queue for Kubernetes batch Jobs.
 
@@ -72,7 +99,13 @@ def main(
     --fail-on-dead`: drained with dead letters.
     """
     tls = {"tls_ca": tls_ca, "tls_cert": tls_cert, "tls_key": tls_key}
-    ctx.obj = Settings(url, allow_eviction, {name: value for name, value in tls.items() if value})
+    ctx.obj = Settings(
+        url,
+        allow_eviction,
+        {name: value for name, value in tls.items() if value},
+        min_replicas,
+        min_replicas_timeout,
+    )
     if tls_no_verify:
         ctx.obj.tls["tls_verify"] = False
 

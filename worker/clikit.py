@@ -40,6 +40,8 @@ class Settings:
     url: str
     allow_eviction: bool = False
     tls: dict[str, Any] = field(default_factory=dict)
+    min_replicas: int = 0
+    min_replicas_timeout: float = 5.0
 
 
 class ConfigError(click.ClickException):
@@ -87,6 +89,12 @@ def queue_errors() -> Iterator[None]:
 def open_queue(name: str, **options: Any) -> rediswq.Queue:
     """The queue `name` on the Redis that --url names, with the --tls-* settings; TLS warnings shown."""
     chosen = settings()
+    if chosen.min_replicas:
+        options = {
+            "replicas": chosen.min_replicas,
+            "replicas_timeout_secs": chosen.min_replicas_timeout,
+            **options,
+        }
     with queue_errors(), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", rediswq.InsecureTLSWarning)
         queue = rediswq.Queue.from_url(

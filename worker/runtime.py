@@ -888,7 +888,7 @@ class Runtime:
                     raise _Interrupted() from e
                 pause = min(pause * 2, self._max_pause_secs)
             except rediswq.RedisWQError as e:
-                # Redis answered with an error (READONLY replica, OOM, a key of the wrong type):
+                # Redis answered with an error (OOM, a key of the wrong type):
                 # retrying will not help.
                 self.observer.redis_error()
                 raise Fatal(str(e)) from e

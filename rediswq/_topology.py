@@ -1,0 +1,200 @@
+"""Redis Cluster and Sentinel: the URL forms redis-py lacks, and the clients built from them.
+
+    redis+cluster://[user:password@]host1[:port1],host2[:port2]/          (port: 6379)
+    rediss+cluster://...                                                  (TLS)
+    redis+sentinel://[user:password@]host1[:port1],host2[:port2]/SERVICE[/DB]   (port: 26379)
+    rediss+sentinel://...           (TLS to the sentinels and the master)
+
+Every host is a seed: one that is down is skipped, so start-up needs only one that answers. The
+cluster client learns every node from the seeds and follows MOVED, ASK and failovers by refreshing its
+slot map; the Sentinel client asks the sentinels where the master is whenever it connects. The user
+and password are the data nodes' (the master's, for Sentinel); sentinels are reached without them.
+
+Like `Queue.from_url`'s plain client, these clients do not retry on their own: rediswq retries only
+the calls that are safe to repeat.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from redis.backoff import NoBackoff
+from redis.cluster import ClusterNode, RedisCluster
+from redis.retry import Retry
+from redis.sentinel import Sentinel, SentinelConnectionPool
+
+from rediswq.errors import ConnectionFailed, InvalidArgument
+
+#: What a Queue talks to: one server (plain or Sentinel-managed), or a cluster.
+Client = redis.Redis | RedisCluster
+
+SCHEMES = {
+    "redis+cluster": ("cluster", False),
+    "rediss+cluster": ("cluster", True),
+    "redis+sentinel": ("sentinel", False),
+    "rediss+sentinel": ("sentinel", True),
+}
+_DEFAULT_PORT = {"cluster": 6379, "sentinel": 26379}
+_CONNECT_TIMEOUT_SECS = 5
+
+
+@dataclass(frozen=True)
+class Topology:
+    """A parsed cluster or sentinel URL."""
+
+    kind: str  # "cluster" or "sentinel"
+    tls: bool
+    hosts: list[tuple[str, int]]
+    username: str | None
+    password: str | None
+    service: str | None  # sentinel only
+    db: int
+
+
+def is_topology_url(url: str) -> bool:
+    """True for the cluster and sentinel schemes, which `client` builds."""
+    return url.partition("://")[0].lower() in SCHEMES
+
+
+def _host(text: str, default_port: int) -> tuple[str, int]:
+    if not text:
+        raise InvalidArgument("an empty host in the host list")
+    try:
+        parts = urllib.parse.urlsplit("//" + text)
+        port = parts.port
+    except ValueError:
+        raise InvalidArgument(f"bad host {text!r}: the port must be a number from 1 to 65535") from None
+    if not parts.hostname:
+        raise InvalidArgument(f"bad host {text!r}")
+    return parts.hostname, port or default_port
+
+
+def _path(kind: str, path: str) -> tuple[str | None, int]:
+    """(service, db) from the URL's path."""
+    parts = [p for p in path.split("/") if p]
+    if kind == "cluster":
+        if parts not in ([], ["0"]):
+            raise InvalidArgument("a cluster URL names no database (a cluster has only db 0)")
+        return None, 0
+    if not parts or len(parts) > 2:
+        raise InvalidArgument("a sentinel URL ends in /SERVICE or /SERVICE/DB (the master's name)")
+    if len(parts) == 2 and not parts[1].isdigit():
+        raise InvalidArgument(f"bad database {parts[1]!r}: it must be a number")
+    return urllib.parse.unquote(parts[0]), int(parts[1]) if len(parts) == 2 else 0
+
+
+def parse(url: str) -> Topology:
+    """The parts of a cluster or sentinel URL; `InvalidArgument` (password never quoted) if it is bad."""
+    scheme, _, rest = url.partition("://")
+    kind, tls = SCHEMES[scheme.lower()]
+    netloc, _, path = rest.partition("/")
+    path, _, query = path.partition("?")
+    if query or "?" in netloc:
+        raise InvalidArgument(f"a {scheme} URL takes no query options")
+    userinfo, _, host_list = netloc.rpartition("@")
+    username, _, password = userinfo.partition(":")
+    hosts = [_host(h.strip(), _DEFAULT_PORT[kind]) for h in host_list.split(",")]
+    service, db = _path(kind, path)
+    return Topology(
+        kind=kind,
+        tls=tls,
+        hosts=hosts,
+        username=urllib.parse.unquote(username) or None,
+        password=urllib.parse.unquote(password) if ":" in userinfo else None,
+        service=service,
+        db=db,
+    )
+
+
+def client(url: str, shown: str) -> Client:
+    """A RedisCluster, or a Sentinel-managed redis.Redis for the master; `shown` is the URL redacted.
+
+    The cluster client contacts its seeds at once (`ConnectionFailed` if none answers); the sentinel
+    client connects on its first command.
+    """
+    try:
+        return _client(parse(url))
+    except InvalidArgument as e:
+        raise InvalidArgument(f"bad Redis URL {shown}: {e}") from e
+    except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException) as e:
+        raise ConnectionFailed(f"cannot reach any seed of {shown}: {e}") from e
+
+
+def _client(topology: Topology) -> Client:
+    common: dict[str, Any] = {
+        "socket_connect_timeout": _CONNECT_TIMEOUT_SECS,
+        "socket_keepalive": True,
+        "retry": Retry(NoBackoff(), 0),
+    }
+    if topology.tls:
+        common["ssl"] = True
+    credentials: dict[str, Any] = {"username": topology.username, "password": topology.password}
+    if topology.kind == "cluster":
+        seeds = [ClusterNode(host, port) for host, port in topology.hosts]  # type: ignore[no-untyped-call]
+        return RedisCluster(startup_nodes=seeds, **credentials, **common)
+    sentinel_options = {key: common[key] for key in ("socket_connect_timeout", "socket_keepalive")}
+    if topology.tls:
+        sentinel_options["ssl"] = True
+    sentinel = Sentinel(topology.hosts, sentinel_kwargs=sentinel_options)  # type: ignore[no-untyped-call]
+    assert topology.service is not None
+    master: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
+        topology.service, db=topology.db, **credentials, **common
+    )
+    return master
+
+
+def is_cluster(client: Client) -> bool:
+    return isinstance(client, RedisCluster)
+
+
+def describe_cluster(client: RedisCluster) -> str:
+    """A password-free URL naming a cluster client's seed nodes."""
+    tls = client.nodes_manager.connection_kwargs.get("ssl")
+    nodes = ",".join(node.name for node in client.nodes_manager.startup_nodes.values())
+    return f"{'rediss' if tls else 'redis'}+cluster://{nodes}/"
+
+
+def describe_sentinel(pool: SentinelConnectionPool) -> str:
+    """A password-free URL naming the sentinels, the service and the database of a master's pool."""
+    tls = pool.connection_kwargs.get("ssl") or "SSL" in pool.connection_class.__name__
+    sentinels = ",".join(
+        "{host}:{port}".format(**s.connection_pool.connection_kwargs) for s in pool.sentinel_manager.sentinels
+    )
+    db = pool.connection_kwargs.get("db", 0)
+    return f"{'rediss' if tls else 'redis'}+sentinel://{sentinels}/{pool.service_name}/{db}"
+
+
+def node_client(client: Client, key: str) -> redis.Redis:
+    """The redis.Redis of the server that holds `key`: a cluster's node by its slot map, else the client."""
+    if isinstance(client, RedisCluster):
+        node = client.nodes_manager.get_node_from_slot(client.keyslot(key))  # type: ignore[no-untyped-call]
+        return client.get_redis_connection(node)
+    return client
+
+
+def follow_moved(client: Client, error: redis.exceptions.MovedError) -> bool:
+    """Update a cluster's slot map after a MOVED; False for a plain client, which cannot follow it."""
+    if not isinstance(client, RedisCluster):
+        return False
+    client.nodes_manager.move_slot(error)
+    return True
+
+
+def refresh(client: Client) -> None:
+    """Re-read a cluster's slot map from its nodes (after a node stopped answering); no-op otherwise."""
+    if isinstance(client, RedisCluster):
+        client.nodes_manager.initialize()
+
+
+def asked_node(client: Client, error: redis.exceptions.AskError) -> redis.Redis | None:
+    """The redis.Redis of the node an ASK names (None if the client is not a cluster client)."""
+    if not isinstance(client, RedisCluster):
+        return None
+    node = client.get_node(host=error.host, port=error.port)  # type: ignore[no-untyped-call]
+    if node is None:
+        client.nodes_manager.initialize()
+        node = client.get_node(host=error.host, port=error.port)  # type: ignore[no-untyped-call]
+    return None if node is None else client.get_redis_connection(node)
