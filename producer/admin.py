@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from producer.show import echo_json, payload_json, payload_text, require_queue, table, utc
-from worker.clikit import ConfigError, escape_controls, open_queue, queue_errors
+from rediswq_cli.kit import ConfigError, escape_controls, open_queue, queue_errors
+from rediswq_producer.show import echo_json, payload_json, payload_text, require_queue, table, utc
 
 _full = click.option("--full", is_flag=True, help="Show whole payloads (cut at 100 characters otherwise).")
 _json = click.option(

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 import click
 
 import rediswq
-from producer.checkpoint import SourceProgress
-from producer.sources import InputError, IntRange, ReadProgress, Sources
-from worker.clikit import ConfigError, open_queue, queue_errors
+from rediswq_cli.kit import ConfigError, open_queue, queue_errors
+from rediswq_producer.checkpoint import SourceProgress
+from rediswq_producer.sources import InputError, IntRange, ReadProgress, Sources
 
 UNIQUE_PREFIX = "c:"
 

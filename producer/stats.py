@@ -11,8 +11,8 @@ from typing import Any
 import click
 
 import rediswq
-from producer.show import duration, echo_json, require_queue, table
-from worker.clikit import open_queue, queue_errors
+from rediswq_cli.kit import open_queue, queue_errors
+from rediswq_producer.show import duration, echo_json, require_queue, table
 
 # Below this many leases the text view lists who holds them; --holders lists them anyway.
 SHOW_HOLDERS_UP_TO = 10

@@ -17,15 +17,15 @@ import pytest
 from click.testing import CliRunner
 from redis_server import RedisServer, free_port
 
-from producer.stats import text_view
 from rediswq import Queue, Stats
-from worker.cli import main
+from rediswq_cli.main import main
+from rediswq_producer.stats import text_view
 
 ENTRY_POINT = Path(sys.executable).with_name("rediswq")
 COMMAND = (
     [str(ENTRY_POINT)]
     if ENTRY_POINT.exists()
-    else [sys.executable, "-c", "from worker.cli import main; main()"]
+    else [sys.executable, "-c", "from rediswq_cli.main import main; main()"]
 )
 PASSWORD = "s3cret-Pa55word"
 

@@ -13,15 +13,15 @@ import pytest
 import redis
 from click.testing import CliRunner
 
-from producer.enqueue import unique_id
 from rediswq import Queue
-from worker.cli import main
+from rediswq_cli.main import main
+from rediswq_producer.enqueue import unique_id
 
 ENTRY_POINT = Path(sys.executable).with_name("rediswq")
 COMMAND = (
     [str(ENTRY_POINT)]
     if ENTRY_POINT.exists()
-    else [sys.executable, "-c", "from worker.cli import main; main()"]
+    else [sys.executable, "-c", "from rediswq_cli.main import main; main()"]
 )
 
 

@@ -13,10 +13,10 @@ import yaml
 from click.testing import CliRunner
 
 from rediswq import LeaseInfo
-from worker.cli import main
-from worker.jobs_manifest import ManifestError, WorkerJob, build, load_template, split_args
-from worker.jobs_scale import desired_parallelism, holding_pods
-from worker.jobs_watch import Rate, eta_text
+from rediswq_cli.kube.manifest import ManifestError, WorkerJob, build, load_template, split_args
+from rediswq_cli.kube.scale import desired_parallelism, holding_pods
+from rediswq_cli.kube.watch import Rate, eta_text
+from rediswq_cli.main import main
 
 K8S_TEMPLATE = Path(__file__).resolve().parent.parent / "k8s" / "base" / "worker-job.yaml"
 
@@ -33,7 +33,9 @@ def container(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_the_packaged_template_is_the_file_k8s_ships() -> None:
-    packaged = importlib.resources.files("worker.manifests").joinpath("base/worker-job.yaml").read_text()
+    packaged = (
+        importlib.resources.files("rediswq_cli.kube.manifests").joinpath("base/worker-job.yaml").read_text()
+    )
     assert packaged == K8S_TEMPLATE.read_text()
     assert load_template() == yaml.safe_load(K8S_TEMPLATE.read_text())
 
@@ -158,7 +160,7 @@ def test_submit_dry_run_prints_the_job_the_client_would_send() -> None:
 
 
 def test_the_args_submit_writes_are_ones_rediswq_work_accepts() -> None:
-    work = pytest.importorskip("worker.work", reason="the `work` command is not in this tree").work
+    work = pytest.importorskip("rediswq_worker.work", reason="the `work` command is not in this tree").work
     options = ["--until", "closed", "--lease-secs", "0.5", "--timeout", "9", "--concurrency", "4"]
     options += ["--prefetch", "10", "--max-attempts", "3", "--log-format", "json"]
     result = run(

@@ -38,7 +38,7 @@ from test_k8s_support import (
     resource_files,
 )
 
-from worker import clikit
+from rediswq_cli import kit as clikit
 
 VERSIONS = (OLDEST, NEWEST)
 # What each set of manifests is: the base's files as written, and each kustomize build.
@@ -192,7 +192,7 @@ def test_pod_failure_policies_follow_the_worker_exit_codes(docs: list[Doc]) -> N
 
 def worker_grace_secs(c: Doc) -> float:
     """The SIGTERM grace `rediswq work` would use with this container's args and env."""
-    from worker.cli import main
+    from rediswq_cli.main import main
 
     work = main.commands.get("work")
     assert work is not None, "`rediswq work` is not registered"
@@ -504,7 +504,7 @@ def test_redis_is_probed_by_a_ping_only_user_with_no_password_near_it(docs: list
 def test_the_redis_users_are_the_ones_rediswq_acl_prints() -> None:
     from click.testing import CliRunner
 
-    from worker.cli import main
+    from rediswq_cli.main import main
 
     users = find(raw_base(), "ConfigMap", "rediswq-redis-config")["data"]["users.acl"].splitlines()
     expected = []
@@ -583,7 +583,7 @@ def test_overlays_set_namespace_image_parallelism_and_generate_the_secret(
 
 
 def test_the_worker_job_template_is_packaged_as_worker_manifests() -> None:
-    packaged = importlib.resources.files("worker.manifests").joinpath("base/worker-job.yaml")
+    packaged = importlib.resources.files("rediswq_cli.kube.manifests").joinpath("base/worker-job.yaml")
     source = (K8S / "base" / "worker-job.yaml").read_text(encoding="utf-8")
     assert packaged.read_text(encoding="utf-8") == source
     assert yaml.safe_load(source)["metadata"]["name"] == "rediswq-worker"
@@ -596,8 +596,8 @@ def test_every_manifest_under_k8s_is_in_the_wheels_package_data() -> None:
         import tomllib
 
         config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
-        assert config["package-dir"]["worker.manifests"] == "k8s"
-        patterns = config["package-data"]["worker.manifests"]
+        assert config["package-dir"]["rediswq_cli.kube.manifests"] == "k8s"
+        patterns = config["package-data"]["rediswq_cli.kube.manifests"]
         for path in K8S.rglob("*.yaml"):
             relative = str(path.relative_to(K8S))
             depth = relative.count("/")

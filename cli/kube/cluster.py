@@ -9,8 +9,8 @@ Every failure becomes one line and the documented exit code (no traceback, never
      credentials refused (401) or not allowed (403), a request the API server rejects as invalid (400, 422)
   1  runtime: the API server cannot be reached, the Job does not exist (404) or already does (409),
      any other API error
-This module imports the `kubernetes` package, which takes half a second: `worker.job` imports it
-only when a `job` command runs, so `rediswq work` in every pod does not pay for it.
+This module imports the `kubernetes` package, which takes half a second: `rediswq_cli.kube.commands`
+imports it only when a `job` command runs, so `rediswq work` in every pod does not pay for it.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
-from worker.clikit import ConfigError
+from rediswq_cli.kit import ConfigError
 
 DEFAULT_KUBECONFIG = "~/.kube/config"
 SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"

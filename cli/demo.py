@@ -19,8 +19,8 @@ import click
 
 import rediswq
 from rediswq import Lease
-from worker.clikit import ConfigError, queue_errors, settings
-from worker.embedded import EmbeddedUnavailable, embedded_redis
+from rediswq_cli.embedded import EmbeddedUnavailable, embedded_redis
+from rediswq_cli.kit import ConfigError, queue_errors, settings
 
 QUEUE = "demo"
 # The handler's pause per item: long enough that a worker is always caught holding a lease.
@@ -47,13 +47,13 @@ def _workers(url: str, count: int, lease_secs: float) -> Iterator[list[subproces
                     [
                         sys.executable,
                         "-m",
-                        "worker",
+                        "rediswq_cli",
                         "--url",
                         url,
                         "work",
                         QUEUE,
                         "--handler",
-                        "worker.demo:handle",
+                        "rediswq_cli.demo:handle",
                         "--lease-secs",
                         str(lease_secs),
                         "--worker-name",
@@ -83,7 +83,7 @@ def _run(url: str, items: int, worker_count: int, lease_secs: float) -> None:
 
     with _workers(url, worker_count, lease_secs) as processes:
         _say(
-            f"2. started {worker_count} workers: rediswq work {QUEUE} --handler worker.demo:handle "
+            f"2. started {worker_count} workers: rediswq work {QUEUE} --handler rediswq_cli.demo:handle "
             f"--lease-secs {lease_secs:g}"
         )
         victim, orphans = _kill_one_holding_a_lease(queue, processes)

@@ -1,9 +1,9 @@
 """The worker Job `rediswq job submit` creates, built from the template that `k8s/` ships.
 
 One source of truth: `k8s/base/worker-job.yaml` is what `kubectl apply -k` uses and, packaged in the
-wheel as `worker.manifests`, what `submit` starts from. It changes only what the user asked for (name,
-image, parallelism, the container's args, env, the Secret's name), so the template's podFailurePolicy,
-security context, resources and the Downward API's POD_NAME are kept as they are.
+wheel as `rediswq_cli.kube.manifests`, what `submit` starts from. It changes only what the user asked
+for (name, image, parallelism, the container's args, env, the Secret's name), so the template's
+podFailurePolicy, security context, resources and the Downward API's POD_NAME are kept as they are.
 
 The container runs `rediswq work` (the image's ENTRYPOINT), so its `args` are
 `QUEUE [OPTION]... [-- COMMAND [ARG]...]`: the template's first argument is the queue name and the
@@ -51,7 +51,11 @@ class WorkerJob:
 def load_template() -> dict[str, Any]:
     """The packaged worker Job manifest, parsed."""
     try:
-        text = importlib.resources.files("worker.manifests").joinpath(TEMPLATE).read_text(encoding="utf-8")
+        text = (
+            importlib.resources.files("rediswq_cli.kube.manifests")
+            .joinpath(TEMPLATE)
+            .read_text(encoding="utf-8")
+        )
     except (ModuleNotFoundError, OSError) as e:
         raise ManifestError(f"the packaged worker Job template {TEMPLATE} cannot be read: {e}") from e
     document = yaml.safe_load(text)

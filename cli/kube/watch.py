@@ -17,7 +17,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 import rediswq
-from worker.jobs_kube import Cluster, api_errors, describe_failure, finished, pod_counts
+from rediswq_cli.kube.cluster import Cluster, api_errors, describe_failure, finished, pod_counts
 
 
 class Rate:

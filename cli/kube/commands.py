@@ -1,8 +1,8 @@
 """`rediswq job`: submit, watch, scale and delete worker Jobs on Kubernetes.
 
-Thin: parse, validate, call `worker.jobs_*`, map errors to exit codes. The `kubernetes` package is
-imported inside the commands, so the other `rediswq` commands (and `rediswq work` in every pod) start
-without it.
+Thin: parse, validate, call the modules beside it (cluster, manifest, scale, watch), map errors to
+exit codes. The `kubernetes` package (the extra `[kube]`) is imported inside the commands, so the other
+`rediswq` commands (and `rediswq work` in every pod) start without it.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from worker.clikit import EXIT_ERROR, EXIT_OK, ConfigError, open_queue, parse_prefetch, queue_errors
+from rediswq_cli.kit import EXIT_ERROR, EXIT_OK, ConfigError, open_queue, parse_prefetch, queue_errors
 
 if TYPE_CHECKING:
     import rediswq
-    from worker.jobs_kube import Cluster
+    from rediswq_cli.kube.cluster import Cluster
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -63,7 +63,7 @@ def kube_options(f: F) -> F:
 
 
 def _connect(kubeconfig: str | None, context: str | None, namespace: str | None, timeout: float) -> Cluster:
-    from worker.jobs_kube import connect
+    from rediswq_cli.kube.cluster import connect
 
     return connect(kubeconfig, context, namespace, timeout)
 
@@ -164,7 +164,7 @@ def submit(
     """
     import json
 
-    from worker.jobs_manifest import ManifestError, WorkerJob, build
+    from rediswq_cli.kube.manifest import ManifestError, WorkerJob, build
 
     if command and handler:
         raise click.UsageError("give either --handler or a COMMAND after --, not both")
@@ -205,12 +205,12 @@ def submit(
     except ManifestError as e:
         raise ConfigError(str(e)) from e
     if dry_run:
-        from worker.jobs_kube import to_json
+        from rediswq_cli.kube.cluster import to_json
 
         click.echo(json.dumps(to_json(body), indent=2))
         return
 
-    from worker.jobs_kube import api_errors
+    from rediswq_cli.kube.cluster import api_errors
 
     watched = open_queue(queue) if watch else None  # a bad --url fails here, before the Job exists
     cluster = _connect(kubeconfig, context, namespace, request_timeout_secs)
@@ -233,7 +233,7 @@ def _to_model(manifest: dict[str, Any]) -> Any:
     from kubernetes import client
     from pydantic import ValidationError
 
-    from worker.jobs_manifest import ManifestError
+    from rediswq_cli.kube.manifest import ManifestError
 
     try:
         return client.V1Job.from_dict(manifest)
@@ -242,7 +242,7 @@ def _to_model(manifest: dict[str, Any]) -> Any:
 
 
 def _exit_after_watch(cluster: Cluster, name: str, queue: rediswq.Queue | None, interval: float) -> None:
-    from worker.jobs_watch import watch
+    from rediswq_cli.kube.watch import watch
 
     try:
         code = watch(cluster, name, queue, interval)
@@ -280,8 +280,8 @@ def status(
     request_timeout_secs: float,
 ) -> None:
     """Show the Job NAME (conditions, pods, parallelism) and its queue's counts."""
-    from worker.jobs_kube import pod_counts, queue_of
-    from worker.jobs_watch import read_job
+    from rediswq_cli.kube.cluster import pod_counts, queue_of
+    from rediswq_cli.kube.watch import read_job
 
     cluster = _connect(kubeconfig, context, namespace, request_timeout_secs)
     current = read_job(cluster, name)
@@ -331,7 +331,7 @@ def delete(
     request_timeout_secs: float,
 ) -> None:
     """Delete the Job NAME and its pods (never `Orphan`: pods left behind would keep leasing)."""
-    from worker.jobs_kube import api_errors
+    from rediswq_cli.kube.cluster import api_errors
 
     cluster = _connect(kubeconfig, context, namespace, request_timeout_secs)
     with api_errors(cluster):
@@ -404,9 +404,9 @@ def scale(
     if minimum > maximum:
         raise click.UsageError(f"--min {minimum} is above --max {maximum}")
 
-    from worker.jobs_kube import api_errors, queue_of
-    from worker.jobs_scale import apply
-    from worker.jobs_watch import read_job
+    from rediswq_cli.kube.cluster import api_errors, queue_of
+    from rediswq_cli.kube.scale import apply
+    from rediswq_cli.kube.watch import read_job
 
     cluster = _connect(kubeconfig, context, namespace, request_timeout_secs)
     if parallelism is not None:
@@ -438,9 +438,9 @@ def _autoscale(
     once: bool,
 ) -> int:
     import rediswq
-    from worker.jobs_kube import Unreachable, api_errors, finished
-    from worker.jobs_scale import apply, decide
-    from worker.jobs_watch import read_job
+    from rediswq_cli.kube.cluster import Unreachable, api_errors, finished
+    from rediswq_cli.kube.scale import apply, decide
+    from rediswq_cli.kube.watch import read_job
 
     queue = open_queue(queue_name)
     while True:

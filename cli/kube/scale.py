@@ -36,7 +36,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 import rediswq
-from worker.jobs_kube import Cluster
+from rediswq_cli.kube.cluster import Cluster
 
 # A worker name names its pod as a whole token: "pod", "pod:1234", "1234@pod", "pod/2".
 _TOKEN_SEPARATORS = re.compile(r"[:/@\s]+")

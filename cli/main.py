@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from worker.clikit import DEFAULT_URL, Settings
+from rediswq_cli.kit import DEFAULT_URL, Settings
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -111,14 +111,14 @@ def main(
 
 
 # Subcommands are registered after `main` exists; each lives with the side it belongs to.
-from producer.acl import acl  # noqa: E402
-from producer.admin import close, dead, peek, purge, reopen  # noqa: E402
-from producer.enqueue import enqueue  # noqa: E402
-from producer.exporter import exporter  # noqa: E402
-from producer.stats import stats  # noqa: E402
-from worker.demo import demo  # noqa: E402
-from worker.job import job  # noqa: E402
-from worker.work import work  # noqa: E402
+from rediswq_cli.demo import demo  # noqa: E402
+from rediswq_cli.kube.commands import job  # noqa: E402
+from rediswq_producer.acl import acl  # noqa: E402
+from rediswq_producer.admin import close, dead, peek, purge, reopen  # noqa: E402
+from rediswq_producer.enqueue import enqueue  # noqa: E402
+from rediswq_producer.exporter import exporter  # noqa: E402
+from rediswq_producer.stats import stats  # noqa: E402
+from rediswq_worker.work import work  # noqa: E402
 
 for command in (enqueue, stats, dead, peek, close, reopen, purge, acl, work, demo, job, exporter):
     main.add_command(command)
