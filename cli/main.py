@@ -78,7 +78,7 @@ from rediswq_cli.kit import DEFAULT_URL, Settings
     help="Use a Redis whose maxmemory-policy may evict keys (refused by default, exit 2: evicted "
     "queue keys lose items silently); from $REDISWQ_ALLOW_EVICTION.",
 )
-@click.version_option(package_name="rediswq")
+@click.version_option(package_name="rediswq-k8s")
 @click.pass_context
 def main(
     ctx: click.Context,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.resources
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -331,3 +332,16 @@ def test_rate_is_items_per_second_over_the_window() -> None:
 )
 def test_eta_text(outstanding: int, rate: float | None, text: str) -> None:
     assert eta_text(outstanding, rate) == text
+
+
+def test_job_without_the_kube_extra_exits_2_naming_the_install_command(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "kubernetes", None)  # what `import kubernetes` meets without it
+    for args in (["status", "q"], ["submit", "q", "--image", "i", "-p", "1", "--dry-run", "--", "true"]):
+        result = CliRunner().invoke(main, ["job", *args])
+        assert result.exit_code == 2, result.output
+        assert result.output.strip().splitlines() == [
+            "Error: rediswq job needs the Kubernetes client: pip install 'rediswq-k8s[kube]'"
+        ]
+    assert CliRunner().invoke(main, ["job", "submit", "--help"]).exit_code == 0

@@ -346,7 +346,7 @@ def test_without_prometheus_client_installed_metrics_exit_2_with_a_one_line_hint
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].endswith(
-        "needs the prometheus_client package: pip install 'rediswq[metrics]'"
+        "needs the prometheus_client package: pip install 'rediswq-k8s[metrics]'"
     )
 
 

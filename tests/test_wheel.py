@@ -221,3 +221,12 @@ def test_a_users_worker_py_is_the_handler_module_not_a_package_of_ours(built: Bu
     done = built.run("rediswq", "--url", redis_url, "work", name, "--handler", "worker:handle")
     assert done.returncode == 0, done.stderr
     assert sorted((built.workdir / "done.txt").read_text().split()) == ["a", "b"]
+
+
+def test_the_wheel_without_extras_has_no_kubernetes_and_job_says_how_to_get_it(built: Built) -> None:
+    assert built.run("python", "-c", "import kubernetes").returncode == 1
+    result = built.run("rediswq", "job", "status", "q")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == (
+        "Error: rediswq job needs the Kubernetes client: pip install 'rediswq-k8s[kube]'"
+    )

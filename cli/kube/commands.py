@@ -68,14 +68,32 @@ def _connect(kubeconfig: str | None, context: str | None, namespace: str | None,
     return connect(kubeconfig, context, namespace, timeout)
 
 
+KUBE_HINT = "rediswq job needs the Kubernetes client: pip install 'rediswq-k8s[kube]'"
+
+
+class _KubeCommand(click.Command):
+    """A `job` subcommand: needs the kubernetes extra to run (its --help does not)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            import kubernetes  # noqa: F401
+        except ImportError:
+            raise ConfigError(KUBE_HINT) from None
+        return super().invoke(ctx)
+
+
 @click.group(epilog=_EXIT_CODES)
 def job() -> None:
     """Run a queue's workers as a Kubernetes Job (variable pod count) and follow it.
 
     Configuration is found as kubectl finds it: --kubeconfig or $KUBECONFIG, else ~/.kube/config,
     else the service account of the pod this runs in. Queue counts come from the Redis that the
-    global --url names (`rediswq --url ... job ...`); its password is never printed.
+    global --url names (`rediswq --url ... job ...`); its password is never printed. Needs the
+    kubernetes client: pip install 'rediswq-k8s[kube]' (exit 2 without it).
     """
+
+
+job.command_class = _KubeCommand
 
 
 @job.command(epilog=_EXIT_CODES)
