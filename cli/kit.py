@@ -15,7 +15,7 @@ Exit codes (the same for every subcommand, and what the Kubernetes manifests' po
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -69,6 +69,14 @@ def parse_prefetch(ctx: click.Context, param: click.Parameter, value: str | None
     if number < 1:
         raise click.BadParameter(f"{number} is below 1")
     return number
+
+
+def check_target(handler: str | None, command: Sequence[str], timeout_secs: float | None) -> None:
+    """A worker runs a Python handler or a COMMAND, not both; --timeout can stop a command only."""
+    if handler and command:
+        raise click.UsageError("give either --handler or a COMMAND after --, not both")
+    if handler and timeout_secs is not None:
+        raise click.UsageError("--timeout applies to commands only: a Python handler cannot be stopped")
 
 
 def settings() -> Settings:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 import time
-from collections import deque
 from dataclasses import asdict
 from typing import Any
 
@@ -12,12 +11,12 @@ import click
 
 import rediswq
 from rediswq_cli.kit import open_queue, queue_errors
-from rediswq_producer.show import duration, echo_json, require_queue, table
+from rediswq_cli.progress import Rate, duration, eta_secs, settled
+from rediswq_producer.show import echo_json, require_queue, table
 
 # Below this many leases the text view lists who holds them; --holders lists them anyway.
 SHOW_HOLDERS_UP_TO = 10
 HOLDERS_LIMIT = 1000
-RATE_WINDOW_SECS = 30.0
 
 
 def stats_dict(s: rediswq.Stats) -> dict[str, Any]:
@@ -42,26 +41,6 @@ def redis_now_ms(q: rediswq.Queue) -> int:
     return int(secs) * 1000 + int(micros) // 1000
 
 
-class Rate:
-    """Items settled (completed or dead-lettered) per second over the last RATE_WINDOW_SECS."""
-
-    def __init__(self) -> None:
-        self.samples: deque[tuple[float, int]] = deque()
-
-    def add(self, at: float, s: rediswq.Stats) -> float | None:
-        self.samples.append((at, s.completed + s.dead_lettered))
-        while len(self.samples) > 2 and at - self.samples[1][0] >= RATE_WINDOW_SECS:
-            self.samples.popleft()
-        (t0, n0), (t1, n1) = self.samples[0], self.samples[-1]
-        return (n1 - n0) / (t1 - t0) if t1 > t0 else None
-
-
-def eta_secs(s: rediswq.Stats, rate: float | None) -> float | None:
-    if s.drained:
-        return 0.0
-    return s.outstanding / rate if rate else None
-
-
 def text_view(
     name: str,
     s: rediswq.Stats,
@@ -83,7 +62,7 @@ def text_view(
         lines.append(f"settling {shown_rate}{shown_eta}  (every {interval:g}s; Ctrl-C stops)")
     counts = [["pending", str(s.pending)], ["leased", str(s.leased)], ["delayed", str(s.delayed)]]
     counts.append(["dead", str(s.dead)])
-    counters = [[field, str(getattr(s, field))] for field in _COUNTERS]
+    counters = [[field, str(getattr(s, field))] for field in rediswq.Stats.COUNTERS]
     lines += ["", *("  " + row for row in table(counts)), "", "since the queue was made:"]
     lines += ["  " + row for row in table(counters)]
     if holders:
@@ -102,19 +81,6 @@ def text_view(
         more = f" (first {len(holders)} of {s.leased})" if len(holders) < s.leased else ""
         lines += ["", f"leases{more}:", *("  " + row for row in table(rows))]
     return lines
-
-
-_COUNTERS = (
-    "enqueued",
-    "completed",
-    "failed",
-    "retried",
-    "expired",
-    "dead_lettered",
-    "released",
-    "dropped",
-    "quarantined",
-)
 
 
 def log_line(name: str, s: rediswq.Stats, rate: float | None) -> str:
@@ -190,7 +156,7 @@ def stats(
             if not watch:
                 require_queue(queue, s)
             now = time.monotonic()
-            current = rate.add(now, s) if watch else None
+            current = rate.add(now, settled(s)) if watch else None
             listed = None
             if holders or (not as_json and 0 < s.leased <= SHOW_HOLDERS_UP_TO):
                 with queue_errors():

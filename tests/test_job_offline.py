@@ -16,8 +16,8 @@ from click.testing import CliRunner
 from rediswq import LeaseInfo
 from rediswq_cli.kube.manifest import ManifestError, WorkerJob, build, load_template, split_args
 from rediswq_cli.kube.scale import desired_parallelism, holding_pods
-from rediswq_cli.kube.watch import Rate, eta_text
 from rediswq_cli.main import main
+from rediswq_cli.progress import Rate, eta_text
 
 K8S_TEMPLATE = Path(__file__).resolve().parent.parent / "k8s" / "base" / "worker-job.yaml"
 
@@ -325,7 +325,7 @@ def test_rate_is_items_per_second_over_the_window() -> None:
         (0, None, "0s"),
         (10, None, "?"),
         (10, 0.0, "?"),
-        (100, 10.0, "10s"),
+        (100, 10.0, "10.0s"),
         (900, 2.0, "7m30s"),
         (7300, 1.0, "2h01m"),
     ],

@@ -13,7 +13,15 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from rediswq_cli.kit import EXIT_ERROR, EXIT_OK, ConfigError, open_queue, parse_prefetch, queue_errors
+from rediswq_cli.kit import (
+    EXIT_ERROR,
+    EXIT_OK,
+    ConfigError,
+    check_target,
+    open_queue,
+    parse_prefetch,
+    queue_errors,
+)
 
 if TYPE_CHECKING:
     import rediswq
@@ -184,10 +192,7 @@ def submit(
 
     from rediswq_cli.kube.manifest import ManifestError, WorkerJob, build
 
-    if command and handler:
-        raise click.UsageError("give either --handler or a COMMAND after --, not both")
-    if handler and item_timeout is not None:
-        raise click.UsageError("--timeout applies to commands only: a Python handler cannot be stopped")
+    check_target(handler, command, item_timeout)
     options: list[str] = []
     for flag, value in (
         ("--until", until),

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import sys
 import time
-from collections import deque
 from collections.abc import Callable
 
 import click
@@ -18,44 +17,13 @@ from kubernetes.client.exceptions import ApiException
 
 import rediswq
 from rediswq_cli.kube.cluster import Cluster, api_errors, describe_failure, finished, pod_counts
-
-
-class Rate:
-    """Items settled per second over a sliding window of samples (smooths a bursty drain)."""
-
-    def __init__(self, window_secs: float = 30.0) -> None:
-        self.window_secs = window_secs
-        self._samples: deque[tuple[float, int]] = deque()
-
-    def add(self, at: float, settled: int) -> None:
-        self._samples.append((at, settled))
-        while len(self._samples) > 2 and at - self._samples[0][0] > self.window_secs:
-            self._samples.popleft()
-
-    def per_sec(self) -> float | None:
-        if len(self._samples) < 2:
-            return None
-        (t0, n0), (t1, n1) = self._samples[0], self._samples[-1]
-        return (n1 - n0) / (t1 - t0) if t1 > t0 else None
-
-
-def eta_text(outstanding: int, rate: float | None) -> str:
-    if outstanding == 0:
-        return "0s"
-    if not rate or rate <= 0:
-        return "?"
-    secs = int(outstanding / rate + 0.5)
-    if secs >= 3600:
-        return f"{secs // 3600}h{secs % 3600 // 60:02d}m"
-    if secs >= 60:
-        return f"{secs // 60}m{secs % 60:02d}s"
-    return f"{secs}s"
+from rediswq_cli.progress import Rate, eta_text, settled
 
 
 def queue_text(name: str, stats: rediswq.Stats, rate: float | None) -> str:
     """`queue q: 120/1000 done (3 dead), 877 outstanding, 45.2 items/s, ETA 19s`."""
-    settled = stats.completed + stats.dead_lettered
-    total = settled + stats.outstanding
+    done = settled(stats)
+    total = done + stats.outstanding
     rate_text = f"{rate:.1f} items/s" if rate is not None else "- items/s"
     closed = ", closed" if stats.closed else ""
     return (
@@ -104,7 +72,7 @@ def watch(
                 queue_broken = True  # say it once, keep watching the pods
                 click.echo(f"rediswq: queue stats unavailable, watching the pods only: {e}", err=True)
             else:
-                rate.add(time.monotonic(), stats.completed + stats.dead_lettered)
+                rate.add(time.monotonic(), settled(stats))
                 parts.append(queue_text(queue.name, stats, rate.per_sec()))
         line = " | ".join(parts)
         if live:
