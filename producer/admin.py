@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import click
 
+import rediswq
 from rediswq_cli.kit import ConfigError, escape_controls, open_queue, queue_errors
 from rediswq_producer.show import echo_json, payload_json, payload_text, require_queue, table, utc
 
@@ -132,6 +135,13 @@ def dead_purge(queue: str, ids: tuple[str, ...], yes: bool) -> None:
     click.echo(f"deleted {n} dead letters" + (f" of {len(ids)} ids given" if ids else ""))
 
 
+def _on_queue(name: str, action: Callable[[rediswq.Queue], object]) -> None:
+    """Open the queue `name` and run `action` on it, its errors as one line and an exit code."""
+    queue = open_queue(name)
+    with queue_errors():
+        action(queue)
+
+
 @click.command()
 @click.argument("queue")
 @click.option(
@@ -194,9 +204,7 @@ def close(queue: str) -> None:
     Example:
       rediswq close jobs
     """
-    q = open_queue(queue)
-    with queue_errors():
-        q.close()
+    _on_queue(queue, rediswq.Queue.close)
     click.echo(f"closed queue {queue!r}")
 
 
@@ -211,9 +219,7 @@ def reopen(queue: str) -> None:
     Example:
       rediswq reopen jobs
     """
-    q = open_queue(queue)
-    with queue_errors():
-        q.reopen()
+    _on_queue(queue, rediswq.Queue.reopen)
     click.echo(f"reopened queue {queue!r}")
 
 
