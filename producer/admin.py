@@ -53,7 +53,7 @@ def dead_list(queue: str, limit: int, as_json: bool, full: bool) -> None:
       rediswq dead list jobs --limit 10
       rediswq dead list jobs --json | jq -r '.[].error' | sort | uniq -c
     """
-    q = open_queue(queue)
+    q = open_queue(queue, one_shot=True)
     with queue_errors():
         stats = q.stats()
         require_queue(queue, stats)
@@ -105,7 +105,7 @@ def dead_requeue(queue: str, ids: tuple[str, ...]) -> None:
       rediswq dead requeue jobs          # all of them
       rediswq dead requeue jobs 17 42    # two of them
     """
-    q = open_queue(queue)
+    q = open_queue(queue, one_shot=True)
     with queue_errors():
         n = q.requeue_dead(list(ids) if ids else None)
     click.echo(f"requeued {n} dead letters" + (f" of {len(ids)} ids given" if ids else ""))
@@ -125,7 +125,7 @@ def dead_purge(queue: str, ids: tuple[str, ...], yes: bool) -> None:
       rediswq dead purge jobs 17 42      # two of them
       rediswq dead purge jobs --yes      # all of them
     """
-    q = open_queue(queue)
+    q = open_queue(queue, one_shot=True)
     if not ids and not yes:
         with queue_errors():
             n = q.stats().dead
@@ -137,7 +137,7 @@ def dead_purge(queue: str, ids: tuple[str, ...], yes: bool) -> None:
 
 def _on_queue(name: str, action: Callable[[rediswq.Queue], object]) -> None:
     """Open the queue `name` and run `action` on it, its errors as one line and an exit code."""
-    queue = open_queue(name)
+    queue = open_queue(name, one_shot=True)
     with queue_errors():
         action(queue)
 
@@ -168,7 +168,7 @@ def peek(queue: str, count: int, as_json: bool, full: bool) -> None:
       rediswq peek jobs
       rediswq peek jobs --count 1 --json | jq -r '.[0].payload'
     """
-    q = open_queue(queue)
+    q = open_queue(queue, one_shot=True)
     with queue_errors():
         require_queue(queue, q.stats())
         items = q.peek(count)
@@ -235,7 +235,7 @@ def purge(queue: str, yes: bool) -> None:
     Example:
       rediswq purge jobs --yes
     """
-    q = open_queue(queue)
+    q = open_queue(queue, one_shot=True)
     with queue_errors():
         s = q.stats()
     what = f"{s.pending} pending, {s.leased} leased, {s.delayed} delayed, {s.dead} dead"

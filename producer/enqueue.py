@@ -7,6 +7,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import click
 
@@ -153,8 +154,8 @@ def enqueue(
         if sys.stdin.isatty():
             raise click.UsageError("no items: give ITEM arguments, --file, --range, or pipe them to stdin")
         files = ("-",)
-    options = {"max_payload_bytes": max_item_bytes} if max_item_bytes else {}
-    q = open_queue(queue, **options)
+    options: dict[str, Any] = {"max_payload_bytes": max_item_bytes} if max_item_bytes else {}
+    q = open_queue(queue, one_shot=True, **options)
     progress = ReadProgress()
     sources = Sources(
         args=items,

@@ -145,7 +145,7 @@ def stats(
       rediswq stats jobs --json | jq .pending
       rediswq stats jobs --watch --interval 5
     """
-    q = open_queue(queue)
+    q = open_queue(queue, one_shot=True)
     rate = Rate()
     redraw = watch and not as_json and sys.stdout.isatty()
     shown = 0

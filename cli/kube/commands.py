@@ -326,7 +326,7 @@ def status(
             click.echo("queue:       unknown (give --queue)")
         return
     with queue_errors():
-        stats = open_queue(queue_name).stats()
+        stats = open_queue(queue_name, one_shot=True).stats()
     click.echo(
         f"queue:       {queue_name}: {stats.pending} pending, {stats.leased} leased, "
         f"{stats.delayed} delayed, {stats.dead} dead, {stats.completed} completed"
