@@ -139,7 +139,8 @@ def enqueue(
     duplicates` goes to stdout (--quiet drops it). Exit codes: 0 every item is in; 1 a runtime
     error (Redis unreachable, the queue is closed); 2 bad usage or input (unreadable file, an item
     over the size limit, bad URL or password). An error is one line on stderr, with the count of
-    items that went in before it.
+    items that went in before it. An input with no items at all (an empty stdin or file) is no
+    error, as a scheduled producer may find nothing new: it warns on stderr and exits 0.
 
     \b
     Examples:
@@ -191,6 +192,8 @@ def enqueue(
         line.clear()
         raise click.ClickException(f"interrupted; {_before(tally, None)}") from None
     line.clear()
+    if not (tally.added or tally.skipped or tally.resumed):
+        click.echo("Warning: nothing to enqueue: the input held no items", err=True)
     if not quiet:
         click.echo(tally.summary() + (f"; closed queue {queue!r}" if close_after else ""))
 

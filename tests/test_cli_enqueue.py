@@ -95,6 +95,14 @@ def test_standard_input_is_read_when_no_items_are_named(redis_url: str, queue: Q
     assert payloads(queue) == lines.splitlines()
 
 
+def test_an_empty_input_warns_and_exits_0(redis_url: str, queue: Queue) -> None:
+    result = run(redis_url, "enqueue", queue.name, input=b"")
+    assert result.returncode == 0, result
+    assert result.stderr == "Warning: nothing to enqueue: the input held no items\n"
+    assert result.stdout == "enqueued 0, skipped 0 duplicates\n"
+    assert run(redis_url, "enqueue", queue.name, input=b"x\n").stderr == ""
+
+
 def test_null_separated_input_keeps_newlines_inside_items(redis_url: str, queue: Queue) -> None:
     result = invoke(redis_url, "enqueue", queue.name, "--null", input=b"a\nb\0c\r\n\0\0d")
     assert result.returncode == 0, result

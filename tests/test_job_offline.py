@@ -160,6 +160,14 @@ def test_submit_dry_run_prints_the_job_the_client_would_send() -> None:
     assert job["spec"]["backoffLimit"] == template["spec"]["backoffLimit"]
 
 
+def test_submit_dry_run_shows_the_namespace_given_with_n() -> None:
+    submit = ["job", "submit", "q", "--image", "i", "-p", "1", "--dry-run", "--", "wc"]
+    result = run(*submit[:2], "-n", "batch", *submit[2:])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["metadata"]["namespace"] == "batch"
+    assert "namespace" not in json.loads(run(*submit).output)["metadata"]
+
+
 def test_the_args_submit_writes_are_ones_rediswq_work_accepts() -> None:
     work = pytest.importorskip("rediswq_worker.work", reason="the `work` command is not in this tree").work
     options = ["--until", "closed", "--lease-secs", "0.5", "--timeout", "9", "--concurrency", "4"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import click
 
@@ -149,7 +149,11 @@ job.command_class = _KubeCommand
     metavar="SECS",
     help="How often --watch looks.",
 )
-@click.option("--dry-run", is_flag=True, help="Print the Job as JSON and create nothing.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Print the Job as JSON (with --namespace, its metadata.namespace) and create nothing.",
+)
 @kube_options
 def submit(
     queue: str,
@@ -230,7 +234,10 @@ def submit(
     if dry_run:
         from rediswq_cli.kube.cluster import to_json
 
-        click.echo(json.dumps(to_json(body), indent=2))
+        shown = cast("dict[str, Any]", to_json(body))
+        if namespace:
+            shown["metadata"]["namespace"] = namespace
+        click.echo(json.dumps(shown, indent=2))
         return
 
     from rediswq_cli.kube.cluster import api_errors
