@@ -12,6 +12,8 @@ import copy
 import fnmatch
 import importlib.resources
 import re
+import shutil
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +33,7 @@ from test_k8s_support import (
     find,
     find_all,
     job_specs,
+    kubectl,
     kustomize,
     load,
     pod_templates,
@@ -650,3 +653,33 @@ def test_the_cluster_overlay_s_example_url_is_one_rediswq_parses() -> None:
     url = dict(line.split("=", 1) for line in text.splitlines() if line and not line.startswith("#"))["url"]
     parsed = _topology.parse(url)
     assert parsed.kind == "cluster" and len(parsed.hosts) == 3 and parsed.password == "REPLACE-ME"
+
+
+def test_the_queue_name_is_set_in_one_place(tmp_path: Path) -> None:
+    """base/queue.yaml's name reaches every command that names the queue, in every overlay."""
+    tree = tmp_path / "k8s"
+    shutil.copytree(K8S, tree)
+    queue_file = tree / "base" / "queue.yaml"
+    queue_file.write_text(queue_file.read_text().replace("  name: jobs\n", "  name: thumbs\n"))
+    for overlay in ("overlays/example", "overlays/autoscaled"):
+        env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "KUBECONFIG": str(tmp_path / "none")}
+        built = subprocess.run(
+            [str(kubectl()), "kustomize", str(tree / overlay)], env=env, capture_output=True, text=True
+        )
+        assert built.returncode == 0, built.stderr
+        docs = [d for d in yaml.safe_load_all(built.stdout) if d]
+        named = []
+        for kind, name, container_name, field in (
+            ("Job", "rediswq-worker", "worker", "args"),
+            ("Job", "rediswq-producer", "producer", "command"),
+            ("Deployment", "rediswq-exporter", "exporter", "command"),
+        ):
+            found = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+            if found:
+                c = container(found[0]["spec"]["template"], container_name)
+                named.append(c[field][0 if field == "args" else 2])
+        for scaled in find_all(docs, "ScaledJob"):
+            named.append(container(scaled["spec"]["jobTargetRef"]["template"], "worker")["args"][0])
+            inbox = next(t for t in scaled["spec"]["triggers"] if t["name"] == "inbox")
+            named.append(inbox["metadata"]["listName"])
+        assert len(named) >= 3 and set(named) == {"thumbs"}, (overlay, named)
