@@ -165,7 +165,8 @@ def main(
 
 # Subcommands are registered after `main` exists; each lives with the side it belongs to.
 from rediswq_cli.demo import demo  # noqa: E402
-from rediswq_cli.kube.commands import job  # noqa: E402
+from rediswq_cli.kube import autoscale, commands  # noqa: E402, F401  (they register the job subcommands)
+from rediswq_cli.kube.group import job  # noqa: E402
 from rediswq_producer.acl import acl  # noqa: E402
 from rediswq_producer.admin import close, dead, peek, purge, reopen  # noqa: E402
 from rediswq_producer.enqueue import enqueue  # noqa: E402

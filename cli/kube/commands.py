@@ -1,110 +1,24 @@
-"""`rediswq job`: submit, watch, scale and delete worker Jobs on Kubernetes.
+"""`rediswq job submit`, `status` and `delete`: create a worker Job, show it, delete it.
 
-Thin: parse, validate, call the modules beside it (cluster, manifest, scale, watch), map errors to
-exit codes. The `kubernetes` package (the extra `[kube]`) is imported inside the commands, so the other
-`rediswq` commands (and `rediswq work` in every pod) start without it.
+Thin: parse, validate, call the modules beside it (cluster, manifest, watch), map errors to exit
+codes; the `kubernetes` package is imported inside the commands only.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, cast
 
 import click
 
-from rediswq_cli.kit import (
-    EXIT_ERROR,
-    EXIT_OK,
-    ConfigError,
-    check_target,
-    open_queue,
-    parse_prefetch,
-    queue_errors,
-)
+from rediswq_cli.kit import ConfigError, check_target, open_queue, parse_prefetch, queue_errors
+from rediswq_cli.kube.group import EXIT_CODES, connect, exit_after_watch, job, kube_options
 
 if TYPE_CHECKING:
-    import rediswq
     from rediswq_cli.kube.cluster import Cluster
 
-F = TypeVar("F", bound=Callable[..., Any])
 
-EXIT_INTERRUPTED = 130
-
-_EXIT_CODES = """\b
-Exit codes:
-  0  success (with --watch: the Job completed)
-  1  runtime error: the Job failed, the API server or Redis cannot be reached, the Job does not
-     exist (404) or already exists (409)
-  2  configuration error: no kubeconfig and not in a pod, unknown context, credentials refused
-     (401) or not allowed (403), a request the API server rejects as invalid, a bad option
-  130  interrupted (Ctrl-C) while watching or scaling; the Job keeps running
-"""
-
-
-def kube_options(f: F) -> F:
-    """--kubeconfig, --context, --namespace and --request-timeout, as kubectl spells them."""
-    f = click.option(
-        "--request-timeout",
-        "request_timeout_secs",
-        type=click.FloatRange(min=0.1),
-        default=30.0,
-        show_default=True,
-        metavar="SECS",
-        help="Give up on an API request after this long.",
-    )(f)
-    f = click.option(
-        "--namespace",
-        "-n",
-        metavar="NS",
-        help="Namespace (default: the context's, in a pod its own, else `default`).",
-    )(f)
-    f = click.option("--context", metavar="NAME", help="kubeconfig context (default: the current one).")(f)
-    f = click.option(
-        "--kubeconfig",
-        envvar="KUBECONFIG",
-        metavar="PATH",
-        help="kubeconfig file(s), `:`-separated (default: $KUBECONFIG, then ~/.kube/config, "
-        "then the in-cluster service account).",
-    )(f)
-    return f
-
-
-def _connect(kubeconfig: str | None, context: str | None, namespace: str | None, timeout: float) -> Cluster:
-    from rediswq_cli.kube.cluster import connect
-
-    return connect(kubeconfig, context, namespace, timeout)
-
-
-KUBE_HINT = "rediswq job needs the Kubernetes client: pip install 'rediswq-k8s[kube]'"
-
-
-class _KubeCommand(click.Command):
-    """A `job` subcommand: needs the kubernetes extra to run (its --help does not)."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            import kubernetes  # noqa: F401
-        except ImportError:
-            raise ConfigError(KUBE_HINT) from None
-        return super().invoke(ctx)
-
-
-@click.group(epilog=_EXIT_CODES)
-def job() -> None:
-    """Run a queue's workers as a Kubernetes Job (variable pod count) and follow it.
-
-    Configuration is found as kubectl finds it: --kubeconfig or $KUBECONFIG, else ~/.kube/config,
-    else the service account of the pod this runs in. Queue counts come from the Redis that the
-    global --url names (`rediswq --url ... job ...`); its password is never printed. Needs the
-    kubernetes client: pip install 'rediswq-k8s[kube]' (exit 2 without it).
-    """
-
-
-job.command_class = _KubeCommand
-
-
-@job.command(epilog=_EXIT_CODES)
+@job.command(epilog=EXIT_CODES)
 @click.argument("queue")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @click.option("--image", required=True, metavar="IMAGE", help="Worker image (ENTRYPOINT `rediswq work`).")
@@ -192,38 +106,27 @@ def submit(
     With --watch it shows the queue (done/total, rate, ETA; from --url) and the pods (active,
     succeeded, failed; from the Job's status) until the Job completes (exit 0) or fails (exit 1).
     """
-    import json
-
     from rediswq_cli.kube.manifest import ManifestError, WorkerJob, build
 
     check_target(handler, command, item_timeout)
-    options: list[str] = []
-    for flag, value in (
-        ("--until", until),
-        ("--lease-secs", lease_secs),
-        ("--timeout", item_timeout),
-        ("--concurrency", concurrency),
-        ("--prefetch", prefetch),
-        ("--max-attempts", max_attempts),
-        ("--handler", handler),
-        ("--log-format", log_format),
-    ):
-        if value is not None:
-            options += [flag, _number_text(value)]
-    pairs = []
-    for item in env:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"expected NAME=VALUE, got {item!r}", param_hint="--env")
-        pairs.append((key, value))
+    worker_options = {
+        "--until": until,
+        "--lease-secs": lease_secs,
+        "--timeout": item_timeout,
+        "--concurrency": concurrency,
+        "--prefetch": prefetch,
+        "--max-attempts": max_attempts,
+        "--handler": handler,
+        "--log-format": log_format,
+    }
     request = WorkerJob(
         queue=queue,
         image=image,
         parallelism=parallelism,
         name=name,
-        worker_options=tuple(options),
+        worker_options=_options_text(worker_options),
         command=command,
-        env=tuple(pairs),
+        env=_env_pairs(env),
         secret=secret,
     )
     try:
@@ -232,24 +135,49 @@ def submit(
     except ManifestError as e:
         raise ConfigError(str(e)) from e
     if dry_run:
-        from rediswq_cli.kube.cluster import to_json
-
-        shown = cast("dict[str, Any]", to_json(body))
-        if namespace:
-            shown["metadata"]["namespace"] = namespace
-        click.echo(json.dumps(shown, indent=2))
+        _print_job(body, namespace)
         return
+    watched = open_queue(queue) if watch else None  # a bad --url fails here, before the Job exists
+    cluster = connect(kubeconfig, context, namespace, request_timeout_secs)
+    _create(cluster, body, manifest["metadata"]["name"], request_timeout_secs)
+    if watch:
+        exit_after_watch(cluster, manifest["metadata"]["name"], watched, interval)
 
+
+def _options_text(options: Mapping[str, object]) -> tuple[str, ...]:
+    """The `rediswq work` options given, as the container's args spell them."""
+    given = [(flag, value) for flag, value in options.items() if value is not None]
+    return tuple(word for flag, value in given for word in (flag, _number_text(value)))
+
+
+def _env_pairs(env: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    pairs = []
+    for item in env:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected NAME=VALUE, got {item!r}", param_hint="--env")
+        pairs.append((key, value))
+    return tuple(pairs)
+
+
+def _print_job(body: object, namespace: str | None) -> None:
+    """--dry-run: the Job as the API would receive it, with --namespace's namespace if given."""
+    import json
+
+    from rediswq_cli.kube.cluster import to_json
+
+    shown = cast("dict[str, Any]", to_json(body))
+    if namespace:
+        shown["metadata"]["namespace"] = namespace
+    click.echo(json.dumps(shown, indent=2))
+
+
+def _create(cluster: Cluster, body: Any, name: str, timeout_secs: float) -> None:
     from rediswq_cli.kube.cluster import api_errors
 
-    watched = open_queue(queue) if watch else None  # a bad --url fails here, before the Job exists
-    cluster = _connect(kubeconfig, context, namespace, request_timeout_secs)
-    job_name = manifest["metadata"]["name"]
     with api_errors(cluster):
-        cluster.batch.create_namespaced_job(cluster.namespace, body, _request_timeout=request_timeout_secs)
-    click.echo(f"job.batch/{job_name} created in namespace {cluster.namespace}")
-    if watch:
-        _exit_after_watch(cluster, job_name, watched, interval)
+        cluster.batch.create_namespaced_job(cluster.namespace, body, _request_timeout=timeout_secs)
+    click.echo(f"job.batch/{name} created in namespace {cluster.namespace}")
 
 
 def _number_text(value: object) -> str:
@@ -271,18 +199,7 @@ def _to_model(manifest: dict[str, Any]) -> Any:
         raise ManifestError(f"the worker Job is not valid: {str(e).splitlines()[0]}") from e
 
 
-def _exit_after_watch(cluster: Cluster, name: str, queue: rediswq.Queue | None, interval: float) -> None:
-    from rediswq_cli.kube.watch import watch
-
-    try:
-        code = watch(cluster, name, queue, interval)
-    except KeyboardInterrupt:
-        click.echo(f"\nstopped watching; Job {name} keeps running", err=True)
-        raise SystemExit(EXIT_INTERRUPTED) from None
-    raise SystemExit(code)
-
-
-@job.command(epilog=_EXIT_CODES)
+@job.command(epilog=EXIT_CODES)
 @click.argument("name")
 @click.option(
     "--queue", metavar="QUEUE", help="The queue to show (default: the Job's first worker argument)."
@@ -310,24 +227,16 @@ def status(
     request_timeout_secs: float,
 ) -> None:
     """Show the Job NAME (conditions, pods, parallelism) and its queue's counts."""
-    from rediswq_cli.kube.cluster import pod_counts, queue_of
+    from rediswq_cli.kube.cluster import queue_of
     from rediswq_cli.kube.watch import read_job
 
-    cluster = _connect(kubeconfig, context, namespace, request_timeout_secs)
+    cluster = connect(kubeconfig, context, namespace, request_timeout_secs)
     current = read_job(cluster, name)
     queue_name = None if no_queue else (queue or queue_of(current))
     if watch:
-        _exit_after_watch(cluster, name, open_queue(queue_name) if queue_name else None, interval)
-    active, succeeded, failed = pod_counts(current)
-    conditions = [
-        f"{c.type}={c.status}" + (f" ({c.reason})" if c.reason else "")
-        for c in (current.status.conditions if current.status else None) or []
-    ]
-    spec = current.spec
+        exit_after_watch(cluster, name, open_queue(queue_name) if queue_name else None, interval)
     click.echo(f"job:         {name} (namespace {cluster.namespace})")
-    click.echo(f"conditions:  {', '.join(conditions) or 'none yet'}")
-    click.echo(f"parallelism: {spec.parallelism if spec else None}")
-    click.echo(f"pods:        {active} active, {succeeded} succeeded, {failed} failed")
+    click.echo("\n".join(_job_lines(current)))
     if queue_name is None:
         if not no_queue:
             click.echo("queue:       unknown (give --queue)")
@@ -341,7 +250,23 @@ def status(
     )
 
 
-@job.command(epilog=_EXIT_CODES)
+def _job_lines(current: Any) -> list[str]:
+    """A V1Job's conditions, parallelism and pod counts, a line each."""
+    from rediswq_cli.kube.cluster import pod_counts
+
+    active, succeeded, failed = pod_counts(current)
+    conditions = [
+        f"{c.type}={c.status}" + (f" ({c.reason})" if c.reason else "")
+        for c in (current.status.conditions if current.status else None) or []
+    ]
+    return [
+        f"conditions:  {', '.join(conditions) or 'none yet'}",
+        f"parallelism: {current.spec.parallelism if current.spec else None}",
+        f"pods:        {active} active, {succeeded} succeeded, {failed} failed",
+    ]
+
+
+@job.command(epilog=EXIT_CODES)
 @click.argument("name")
 @click.option(
     "--propagation",
@@ -363,133 +288,9 @@ def delete(
     """Delete the Job NAME and its pods (never `Orphan`: pods left behind would keep leasing)."""
     from rediswq_cli.kube.cluster import api_errors
 
-    cluster = _connect(kubeconfig, context, namespace, request_timeout_secs)
+    cluster = connect(kubeconfig, context, namespace, request_timeout_secs)
     with api_errors(cluster):
         cluster.batch.delete_namespaced_job(
             name, cluster.namespace, propagation_policy=propagation, _request_timeout=request_timeout_secs
         )
     click.echo(f"job.batch/{name} deleted from namespace {cluster.namespace} ({propagation})")
-
-
-@job.command(epilog=_EXIT_CODES)
-@click.argument("name")
-@click.option("--auto", is_flag=True, help="Keep parallelism matched to the queue (see above).")
-@click.option(
-    "--parallelism", "-p", type=click.IntRange(min=0), metavar="N", help="Set it once to N instead."
-)
-@click.option("--min", "minimum", type=click.IntRange(min=0), default=1, show_default=True, metavar="N")
-@click.option("--max", "maximum", type=click.IntRange(min=1), default=10, show_default=True, metavar="N")
-@click.option(
-    "--items-per-pod",
-    type=click.IntRange(min=1),
-    default=100,
-    show_default=True,
-    metavar="K",
-    help="Outstanding items one pod should have ahead of it.",
-)
-@click.option(
-    "--interval",
-    type=click.FloatRange(min=0.1),
-    default=15.0,
-    show_default=True,
-    metavar="SECS",
-    help="How often to look.",
-)
-@click.option("--once", is_flag=True, help="Look once, adjust, and exit.")
-@click.option("--queue", metavar="QUEUE", help="The queue (default: the Job's first worker argument).")
-@kube_options
-def scale(
-    name: str,
-    auto: bool,
-    parallelism: int | None,
-    minimum: int,
-    maximum: int,
-    items_per_pod: int,
-    interval: float,
-    once: bool,
-    queue: str | None,
-    kubeconfig: str | None,
-    context: str | None,
-    namespace: str | None,
-    request_timeout_secs: float,
-) -> None:
-    """Keep the Job's parallelism matched to its queue, until the Job finishes.
-
-    \b
-    parallelism = max(clamp(ceil(outstanding / K), --min, --max), pods holding leases)
-
-    outstanding counts pending, delayed (retry backoff) and leased items. It never asks for fewer
-    pods than hold leases: lowering parallelism makes the Job controller kill pods, and it does not
-    know which are mid-item. KEDA's Redis list scaler differs here: it sees only a list's length
-    (the pending items), not items leased in pods or delayed for retry, so near the end of a run it
-    scales down to pods that still hold work. Pods holding leases are found by their names
-    (`Queue.holders()`; a worker's name is its pod's name) among the Job's live pods; without
-    permission to list pods, every distinct lease holder counts.
-
-    Once a pod has exited 0 (queue drained) the Job starts no new pods, so scaling up stops
-    mattering; the command exits when the Job is Complete (0) or Failed (1).
-    """
-    if auto == (parallelism is not None):
-        raise click.UsageError("give either --auto or --parallelism N")
-    if minimum > maximum:
-        raise click.UsageError(f"--min {minimum} is above --max {maximum}")
-
-    from rediswq_cli.kube.cluster import api_errors, queue_of
-    from rediswq_cli.kube.scale import apply
-    from rediswq_cli.kube.watch import read_job
-
-    cluster = _connect(kubeconfig, context, namespace, request_timeout_secs)
-    if parallelism is not None:
-        read_job(cluster, name)
-        with api_errors(cluster):
-            apply(cluster, name, parallelism)
-        click.echo(f"job.batch/{name} parallelism set to {parallelism}")
-        return
-    queue_name = queue or queue_of(read_job(cluster, name))
-    if queue_name is None:
-        raise ConfigError(f"cannot tell which queue Job {name} drains; give --queue")
-    try:
-        with queue_errors():
-            code = _autoscale(cluster, name, queue_name, items_per_pod, minimum, maximum, interval, once)
-    except KeyboardInterrupt:
-        click.echo("\nstopped scaling", err=True)
-        raise SystemExit(EXIT_INTERRUPTED) from None
-    raise SystemExit(code)
-
-
-def _autoscale(
-    cluster: Cluster,
-    name: str,
-    queue_name: str,
-    items_per_pod: int,
-    minimum: int,
-    maximum: int,
-    interval: float,
-    once: bool,
-) -> int:
-    import rediswq
-    from rediswq_cli.kube.cluster import Unreachable, api_errors, finished
-    from rediswq_cli.kube.scale import apply, decide
-    from rediswq_cli.kube.watch import read_job
-
-    queue = open_queue(queue_name)
-    while True:
-        try:
-            current = read_job(cluster, name)
-            state = finished(current)
-            if state is not None:
-                click.echo(f"Job {name} finished ({state}); stopping")
-                return EXIT_OK if state == "Complete" else EXIT_ERROR
-            with api_errors(cluster):
-                decision = decide(cluster, current, queue, items_per_pod, minimum, maximum)
-                if decision.wanted != decision.current:
-                    apply(cluster, name, decision.wanted)
-            if once or decision.wanted != decision.current:
-                click.echo(decision.describe(items_per_pod, minimum, maximum))
-        except (Unreachable, rediswq.RedisWQError) as e:
-            if once or isinstance(e, (rediswq.AuthenticationFailed, rediswq.InvalidArgument)):
-                raise  # a single look, or a configuration error: trying again cannot help
-            click.echo(f"rediswq: {e}; trying again in {interval:g}s", err=True)
-        if once:
-            return EXIT_OK
-        time.sleep(interval)
