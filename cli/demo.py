@@ -86,23 +86,32 @@ def _run(url: str, items: int, worker_count: int, lease_secs: float) -> None:
             f"2. started {worker_count} workers: rediswq work {QUEUE} --handler rediswq_cli.demo:handle "
             f"--lease-secs {lease_secs:g}"
         )
-        victim, orphans = _kill_one_holding_a_lease(queue, processes)
-        held = ", ".join(lease.id for lease in orphans) or "nothing (it had just finished an item)"
-        _say(
-            f"3. killed worker-{victim + 1} (pid {processes[victim].pid}) with SIGKILL; it held "
-            f"item(s) {held}, and nobody will complete them"
-        )
-        if orphans:
-            deadline_ms = min(lease.deadline_ms for lease in orphans)
-            _say(
-                f"   its lease runs out {max(0, deadline_ms - _redis_now_ms(queue)) / 1000:.1f} s "
-                "from now (deadlines are on Redis's clock); then a lease call of another worker "
-                "takes the item(s) back"
-            )
+        victim = _kill_one(queue, processes)
         exits = _wait_for_drain(queue, processes, started)
+    _report(queue, exits, victim, time.monotonic() - started)
 
+
+def _kill_one(queue: rediswq.Queue, processes: list[subprocess.Popen[bytes]]) -> int:
+    """Kill a worker that holds a lease, say what it held and when that comes back; its index."""
+    victim, orphans = _kill_one_holding_a_lease(queue, processes)
+    held = ", ".join(lease.id for lease in orphans) or "nothing (it had just finished an item)"
+    _say(
+        f"3. killed worker-{victim + 1} (pid {processes[victim].pid}) with SIGKILL; it held "
+        f"item(s) {held}, and nobody will complete them"
+    )
+    if orphans:
+        deadline_ms = min(lease.deadline_ms for lease in orphans)
+        _say(
+            f"   its lease runs out {max(0, deadline_ms - _redis_now_ms(queue)) / 1000:.1f} s "
+            "from now (deadlines are on Redis's clock); then a lease call of another worker "
+            "takes the item(s) back"
+        )
+    return victim
+
+
+def _report(queue: rediswq.Queue, exits: list[int], victim: int, elapsed: float) -> None:
+    """The figures of the run; exit 1 unless every item completed and every survivor exited 0."""
     stats = queue.stats()
-    elapsed = time.monotonic() - started
     survivors = [code for i, code in enumerate(exits) if i != victim]
     _say(
         f"5. drained: {stats.completed} of {stats.enqueued} items completed, {stats.dead} dead, "

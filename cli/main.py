@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from itertools import islice
 
 import click
@@ -21,10 +21,14 @@ class _Root(click.Group):
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         ours = [o for o in self.params if isinstance(o, click.Option) and not o.is_eager]
-        flags = {name for o in ours if o.is_flag for name in o.opts}
-        valued = {name for o in ours if not o.is_flag for name in o.opts}
-        lifted, rest = _lift(args, flags, valued)
+        lifted, rest = _lift(
+            args, _names(o for o in ours if o.is_flag), _names(o for o in ours if not o.is_flag)
+        )
         return super().parse_args(ctx, [*lifted, *rest])
+
+
+def _names(options: Iterable[click.Option]) -> set[str]:
+    return {name for option in options for name in option.opts}
 
 
 def _lift(args: list[str], flags: set[str], valued: set[str]) -> tuple[list[str], list[str]]:

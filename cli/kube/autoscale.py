@@ -11,6 +11,7 @@ from rediswq_cli.kit import EXIT_ERROR, EXIT_OK, ConfigError, open_queue, queue_
 from rediswq_cli.kube.group import EXIT_CODES, EXIT_INTERRUPTED, connect, job, kube_options
 
 if TYPE_CHECKING:
+    import rediswq
     from rediswq_cli.kube.cluster import Cluster
 
 
@@ -111,28 +112,39 @@ def _autoscale(
     once: bool,
 ) -> int:
     import rediswq
-    from rediswq_cli.kube.cluster import Unreachable, api_errors, finished
-    from rediswq_cli.kube.scale import apply, decide
-    from rediswq_cli.kube.watch import read_job
+    from rediswq_cli.kube.cluster import Unreachable
 
     queue = open_queue(queue_name)
     while True:
         try:
-            current = read_job(cluster, name)
-            state = finished(current)
-            if state is not None:
-                click.echo(f"Job {name} finished ({state}); stopping")
-                return EXIT_OK if state == "Complete" else EXIT_ERROR
-            with api_errors(cluster):
-                decision = decide(cluster, current, queue, items_per_pod, minimum, maximum)
-                if decision.wanted != decision.current:
-                    apply(cluster, name, decision.wanted)
-            if once or decision.wanted != decision.current:
-                click.echo(decision.describe(items_per_pod, minimum, maximum))
+            code = _look(cluster, name, queue, (items_per_pod, minimum, maximum), once)
         except (Unreachable, rediswq.RedisWQError) as e:
             if once or isinstance(e, (rediswq.AuthenticationFailed, rediswq.InvalidArgument)):
                 raise  # a single look, or a configuration error: trying again cannot help
             click.echo(f"rediswq: {e}; trying again in {interval:g}s", err=True)
-        if once:
-            return EXIT_OK
+            code = None
+        if code is not None or once:
+            return EXIT_OK if code is None else code
         time.sleep(interval)
+
+
+def _look(
+    cluster: Cluster, name: str, queue: rediswq.Queue, limits: tuple[int, int, int], once: bool
+) -> int | None:
+    """One look: adjust parallelism; the exit code once the Job has finished, else None."""
+    from rediswq_cli.kube.cluster import api_errors, finished
+    from rediswq_cli.kube.scale import apply, decide
+    from rediswq_cli.kube.watch import read_job
+
+    current = read_job(cluster, name)
+    state = finished(current)
+    if state is not None:
+        click.echo(f"Job {name} finished ({state}); stopping")
+        return EXIT_OK if state == "Complete" else EXIT_ERROR
+    with api_errors(cluster):
+        decision = decide(cluster, current, queue, *limits)
+        if decision.wanted != decision.current:
+            apply(cluster, name, decision.wanted)
+    if once or decision.wanted != decision.current:
+        click.echo(decision.describe(*limits))
+    return None

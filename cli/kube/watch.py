@@ -58,38 +58,54 @@ def watch(
     sleep: Callable[[float], None] = time.sleep,
 ) -> int:
     """Show progress until the Job is Complete (returns 0) or Failed (returns 1)."""
-    rate = Rate()
-    live = sys.stdout.isatty()
-    last_shown = ""
-    queue_broken = False
+    view = _View(name, queue, live=sys.stdout.isatty())
     while True:
         job = read_job(cluster, name)
-        parts = [f"job {name}", pods_text(job)]
-        if queue is not None and not queue_broken:
-            try:
-                stats = queue.stats()
-            except rediswq.RedisWQError as e:
-                queue_broken = True  # say it once, keep watching the pods
-                click.echo(f"rediswq: queue stats unavailable, watching the pods only: {e}", err=True)
-            else:
-                rate.add(time.monotonic(), settled(stats))
-                parts.append(queue_text(queue.name, stats, rate.per_sec()))
-        line = " | ".join(parts)
-        if live:
-            click.echo(f"\r\x1b[K{line}", nl=False)
-        elif _without_rate(line) != _without_rate(last_shown):
-            click.echo(line)
-        last_shown = line
+        view.show(job)
         state = finished(job)
         if state is not None:
-            if live:
-                click.echo()
-            if state == "Complete":
-                click.echo(f"Job {name} complete")
-                return 0
-            click.echo(f"rediswq: Job {name} failed: {describe_failure(job)}", err=True)
-            return 1
+            return view.end(job, state)
         sleep(interval_secs)
+
+
+class _View:
+    """The progress line: redrawn in place on a terminal, else printed when the counts change."""
+
+    def __init__(self, name: str, queue: rediswq.Queue | None, live: bool) -> None:
+        self.name = name
+        self.queue = queue
+        self.live = live
+        self.rate = Rate()
+        self.last_shown = ""
+
+    def show(self, job: client.V1Job) -> None:
+        line = " | ".join([f"job {self.name}", pods_text(job), *self._queue_part()])
+        if self.live:
+            click.echo(f"\r\x1b[K{line}", nl=False)
+        elif _without_rate(line) != _without_rate(self.last_shown):
+            click.echo(line)
+        self.last_shown = line
+
+    def _queue_part(self) -> list[str]:
+        if self.queue is None:
+            return []
+        try:
+            stats = self.queue.stats()
+        except rediswq.RedisWQError as e:
+            self.queue = None  # say it once, keep watching the pods
+            click.echo(f"rediswq: queue stats unavailable, watching the pods only: {e}", err=True)
+            return []
+        rate = self.rate.add(time.monotonic(), settled(stats))
+        return [queue_text(self.queue.name, stats, rate)]
+
+    def end(self, job: client.V1Job, state: str) -> int:
+        if self.live:
+            click.echo()
+        if state == "Complete":
+            click.echo(f"Job {self.name} complete")
+            return 0
+        click.echo(f"rediswq: Job {self.name} failed: {describe_failure(job)}", err=True)
+        return 1
 
 
 def _without_rate(line: str) -> str:
