@@ -60,30 +60,13 @@ def dead_list(queue: str, limit: int, as_json: bool, full: bool) -> None:
         letters = q.dead_letters(limit or None)
         total = stats.dead if limit and len(letters) >= limit else len(letters)
     if as_json:
-        echo_json(
-            [
-                {
-                    "id": d.id,
-                    "attempts": d.attempts,
-                    "error": d.error,
-                    "dead_at_ms": d.dead_at_ms,
-                    **payload_json(d.payload),
-                }
-                for d in letters
-            ]
-        )
+        echo_json([_dead_json(d) for d in letters])
         return
     if not letters:
         click.echo(f"queue {queue}: no dead letters")
         return
     rows = [["ID", "ATTEMPTS", "DEAD AT (UTC)", "ERROR", "PAYLOAD"]]
-    for d in letters:
-        error = escape_controls(" ".join(d.error.split()))
-        if not full and len(error) > 60:
-            error = error[:60] + "..."
-        rows.append(
-            [escape_controls(d.id), str(d.attempts), utc(d.dead_at_ms), error, payload_text(d.payload, full)]
-        )
+    rows += [_dead_row(d, full) for d in letters]
     click.echo("\n".join(table(rows)))
     if total > len(letters):
         click.echo(f"({len(letters)} of {total} dead letters shown; --limit 0 shows all)")
@@ -133,6 +116,24 @@ def dead_purge(queue: str, ids: tuple[str, ...], yes: bool) -> None:
     with queue_errors():
         n = q.purge_dead(list(ids) if ids else None)
     click.echo(f"deleted {n} dead letters" + (f" of {len(ids)} ids given" if ids else ""))
+
+
+def _dead_json(d: rediswq.DeadLetter) -> dict[str, object]:
+    return {
+        "id": d.id,
+        "attempts": d.attempts,
+        "error": d.error,
+        "dead_at_ms": d.dead_at_ms,
+        **payload_json(d.payload),
+    }
+
+
+def _dead_row(d: rediswq.DeadLetter, full: bool) -> list[str]:
+    """A table row; the error on one line, cut at 60 characters unless `full`."""
+    error = escape_controls(" ".join(d.error.split()))
+    if not full and len(error) > 60:
+        error = error[:60] + "..."
+    return [escape_controls(d.id), str(d.attempts), utc(d.dead_at_ms), error, payload_text(d.payload, full)]
 
 
 def _on_queue(name: str, action: Callable[[rediswq.Queue], object]) -> None:
