@@ -31,7 +31,7 @@ a stalled node) past that point gives the lease back instead of starting the ite
   time 3    A resumes: items 2-4 are past their start-by time, so A gives them back (the release
             finds them taken over and changes nothing) instead of running them a second time.
 
-Exit decisions, as `Summary.exit_code` (the codes of worker.clikit):
+Exit decisions, as `Summary.exit_code` (the codes of rediswq_cli.kit):
   0  a lease call said the queue is drained (and closed, with until="closed") while this worker
      held nothing: the whole queue is done, not just this worker's share
   1  Redis stayed unreachable for `reconnect_secs`, or Redis answered with an error, or the queue's
@@ -63,11 +63,11 @@ import redis.exceptions
 
 import rediswq
 from rediswq import Lease
-from worker.clikit import EXIT_DEAD, EXIT_ERROR, EXIT_OK, EXIT_STOPPED, EXIT_USAGE
-from worker.logs import LOGGER
-from worker.observer import Observer
-from worker.outage import Outage
-from worker.runners import OK, Outcome, Overlapping, Runner
+from rediswq_cli.kit import EXIT_DEAD, EXIT_ERROR, EXIT_OK, EXIT_STOPPED, EXIT_USAGE
+from rediswq_worker.logs import LOGGER
+from rediswq_worker.observer import Observer
+from rediswq_worker.outage import Outage
+from rediswq_worker.runners import OK, Outcome, Overlapping, Runner
 
 T = TypeVar("T")
 Until = Literal["drained", "closed"]
