@@ -303,7 +303,7 @@ class CommandRunner:
         elif code == 0:
             return OK
         elif code < 0:
-            error = f"killed by {_signal_name(-code)}"
+            error = f"killed by {signal_name(-code)}"
         else:
             error = f"exit code {code}"
         text = tail.decode("utf-8", "replace").strip()
@@ -436,7 +436,8 @@ def _close(fd: int) -> None:
         os.close(fd)
 
 
-def _signal_name(number: int) -> str:
+def signal_name(number: int) -> str:
+    """SIGTERM, not 15 (a number the platform does not name stays a number)."""
     try:
         return signal.Signals(number).name
     except ValueError:
