@@ -37,7 +37,11 @@ _SUPERVISE_SECS = 0.5
 
 
 class Stopper:
-    """Runs the shutdown (keeper thread), the hard stop (main thread) and the stop on an error."""
+    """Runs the shutdown (keeper thread), the hard stop (main thread) and the stop on an error.
+
+    It keeps no state of its own: the Phase and the held leases are the ledger's (under its lock),
+    the shutdown's deadline is `Calls.give_up_at` (written by the keeper), the signals are Signals'.
+    """
 
     def __init__(
         self,
