@@ -138,6 +138,14 @@ def test_wheel_carries_every_lua_script(built: Built) -> None:
     assert scripts <= in_wheel
 
 
+def test_wheel_carries_every_python_module_of_the_three_packages(built: Built) -> None:
+    for folder in ("rediswq", "producer", "worker"):
+        modules = {f"{folder}/{name}" for name in _source_files(built, folder, "*.py")}
+        assert modules, f"no modules in {folder}/"
+        missing = modules - built.names
+        assert not missing, f"modules left out of the wheel (see packages in pyproject.toml): {missing}"
+
+
 def test_wheel_carries_py_typed_for_every_package(built: Built) -> None:
     assert {"rediswq/py.typed", "worker/py.typed", "producer/py.typed"} <= built.names
 
