@@ -21,8 +21,9 @@ import tomllib  # Python 3.11+, as the image's
 
 HERE = Path(__file__).resolve().parent
 PYPROJECT = HERE.parent / "pyproject.toml"
-# PID 1 of the image (see the Dockerfile).
-EXTRA = ["dumb-init==1.2.5.post1"]
+# PID 1 of the image (see the Dockerfile); and redis-py's dependency on Pythons before 3.11.3 (Debian
+# bookworm's python3 is 3.11.2), which a resolve on a newer Python leaves out: pinned for every base.
+EXTRA = ["dumb-init==1.2.5.post1", "async-timeout==5.0.1"]
 
 
 def resolve(requirements: list[str]) -> list[str]:

@@ -314,7 +314,7 @@ def test_image_holds_exactly_the_sources_it_was_built_from(image: str, context: 
 RECORD_ITEM = (
     "import os, sys, redis\n"
     "payload = sys.stdin.read()\n"
-    "r = redis.Redis.from_url(os.environ['REDISWQ_URL'])\n"
+    "r = redis.Redis.from_url(os.environ['RESULTS_URL'])\n"
     "r.rpush(os.environ['RESULTS_KEY'], '|'.join([os.environ['CONTAINER'], str(os.getuid()), payload,"
     " sys.argv[1], os.environ['REDISWQ_QUEUE']]))\n"
     "import time; time.sleep(0.1)\n"
@@ -343,6 +343,9 @@ def test_containers_of_the_image_drain_the_queue_and_all_exit_0(
                 f"REDISWQ_URL={redis_url}",
                 "--env",
                 f"RESULTS_KEY={results_key}",
+                # Items get no Redis credentials (REDISWQ_URL is kept from them): their own variable.
+                "--env",
+                f"RESULTS_URL={redis_url}",
                 "--env",
                 f"CONTAINER=c{n}",
                 image,

@@ -26,9 +26,9 @@ from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
 from redis_server import RedisServer, find_binary, free_port
 
-from producer import exporter as exporter_module
 from rediswq import Queue, Stats
 from rediswq_cli.main import main
+from rediswq_producer import exporter as exporter_module
 
 REDISWQ = str(Path(sys.executable).with_name("rediswq"))
 # Fails each payload "bad"; fails a payload "flaky-N" on its first attempt only (REDISWQ_ATTEMPT).

@@ -138,6 +138,21 @@ def test_wheel_carries_every_lua_script(built: Built) -> None:
     assert scripts <= in_wheel
 
 
+def test_wheel_carries_every_python_module_of_the_four_packages(built: Built) -> None:
+    # Each source folder and the name it installs under.
+    installed = {
+        "rediswq": "rediswq",
+        "producer": "rediswq_producer",
+        "worker": "rediswq_worker",
+        "cli": "rediswq_cli",
+    }
+    for folder, name_in_wheel in installed.items():
+        modules = {f"{name_in_wheel}/{name}" for name in _source_files(built, folder, "*.py")}
+        assert modules, f"no modules in {folder}/"
+        missing = modules - built.names
+        assert not missing, f"modules left out of the wheel (see packages in pyproject.toml): {missing}"
+
+
 def test_wheel_carries_py_typed_for_every_package(built: Built) -> None:
     typed = {f"{name}/py.typed" for name in ("rediswq", "rediswq_worker", "rediswq_producer", "rediswq_cli")}
     assert typed <= built.names

@@ -7,12 +7,9 @@ Runners are called from the runtime's slot threads, several at once when --concu
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import importlib
 import os
 import re
-import select
 import shutil
 import signal
 import sys
@@ -24,9 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from rediswq import Lease
-
-# How much of a failed command's standard error is kept with its error text, in bytes.
-STDERR_TAIL_BYTES = 2000
+from rediswq_worker.child import STDERR_TAIL_BYTES, Child
 
 
 @dataclass(frozen=True)
@@ -163,21 +158,6 @@ def shell_script_with_braces(argv: Sequence[str]) -> bool:
 # -- commands --------------------------------------------------------------------------------------
 
 
-@dataclass
-class _Child:
-    """A running item's process; `status` is set once it is reaped (under the runner's lock)."""
-
-    pid: int
-    status: int | None = None
-
-
-# Python ignores these; an exec keeps ignored signals ignored, so each child gets them back at their
-# defaults (as subprocess's restore_signals does), e.g. for `producer | head` in a command.
-_DEFAULT_SIGNALS = tuple(
-    getattr(signal, name) for name in ("SIGPIPE", "SIGXFZ", "SIGXFSZ") if hasattr(signal, name)
-)
-
-
 class CommandRunner:
     """Runs `argv` once per item, in a new session (so --timeout can kill its whole process group).
 
@@ -189,7 +169,7 @@ class CommandRunner:
     The child's standard output is the worker's; its standard error is copied through to the worker's
     as it comes, and its last bytes are kept for the error text of a failed item. Children are started
     with posix_spawn (vfork and exec, about a third cheaper than subprocess.Popen with an environment
-    of its own); no descriptor of the worker leaks into them, since Python opens every one close-on-exec.
+    of its own; worker.child).
     """
 
     def __init__(
@@ -208,7 +188,7 @@ class CommandRunner:
         self._env = dict(os.environ if environ is None else environ)
         self._env["REDISWQ_QUEUE"] = queue_name
         self._program = self._find_program()
-        self._children: dict[Lease, _Child] = {}
+        self._children: dict[Lease, Child] = {}
         self._lock = threading.Lock()
 
     def _find_program(self) -> str | None:
@@ -257,43 +237,16 @@ class CommandRunner:
     def _spawn(
         self, lease: Lease, argv: list[str], env: dict[str, str], meanwhile: Callable[[], None]
     ) -> Outcome:
-        stdin_r, stdin_w = os.pipe()
-        err_r, err_w = os.pipe()
-        try:
-            rest = _prefill(stdin_w, lease.payload)
-            actions = [(os.POSIX_SPAWN_DUP2, stdin_r, 0), (os.POSIX_SPAWN_DUP2, err_w, 2)]
-            options: dict[str, Any] = {
-                "file_actions": actions,
-                "setsid": True,
-                "setsigdef": _DEFAULT_SIGNALS,
-                "setsigmask": (),
-            }
-            if self._program is not None:
-                pid = os.posix_spawn(self._program, argv, env, **options)
-            else:
-                pid = os.posix_spawnp(argv[0], argv, env, **options)
-        except BaseException:
-            for fd in (stdin_r, stdin_w, err_r, err_w):
-                _close(fd)
-            raise
-        os.close(stdin_r)
-        os.close(err_w)
-        if rest:
-            threading.Thread(target=_feed, args=(stdin_w, rest), daemon=True).start()
-        else:
-            os.close(stdin_w)
-        child = _Child(pid)
+        child, err_r = Child.spawn(self._program, argv, env, lease.payload)
         with self._lock:
             self._children[lease] = child
         try:
             deadline = None if self.timeout_secs is None else time.monotonic() + self.timeout_secs
             meanwhile()
-            tail, timed_out = self._watch(child, err_r, deadline)
+            tail, timed_out = child.watch(err_r, deadline)
         finally:
             os.close(err_r)
-            if child.status is None:  # only if _watch failed: leave no process and no zombie behind
-                self._kill(child)
-                self._reap(child, block=True)
+            child.end()  # only if watch failed: leave no process and no zombie behind
             with self._lock:
                 self._children.pop(lease, None)
         assert child.status is not None
@@ -303,140 +256,26 @@ class CommandRunner:
         elif code == 0:
             return OK
         elif code < 0:
-            error = f"killed by {_signal_name(-code)}"
+            error = f"killed by {signal_name(-code)}"
         else:
             error = f"exit code {code}"
         text = tail.decode("utf-8", "replace").strip()
         return Outcome(False, f"{error}; stderr: {text}" if text else error)
-
-    def _watch(self, child: _Child, err_r: int, deadline: float | None) -> tuple[bytes, bool]:
-        """Copy the child's stderr through until it exits (or times out); reap it; return the tail.
-
-        The child's exit is seen on a pidfd (Linux), so a grandchild that keeps stderr open cannot
-        hold the item; elsewhere the exit is checked every 50 ms.
-        """
-        tail = bytearray()
-        out = sys.stderr.buffer
-        poller = select.poll()
-        poller.register(err_r, select.POLLIN)
-        pidfd = _pidfd(child.pid)
-        if pidfd is not None:
-            poller.register(pidfd, select.POLLIN)
-        os.set_blocking(err_r, False)
-        reading = True
-        timed_out = False
-        try:
-            while True:
-                wait_ms: int | None = None if pidfd is not None else 50
-                if deadline is not None:
-                    left_ms = max(0, int((deadline - time.monotonic()) * 1000) + 1)
-                    wait_ms = left_ms if wait_ms is None else min(wait_ms, left_ms)
-                events = poller.poll(wait_ms)
-                if pidfd is not None:
-                    exited = any(fd == pidfd for fd, _ in events) and self._reap(child, block=True)
-                else:
-                    exited = self._reap(child, block=False)
-                if reading and (exited or any(fd == err_r for fd, _ in events)):
-                    reading = _copy(err_r, out, tail)
-                    if not reading:
-                        poller.unregister(err_r)
-                if exited:
-                    return bytes(tail), timed_out
-                if deadline is not None and not timed_out and time.monotonic() >= deadline:
-                    timed_out = True
-                    deadline = None
-                    self._kill(child)
-        finally:
-            if pidfd is not None:
-                os.close(pidfd)
-
-    def _reap(self, child: _Child, *, block: bool) -> bool:
-        """Collect the child's exit status; True once it is reaped."""
-        with self._lock:
-            if child.status is None:
-                pid, status = os.waitpid(child.pid, 0 if block else os.WNOHANG)
-                if pid == child.pid:
-                    child.status = status
-            return child.status is not None
-
-    def _kill(self, child: _Child) -> None:
-        # The child leads its own session, so its process group id is its pid; it is reaped only
-        # under this lock, so until then that id cannot have been reused.
-        with self._lock:
-            if child.status is None:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(child.pid, signal.SIGKILL)
 
     def kill(self, leases: Sequence[Lease]) -> None:
         """SIGKILL the process groups of these items (those still running)."""
         with self._lock:
             children = [self._children[lease] for lease in leases if lease in self._children]
         for child in children:
-            self._kill(child)
+            child.kill()
 
 
 def _nothing() -> None:
     pass
 
 
-def _prefill(fd: int, payload: bytes) -> bytes:
-    """Write what fits into the empty pipe now (grown to hold up to 1 MiB on Linux); return the rest,
-    which a feeder thread writes while the child reads."""
-    if not payload:
-        return b""
-    if len(payload) > 65536 and hasattr(fcntl, "F_SETPIPE_SZ"):
-        with contextlib.suppress(OSError):  # above /proc/sys/fs/pipe-max-size: keep the default
-            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, min(len(payload), 1 << 20))
-    os.set_blocking(fd, False)
-    try:
-        written = os.write(fd, payload)
-    except BlockingIOError:
-        written = 0
-    os.set_blocking(fd, True)
-    return payload[written:]
-
-
-def _feed(fd: int, data: bytes) -> None:
-    """Write a large payload to a child's stdin; a child that exits without reading it is fine."""
-    try:
-        with open(fd, "wb", closefd=True) as pipe:
-            pipe.write(data)
-    except OSError:
-        pass
-
-
-def _copy(fd: int, out: Any, tail: bytearray) -> bool:
-    """Copy what is readable now to `out`, keeping the tail; False once the pipe is at its end."""
-    while True:
-        try:
-            chunk = os.read(fd, 65536)
-        except BlockingIOError:
-            return True
-        if not chunk:
-            return False
-        try:
-            out.write(chunk)
-            out.flush()
-        except (OSError, ValueError):
-            pass  # our own stderr is gone: keep working, keep the tail
-        tail += chunk
-        if len(tail) > STDERR_TAIL_BYTES:
-            del tail[: len(tail) - STDERR_TAIL_BYTES]
-
-
-def _pidfd(pid: int) -> int | None:
-    try:
-        return os.pidfd_open(pid)
-    except (AttributeError, OSError):
-        return None
-
-
-def _close(fd: int) -> None:
-    with contextlib.suppress(OSError):
-        os.close(fd)
-
-
-def _signal_name(number: int) -> str:
+def signal_name(number: int) -> str:
+    """SIGTERM, not 15 (a number the platform does not name stays a number)."""
     try:
         return signal.Signals(number).name
     except ValueError:

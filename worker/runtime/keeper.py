@@ -1,0 +1,161 @@
+"""The keeper ("rediswq-main" thread): everything but running items and receiving signals.
+
+Once a lease call finds nothing (the worker is WAITING or DRAINING), the slots wait and the keeper
+polls, backing off from 50 ms to 0.5 s; it fails items, renews every lease held here in one call a
+third of the way through the lease, completes finished items that would otherwise wait over
+FLUSH_SECS, retries while Redis is unreachable, decides when the run ends (worker.runtime.state) and
+runs the shutdown (worker.runtime.stopping). It sleeps on one queue of wake-ups that the slots and
+the signal handler post to.
+"""
+
+from __future__ import annotations
+
+import time
+
+import rediswq
+from rediswq_cli.kit import EXIT_DEAD, EXIT_ERROR, EXIT_OK, EXIT_STOPPED, EXIT_USAGE
+from rediswq_worker.runtime.calls import Fatal, Interrupted
+from rediswq_worker.runtime.leases import Beat, Leases
+from rediswq_worker.runtime.ledger import Ledger
+from rediswq_worker.runtime.options import Options
+from rediswq_worker.runtime.pacing import Pacing
+from rediswq_worker.runtime.signals import Signals
+from rediswq_worker.runtime.state import Phase, State
+from rediswq_worker.runtime.stopping import Stopper
+
+# Completions wait for the next lease call, but never longer than this (so `stats` stays current and
+# a crash repeats little work).
+FLUSH_SECS = 1.0
+
+
+class Keeper:
+    """The keeper thread's loop; `beat` and the signals' `noticed` count are this thread's own."""
+
+    def __init__(
+        self, queue: rediswq.Queue, options: Options, pacing: Pacing, leases: Leases, stopper: Stopper
+    ) -> None:
+        self.queue = queue
+        self.options = options
+        self.pacing = pacing
+        self.ledger: Ledger = pacing.ledger
+        self.phase: Phase = pacing.phase
+        self.leases = leases
+        self.stopper = stopper
+        self.signals: Signals = stopper.signals
+        self.beat: Beat = stopper.beat
+        self.log = leases.log
+
+    def run(self) -> None:
+        """Serve until the run ends, record why in the Summary; never raises."""
+        end, stopper = self.ledger.end, self.stopper
+        try:
+            end(*self._serve())
+        except Fatal as e:
+            end("stopped on an error", EXIT_ERROR, str(e))
+            stopper.abandon()
+        except rediswq.QueueNotFound as e:
+            # Never "drained": a typo'd name is a configuration error, a vanished queue a runtime one.
+            if e.vanished:
+                end("stopped: its state vanished", EXIT_ERROR, str(e))
+            else:
+                end(
+                    "not found",
+                    EXIT_USAGE,
+                    f"no such queue {self.queue.name!r} (nothing was ever added to it); "
+                    "use --until closed to wait for a producer",
+                )
+            stopper.abandon()
+        except (rediswq.AuthenticationFailed, rediswq.EvictingRedis) as e:  # configuration: exit 2
+            end("stopped", EXIT_USAGE, str(e))
+            stopper.abandon()
+        except BaseException as e:  # a bug: say so in one place, and still end the run
+            self.log.exception("the worker runtime failed")
+            end("failed", EXIT_ERROR, repr(e))
+            stopper.abandon()
+
+    def _serve(self) -> tuple[str, int]:
+        """The main loop: returns (outcome, exit code) once drained, stopped or interrupted."""
+        while True:
+            self.signals.pump(self._next_wait())
+            if self.signals.noticed:
+                return self.stopper.shutdown()
+            try:
+                ended = self._turn()
+            except Interrupted:
+                return self.stopper.shutdown()
+            if ended is not None:
+                return ended
+
+    def _turn(self) -> tuple[str, int] | None:
+        """One round of the keeper's chores; (outcome, exit code) if the run ends here."""
+        leases, ledger = self.leases, self.ledger
+        leases.settle_failures()
+        leases.give_back_late()
+        self.beat.if_due()
+        with ledger.cv:
+            flush = ledger.done_since is not None and time.monotonic() - ledger.done_since >= FLUSH_SECS
+        if flush:
+            leases.flush()
+        if ledger.limit_reached():
+            return self._stop_at_limit() if ledger.idle() else None
+        with ledger.cv:
+            drained = self.phase.state is State.DRAINING and ledger.idle_locked()
+            poll = not drained and self._poll_locked()
+        if drained:
+            return self._drained_exit()
+        if poll:
+            leases.lease(by_slot=False)
+        return None
+
+    def _poll_locked(self) -> bool:
+        """Make a lease call now: the poll is due, or a slot asked for the look-ahead (sets `leasing`)."""
+        pacing, ledger = self.pacing, self.ledger
+        poll = pacing.keeper_should_poll_locked() and time.monotonic() >= pacing.next_poll
+        if pacing.lookahead:
+            pacing.lookahead = False
+            poll = poll or (pacing.may_lease_now_locked() and not ledger.buffer)
+        if poll:
+            ledger.leasing = True
+        return poll
+
+    def _next_wait(self) -> float:
+        now = time.monotonic()
+        # The beat is always on the clock: a slot may lease while this thread sleeps, and its new
+        # leases must be renewed in time without waking anyone.
+        waits = [1.0, self.beat.next - now]
+        with self.ledger.cv:
+            if self.pacing.keeper_should_poll_locked():
+                waits.append(self.pacing.next_poll - now)
+            if self.ledger.done_since is not None:
+                waits.append(self.ledger.done_since + FLUSH_SECS - now)
+        return max(0.0, min(waits))
+
+    def _stop_at_limit(self) -> tuple[str, int]:
+        self.leases.flush()
+        self.leases.settle_failures()
+        stats = self.leases.calls.retry(lambda _attempt: self.queue.stats())
+        if stats.drained and (self.options.until == "drained" or stats.closed):
+            return self._drained_exit(stats)
+        return f"stopped after --max-items {self.options.max_items}", EXIT_STOPPED
+
+    def _drained_exit(self, stats: rediswq.Stats | None = None) -> tuple[str, int]:
+        """The queue is done: exit 0, or with `fail_on_dead` exit 4 if it holds dead letters.
+
+        The queue's count, not this run's: a Job is done only when no item of it ended as a dead
+        letter, whichever pod dead-lettered it.
+        """
+        if stats is None:
+            try:
+                stats = self.leases.calls.retry(lambda _attempt: self.queue.stats())
+            except Fatal:
+                if self.options.fail_on_dead:
+                    raise
+                return "drained", EXIT_OK  # the count is for the summary line only
+        with self.ledger.cv:
+            self.ledger.summary.dead_letters = stats.dead
+        if stats.dead and self.options.fail_on_dead:
+            return f"drained with {stats.dead} dead letters (--fail-on-dead)", EXIT_DEAD
+        return "drained", EXIT_OK
+
+
+__all__ = ["FLUSH_SECS", "Keeper"]

@@ -1,0 +1,77 @@
+"""The worker's one state, and every transition it may take: why a run goes on, and why it ends.
+
+  LEASING   the queue flows: lease calls bring items, the slots run them
+  WAITING   the last lease call found nothing (for now): the keeper polls, backing off 50 ms to 0.5 s
+  DRAINING  nothing more to lease: the queue said it is drained (and closed, with until="closed"),
+            or --max-items leases were taken; the worker finishes and settles what it holds
+  STOPPING  a signal or an error: start nothing more (see worker.runtime.stopping)
+  STOPPED   the run is over; the slots end
+
+Why a run ends (the exit code, rediswq_cli.kit's codes), by the transition that ends it:
+  DRAINING -> STOPPED   0  the queue is drained and this worker holds nothing: the whole queue is done,
+                           not just this worker's share; 4 with `fail_on_dead` if it holds dead
+                           letters; 3 if --max-items was reached and the queue is not drained
+  * -> STOPPING         3  SIGTERM or SIGINT: unstarted items are given back at once, running ones get
+                           --grace-secs to finish, the rest are killed and given back (no attempt is
+                           charged), then STOPPING -> STOPPED
+                        1  Redis stayed unreachable for `reconnect_secs`, answered with an error, or
+                           the queue's state vanished (its keys deleted)
+                        2  Redis refused the credentials, or no such queue exists (until="drained")
+A transition not in the table is ignored: a lease call answered after the stop began cannot start
+the worker leasing again, and nothing leaves STOPPED.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class State(enum.Enum):
+    """Where the run is; `value` is the name the metrics endpoint shows."""
+
+    LEASING = "leasing"
+    WAITING = "waiting"
+    DRAINING = "draining"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+TRANSITIONS: dict[State, frozenset[State]] = {
+    State.LEASING: frozenset({State.WAITING, State.DRAINING, State.STOPPING}),
+    State.WAITING: frozenset({State.LEASING, State.DRAINING, State.STOPPING}),
+    # Drained, yet an item this worker failed comes back (retried after its backoff): lease it.
+    State.DRAINING: frozenset({State.LEASING, State.WAITING, State.STOPPING, State.STOPPED}),
+    State.STOPPING: frozenset({State.STOPPED}),
+    State.STOPPED: frozenset(),
+}
+
+
+class Phase:
+    """The current State; read and changed under the ledger's lock (worker.runtime.ledger)."""
+
+    __slots__ = ("state",)
+
+    def __init__(self) -> None:
+        self.state = State.LEASING
+
+    def to(self, new: State) -> bool:
+        """Move to `new` if the table allows it (staying put is allowed); False if ignored."""
+        if new is self.state:
+            return True
+        if new not in TRANSITIONS[self.state]:
+            return False
+        self.state = new
+        return True
+
+    @property
+    def starved(self) -> bool:
+        """The last lease call found nothing to lease: the keeper polls, the slots wait."""
+        return self.state is State.WAITING or self.state is State.DRAINING
+
+    @property
+    def stopping(self) -> bool:
+        """Start nothing more."""
+        return self.state is State.STOPPING or self.state is State.STOPPED
+
+
+__all__ = ["TRANSITIONS", "Phase", "State"]
