@@ -42,10 +42,11 @@ COPY pyproject.toml README.md ./
 COPY rediswq/ rediswq/
 COPY producer/ producer/
 COPY worker/ worker/
+COPY cli/ cli/
 COPY k8s/ k8s/
 # No build isolation: the wheel is built with build.txt's pinned setuptools, not whatever PyPI serves.
 RUN /opt/build/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /wheels . \
-    && /opt/rediswq/bin/pip install --no-deps --no-index /wheels/rediswq-*.whl \
+    && /opt/rediswq/bin/pip install --no-deps --no-index /wheels/rediswq_k8s-*.whl \
     && /opt/rediswq/bin/pip check
 
 FROM ${BASE}

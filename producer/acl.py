@@ -7,7 +7,7 @@ import shlex
 import click
 
 import rediswq
-from worker.clikit import queue_errors
+from rediswq_cli.kit import queue_errors
 
 
 @click.command()

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import click
 
-from producer.show import echo_json, payload_json, payload_text, require_queue, table, utc
-from worker.clikit import ConfigError, escape_controls, open_queue, queue_errors
+import rediswq
+from rediswq_cli.kit import ConfigError, escape_controls, open_queue, queue_errors
+from rediswq_producer.show import echo_json, payload_json, payload_text, require_queue, table, utc
 
 _full = click.option("--full", is_flag=True, help="Show whole payloads (cut at 100 characters otherwise).")
 _json = click.option(
@@ -50,37 +53,20 @@ def dead_list(queue: str, limit: int, as_json: bool, full: bool) -> None:
       rediswq dead list jobs --limit 10
       rediswq dead list jobs --json | jq -r '.[].error' | sort | uniq -c
     """
-    q = open_queue(queue)
+    q = open_queue(queue, one_shot=True)
     with queue_errors():
         stats = q.stats()
         require_queue(queue, stats)
         letters = q.dead_letters(limit or None)
         total = stats.dead if limit and len(letters) >= limit else len(letters)
     if as_json:
-        echo_json(
-            [
-                {
-                    "id": d.id,
-                    "attempts": d.attempts,
-                    "error": d.error,
-                    "dead_at_ms": d.dead_at_ms,
-                    **payload_json(d.payload),
-                }
-                for d in letters
-            ]
-        )
+        echo_json([_dead_json(d) for d in letters])
         return
     if not letters:
         click.echo(f"queue {queue}: no dead letters")
         return
     rows = [["ID", "ATTEMPTS", "DEAD AT (UTC)", "ERROR", "PAYLOAD"]]
-    for d in letters:
-        error = escape_controls(" ".join(d.error.split()))
-        if not full and len(error) > 60:
-            error = error[:60] + "..."
-        rows.append(
-            [escape_controls(d.id), str(d.attempts), utc(d.dead_at_ms), error, payload_text(d.payload, full)]
-        )
+    rows += [_dead_row(d, full) for d in letters]
     click.echo("\n".join(table(rows)))
     if total > len(letters):
         click.echo(f"({len(letters)} of {total} dead letters shown; --limit 0 shows all)")
@@ -102,7 +88,7 @@ def dead_requeue(queue: str, ids: tuple[str, ...]) -> None:
       rediswq dead requeue jobs          # all of them
       rediswq dead requeue jobs 17 42    # two of them
     """
-    q = open_queue(queue)
+    q = open_queue(queue, one_shot=True)
     with queue_errors():
         n = q.requeue_dead(list(ids) if ids else None)
     click.echo(f"requeued {n} dead letters" + (f" of {len(ids)} ids given" if ids else ""))
@@ -122,7 +108,7 @@ def dead_purge(queue: str, ids: tuple[str, ...], yes: bool) -> None:
       rediswq dead purge jobs 17 42      # two of them
       rediswq dead purge jobs --yes      # all of them
     """
-    q = open_queue(queue)
+    q = open_queue(queue, one_shot=True)
     if not ids and not yes:
         with queue_errors():
             n = q.stats().dead
@@ -130,6 +116,31 @@ def dead_purge(queue: str, ids: tuple[str, ...], yes: bool) -> None:
     with queue_errors():
         n = q.purge_dead(list(ids) if ids else None)
     click.echo(f"deleted {n} dead letters" + (f" of {len(ids)} ids given" if ids else ""))
+
+
+def _dead_json(d: rediswq.DeadLetter) -> dict[str, object]:
+    return {
+        "id": d.id,
+        "attempts": d.attempts,
+        "error": d.error,
+        "dead_at_ms": d.dead_at_ms,
+        **payload_json(d.payload),
+    }
+
+
+def _dead_row(d: rediswq.DeadLetter, full: bool) -> list[str]:
+    """A table row; the error on one line, cut at 60 characters unless `full`."""
+    error = escape_controls(" ".join(d.error.split()))
+    if not full and len(error) > 60:
+        error = error[:60] + "..."
+    return [escape_controls(d.id), str(d.attempts), utc(d.dead_at_ms), error, payload_text(d.payload, full)]
+
+
+def _on_queue(name: str, action: Callable[[rediswq.Queue], object]) -> None:
+    """Open the queue `name` and run `action` on it, its errors as one line and an exit code."""
+    queue = open_queue(name, one_shot=True)
+    with queue_errors():
+        action(queue)
 
 
 @click.command()
@@ -158,7 +169,7 @@ def peek(queue: str, count: int, as_json: bool, full: bool) -> None:
       rediswq peek jobs
       rediswq peek jobs --count 1 --json | jq -r '.[0].payload'
     """
-    q = open_queue(queue)
+    q = open_queue(queue, one_shot=True)
     with queue_errors():
         require_queue(queue, q.stats())
         items = q.peek(count)
@@ -194,9 +205,7 @@ def close(queue: str) -> None:
     Example:
       rediswq close jobs
     """
-    q = open_queue(queue)
-    with queue_errors():
-        q.close()
+    _on_queue(queue, rediswq.Queue.close)
     click.echo(f"closed queue {queue!r}")
 
 
@@ -211,9 +220,7 @@ def reopen(queue: str) -> None:
     Example:
       rediswq reopen jobs
     """
-    q = open_queue(queue)
-    with queue_errors():
-        q.reopen()
+    _on_queue(queue, rediswq.Queue.reopen)
     click.echo(f"reopened queue {queue!r}")
 
 
@@ -229,7 +236,7 @@ def purge(queue: str, yes: bool) -> None:
     Example:
       rediswq purge jobs --yes
     """
-    q = open_queue(queue)
+    q = open_queue(queue, one_shot=True)
     with queue_errors():
         s = q.stats()
     what = f"{s.pending} pending, {s.leased} leased, {s.delayed} delayed, {s.dead} dead"

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 
-from producer.sources import InputError
+from rediswq_producer.sources import InputError
 
 _SEPARATOR = b"\0"
 

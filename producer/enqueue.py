@@ -7,13 +7,14 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import click
 
 import rediswq
-from producer.checkpoint import SourceProgress
-from producer.sources import InputError, IntRange, ReadProgress, Sources
-from worker.clikit import ConfigError, open_queue, queue_errors
+from rediswq_cli.kit import ConfigError, open_queue, queue_errors
+from rediswq_producer.checkpoint import SourceProgress
+from rediswq_producer.sources import InputError, IntRange, ReadProgress, Sources
 
 UNIQUE_PREFIX = "c:"
 
@@ -138,7 +139,8 @@ def enqueue(
     duplicates` goes to stdout (--quiet drops it). Exit codes: 0 every item is in; 1 a runtime
     error (Redis unreachable, the queue is closed); 2 bad usage or input (unreadable file, an item
     over the size limit, bad URL or password). An error is one line on stderr, with the count of
-    items that went in before it.
+    items that went in before it. An input with no items at all (an empty stdin or file) is no
+    error, as a scheduled producer may find nothing new: it warns on stderr and exits 0.
 
     \b
     Examples:
@@ -149,12 +151,9 @@ def enqueue(
       rediswq enqueue jobs --range 0:10000           # the items 0, 1, ..., 9999
     """
     int_ranges = _ints(ranges)
-    if not (items or int_ranges or files):
-        if sys.stdin.isatty():
-            raise click.UsageError("no items: give ITEM arguments, --file, --range, or pipe them to stdin")
-        files = ("-",)
-    options = {"max_payload_bytes": max_item_bytes} if max_item_bytes else {}
-    q = open_queue(queue, **options)
+    files = _files_or_stdin(bool(items or int_ranges), files)
+    options: dict[str, Any] = {"max_payload_bytes": max_item_bytes} if max_item_bytes else {}
+    q = open_queue(queue, one_shot=True, **options)
     progress = ReadProgress()
     sources = Sources(
         args=items,
@@ -168,20 +167,7 @@ def enqueue(
     line = ProgressLine(queue, progress, enabled=sys.stderr.isatty())
     tally = Tally()
     try:
-        with queue_errors():
-            try:
-                sources.check_files()
-                # Fail fast, before reading any input (a checkpointed re-run may have nothing to add).
-                if not unique and q.stats().closed:
-                    raise rediswq.QueueClosed(f"queue {queue!r} is closed")
-                for name, chunks in sources.streams():
-                    _put_source(q, name, chunks, unique, tally, line)
-                if close_after:
-                    q.close()
-            except InputError as e:
-                raise ConfigError(str(e)) from e
-            except rediswq.QueueClosed as e:
-                raise click.ClickException(f"queue {queue!r} is closed") from e
+        _fill(q, sources, unique, close_after, tally, line)
     except click.ClickException as e:
         line.clear()
         # The same class keeps the exit code: ConfigError (2) for bad input, 1 for runtime errors.
@@ -190,8 +176,44 @@ def enqueue(
         line.clear()
         raise click.ClickException(f"interrupted; {_before(tally, None)}") from None
     line.clear()
+    _finish(tally, quiet, f"; closed queue {q.name!r}" if close_after else "")
+
+
+def _files_or_stdin(other_sources: bool, files: tuple[str, ...]) -> tuple[str, ...]:
+    """With no ITEM, --range or --file, standard input ("-"), unless it is a terminal."""
+    if other_sources or files:
+        return files
+    if sys.stdin.isatty():
+        raise click.UsageError("no items: give ITEM arguments, --file, --range, or pipe them to stdin")
+    return ("-",)
+
+
+def _finish(tally: Tally, quiet: bool, closed: str) -> None:
+    """The summary line; an input with no items at all warns (a typo'd path, an empty pipe)."""
+    if not (tally.added or tally.skipped or tally.resumed):
+        click.echo("Warning: nothing to enqueue: the input held no items", err=True)
     if not quiet:
-        click.echo(tally.summary() + (f"; closed queue {queue!r}" if close_after else ""))
+        click.echo(tally.summary() + closed)
+
+
+def _fill(
+    q: rediswq.Queue, sources: Sources, unique: bool, close_after: bool, tally: Tally, line: ProgressLine
+) -> None:
+    """Put every source's items (then close the queue, if asked); errors as one line and a code."""
+    with queue_errors():
+        try:
+            sources.check_files()
+            # Fail fast, before reading any input (a checkpointed re-run may have nothing to add).
+            if not unique and q.stats().closed:
+                raise rediswq.QueueClosed(f"queue {q.name!r} is closed")
+            for name, chunks in sources.streams():
+                _put_source(q, name, chunks, unique, tally, line)
+            if close_after:
+                q.close()
+        except InputError as e:
+            raise ConfigError(str(e)) from e
+        except rediswq.QueueClosed as e:
+            raise click.ClickException(f"queue {q.name!r} is closed") from e
 
 
 def _put_source(

@@ -21,8 +21,8 @@ import click
 import redis
 
 import rediswq
-from worker import prom
-from worker.clikit import ConfigError, open_queue, queue_errors
+from rediswq_cli import prom
+from rediswq_cli.kit import ConfigError, open_queue, queue_errors
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric

@@ -47,20 +47,6 @@ def utc(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def duration(secs: float) -> str:
-    """A short human duration: 4.2s, 3m20s, 2h05m, 3d04h."""
-    if secs < 60:
-        return f"{secs:.1f}s"
-    minutes, s = divmod(round(secs), 60)
-    if minutes < 60:
-        return f"{minutes}m{s:02d}s"
-    hours, m = divmod(minutes, 60)
-    if hours < 48:
-        return f"{hours}h{m:02d}m"
-    days, h = divmod(hours, 24)
-    return f"{days}d{h:02d}h"
-
-
 def echo_json(value: Any) -> None:
     click.echo(json.dumps(value, ensure_ascii=False))
 

@@ -174,14 +174,19 @@ class _Splitter:
     def _items(self, parts: list[bytes], has_cr: bool) -> list[bytes]:
         if has_cr:
             parts = [p[:-1] if p.endswith(b"\r") else p for p in parts]
-        if parts and max(map(len, parts)) > self.max_bytes:
-            at = next(i for i, p in enumerate(parts) if len(p) > self.max_bytes)
-            self.error = InputError(f"{self._where(at)}: {_too_big(len(parts[at]), self.max_bytes)}")
-            parts = parts[:at]
+        parts = self._up_to_too_big(parts)
         self.line += len(parts)
         if not self.keep_blank:
             parts = [p for p in parts if p]
         return parts
+
+    def _up_to_too_big(self, parts: list[bytes]) -> list[bytes]:
+        """The parts before the first one over the limit, which becomes the error."""
+        at = next((i for i, p in enumerate(parts) if len(p) > self.max_bytes), None)
+        if at is None:
+            return parts
+        self.error = InputError(f"{self._where(at)}: {_too_big(len(parts[at]), self.max_bytes)}")
+        return parts[:at]
 
     def _where(self, index: int) -> str:
         unit = "line" if self.separator == b"\n" else "item"

@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import sys
 import time
-from collections import deque
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import click
 
 import rediswq
-from producer.show import duration, echo_json, require_queue, table
-from worker.clikit import open_queue, queue_errors
+from rediswq_cli.kit import open_queue, queue_errors
+from rediswq_cli.progress import Rate, duration, eta_secs, settled
+from rediswq_producer.show import echo_json, require_queue, table
 
 # Below this many leases the text view lists who holds them; --holders lists them anyway.
 SHOW_HOLDERS_UP_TO = 10
 HOLDERS_LIMIT = 1000
-RATE_WINDOW_SECS = 30.0
 
 
 def stats_dict(s: rediswq.Stats) -> dict[str, Any]:
@@ -42,26 +41,6 @@ def redis_now_ms(q: rediswq.Queue) -> int:
     return int(secs) * 1000 + int(micros) // 1000
 
 
-class Rate:
-    """Items settled (completed or dead-lettered) per second over the last RATE_WINDOW_SECS."""
-
-    def __init__(self) -> None:
-        self.samples: deque[tuple[float, int]] = deque()
-
-    def add(self, at: float, s: rediswq.Stats) -> float | None:
-        self.samples.append((at, s.completed + s.dead_lettered))
-        while len(self.samples) > 2 and at - self.samples[1][0] >= RATE_WINDOW_SECS:
-            self.samples.popleft()
-        (t0, n0), (t1, n1) = self.samples[0], self.samples[-1]
-        return (n1 - n0) / (t1 - t0) if t1 > t0 else None
-
-
-def eta_secs(s: rediswq.Stats, rate: float | None) -> float | None:
-    if s.drained:
-        return 0.0
-    return s.outstanding / rate if rate else None
-
-
 def text_view(
     name: str,
     s: rediswq.Stats,
@@ -71,50 +50,41 @@ def text_view(
     interval: float | None = None,
 ) -> list[str]:
     """The human view; with `interval` (watching), a line of rate and time to drain too."""
+    lines = [_first_line(name, s)]
+    if interval is not None:
+        lines.append(_settling_line(s, rate, interval))
+    counts = [[counter, str(getattr(s, counter))] for counter in ("pending", "leased", "delayed", "dead")]
+    counters = [[counter, str(getattr(s, counter))] for counter in rediswq.Stats.COUNTERS]
+    lines += ["", *("  " + row for row in table(counts)), "", "since the queue was made:"]
+    lines += ["  " + row for row in table(counters)]
+    if holders:
+        more = f" (first {len(holders)} of {s.leased})" if len(holders) < s.leased else ""
+        lines += ["", f"leases{more}:", *("  " + row for row in table(_holder_rows(holders, now_ms)))]
+    return lines
+
+
+def _first_line(name: str, s: rediswq.Stats) -> str:
     state = "closed" if s.closed else "open"
     progress = "drained" if s.drained else f"{s.outstanding} outstanding"
     # Dead letters are work not done: said in the first line, not only in the table below.
     dead = f", {s.dead} dead letters (rediswq dead list {name})" if s.dead else ""
-    lines = [f"queue {name}: {state}, {progress}{dead}"]
-    if interval is not None:
-        eta = eta_secs(s, rate)
-        shown_rate = "-" if rate is None else f"{rate:.1f}/s"
-        shown_eta = "" if s.drained else ", drains in " + ("?" if eta is None else f"~{duration(eta)}")
-        lines.append(f"settling {shown_rate}{shown_eta}  (every {interval:g}s; Ctrl-C stops)")
-    counts = [["pending", str(s.pending)], ["leased", str(s.leased)], ["delayed", str(s.delayed)]]
-    counts.append(["dead", str(s.dead)])
-    counters = [[field, str(getattr(s, field))] for field in _COUNTERS]
-    lines += ["", *("  " + row for row in table(counts)), "", "since the queue was made:"]
-    lines += ["  " + row for row in table(counters)]
-    if holders:
-        rows = [["ID", "ATTEMPT", "WORKER", "HELD", "EXPIRES IN"]]
-        for h in holders:
-            left = (h.deadline_ms - now_ms) / 1000
-            rows.append(
-                [
-                    h.id,
-                    str(h.attempt),
-                    h.worker,
-                    duration(max(0, now_ms - h.leased_at_ms) / 1000),
-                    duration(left) if left >= 0 else "expired",
-                ]
-            )
-        more = f" (first {len(holders)} of {s.leased})" if len(holders) < s.leased else ""
-        lines += ["", f"leases{more}:", *("  " + row for row in table(rows))]
-    return lines
+    return f"queue {name}: {state}, {progress}{dead}"
 
 
-_COUNTERS = (
-    "enqueued",
-    "completed",
-    "failed",
-    "retried",
-    "expired",
-    "dead_lettered",
-    "released",
-    "dropped",
-    "quarantined",
-)
+def _settling_line(s: rediswq.Stats, rate: float | None, interval: float) -> str:
+    eta = eta_secs(s, rate)
+    shown_rate = "-" if rate is None else f"{rate:.1f}/s"
+    shown_eta = "" if s.drained else ", drains in " + ("?" if eta is None else f"~{duration(eta)}")
+    return f"settling {shown_rate}{shown_eta}  (every {interval:g}s; Ctrl-C stops)"
+
+
+def _holder_rows(holders: list[rediswq.LeaseInfo], now_ms: int) -> list[list[str]]:
+    rows = [["ID", "ATTEMPT", "WORKER", "HELD", "EXPIRES IN"]]
+    for h in holders:
+        left = (h.deadline_ms - now_ms) / 1000
+        held = duration(max(0, now_ms - h.leased_at_ms) / 1000)
+        rows.append([h.id, str(h.attempt), h.worker, held, duration(left) if left >= 0 else "expired"])
+    return rows
 
 
 def log_line(name: str, s: rediswq.Stats, rate: float | None) -> str:
@@ -179,42 +149,65 @@ def stats(
       rediswq stats jobs --json | jq .pending
       rediswq stats jobs --watch --interval 5
     """
-    q = open_queue(queue)
-    rate = Rate()
-    redraw = watch and not as_json and sys.stdout.isatty()
+    view = _View(open_queue(queue, one_shot=True), queue, as_json, holders, watch, interval)
     shown = 0
     try:
         while True:
-            with queue_errors():
-                s = q.stats()
-            if not watch:
-                require_queue(queue, s)
-            now = time.monotonic()
-            current = rate.add(now, s) if watch else None
-            listed = None
-            if holders or (not as_json and 0 < s.leased <= SHOW_HOLDERS_UP_TO):
-                with queue_errors():
-                    listed = q.holders(HOLDERS_LIMIT)
-            now_ms = redis_now_ms(q) if listed else 0
-            if as_json:
-                out = stats_dict(s)
-                if listed is not None:
-                    out["holders"] = holder_dicts(listed, now_ms)
-                if watch:
-                    out["rate_per_sec"] = current
-                    out["drain_eta_secs"] = eta_secs(s, current)
-                echo_json(out)
-            elif watch and not redraw:
-                click.echo(log_line(queue, s, current))
-            else:
-                lines = text_view(queue, s, listed, now_ms, current, interval if watch else None)
-                if redraw:
-                    # Home and clear, then the view: a terminal shows it in place.
-                    click.echo("\x1b[H\x1b[2J", nl=False)
-                click.echo("\n".join(lines))
+            began = time.monotonic()
+            view.show()
             shown += 1
             if not watch or (iterations is not None and shown >= iterations):
                 return
-            time.sleep(max(0.0, interval - (time.monotonic() - now)))
+            time.sleep(max(0.0, interval - (time.monotonic() - began)))
     except KeyboardInterrupt:
         return
+
+
+@dataclass
+class _View:
+    """One refresh of `rediswq stats`: JSON, a log line (--watch into a pipe), or the text view."""
+
+    q: rediswq.Queue
+    name: str
+    as_json: bool
+    holders: bool
+    watch: bool
+    interval: float
+    rate: Rate = field(default_factory=Rate)
+
+    def show(self) -> None:
+        with queue_errors():
+            s = self.q.stats()
+        if not self.watch:
+            require_queue(self.name, s)
+        current = self.rate.add(time.monotonic(), settled(s)) if self.watch else None
+        listed = self._holders(s)
+        now_ms = redis_now_ms(self.q) if listed else 0
+        if self.as_json:
+            echo_json(self._json(s, listed, now_ms, current))
+        elif not self.watch:
+            click.echo("\n".join(text_view(self.name, s, listed, now_ms)))
+        elif sys.stdout.isatty():
+            lines = text_view(self.name, s, listed, now_ms, current, self.interval)
+            # Home and clear, then the view: a terminal shows it in place.
+            click.echo("\x1b[H\x1b[2J" + "\n".join(lines))
+        else:
+            click.echo(log_line(self.name, s, current))
+
+    def _holders(self, s: rediswq.Stats) -> list[rediswq.LeaseInfo] | None:
+        """The live leases, when asked for, or when the text view has few enough to list."""
+        if not (self.holders or (not self.as_json and 0 < s.leased <= SHOW_HOLDERS_UP_TO)):
+            return None
+        with queue_errors():
+            return self.q.holders(HOLDERS_LIMIT)
+
+    def _json(
+        self, s: rediswq.Stats, listed: list[rediswq.LeaseInfo] | None, now_ms: int, rate: float | None
+    ) -> dict[str, Any]:
+        out = stats_dict(s)
+        if listed is not None:
+            out["holders"] = holder_dicts(listed, now_ms)
+        if self.watch:
+            out["rate_per_sec"] = rate
+            out["drain_eta_secs"] = eta_secs(s, rate)
+        return out

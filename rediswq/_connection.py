@@ -398,6 +398,10 @@ def _topology_change(error: Exception) -> str:
     return text if text.startswith(code) else f"{code} {text}"
 
 
+# What Redis answers a client that sent no credentials to a Redis that needs them (NOAUTH).
+_NO_CREDENTIALS = ("Authentication required", "HELLO must be called with the client already authenticated")
+
+
 class Connection:
     """Runs calls against Redis, turning redis-py's errors into rediswq's, redacted.
 
@@ -432,6 +436,12 @@ class Connection:
             # Connection trouble, for the retries above and for a worker's reconnect window.
             change = self._redactor.text(_topology_change(e))
             return ConnectionFailed(f"Redis at {url} is changing: {change}{_node(e)}")
+        if any(words in text for words in _NO_CREDENTIALS):
+            # NOAUTH: none were sent. Redis's own text (HELLO's especially) does not say that.
+            return AuthenticationFailed(
+                f"Redis needs a password, and none was given for {url} (put it in the URL: "
+                "redis://:PASSWORD@HOST:PORT, or USER:PASSWORD@ for an ACL user)"
+            )
         if isinstance(e, redis.exceptions.AuthenticationError):
             return AuthenticationFailed(f"Redis at {url} refused the credentials: {text}")
         if isinstance(e, redis.exceptions.ResponseError):

@@ -14,7 +14,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from itertools import islice
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import msgpack
 import redis
@@ -56,9 +56,10 @@ T = TypeVar("T")
 
 _AUTO_ID = re.compile(r"[0-9]+")
 # An idle worker polls at most 20 times a second, backing off to twice a second; it wakes when the
-# next lease deadline or retry falls due, since the lease script says when that is.
-_MIN_POLL_SECS = 0.05
-_MAX_POLL_SECS = 0.5
+# next lease deadline or retry falls due, since the lease script says when that is. Public, with
+# Until, for the worker runtime, which paces its idle polls by the same limits.
+MIN_POLL_SECS = 0.05
+MAX_POLL_SECS = 0.5
 
 
 @dataclass(frozen=True)
@@ -134,6 +135,19 @@ class Stats:
     quarantined: int = 0  # malformed entries moved to the dead letters (ids malformed:<sha1>)
     exists: bool = True  # the queue has counters, or items in its inbox: something was ever added
 
+    # The lifetime counters among the fields (the rest are counts of now), in the order views list them.
+    COUNTERS: ClassVar[tuple[str, ...]] = (
+        "enqueued",
+        "completed",
+        "failed",
+        "retried",
+        "expired",
+        "dead_lettered",
+        "released",
+        "dropped",
+        "quarantined",
+    )
+
     @property
     def drained(self) -> bool:
         """The queue exists and nothing is pending, delayed or leased by anyone."""
@@ -145,17 +159,6 @@ class Stats:
         return self.pending + self.leased + self.delayed
 
 
-_COUNTERS = (
-    "enqueued",
-    "completed",
-    "failed",
-    "retried",
-    "expired",
-    "dead_lettered",
-    "released",
-    "dropped",
-    "quarantined",
-)
 _MALFORMED = "malformed:"
 
 
@@ -577,7 +580,7 @@ class Queue:
         lost: list[Lease] = []
         unconfirmed = False
         give_up = None if timeout is None else time.monotonic() + timeout
-        poll = _MIN_POLL_SECS
+        poll = MIN_POLL_SECS
         while True:
             call = partial(
                 self._scripts.lease,
@@ -621,8 +624,8 @@ class Queue:
             pause = poll if reply.wait_ms < 0 else min(poll, reply.wait_ms / 1000)
             if give_up is not None:
                 pause = min(pause, give_up - now)
-            time.sleep(max(pause, _MIN_POLL_SECS))
-            poll = min(poll * 2, _MAX_POLL_SECS)
+            time.sleep(max(pause, MIN_POLL_SECS))
+            poll = min(poll * 2, MAX_POLL_SECS)
 
     def _absent(self, reply: LeaseReply, until: Until) -> bool:
         """Raise `QueueNotFound` for a missing or damaged queue; True: missing, wait as for nothing now.
@@ -832,7 +835,7 @@ class Queue:
             dead=dead,
             closed="closed" in meta,
             exists=bool(meta) or inbox > 0,
-            **{name: meta.get(name, 0) for name in _COUNTERS},
+            **{name: meta.get(name, 0) for name in Stats.COUNTERS},
         )
 
     @staticmethod

@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 from click.testing import CliRunner
 
-from worker.cli import main
+from rediswq_cli.main import main
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 SECTION = re.compile(r"(<!-- BEGIN cli -->\n)(.*?)(<!-- END cli -->)", re.S)

@@ -68,3 +68,20 @@ def queue(client: redis.Redis, queue_name: str) -> Iterator[Queue]:
     q = Queue(client, queue_name, retry_backoff_secs=0.05, retry_backoff_cap_secs=0.2)
     yield q
     q.purge()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """One line at the end: which test groups were skipped, and why (each reason says how to enable)."""
+    groups: dict[str, dict[str, int]] = {}
+    for report in terminalreporter.stats.get("skipped", []):
+        longrepr = report.longrepr
+        reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+        module = Path(str(report.location[0])).stem
+        counts = groups.setdefault(reason.removeprefix("Skipped: "), {})
+        counts[module] = counts.get(module, 0) + 1
+    if groups:
+        parts = [
+            ", ".join(f"{module} ({n})" for module, n in sorted(counts.items())) + f": {reason}"
+            for reason, counts in sorted(groups.items())
+        ]
+        terminalreporter.write_line("skipped test groups: " + "; ".join(parts))

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from redis_server import RedisServer, every_binary, version_of
 
 import rediswq
-from worker.cli import main
+from rediswq_cli.main import main
 
 PASSWORD = "acl-test-Pw-93217"
 

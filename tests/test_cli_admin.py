@@ -17,15 +17,15 @@ import pytest
 from click.testing import CliRunner
 from redis_server import RedisServer, free_port
 
-from producer.stats import text_view
 from rediswq import Queue, Stats
-from worker.cli import main
+from rediswq_cli.main import main
+from rediswq_producer.stats import text_view
 
 ENTRY_POINT = Path(sys.executable).with_name("rediswq")
 COMMAND = (
     [str(ENTRY_POINT)]
     if ENTRY_POINT.exists()
-    else [sys.executable, "-c", "from worker.cli import main; main()"]
+    else [sys.executable, "-c", "from rediswq_cli.main import main; main()"]
 )
 PASSWORD = "s3cret-Pa55word"
 
@@ -209,11 +209,11 @@ def test_connection_errors_give_one_line_the_documented_code_and_no_password(
         (f"redis://:{PASSWORD}@127.0.0.1:port/0", ["enqueue", "q", "a"], 2, "bad Redis URL"),
         (wrong, ["enqueue", "q", "a"], 2, "refused the credentials"),
         (wrong, ["dead", "list", "q"], 2, "refused the credentials"),
-        (f"redis://127.0.0.1:{password_server.port}/0", ["peek", "q"], 2, "refused the credentials"),
+        (f"redis://127.0.0.1:{password_server.port}/0", ["peek", "q"], 2, "Redis needs a password"),
         (refused, ["enqueue", "q", "a"], 1, "cannot reach Redis"),
         (refused, ["stats", "q"], 1, "cannot reach Redis"),
     ]
-    # Side by side: a refused connection is retried for a few seconds before it is reported.
+    # Side by side, as each may take a second or two.
     procs = [spawn(url, *command) for url, command, _, _ in cases]
     for (url, command, code, says), proc in zip(cases, procs, strict=True):
         result = finish(proc)
@@ -277,3 +277,40 @@ def test_the_watch_view_on_a_terminal_says_rate_and_time_to_drain() -> None:
         "settling 10.0/s, drains in ~30.0s  (every 2s; Ctrl-C stops)",
     ]
     assert "  completed      100" in lines
+
+
+def test_a_refused_connection_on_loopback_is_reported_at_once_naming_where_the_url_came_from() -> None:
+    """Nothing listens there: the retries (over 3 s of backoff) would only hide a wrong port."""
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    env = {k: v for k, v in os.environ.items() if k not in ("REDISWQ_URL", "REDIS_URL")}
+    for args, env_extra, origin in (
+        (["stats", "q", "--url", url], {}, "(URL from --url)"),
+        (["peek", "q"], {"REDIS_URL": url}, "(URL from $REDIS_URL)"),
+        (["enqueue", "q", "a"], {"REDISWQ_URL": url, "REDIS_URL": "redis://x"}, "(URL from $REDISWQ_URL)"),
+    ):
+        began = time.monotonic()
+        result = subprocess.run(
+            [*COMMAND, *args], capture_output=True, text=True, env={**env, **env_extra}, timeout=60
+        )
+        took = time.monotonic() - began
+        assert result.returncode == 1, result.stderr
+        assert result.stderr.startswith(f"Error: cannot reach Redis at {url}: "), result.stderr
+        assert origin in result.stderr, result.stderr
+        assert took < 2.5, f"{args} took {took:.1f}s: retried"
+
+
+def test_the_default_url_is_named_as_the_default_nobody_chose() -> None:
+    from rediswq_cli.kit import DEFAULT_URL, Settings
+
+    assert Settings(DEFAULT_URL).url_origin() == "the default: no --url, $REDISWQ_URL or $REDIS_URL given"
+    assert Settings(DEFAULT_URL, url_from="$REDIS_URL").url_origin() == "from $REDIS_URL"
+
+
+def test_global_options_may_follow_the_subcommand_but_never_a_double_dash() -> None:
+    command = ["job", "submit", "q", "--image", "i", "-p", "1", "--dry-run", "--allow-eviction"]
+    result = CliRunner().invoke(main, [*command, "--url", "redis://h:1/0", "--", "run", "--url", "x"])
+    assert result.exit_code == 0, result.output
+    job = json.loads(result.output)
+    assert job["spec"]["template"]["spec"]["containers"][0]["args"][-4:] == ["--", "run", "--url", "x"]
+    missing = CliRunner().invoke(main, ["stats", "q", "--url"])
+    assert missing.exit_code == 2 and "Option '--url' requires an argument." in missing.output

@@ -13,15 +13,15 @@ import pytest
 import redis
 from click.testing import CliRunner
 
-from producer.enqueue import unique_id
 from rediswq import Queue
-from worker.cli import main
+from rediswq_cli.main import main
+from rediswq_producer.enqueue import unique_id
 
 ENTRY_POINT = Path(sys.executable).with_name("rediswq")
 COMMAND = (
     [str(ENTRY_POINT)]
     if ENTRY_POINT.exists()
-    else [sys.executable, "-c", "from worker.cli import main; main()"]
+    else [sys.executable, "-c", "from rediswq_cli.main import main; main()"]
 )
 
 
@@ -93,6 +93,14 @@ def test_standard_input_is_read_when_no_items_are_named(redis_url: str, queue: Q
     assert result.returncode == 0, result
     assert result.stdout == "enqueued 5000, skipped 0 duplicates\n"
     assert payloads(queue) == lines.splitlines()
+
+
+def test_an_empty_input_warns_and_exits_0(redis_url: str, queue: Queue) -> None:
+    result = run(redis_url, "enqueue", queue.name, input=b"")
+    assert result.returncode == 0, result
+    assert result.stderr == "Warning: nothing to enqueue: the input held no items\n"
+    assert result.stdout == "enqueued 0, skipped 0 duplicates\n"
+    assert run(redis_url, "enqueue", queue.name, input=b"x\n").stderr == ""
 
 
 def test_null_separated_input_keeps_newlines_inside_items(redis_url: str, queue: Queue) -> None:

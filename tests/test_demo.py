@@ -20,7 +20,18 @@ def _env_without_redis_url() -> dict[str, str]:
 
 def test_demo_drains_on_an_embedded_redis_and_leaves_nothing_running() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "worker", "demo", "--items", "400", "--workers", "3", "--lease-secs", "1"],
+        [
+            sys.executable,
+            "-m",
+            "rediswq_cli",
+            "demo",
+            "--items",
+            "400",
+            "--workers",
+            "3",
+            "--lease-secs",
+            "1",
+        ],
         capture_output=True,
         text=True,
         env=_env_without_redis_url(),
@@ -42,7 +53,7 @@ def test_demo_uses_the_redis_given_with_url(redis_server: RedisServer) -> None:
         [
             sys.executable,
             "-m",
-            "worker",
+            "rediswq_cli",
             "--url",
             redis_server.url,
             "demo",
@@ -66,7 +77,7 @@ def test_demo_uses_the_redis_given_with_url(redis_server: RedisServer) -> None:
 
 def test_demo_refuses_a_single_worker() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "worker", "demo", "--workers", "1"],
+        [sys.executable, "-m", "rediswq_cli", "demo", "--workers", "1"],
         capture_output=True,
         text=True,
         env=_env_without_redis_url(),

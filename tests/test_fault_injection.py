@@ -29,7 +29,7 @@ from click.testing import CliRunner
 
 from rediswq import Lease, LeaseLost, LeaseTimeout, Queue, RedisWQError, ServerError
 from rediswq._keys import Keys
-from worker.cli import main
+from rediswq_cli.main import main
 
 KEYS = ("inbox", "pending", "leased", "payloads", "delayed", "dead", "ids", "meta")
 KINDS = ("wrong_type", "garbage", "truncated", "arity", "huge")

@@ -271,13 +271,19 @@ def test_image_without_arguments_shows_the_work_help(image: str) -> None:
     assert result.stdout.startswith("Usage: rediswq work")
 
 
-# Installed path of each source the wheel carries: k8s/ ships as worker/manifests/.
-PACKAGED = {"rediswq": "rediswq", "producer": "producer", "worker": "worker", "k8s": "worker/manifests"}
+# Installed path of each source the wheel carries: k8s/ ships as rediswq_cli/kube/manifests/.
+PACKAGED = {
+    "rediswq": "rediswq",
+    "producer": "rediswq_producer",
+    "worker": "rediswq_worker",
+    "cli": "rediswq_cli",
+    "k8s": "rediswq_cli/kube/manifests",
+}
 SOURCE_SUFFIXES = (".py", ".lua", ".yaml")
 HASH_INSTALLED = (
-    "import hashlib, json, pathlib, producer, rediswq, worker\n"
+    "import hashlib, json, pathlib, rediswq, rediswq_cli, rediswq_producer, rediswq_worker\n"
     "out = {}\n"
-    "for pkg in (rediswq, producer, worker):\n"
+    "for pkg in (rediswq, rediswq_producer, rediswq_worker, rediswq_cli):\n"
     "    root = pathlib.Path(pkg.__file__).parent\n"
     "    for p in root.rglob('*'):\n"
     f"        if p.suffix in {SOURCE_SUFFIXES!r} and '__pycache__' not in p.parts:\n"

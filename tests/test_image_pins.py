@@ -74,3 +74,9 @@ def test_pip_resolves_each_pin_file_in_hash_checking_mode(name: str, tmp_path: P
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_the_image_carries_no_kubernetes_client() -> None:
+    """`rediswq work` never needs it; `rediswq job` runs outside the image, with the [kube] extra."""
+    assert "kubernetes" not in pins("image.txt")
+    assert "kubernetes" not in " ".join(pyproject()["project"]["dependencies"])

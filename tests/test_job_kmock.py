@@ -31,7 +31,7 @@ from click.testing import CliRunner
 from redis_server import RedisServer
 
 from rediswq import Queue
-from worker.cli import main
+from rediswq_cli.main import main
 
 kmock = pytest.importorskip("kmock", reason="kmock (the Kubernetes API emulator) needs Python 3.11+")
 kubernetes = pytest.importorskip("kubernetes")
@@ -40,7 +40,7 @@ from kubernetes import client, config  # noqa: E402
 from kubernetes.client.exceptions import ApiException  # noqa: E402
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "k8s" / "base" / "worker-job.yaml"
-RWQ = [sys.executable, "-m", "worker"]
+RWQ = [sys.executable, "-m", "rediswq_cli"]
 
 
 @dataclass

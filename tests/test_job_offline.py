@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.resources
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +14,10 @@ import yaml
 from click.testing import CliRunner
 
 from rediswq import LeaseInfo
-from worker.cli import main
-from worker.jobs_manifest import ManifestError, WorkerJob, build, load_template, split_args
-from worker.jobs_scale import desired_parallelism, holding_pods
-from worker.jobs_watch import Rate, eta_text
+from rediswq_cli.kube.manifest import ManifestError, WorkerJob, build, load_template, split_args
+from rediswq_cli.kube.scale import desired_parallelism, holding_pods
+from rediswq_cli.main import main
+from rediswq_cli.progress import Rate, eta_text
 
 K8S_TEMPLATE = Path(__file__).resolve().parent.parent / "k8s" / "base" / "worker-job.yaml"
 
@@ -33,7 +34,9 @@ def container(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_the_packaged_template_is_the_file_k8s_ships() -> None:
-    packaged = importlib.resources.files("worker.manifests").joinpath("base/worker-job.yaml").read_text()
+    packaged = (
+        importlib.resources.files("rediswq_cli.kube.manifests").joinpath("base/worker-job.yaml").read_text()
+    )
     assert packaged == K8S_TEMPLATE.read_text()
     assert load_template() == yaml.safe_load(K8S_TEMPLATE.read_text())
 
@@ -157,8 +160,16 @@ def test_submit_dry_run_prints_the_job_the_client_would_send() -> None:
     assert job["spec"]["backoffLimit"] == template["spec"]["backoffLimit"]
 
 
+def test_submit_dry_run_shows_the_namespace_given_with_n() -> None:
+    submit = ["job", "submit", "q", "--image", "i", "-p", "1", "--dry-run", "--", "wc"]
+    result = run(*submit[:2], "-n", "batch", *submit[2:])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["metadata"]["namespace"] == "batch"
+    assert "namespace" not in json.loads(run(*submit).output)["metadata"]
+
+
 def test_the_args_submit_writes_are_ones_rediswq_work_accepts() -> None:
-    work = pytest.importorskip("worker.work", reason="the `work` command is not in this tree").work
+    work = pytest.importorskip("rediswq_worker.work", reason="the `work` command is not in this tree").work
     options = ["--until", "closed", "--lease-secs", "0.5", "--timeout", "9", "--concurrency", "4"]
     options += ["--prefetch", "10", "--max-attempts", "3", "--log-format", "json"]
     result = run(
@@ -322,10 +333,23 @@ def test_rate_is_items_per_second_over_the_window() -> None:
         (0, None, "0s"),
         (10, None, "?"),
         (10, 0.0, "?"),
-        (100, 10.0, "10s"),
+        (100, 10.0, "10.0s"),
         (900, 2.0, "7m30s"),
         (7300, 1.0, "2h01m"),
     ],
 )
 def test_eta_text(outstanding: int, rate: float | None, text: str) -> None:
     assert eta_text(outstanding, rate) == text
+
+
+def test_job_without_the_kube_extra_exits_2_naming_the_install_command(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "kubernetes", None)  # what `import kubernetes` meets without it
+    for args in (["status", "q"], ["submit", "q", "--image", "i", "-p", "1", "--dry-run", "--", "true"]):
+        result = CliRunner().invoke(main, ["job", *args])
+        assert result.exit_code == 2, result.output
+        assert result.output.strip().splitlines() == [
+            "Error: rediswq job needs the Kubernetes client: pip install 'rediswq-k8s[kube]'"
+        ]
+    assert CliRunner().invoke(main, ["job", "submit", "--help"]).exit_code == 0

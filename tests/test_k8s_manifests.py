@@ -12,6 +12,8 @@ import copy
 import fnmatch
 import importlib.resources
 import re
+import shutil
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +33,7 @@ from test_k8s_support import (
     find,
     find_all,
     job_specs,
+    kubectl,
     kustomize,
     load,
     pod_templates,
@@ -38,7 +41,7 @@ from test_k8s_support import (
     resource_files,
 )
 
-from worker import clikit
+from rediswq_cli import kit as clikit
 
 VERSIONS = (OLDEST, NEWEST)
 # What each set of manifests is: the base's files as written, and each kustomize build.
@@ -192,7 +195,7 @@ def test_pod_failure_policies_follow_the_worker_exit_codes(docs: list[Doc]) -> N
 
 def worker_grace_secs(c: Doc) -> float:
     """The SIGTERM grace `rediswq work` would use with this container's args and env."""
-    from worker.cli import main
+    from rediswq_cli.main import main
 
     work = main.commands.get("work")
     assert work is not None, "`rediswq work` is not registered"
@@ -504,7 +507,7 @@ def test_redis_is_probed_by_a_ping_only_user_with_no_password_near_it(docs: list
 def test_the_redis_users_are_the_ones_rediswq_acl_prints() -> None:
     from click.testing import CliRunner
 
-    from worker.cli import main
+    from rediswq_cli.main import main
 
     users = find(raw_base(), "ConfigMap", "rediswq-redis-config")["data"]["users.acl"].splitlines()
     expected = []
@@ -583,7 +586,7 @@ def test_overlays_set_namespace_image_parallelism_and_generate_the_secret(
 
 
 def test_the_worker_job_template_is_packaged_as_worker_manifests() -> None:
-    packaged = importlib.resources.files("worker.manifests").joinpath("base/worker-job.yaml")
+    packaged = importlib.resources.files("rediswq_cli.kube.manifests").joinpath("base/worker-job.yaml")
     source = (K8S / "base" / "worker-job.yaml").read_text(encoding="utf-8")
     assert packaged.read_text(encoding="utf-8") == source
     assert yaml.safe_load(source)["metadata"]["name"] == "rediswq-worker"
@@ -596,8 +599,8 @@ def test_every_manifest_under_k8s_is_in_the_wheels_package_data() -> None:
         import tomllib
 
         config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
-        assert config["package-dir"]["worker.manifests"] == "k8s"
-        patterns = config["package-data"]["worker.manifests"]
+        assert config["package-dir"]["rediswq_cli.kube.manifests"] == "k8s"
+        patterns = config["package-data"]["rediswq_cli.kube.manifests"]
         for path in K8S.rglob("*.yaml"):
             relative = str(path.relative_to(K8S))
             depth = relative.count("/")
@@ -650,3 +653,33 @@ def test_the_cluster_overlay_s_example_url_is_one_rediswq_parses() -> None:
     url = dict(line.split("=", 1) for line in text.splitlines() if line and not line.startswith("#"))["url"]
     parsed = _topology.parse(url)
     assert parsed.kind == "cluster" and len(parsed.hosts) == 3 and parsed.password == "REPLACE-ME"
+
+
+def test_the_queue_name_is_set_in_one_place(tmp_path: Path) -> None:
+    """base/queue.yaml's name reaches every command that names the queue, in every overlay."""
+    tree = tmp_path / "k8s"
+    shutil.copytree(K8S, tree)
+    queue_file = tree / "base" / "queue.yaml"
+    queue_file.write_text(queue_file.read_text().replace("  name: jobs\n", "  name: thumbs\n"))
+    for overlay in ("overlays/example", "overlays/autoscaled"):
+        env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "KUBECONFIG": str(tmp_path / "none")}
+        built = subprocess.run(
+            [str(kubectl()), "kustomize", str(tree / overlay)], env=env, capture_output=True, text=True
+        )
+        assert built.returncode == 0, built.stderr
+        docs = [d for d in yaml.safe_load_all(built.stdout) if d]
+        named = []
+        for kind, name, container_name, field in (
+            ("Job", "rediswq-worker", "worker", "args"),
+            ("Job", "rediswq-producer", "producer", "command"),
+            ("Deployment", "rediswq-exporter", "exporter", "command"),
+        ):
+            found = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+            if found:
+                c = container(found[0]["spec"]["template"], container_name)
+                named.append(c[field][0 if field == "args" else 2])
+        for scaled in find_all(docs, "ScaledJob"):
+            named.append(container(scaled["spec"]["jobTargetRef"]["template"], "worker")["args"][0])
+            inbox = next(t for t in scaled["spec"]["triggers"] if t["name"] == "inbox")
+            named.append(inbox["metadata"]["listName"])
+        assert len(named) >= 3 and set(named) == {"thumbs"}, (overlay, named)

@@ -39,10 +39,10 @@ from test_k8s_support import (
     raw_base,
 )
 
-from producer.exporter import exporter
 from rediswq import Queue
 from rediswq._keys import Keys
-from worker.work import work
+from rediswq_producer.exporter import exporter
+from rediswq_worker.work import work
 
 KEDA_SCHEMAS = ROOT.parent / "shared" / "schemas" / "keda"
 KEDA = ROOT / "k8s" / "components" / "keda"

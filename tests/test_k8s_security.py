@@ -29,9 +29,9 @@ _CALL = re.compile(r"cluster\.(batch|core)\.(create|read|patch|delete|list|repla
 
 
 def api_calls() -> set[tuple[str, str, str]]:
-    """(API group, resource, verb) of every namespaced call the worker package makes."""
+    """(API group, resource, verb) of every namespaced call the `rediswq job` commands make."""
     found = set()
-    for path in (ROOT / "worker").glob("*.py"):
+    for path in (ROOT / "cli" / "kube").glob("*.py"):
         for api, method, kind in _CALL.findall(path.read_text(encoding="utf-8")):
             found.add(("batch" if api == "batch" else "", f"{kind}s", _VERBS[method]))
     return found

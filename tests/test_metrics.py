@@ -26,9 +26,9 @@ from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
 from redis_server import RedisServer, find_binary, free_port
 
-from producer import exporter as exporter_module
 from rediswq import Queue, Stats
-from worker.cli import main
+from rediswq_cli.main import main
+from rediswq_producer import exporter as exporter_module
 
 REDISWQ = str(Path(sys.executable).with_name("rediswq"))
 # Fails each payload "bad"; fails a payload "flaky-N" on its first attempt only (REDISWQ_ATTEMPT).
@@ -255,9 +255,9 @@ def test_a_scrape_makes_no_redis_call_it_is_answered_while_redis_is_paused(
 
 
 def test_redis_errors_and_the_reconnect_after_a_restart_are_counted(queue_name: str, tmp_path: Path) -> None:
-    from worker.metrics import WorkerMetrics
-    from worker.runners import CommandRunner
-    from worker.runtime import Options, Runtime
+    from rediswq_worker.metrics import WorkerMetrics
+    from rediswq_worker.runners import CommandRunner
+    from rediswq_worker.runtime import Options, Runtime
 
     port = free_port()
     argv = [find_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(tmp_path)]
@@ -346,7 +346,7 @@ def test_without_prometheus_client_installed_metrics_exit_2_with_a_one_line_hint
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].endswith(
-        "needs the prometheus_client package: pip install 'rediswq[metrics]'"
+        "needs the prometheus_client package: pip install 'rediswq-k8s[metrics]'"
     )
 
 

@@ -10,7 +10,7 @@ import redis
 from click.testing import CliRunner
 
 from rediswq import Queue, QueueNotFound
-from worker.cli import main
+from rediswq_cli.main import main
 
 
 def test_draining_a_queue_nothing_was_added_to_raises_queue_not_found(queue: Queue) -> None:

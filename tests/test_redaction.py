@@ -24,8 +24,8 @@ from redis_server import RedisServer, free_port
 from test_tls import TLSRedis, pki, tls  # noqa: F401  (fixtures)
 
 import rediswq
-from worker import logs
-from worker.cli import main
+from rediswq_cli.main import main
+from rediswq_worker import logs
 
 # Pieces no message contains by chance (uncommon capitals), joined by the characters that break
 # URL parsers. A leak of any piece of 4 or more characters is a failure.

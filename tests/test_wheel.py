@@ -90,7 +90,7 @@ def _wheelhouse(wheel: Path) -> Path:
     house.parent.mkdir(parents=True, exist_ok=True)
     partial = Path(tempfile.mkdtemp(dir=house.parent, prefix=f"{house.name}.partial-"))
     _pip("wheel", "--wheel-dir", str(partial), str(wheel))
-    for ours in partial.glob("rediswq-*.whl"):
+    for ours in partial.glob("rediswq_k8s-*.whl"):
         ours.unlink()
     shutil.rmtree(house, ignore_errors=True)
     try:
@@ -109,7 +109,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
     _copy_build_context(src)
     # The Dockerfile's build step.
     _pip("wheel", "--no-deps", "--wheel-dir", str(wheels), str(src))
-    (wheel,) = wheels.glob("rediswq-*.whl")
+    (wheel,) = wheels.glob("rediswq_k8s-*.whl")
     # A bare venv filled by this interpreter's pip, from the wheelhouse only; bytecode is not
     # compiled, as nothing here needs it.
     venv.EnvBuilder(with_pip=False).create(env_dir)
@@ -138,29 +138,46 @@ def test_wheel_carries_every_lua_script(built: Built) -> None:
     assert scripts <= in_wheel
 
 
-def test_wheel_carries_every_python_module_of_the_three_packages(built: Built) -> None:
-    for folder in ("rediswq", "producer", "worker"):
-        modules = {f"{folder}/{name}" for name in _source_files(built, folder, "*.py")}
+def test_wheel_carries_every_python_module_of_the_four_packages(built: Built) -> None:
+    # Each source folder and the name it installs under.
+    installed = {
+        "rediswq": "rediswq",
+        "producer": "rediswq_producer",
+        "worker": "rediswq_worker",
+        "cli": "rediswq_cli",
+    }
+    for folder, name_in_wheel in installed.items():
+        modules = {f"{name_in_wheel}/{name}" for name in _source_files(built, folder, "*.py")}
         assert modules, f"no modules in {folder}/"
         missing = modules - built.names
         assert not missing, f"modules left out of the wheel (see packages in pyproject.toml): {missing}"
 
 
 def test_wheel_carries_py_typed_for_every_package(built: Built) -> None:
-    assert {"rediswq/py.typed", "worker/py.typed", "producer/py.typed"} <= built.names
+    typed = {f"{name}/py.typed" for name in ("rediswq", "rediswq_worker", "rediswq_producer", "rediswq_cli")}
+    assert typed <= built.names
 
 
-def test_wheel_carries_every_k8s_manifest_under_worker_manifests(built: Built) -> None:
+def test_wheel_installs_no_top_level_worker_or_producer_package(built: Built) -> None:
+    tops = {name.split("/", 1)[0] for name in built.names if not name.startswith("rediswq_k8s-")}
+    assert tops == {"rediswq", "rediswq_worker", "rediswq_producer", "rediswq_cli"}
+
+
+def test_wheel_carries_every_k8s_manifest_under_the_kube_commands(built: Built) -> None:
     manifests = _source_files(built, "k8s", "*.yaml", "*.yml")
     assert manifests, "k8s/ has no manifests"
-    in_wheel = {n.removeprefix("worker/manifests/") for n in built.names if n.startswith("worker/manifests/")}
+    prefix = "rediswq_cli/kube/manifests/"
+    in_wheel = {n.removeprefix(prefix) for n in built.names if n.startswith(prefix)}
     missing = manifests - in_wheel
     assert not missing, f"k8s files left out of the wheel (see package-data in pyproject.toml): {missing}"
 
 
 def test_installed_package_is_the_wheel_not_the_source_tree(built: Built) -> None:
     result = built.run(
-        "python", "-c", "import rediswq, worker, producer; print(rediswq.__file__, worker.__file__)"
+        "python",
+        "-c",
+        "import rediswq, rediswq_worker, rediswq_producer, rediswq_cli\n"
+        "print(rediswq.__file__, rediswq_worker.__file__, rediswq_producer.__file__, rediswq_cli.__file__)",
     )
     assert result.returncode == 0, result.stderr
     site_packages = next((built.venv / "lib").glob("python3*/site-packages"))
@@ -177,7 +194,7 @@ def test_installed_manifests_are_readable_as_package_resources(built: Built) -> 
         "            yield from walk(child, prefix + child.name + '/')\n"
         "        elif child.name.endswith(('.yaml', '.yml')):\n"
         "            yield prefix + child.name\n"
-        "print('\\n'.join(walk(files('worker.manifests'))))\n"
+        "print('\\n'.join(walk(files('rediswq_cli.kube.manifests'))))\n"
     )
     result = built.run("python", "-c", code)
     assert result.returncode == 0, result.stderr
@@ -203,3 +220,28 @@ def test_installed_version_is_the_wheels_version(built: Built) -> None:
     result = built.run("rediswq", "--version")
     assert result.returncode == 0, result.stderr
     assert result.stdout.split()[-1] == version
+
+
+def test_a_users_worker_py_is_the_handler_module_not_a_package_of_ours(built: Built, redis_url: str) -> None:
+    """The Kubernetes docs name the worker's file worker.py: beside it, --handler worker:handle loads it."""
+    (built.workdir / "worker.py").write_text(
+        "import pathlib\n\ndef handle(lease):\n"
+        "    with pathlib.Path('done.txt').open('a') as f:\n"
+        "        f.write(lease.payload.decode() + '\\n')\n"
+    )
+    (built.workdir / "producer.py").write_text("raise SystemExit('a user module named producer.py')\n")
+    name = f"wheel-{os.getpid()}"
+    put = built.run("rediswq", "--url", redis_url, "enqueue", name, "a", "b")
+    assert put.returncode == 0, put.stderr
+    done = built.run("rediswq", "--url", redis_url, "work", name, "--handler", "worker:handle")
+    assert done.returncode == 0, done.stderr
+    assert sorted((built.workdir / "done.txt").read_text().split()) == ["a", "b"]
+
+
+def test_the_wheel_without_extras_has_no_kubernetes_and_job_says_how_to_get_it(built: Built) -> None:
+    assert built.run("python", "-c", "import kubernetes").returncode == 1
+    result = built.run("rediswq", "job", "status", "q")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == (
+        "Error: rediswq job needs the Kubernetes client: pip install 'rediswq-k8s[kube]'"
+    )

@@ -17,7 +17,7 @@ import redis
 from click.testing import CliRunner
 
 from rediswq import Queue
-from worker.cli import main
+from rediswq_cli.main import main
 
 REDISWQ = str(Path(sys.executable).with_name("rediswq"))
 

@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from rediswq import Queue
-from worker import clikit
-from worker.cli import main
+from rediswq_cli import kit as clikit
+from rediswq_cli.main import main
 
 REDISWQ = str(Path(sys.executable).with_name("rediswq"))
 # Fails the item whose payload is "bad", completes the others.

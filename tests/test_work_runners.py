@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from rediswq import Lease
-from worker.runners import STDERR_TAIL_BYTES, CommandRunner, HandlerRunner, SetupError, load_handler
+from rediswq_worker.runners import STDERR_TAIL_BYTES, CommandRunner, HandlerRunner, SetupError, load_handler
 
 
 def lease(payload: bytes = b"p", item_id: str = "7", attempt: int = 1) -> Lease:

@@ -12,8 +12,8 @@ import redis
 
 import rediswq
 from rediswq import Lease, Queue
-from worker.runners import OK, Outcome
-from worker.runtime import AUTO_BATCH_MAX, Options, Runtime
+from rediswq_worker.runners import OK, Outcome
+from rediswq_worker.runtime import AUTO_BATCH_MAX, Options, Runtime
 
 
 class ReplyLostOnce(Queue):

@@ -13,7 +13,7 @@ import pytest
 from redis_server import RedisServer
 
 from rediswq import Queue
-from worker.runners import shell_script_with_braces
+from rediswq_worker.runners import shell_script_with_braces
 
 REDISWQ = str(Path(sys.executable).with_name("rediswq"))
 PASSWORD = "item-must-not-see-Pw-5521"
@@ -164,7 +164,7 @@ def test_peek_dead_list_and_text_logs_escape_control_characters(
 ) -> None:
     from click.testing import CliRunner
 
-    from worker.cli import main
+    from rediswq_cli.main import main
 
     q = Queue.from_url(redis_url, queue_name, max_attempts=1)
     q.put(b"payload\x1b[31m", id=EVIL_ID)

@@ -19,10 +19,10 @@ from helpers_own_redis import OwnRedis
 
 import rediswq
 from rediswq import Lease, Queue
-from worker.outage import Outage
-from worker.runners import OK, Outcome
-from worker.runtime import Options, Runtime
-from worker.work import socket_timeout_secs
+from rediswq_worker.outage import Outage
+from rediswq_worker.runners import OK, Outcome
+from rediswq_worker.runtime import Options, Runtime
+from rediswq_worker.work import socket_timeout_secs
 
 REDISWQ = str(Path(sys.executable).with_name("rediswq"))
 

@@ -6,11 +6,11 @@ import threading
 
 import pytest
 
-from worker.clikit import EXIT_ERROR, EXIT_STOPPED
-from worker.runtime.ledger import Ledger
-from worker.runtime.options import Options
-from worker.runtime.pacing import Pacing
-from worker.runtime.state import TRANSITIONS, Phase, State
+from rediswq_cli.kit import EXIT_ERROR, EXIT_STOPPED
+from rediswq_worker.runtime.ledger import Ledger
+from rediswq_worker.runtime.options import Options
+from rediswq_worker.runtime.pacing import Pacing
+from rediswq_worker.runtime.state import TRANSITIONS, Phase, State
 
 
 def test_every_state_has_a_row_and_only_draining_or_stopping_lead_to_stopped() -> None:

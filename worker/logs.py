@@ -15,7 +15,7 @@ import sys
 import time
 from typing import Any, Literal
 
-from worker.clikit import escape_controls
+from rediswq_cli.kit import escape_controls
 
 LogFormat = Literal["text", "json"]
 

@@ -21,8 +21,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from worker.observer import Observer
-from worker.runtime import Runtime, Summary
+from rediswq_worker.observer import Observer
+from rediswq_worker.runtime import Runtime, Summary
 
 # Item durations from 1 ms to 1 h.
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,

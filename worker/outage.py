@@ -15,7 +15,7 @@ import time
 
 import redis.exceptions
 
-from worker.observer import Observer
+from rediswq_worker.observer import Observer
 
 
 def is_stall(error: BaseException) -> bool:

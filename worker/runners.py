@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from rediswq import Lease
-from worker.child import STDERR_TAIL_BYTES, Child
+from rediswq_worker.child import STDERR_TAIL_BYTES, Child
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING, Any
 import click
 
 import rediswq
-from worker import logs, prom
-from worker.clikit import EXIT_OK, ConfigError, open_queue, parse_prefetch, settings
-from worker.runners import (
+from rediswq_cli import prom
+from rediswq_cli.kit import EXIT_OK, ConfigError, open_queue, parse_prefetch, settings
+from rediswq_worker import logs
+from rediswq_worker.runners import (
     CommandRunner,
     HandlerRunner,
     Runner,
@@ -24,11 +25,11 @@ from worker.runners import (
     credential_variables,
     shell_script_with_braces,
 )
-from worker.runtime import Options, Runtime, Summary
-from worker.work_help import EPILOG
+from rediswq_worker.runtime import Options, Runtime, Summary
+from rediswq_worker.work_help import EPILOG
 
 if TYPE_CHECKING:
-    from worker.metrics import WorkerMetrics
+    from rediswq_worker.metrics import WorkerMetrics
 
 # A Redis call waits for its reply a third of the lease: a renewal that hangs then fails (and is
 # retried) while the leases it renews still hold. Bounded below so a short lease does not turn
@@ -46,7 +47,7 @@ def _metrics(port: int | None, queue_name: str, worker: str) -> WorkerMetrics | 
     if port is None:
         return None
     prom.require("--metrics-port")
-    from worker.metrics import WorkerMetrics
+    from rediswq_worker.metrics import WorkerMetrics
 
     metrics = WorkerMetrics(queue_name, worker)
     prom.serve(port, metrics)
@@ -213,7 +214,7 @@ def socket_timeout_secs(lease_secs: float) -> float:
     default=None,
     envvar=_env("METRICS_PORT"),
     show_envvar=True,
-    help="Serve Prometheus metrics on http://0.0.0.0:PORT/metrics (needs the rediswq[metrics] extra). "
+    help="Serve Prometheus metrics on http://0.0.0.0:PORT/metrics (needs the rediswq-k8s[metrics] extra). "
     "A scrape makes no Redis call.",
 )
 @click.option(

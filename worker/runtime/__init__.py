@@ -24,16 +24,16 @@ import threading
 import time
 
 import rediswq
-from worker.logs import LOGGER
-from worker.observer import Observer
-from worker.outage import Outage
-from worker.runners import Runner
-from worker.runtime.calls import Calls, Fatal
-from worker.runtime.keeper import FLUSH_SECS, Keeper
-from worker.runtime.leases import Beat, Leases
-from worker.runtime.ledger import START_MARGIN_SECS, Ledger
-from worker.runtime.options import Options, Summary, Until
-from worker.runtime.pacing import (
+from rediswq_worker.logs import LOGGER
+from rediswq_worker.observer import Observer
+from rediswq_worker.outage import Outage
+from rediswq_worker.runners import Runner
+from rediswq_worker.runtime.calls import Calls, Fatal
+from rediswq_worker.runtime.keeper import FLUSH_SECS, Keeper
+from rediswq_worker.runtime.leases import Beat, Leases
+from rediswq_worker.runtime.ledger import START_MARGIN_SECS, Ledger
+from rediswq_worker.runtime.options import Options, Summary, Until
+from rediswq_worker.runtime.pacing import (
     AUTO_BATCH_MAX,
     AUTO_BATCH_SECS,
     LOOKAHEAD_MAX_SECS,
@@ -43,10 +43,10 @@ from worker.runtime.pacing import (
     Pacing,
     Wakeups,
 )
-from worker.runtime.signals import Signals
-from worker.runtime.slots import Slot
-from worker.runtime.state import Phase, State
-from worker.runtime.stopping import HARD_STOP_SECS, Stopper
+from rediswq_worker.runtime.signals import Signals
+from rediswq_worker.runtime.slots import Slot
+from rediswq_worker.runtime.state import Phase, State
+from rediswq_worker.runtime.stopping import HARD_STOP_SECS, Stopper
 
 
 class Runtime:

@@ -26,10 +26,10 @@ from typing import TypeVar
 import redis.exceptions
 
 import rediswq
-from worker.observer import Observer
-from worker.outage import Outage
-from worker.runtime.options import Options
-from worker.runtime.signals import Signals
+from rediswq_worker.observer import Observer
+from rediswq_worker.outage import Outage
+from rediswq_worker.runtime.options import Options
+from rediswq_worker.runtime.signals import Signals
 
 T = TypeVar("T")
 

@@ -13,15 +13,15 @@ from __future__ import annotations
 import time
 
 import rediswq
-from worker.clikit import EXIT_DEAD, EXIT_ERROR, EXIT_OK, EXIT_STOPPED, EXIT_USAGE
-from worker.runtime.calls import Fatal, Interrupted
-from worker.runtime.leases import Beat, Leases
-from worker.runtime.ledger import Ledger
-from worker.runtime.options import Options
-from worker.runtime.pacing import Pacing
-from worker.runtime.signals import Signals
-from worker.runtime.state import Phase, State
-from worker.runtime.stopping import Stopper
+from rediswq_cli.kit import EXIT_DEAD, EXIT_ERROR, EXIT_OK, EXIT_STOPPED, EXIT_USAGE
+from rediswq_worker.runtime.calls import Fatal, Interrupted
+from rediswq_worker.runtime.leases import Beat, Leases
+from rediswq_worker.runtime.ledger import Ledger
+from rediswq_worker.runtime.options import Options
+from rediswq_worker.runtime.pacing import Pacing
+from rediswq_worker.runtime.signals import Signals
+from rediswq_worker.runtime.state import Phase, State
+from rediswq_worker.runtime.stopping import Stopper
 
 # Completions wait for the next lease call, but never longer than this (so `stats` stays current and
 # a crash repeats little work).

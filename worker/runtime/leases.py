@@ -19,12 +19,12 @@ import redis.exceptions
 
 import rediswq
 from rediswq import Lease
-from worker.runners import Outcome
-from worker.runtime.calls import Calls, Fatal, Interrupted, unreachable
-from worker.runtime.ledger import Ledger
-from worker.runtime.options import Options
-from worker.runtime.pacing import Pacing
-from worker.runtime.state import Phase
+from rediswq_worker.runners import Outcome
+from rediswq_worker.runtime.calls import Calls, Fatal, Interrupted, unreachable
+from rediswq_worker.runtime.ledger import Ledger
+from rediswq_worker.runtime.options import Options
+from rediswq_worker.runtime.pacing import Pacing
+from rediswq_worker.runtime.state import Phase
 
 
 class Leases:

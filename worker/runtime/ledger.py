@@ -23,8 +23,8 @@ import time
 from collections import deque
 
 from rediswq import Lease
-from worker.runners import Outcome
-from worker.runtime.options import Summary
+from rediswq_worker.runners import Outcome
+from rediswq_worker.runtime.options import Summary
 
 # A buffered item starts only if its lease has this much left (at most a quarter of the lease) on the
 # worker's clock: time for the keeper's next renewal to land before the lease runs out.

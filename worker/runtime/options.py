@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from worker.clikit import EXIT_OK
+from rediswq_cli.kit import EXIT_OK
 
 Until = Literal["drained", "closed"]
 

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import queue as stdqueue
 
-from worker.runtime.ledger import Ledger
-from worker.runtime.options import Options
-from worker.runtime.state import Phase, State
+from rediswq_worker.runtime.ledger import Ledger
+from rediswq_worker.runtime.options import Options
+from rediswq_worker.runtime.state import Phase, State
 
 MIN_POLL_SECS = 0.05
 MAX_POLL_SECS = 0.5

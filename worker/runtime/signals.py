@@ -11,8 +11,8 @@ import time
 from types import FrameType
 from typing import Any
 
-from worker.runners import signal_name
-from worker.runtime.pacing import Wakeups
+from rediswq_worker.runners import signal_name
+from rediswq_worker.runtime.pacing import Wakeups
 
 
 class Signals:

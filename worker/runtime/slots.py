@@ -14,12 +14,12 @@ import time
 from collections.abc import Callable
 
 from rediswq import Lease
-from worker.observer import Observer
-from worker.runners import OK, Outcome, Overlapping, Runner
-from worker.runtime.leases import Leases, item_fields
-from worker.runtime.ledger import Ledger
-from worker.runtime.pacing import Pacing, Wakeups
-from worker.runtime.state import Phase, State
+from rediswq_worker.observer import Observer
+from rediswq_worker.runners import OK, Outcome, Overlapping, Runner
+from rediswq_worker.runtime.leases import Leases, item_fields
+from rediswq_worker.runtime.ledger import Ledger
+from rediswq_worker.runtime.pacing import Pacing, Wakeups
+from rediswq_worker.runtime.state import Phase, State
 
 
 class Slot:

@@ -22,14 +22,14 @@ import threading
 import time
 
 import rediswq
-from worker.clikit import EXIT_STOPPED
-from worker.runners import Runner
-from worker.runtime.calls import Calls, Fatal, Interrupted
-from worker.runtime.leases import Beat, Leases
-from worker.runtime.ledger import Ledger
-from worker.runtime.options import Options
-from worker.runtime.signals import Signals
-from worker.runtime.state import Phase, State
+from rediswq_cli.kit import EXIT_STOPPED
+from rediswq_worker.runners import Runner
+from rediswq_worker.runtime.calls import Calls, Fatal, Interrupted
+from rediswq_worker.runtime.leases import Beat, Leases
+from rediswq_worker.runtime.ledger import Ledger
+from rediswq_worker.runtime.options import Options
+from rediswq_worker.runtime.signals import Signals
+from rediswq_worker.runtime.state import Phase, State
 
 # After the first signal the process is gone within --grace-secs plus this, whatever Redis does.
 HARD_STOP_SECS = 3.0

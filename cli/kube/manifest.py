@@ -1,9 +1,9 @@
 """The worker Job `rediswq job submit` creates, built from the template that `k8s/` ships.
 
 One source of truth: `k8s/base/worker-job.yaml` is what `kubectl apply -k` uses and, packaged in the
-wheel as `worker.manifests`, what `submit` starts from. It changes only what the user asked for (name,
-image, parallelism, the container's args, env, the Secret's name), so the template's podFailurePolicy,
-security context, resources and the Downward API's POD_NAME are kept as they are.
+wheel as `rediswq_cli.kube.manifests`, what `submit` starts from. It changes only what the user asked
+for (name, image, parallelism, the container's args, env, the Secret's name), so the template's
+podFailurePolicy, security context, resources and the Downward API's POD_NAME are kept as they are.
 
 The container runs `rediswq work` (the image's ENTRYPOINT), so its `args` are
 `QUEUE [OPTION]... [-- COMMAND [ARG]...]`: the template's first argument is the queue name and the
@@ -51,7 +51,11 @@ class WorkerJob:
 def load_template() -> dict[str, Any]:
     """The packaged worker Job manifest, parsed."""
     try:
-        text = importlib.resources.files("worker.manifests").joinpath(TEMPLATE).read_text(encoding="utf-8")
+        text = (
+            importlib.resources.files("rediswq_cli.kube.manifests")
+            .joinpath(TEMPLATE)
+            .read_text(encoding="utf-8")
+        )
     except (ModuleNotFoundError, OSError) as e:
         raise ManifestError(f"the packaged worker Job template {TEMPLATE} cannot be read: {e}") from e
     document = yaml.safe_load(text)
@@ -82,6 +86,24 @@ def build(request: WorkerJob, template: dict[str, Any] | None = None) -> dict[st
     """The Job manifest for `request`: a deep copy of the template with the requested changes."""
     manifest = copy.deepcopy(template if template is not None else load_template())
     name = request.name or str(manifest.get("metadata", {}).get("name") or "")
+    _check_request(request, name)
+    manifest.setdefault("metadata", {})["name"] = name
+    manifest["metadata"].pop("namespace", None)  # the command's --namespace decides
+    spec = manifest.setdefault("spec", {})
+    spec["parallelism"] = request.parallelism
+    spec.pop("completions", None)  # variable pod count: exit 0 of any pod means the queue is done
+    container = _worker_container(spec)
+    container["image"] = request.image
+    container["args"] = _args(request, [str(a) for a in container.get("args") or []])
+    env = container.setdefault("env", [])
+    if request.secret:
+        _rename_secret(env, request.secret)
+    for key, value in request.env:
+        _set_env(env, key, value)
+    return manifest
+
+
+def _check_request(request: WorkerJob, name: str) -> None:
     check_name(name)
     if not request.queue:
         raise ManifestError("the queue name must not be empty")
@@ -90,19 +112,18 @@ def build(request: WorkerJob, template: dict[str, Any] | None = None) -> dict[st
     if not request.image.strip():
         raise ManifestError("the image must not be empty")
 
-    manifest.setdefault("metadata", {})["name"] = name
-    manifest["metadata"].pop("namespace", None)  # the command's --namespace decides
-    spec = manifest.setdefault("spec", {})
-    spec["parallelism"] = request.parallelism
-    spec.pop("completions", None)  # variable pod count: exit 0 of any pod means the queue is done
 
+def _worker_container(spec: dict[str, Any]) -> dict[str, Any]:
     containers = spec.get("template", {}).get("spec", {}).get("containers") or []
     container = next((c for c in containers if c.get("name") == CONTAINER), None)
     if container is None:
         raise ManifestError(f"the worker Job template has no container named {CONTAINER!r}")
-    container["image"] = request.image
+    return container  # type: ignore[no-any-return]
 
-    _, options, template_command = split_args([str(a) for a in container.get("args") or []])
+
+def _args(request: WorkerJob, template_args: list[str]) -> list[str]:
+    """`QUEUE [OPTION]... [-- COMMAND...]`: the template's options, then the requested ones."""
+    _, options, template_command = split_args(template_args)
     options = options + list(request.worker_options)
     command = list(request.command) or template_command
     if any(o == "--handler" or o.startswith("--handler=") for o in options):
@@ -111,22 +132,24 @@ def build(request: WorkerJob, template: dict[str, Any] | None = None) -> dict[st
         raise ManifestError(
             "the Job has nothing to run: give a COMMAND after -- (e.g. -- python -m thumbs {}) or --handler"
         )
-    container["args"] = [request.queue, *options, *(["--", *command] if command else [])]
+    return [request.queue, *options, *(["--", *command] if command else [])]
 
-    env = container.setdefault("env", [])
-    if request.secret:
-        for entry in env:
-            ref = (entry.get("valueFrom") or {}).get("secretKeyRef")
-            if ref is not None:
-                ref["name"] = request.secret
-    for key, value in request.env:
-        if not _ENV_NAME.match(key):
-            raise ManifestError(f"bad environment variable name {key!r}")
-        for entry in env:
-            if entry.get("name") == key:
-                entry.pop("valueFrom", None)
-                entry["value"] = value
-                break
-        else:
-            env.append({"name": key, "value": value})
-    return manifest
+
+def _rename_secret(env: list[dict[str, Any]], secret: str) -> None:
+    """Point every secretKeyRef of the container's env at `secret`."""
+    for entry in env:
+        ref = (entry.get("valueFrom") or {}).get("secretKeyRef")
+        if ref is not None:
+            ref["name"] = secret
+
+
+def _set_env(env: list[dict[str, Any]], key: str, value: str) -> None:
+    """Override the variable `key` where the template sets it, else append it."""
+    if not _ENV_NAME.match(key):
+        raise ManifestError(f"bad environment variable name {key!r}")
+    entry = next((e for e in env if e.get("name") == key), None)
+    if entry is None:
+        env.append({"name": key, "value": value})
+    else:
+        entry.pop("valueFrom", None)
+        entry["value"] = value

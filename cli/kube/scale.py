@@ -36,7 +36,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 import rediswq
-from worker.jobs_kube import Cluster
+from rediswq_cli.kube.cluster import Cluster
 
 # A worker name names its pod as a whole token: "pod", "pod:1234", "1234@pod", "pod/2".
 _TOKEN_SEPARATORS = re.compile(r"[:/@\s]+")
@@ -74,15 +74,17 @@ def live_pods(cluster: Cluster, job_name: str) -> set[str] | None:
         if e.status == 403:
             return None
         raise
-    names = set()
-    for pod in listing.items or []:
-        meta = pod.metadata
-        if meta is None or not meta.name or (meta.labels or {}).get("job-name") != job_name:
-            continue  # the label check again: the selector is the server's, this is ours
-        if pod.status is not None and pod.status.phase in ("Succeeded", "Failed"):
-            continue
-        names.add(meta.name)
-    return names
+    return {name for pod in listing.items or [] if (name := _live_pod_name(pod, job_name))}
+
+
+def _live_pod_name(pod: client.V1Pod, job_name: str) -> str | None:
+    """The name of a pod of the Job that has not ended; None for any other pod."""
+    meta = pod.metadata
+    # The label checked again: the selector is the server's, this is ours.
+    if meta is None or not meta.name or (meta.labels or {}).get("job-name") != job_name:
+        return None
+    ended = pod.status is not None and pod.status.phase in ("Succeeded", "Failed")
+    return None if ended else str(meta.name)
 
 
 @dataclass(frozen=True)
