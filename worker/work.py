@@ -15,7 +15,7 @@ import click
 
 import rediswq
 from rediswq_cli import prom
-from rediswq_cli.kit import EXIT_OK, ConfigError, open_queue, parse_prefetch, settings
+from rediswq_cli.kit import EXIT_OK, ConfigError, check_target, open_queue, parse_prefetch, settings
 from rediswq_worker import logs
 from rediswq_worker.runners import (
     CommandRunner,
@@ -297,12 +297,9 @@ def _work(args: _Args) -> Summary:
 
 
 def _check_mode(args: _Args) -> None:
-    if args.handler and args.command:
-        raise click.UsageError("give either --handler or a COMMAND after --, not both")
+    check_target(args.handler, args.command, args.timeout_secs)
     if not args.handler and not args.command:
         raise click.UsageError("give a COMMAND after -- (e.g. rediswq work jobs -- ./run.sh {}) or --handler")
-    if args.handler and args.timeout_secs is not None:
-        raise click.UsageError("--timeout applies to commands only: a Python handler cannot be stopped")
 
 
 def _runner(args: _Args) -> Runner:

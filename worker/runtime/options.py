@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
+from rediswq.queue import Until
 from rediswq_cli.kit import EXIT_OK
-
-Until = Literal["drained", "closed"]
 
 
 @dataclass(frozen=True)

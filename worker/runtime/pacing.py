@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import queue as stdqueue
 
+from rediswq.queue import MAX_POLL_SECS, MIN_POLL_SECS
 from rediswq_worker.runtime.ledger import Ledger
 from rediswq_worker.runtime.options import Options
 from rediswq_worker.runtime.state import Phase, State
 
-MIN_POLL_SECS = 0.05
-MAX_POLL_SECS = 0.5
 LOOKAHEAD_MIN_SECS = 0.0005
 LOOKAHEAD_MAX_SECS = 0.1
 AUTO_BATCH_SECS = 0.05
