@@ -29,6 +29,8 @@ EVERY_VERSION = {
     "test_oom",
     "test_consume",
     "test_redis_pressure",
+    "test_queue_not_found",
+    "test_work_dead",
 }
 
 
