@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import click
 import pytest
 import yaml
 from click.testing import CliRunner
@@ -178,10 +177,7 @@ def test_the_args_submit_writes_are_ones_rediswq_work_accepts() -> None:
     )
     assert result.exit_code == 0, result.output
     args = container(json.loads(result.output))["args"]
-    # Parsed under the root group's context, as `rediswq work` is: click caches a command's help
-    # option from the first context it sees, and the README reference shows the root's -h.
-    root = click.Context(main, info_name="rediswq", **main.context_settings)
-    params = work.make_context("work", list(args), parent=root).params
+    params = work.make_context("work", list(args)).params
     assert params["queue_name"] == "q"
     assert params["command"] == ("sh", "-c", "x {}")
     assert (params["until"], params["lease_secs"], params["timeout_secs"]) == ("closed", 0.5, 9.0)
