@@ -20,7 +20,7 @@ import click
 import rediswq
 from rediswq import Lease
 from rediswq_cli.embedded import EmbeddedUnavailable, embedded_redis
-from rediswq_cli.kit import ConfigError, queue_errors, settings
+from rediswq_cli.kit import CONTEXT_SETTINGS, ConfigError, queue_errors, settings
 
 QUEUE = "demo"
 # The handler's pause per item: long enough that a worker is always caught holding a lease.
@@ -169,7 +169,7 @@ def _wait_for_drain(
     return [int(p.returncode) for p in processes]
 
 
-@click.command()
+@click.command(context_settings=CONTEXT_SETTINGS)
 @click.option("--items", default=3000, show_default=True, help="How many items to enqueue.")
 @click.option("--workers", "worker_count", default=4, show_default=True, help="Worker processes.")
 @click.option(

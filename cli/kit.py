@@ -27,6 +27,10 @@ import click
 
 import rediswq
 
+#: Every command's context settings: `-h` as well as `--help`, whether it runs under `rediswq` or is
+#: parsed on its own (click keeps the help option of the first context a command sees).
+CONTEXT_SETTINGS: dict[str, Any] = {"help_option_names": ["-h", "--help"]}
+
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2

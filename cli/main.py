@@ -9,7 +9,7 @@ from itertools import islice
 import click
 from click.core import ParameterSource
 
-from rediswq_cli.kit import DEFAULT_URL, Settings
+from rediswq_cli.kit import CONTEXT_SETTINGS, DEFAULT_URL, Settings
 
 
 class _Root(click.Group):
@@ -63,7 +63,7 @@ def _url_from(ctx: click.Context) -> str:
     return ""
 
 
-@click.group(cls=_Root, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=_Root, context_settings={**CONTEXT_SETTINGS, "max_content_width": 100})
 @click.option(
     "--url",
     envvar=["REDISWQ_URL", "REDIS_URL"],

@@ -7,10 +7,10 @@ import shlex
 import click
 
 import rediswq
-from rediswq_cli.kit import queue_errors
+from rediswq_cli.kit import CONTEXT_SETTINGS, queue_errors
 
 
-@click.command()
+@click.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("queue")
 @click.option(
     "--role",

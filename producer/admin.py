@@ -7,7 +7,7 @@ from collections.abc import Callable
 import click
 
 import rediswq
-from rediswq_cli.kit import ConfigError, escape_controls, open_queue, queue_errors
+from rediswq_cli.kit import CONTEXT_SETTINGS, ConfigError, escape_controls, open_queue, queue_errors
 from rediswq_producer.show import echo_json, payload_json, payload_text, require_queue, table, utc
 
 _full = click.option("--full", is_flag=True, help="Show whole payloads (cut at 100 characters otherwise).")
@@ -16,7 +16,7 @@ _json = click.option(
 )
 
 
-@click.group()
+@click.group(context_settings=CONTEXT_SETTINGS)
 def dead() -> None:
     """Look at dead letters: items that spent their attempts, or failed without retry.
 
@@ -143,7 +143,7 @@ def _on_queue(name: str, action: Callable[[rediswq.Queue], object]) -> None:
         action(queue)
 
 
-@click.command()
+@click.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("queue")
 @click.option(
     "-n",
@@ -194,7 +194,7 @@ def peek(queue: str, count: int, as_json: bool, full: bool) -> None:
     click.echo("\n".join(table(rows)))
 
 
-@click.command()
+@click.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("queue")
 def close(queue: str) -> None:
     """Close QUEUE: no more items may be added (`enqueue` then fails with exit 1).
@@ -209,7 +209,7 @@ def close(queue: str) -> None:
     click.echo(f"closed queue {queue!r}")
 
 
-@click.command()
+@click.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("queue")
 def reopen(queue: str) -> None:
     """Reopen a closed QUEUE so items may be added again (e.g. for a queue a CronJob refills).
@@ -224,7 +224,7 @@ def reopen(queue: str) -> None:
     click.echo(f"reopened queue {queue!r}")
 
 
-@click.command()
+@click.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("queue")
 @click.option("--yes", is_flag=True, help="Really delete (required).")
 def purge(queue: str, yes: bool) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 import rediswq
-from rediswq_cli.kit import ConfigError, open_queue, queue_errors
+from rediswq_cli.kit import CONTEXT_SETTINGS, ConfigError, open_queue, queue_errors
 from rediswq_producer.checkpoint import SourceProgress
 from rediswq_producer.sources import InputError, IntRange, ReadProgress, Sources
 
@@ -72,7 +72,7 @@ def _ints(values: tuple[str, ...]) -> list[IntRange]:
         raise click.BadParameter(str(e), param_hint="--range") from e
 
 
-@click.command()
+@click.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("queue")
 @click.argument("items", nargs=-1, metavar="[ITEM]...")
 @click.option(

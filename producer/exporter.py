@@ -22,7 +22,7 @@ import redis
 
 import rediswq
 from rediswq_cli import prom
-from rediswq_cli.kit import ConfigError, open_queue, queue_errors
+from rediswq_cli.kit import CONTEXT_SETTINGS, ConfigError, open_queue, queue_errors
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
@@ -149,7 +149,7 @@ class QueueCollector:
         )
 
 
-@click.command()
+@click.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("queue_names", nargs=-1, metavar="[QUEUE]...")
 @click.option("--all", "all_queues", is_flag=True, help="Export every queue on this Redis, found by SCAN.")
 @click.option(

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 import rediswq
-from rediswq_cli.kit import open_queue, queue_errors
+from rediswq_cli.kit import CONTEXT_SETTINGS, open_queue, queue_errors
 from rediswq_cli.progress import Rate, duration, eta_secs, settled
 from rediswq_producer.show import echo_json, require_queue, table
 
@@ -101,7 +101,7 @@ def log_line(name: str, s: rediswq.Stats, rate: float | None) -> str:
     return " ".join(fields)
 
 
-@click.command()
+@click.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("queue")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object (with --watch, one per line).")
 @click.option(

@@ -15,7 +15,15 @@ import click
 
 import rediswq
 from rediswq_cli import prom
-from rediswq_cli.kit import EXIT_OK, ConfigError, check_target, open_queue, parse_prefetch, settings
+from rediswq_cli.kit import (
+    CONTEXT_SETTINGS,
+    EXIT_OK,
+    ConfigError,
+    check_target,
+    open_queue,
+    parse_prefetch,
+    settings,
+)
 from rediswq_worker import logs
 from rediswq_worker.runners import (
     CommandRunner,
@@ -59,7 +67,7 @@ def socket_timeout_secs(lease_secs: float) -> float:
     return min(MAX_SOCKET_TIMEOUT_SECS, max(MIN_SOCKET_TIMEOUT_SECS, lease_secs / 3))
 
 
-@click.command(epilog=EPILOG, context_settings={"show_default": True})
+@click.command(epilog=EPILOG, context_settings={**CONTEXT_SETTINGS, "show_default": True})
 @click.argument("queue_name", metavar="QUEUE", envvar=_env("QUEUE"))
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="[-- COMMAND [ARG]...]")
 @click.option(

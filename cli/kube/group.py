@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from rediswq_cli.kit import ConfigError
+from rediswq_cli.kit import CONTEXT_SETTINGS, ConfigError
 
 if TYPE_CHECKING:
     import rediswq
@@ -81,7 +81,7 @@ class _KubeCommand(click.Command):
         return super().invoke(ctx)
 
 
-@click.group(epilog=EXIT_CODES)
+@click.group(epilog=EXIT_CODES, context_settings=CONTEXT_SETTINGS)
 def job() -> None:
     """Run a queue's workers as a Kubernetes Job (variable pod count) and follow it.
 
