@@ -47,6 +47,7 @@ COUNTERS = (
     ("dead_lettered", "Items dead-lettered."),
     ("released", "Leases given back unfinished, no attempt charged."),
     ("dropped", "Items removed by purge or requeue tools."),
+    ("quarantined", "Malformed entries moved to the dead letters (ids malformed:<sha1>)."),
 )
 
 
@@ -167,10 +168,11 @@ def exporter(queue_names: tuple[str, ...], all_queues: bool, port: int) -> None:
 
     Per queue (label queue): gauges rediswq_queue_pending, _leased, _delayed, _dead, _closed and the
     lifetime counters rediswq_queue_enqueued_total, _completed_total, _failed_total, _retried_total,
-    _expired_total, _dead_lettered_total, _released_total, _dropped_total; and rediswq_exporter_up (0
-    when Redis did not answer), _queues, _scrape_duration_seconds. Each scrape reads each queue with
-    one script call; --all adds at most 10 SCAN calls a scrape. A Redis that refuses the password
-    exits 2; an unreachable one is reported (rediswq_exporter_up 0) until it answers.
+    _expired_total, _dead_lettered_total, _released_total, _dropped_total, _quarantined_total; and
+    rediswq_exporter_up (0 when Redis did not answer), _queues, _scrape_duration_seconds. Each scrape
+    reads each queue with one script call; --all adds at most 10 SCAN calls a scrape. A Redis that
+    refuses the password exits 2; an unreachable one is reported (rediswq_exporter_up 0) until it
+    answers.
     """
     if bool(queue_names) == all_queues:
         raise click.UsageError("name the queues to export, or give --all (not both)")

@@ -100,6 +100,7 @@ STATS_COUNTERS = (
     "dead_lettered",
     "released",
     "dropped",
+    "quarantined",
 )
 
 
