@@ -103,12 +103,16 @@ class LeaseTimeout(RedisWQError):
     """A blocking lease waited its whole timeout for an item; the queue is not drained.
 
     `retry_after_secs` is when the next lease deadline or retry falls due (None: only new items or
-    another worker's progress can bring one), for callers that poll with timeout=0.
+    another worker's progress can bring one), for callers that poll with timeout=0. `out_of_memory`:
+    items may be pending, but a full Redis grants no new lease until memory is freed.
     """
 
-    def __init__(self, message: str, retry_after_secs: float | None = None) -> None:
+    def __init__(
+        self, message: str, retry_after_secs: float | None = None, *, out_of_memory: bool = False
+    ) -> None:
         super().__init__(message)
         self.retry_after_secs = retry_after_secs
+        self.out_of_memory = out_of_memory
 
 
 class QueueNotFound(RedisWQError):

@@ -619,6 +619,7 @@ class Queue:
                         f"Redis is out of memory: no new leases from queue {self.name!r} until memory "
                         "is freed (completions, failures and renewals still work)",
                         hint,
+                        out_of_memory=True,
                     )
                 raise LeaseTimeout(f"no item in queue {self.name!r} within {timeout} s", hint)
             pause = poll if reply.wait_ms < 0 else min(poll, reply.wait_ms / 1000)

@@ -127,6 +127,9 @@ def test_rediswq_work_on_a_full_redis_renews_its_items_and_redoes_none(
             worker.kill()
             worker.wait()
     assert worker.returncode == 0, stderr
+    # Why it stopped leasing is said once, and that it went on once.
+    assert stderr.count("Redis is out of memory") == 1, stderr
+    assert stderr.count("Redis has memory again") == 1, stderr
     assert sorted(out.read_text().split()) == ["item-1", "item-2", "item-3", "item-4"]  # none redone
     stats = q.stats()
     assert (stats.completed, stats.expired, stats.dead) == (4, 0, 0)

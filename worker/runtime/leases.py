@@ -30,7 +30,8 @@ from rediswq_worker.runtime.state import Phase
 class Leases:
     """Leases, settles, renews and gives back through `calls`.
 
-    `maybe_sent` is owned by the Redis lock (worker.runtime.calls): used only during a call.
+    `maybe_sent` and `memory_full` are owned by the Redis lock (worker.runtime.calls): used only
+    during a call.
     """
 
     def __init__(
@@ -50,6 +51,7 @@ class Leases:
         self.calls = calls
         self.log = calls.outage.log
         self.maybe_sent: set[Lease] = set()
+        self.memory_full = False  # the last lease call found Redis out of memory (said once)
 
     # -- leasing ---------------------------------------------------------------------------------
 
@@ -95,8 +97,11 @@ class Leases:
             )
             leases, lost = handoff.leases, handoff.lost
             drained = not leases
-        except rediswq.LeaseTimeout:
+            self._memory(full=False)
+        except rediswq.LeaseTimeout as e:
             leases, lost = [], []
+            if e.out_of_memory:  # "nothing now" says nothing of memory: no item was asked of it
+                self._memory(full=True)
         except rediswq.LeaseLost as e:
             leases, lost = [], e.leases
         except BaseException:
@@ -106,6 +111,17 @@ class Leases:
         with ledger.cv:
             ledger.add_locked(leases, sent_at)
             self.pacing.leased_locked(bool(leases), drained, time.monotonic())
+
+    def _memory(self, *, full: bool) -> None:
+        """Say once that a full Redis stopped leasing (the worker polls on), and once that it resumed."""
+        if full and not self.memory_full:
+            self.log.warning(
+                "Redis is out of memory: no new leases until memory is freed; held leases are still "
+                "renewed and settled"
+            )
+        elif self.memory_full and not full:
+            self.log.info("Redis has memory again: leasing goes on")
+        self.memory_full = full
 
     # -- completing and failing ------------------------------------------------------------------
 
