@@ -31,7 +31,7 @@ from rediswq import Lease, LeaseLost, LeaseTimeout, Queue, RedisWQError, ServerE
 from rediswq._keys import Keys
 from rediswq_cli.main import main
 
-KEYS = ("inbox", "pending", "leased", "payloads", "delayed", "dead", "ids", "meta")
+KEYS = ("inbox", "pending", "leased", "payloads", "delayed", "dead", "ids", "meta", "checkpoints")
 KINDS = ("wrong_type", "garbage", "truncated", "arity", "huge")
 HUGE = b"\xc1" * 300_000  # 0xc1 is never used by msgpack
 BIG = b"B" * 300  # over EMBED_LIMIT: kept in the payloads hash while leased
@@ -116,7 +116,7 @@ def plant(client: redis.Redis, keys: Keys, key: str, kind: str) -> None:
         client.lpush(name, entry)
     elif key in ("leased", "delayed"):
         client.zadd(name, {entry: 1})  # long due: the next lease call meets it
-    elif key in ("payloads", "dead"):
+    elif key in ("payloads", "dead", "checkpoints"):
         client.hset(name, "bad-" + kind, entry)
     elif key == "ids":
         client.sadd(name, entry)
@@ -135,6 +135,7 @@ def operations(q: Queue, held: Lease, taken: list[Lease], done: list[bytes]) -> 
     return {
         "put": lambda: q.put(b"new-1"),
         "put_many": lambda: q.put_many([b"new-2", b"new-3"]),
+        "put_many_checkpointed": lambda: q.put_many([b"new-4"], checkpoint=("src", lambda n: f"{n}:x")),
         "lease": lambda: taken.extend(q.lease_many(3, 30, timeout=0)),
         "complete": lambda: (q.complete(held), done.append(held.payload)),
         "fail": lambda: q.fail(held, "op failed"),
@@ -198,6 +199,7 @@ def assert_quarantined(q: Queue, key: str, kind: str) -> None:
 OPERATIONS = (
     "put",
     "put_many",
+    "put_many_checkpointed",
     "lease",
     "complete",
     "fail",

@@ -5,7 +5,7 @@ pushes it without building an envelope per item in Lua (the slowest part of an e
 queue assigns are reserved by the client beforehand (HINCRBY meta seq n); a batch refused because the
 queue closed leaves a gap in the sequence, which nothing relies on.
 
-KEYS (the same eight for every script; see rediswq/_keys.py for the schema)
+KEYS (the eight every script takes, and the checkpoints; see rediswq/_keys.py for the schema)
   KEYS[1] inbox (list)   KEYS[2] pending (list)   KEYS[3] leased (zset)   KEYS[4] payloads (hash)
   KEYS[5] delayed (zset) KEYS[6] dead (hash)      KEYS[7] ids (set)       KEYS[8] meta (hash)
   KEYS[9] checkpoints (hash)
@@ -33,12 +33,6 @@ local function checked(kind, command, key, ...)
   return r
 end
 local checkpoint = ARGV[3]
-if checkpoint ~= '' then
-  local kind = redis.call('TYPE', KEYS[9]).ok
-  if kind ~= 'none' and kind ~= 'hash' then
-    return redis.error_reply('WRONGTYPE ' .. KEYS[9] .. ' is a ' .. kind .. ', not a hash: nothing added')
-  end
-end
 
 -- Meta counters' values as numbers; anything but an integer is an error naming the key.
 local function counters(...)
@@ -59,6 +53,12 @@ counters('enqueued', 'dropped')
 checked('list', 'LLEN', pending)
 local any_dead = checked('hash', 'HLEN', dead) > 0
 if ARGV[2] ~= '' then checked('set', 'SCARD', ids) end
+if checkpoint ~= '' then
+  local kind = redis.call('TYPE', KEYS[9]).ok
+  if kind ~= 'none' and kind ~= 'hash' then
+    return redis.error_reply('WRONGTYPE ' .. KEYS[9] .. ' is a ' .. kind .. ', not a hash: nothing added')
+  end
+end
 local envelopes = cmsgpack.unpack(ARGV[1])
 local given = ARGV[2] ~= '' and cmsgpack.unpack(ARGV[2])
 
