@@ -116,6 +116,13 @@ def _named_key_errors() -> Iterator[None]:
         raise redis.exceptions.ResponseError(found.group(1)) from e
 
 
+def wrong_type(client: Client, key: str, kind: str) -> str | None:
+    """The scripts' words for `key` holding another type than `kind` (None: it does not)."""
+    held = client.type(key)
+    held_text = held.decode() if isinstance(held, bytes) else str(held)
+    return None if held_text == kind else f"key {key} holds a {held_text}, not a {kind}"
+
+
 def _source(name: str) -> str:
     return resources.files("rediswq.lua").joinpath(f"{name}.lua").read_text(encoding="utf-8")
 
@@ -183,11 +190,8 @@ class Scripts:
         try:
             return int(self._client.hincrby(self._meta, "seq", n)) - n + 1
         except redis.exceptions.ResponseError as e:
-            held = self._client.type(self._meta)
-            kind = held.decode() if isinstance(held, bytes) else str(held)
-            if kind != "hash":
-                raise redis.exceptions.ResponseError(f"key {self._meta} holds a {kind}, not a hash") from e
-            raise redis.exceptions.ResponseError(f"key {self._meta} field seq: {e}") from e
+            wrong = wrong_type(self._client, self._meta, "hash")
+            raise redis.exceptions.ResponseError(wrong or f"key {self._meta} field seq: {e}") from e
 
     def lease(
         self,

@@ -34,6 +34,7 @@ from rediswq._scripts import (
     LeaseReply,
     Scripts,
     read_handle,
+    wrong_type,
 )
 from rediswq._topology import Client
 from rediswq.consume import Consumer
@@ -885,11 +886,10 @@ class Queue:
         try:
             return self._call(fn, idempotent=True)
         except ServerError as e:
-            if "WRONGTYPE" not in str(e):
+            wrong = wrong_type(self._client, key, kind) if "WRONGTYPE" in str(e) else None
+            if wrong is None:
                 raise
-            held = self._client.type(key)
-            held_text = held.decode() if isinstance(held, bytes) else str(held)
-            raise ServerError(f"key {key} holds a {held_text}, not a {kind}") from e
+            raise ServerError(wrong) from e
 
     def _inbox_head(self, count: int) -> list[bytes]:
         """The first raw items of the inbox (none if that key is another application's non-list)."""
