@@ -82,8 +82,11 @@ def load_scripts(client: redis.Redis) -> int:
 
 # -- counting the calls a client sends ------------------------------------------------------------
 
-# redis.call('CMD', ...), redis.pcall('CMD', ...), and the scripts' checked('type', 'CMD', ...) reads.
-_CALL = re.compile(r"(?:redis\.p?call\(|checked\(\s*'[a-z]+',)\s*['\"]([A-Za-z]+)['\"]")
+# redis.call('CMD', ...), redis.pcall('CMD', ...), the scripts' checked('type', 'CMD', ...) reads and
+# their slicing helpers, call_sliced('CMD', ...) and sliced_read('CMD', ...).
+_CALL = re.compile(
+    r"(?:redis\.p?call\(|checked\(\s*'[a-z]+',|call_sliced\(|sliced_read\()\s*['\"]([A-Za-z]+)['\"]"
+)
 
 
 def script_commands() -> frozenset[str]:

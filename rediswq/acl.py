@@ -22,7 +22,7 @@ _SCRIPTS = ("evalsha", "script|load", "info")
 # Their checks read before they write (rediswq/lua/README.md): EXISTS, HMGET, LLEN, HLEN, SCARD.
 _WORKER = (
     "time", "type", "exists", "lrange", "ltrim", "lpush", "llen", "hget", "hmget", "hset", "hdel",
-    "hincrby", "hgetall", "hlen", "scard", "srem", "zadd", "zrem", "zscore", "zcard", "zrange",
+    "hincrby", "hgetall", "hlen", "scard", "srem", "zadd", "zrem", "zscore", "zmscore", "zcard", "zrange",
     "zrangebyscore",
 )  # fmt: skip
 # put.lua and its id counter, stats.lua, `peek` (pending and inbox), `holders`, `dead list`, close.

@@ -14,7 +14,7 @@ import pytest
 import redis
 from redis_server import find_binary
 
-from rediswq import ConnectionFailed, Heartbeat, InvalidArgument, LeaseTimeout, Queue
+from rediswq import ConnectionFailed, Heartbeat, InvalidArgument, LeaseLost, LeaseTimeout, Queue
 from rediswq._keys import LEASED_SENTINEL
 
 
@@ -44,6 +44,23 @@ def test_complete_many_of_nine_thousand_leases_completes_them_all(queue: Queue) 
     # Today: leased=0, completed=0, enqueued=9000, drained=True: 9000 items vanished from the books.
     assert (stats.completed, stats.leased) == (9000, 0)
     assert queue.client.zrange(queue.keys.leased, 0, -1) == [LEASED_SENTINEL]
+
+
+def test_a_batch_completes_each_held_lease_once_and_names_the_rest(queue: Queue) -> None:
+    # One ZMSCORE reads the batch and one ZREM removes it: a handle given twice, a lease completed
+    # already, and items with their own ids and with payloads kept apart are settled as one by one.
+    queue.put_many([b"a", b"b"], ids=["id-a", "id-b"])
+    queue.put_many([b"c", b"x" * 1000])
+    a, b, c, big = queue.lease_many(4, 60)
+    queue.complete(c)
+    with pytest.raises(LeaseLost) as lost:
+        queue.complete_many([a, big, a, c, b])
+    assert lost.value.leases == [a, c]  # the second `a`, and `c` completed before
+    stats = queue.stats()
+    assert (stats.completed, stats.leased, stats.pending) == (4, 0, 0)
+    assert queue.client.hlen(queue.keys.payloads) == 0
+    assert queue.client.scard(queue.keys.ids) == 0
+    assert queue.put("again", id="id-a") is not None  # its id is free again
 
 
 def test_a_large_reclaim_limit_does_not_wedge_the_queue(client: redis.Redis, queue_name: str) -> None:

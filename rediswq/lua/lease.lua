@@ -87,6 +87,17 @@ local function call_sliced(command, key, values, step)
   end
 end
 
+-- A read of many members in slices, its replies joined in order (call_sliced, for reads).
+local function sliced_read(command, key, values, step)
+  if #values <= step then return redis.call(command, key, unpack(values)) end
+  local joined = {}
+  for i = 1, #values, step do
+    local part = redis.call(command, key, unpack(values, i, math.min(i + step - 1, #values)))
+    for j = 1, #part do joined[i + j - 1] = part[j] end
+  end
+  return joined
+end
+
 local function id_key(id)
   if type(id) == 'number' then return int(id) end
   return id
@@ -317,22 +328,48 @@ if n_taken > 0 then
   end
 end
 
--- Complete. ZREM is the ownership check: the handle names this lease and no later one.
-local done, kept_keys = 0, EMPTY
-for _, i in ipairs(completing) do
-  if redis.call('ZREM', leased, ARGV[i]) == 1 then
-    done = done + 1
-    if kept[i] then
-      if kept_keys == EMPTY then kept_keys = {} end
-      kept_keys[#kept_keys + 1] = kept[i]
+-- Complete. A handle still in `leased` is the ownership check: it names this lease and no later one.
+-- A batch is read with ZMSCORE and removed with one ZREM, so a replica and the AOF get one command
+-- for it, not one per item; a handle given twice completes once.
+local done, kept_keys, forgotten = 0, EMPTY, EMPTY
+local held = completing
+if #completing > 1 then
+  local handles, seen = {}, {}
+  for j, i in ipairs(completing) do handles[j] = ARGV[i] end
+  local scores = sliced_read('ZMSCORE', leased, handles, 1000)
+  held = {}
+  for j, i in ipairs(completing) do
+    if scores[j] and not seen[handles[j]] then
+      seen[handles[j]] = true
+      held[#held + 1] = i
+    else
+      reply[4] = reply[4] + 1
+      reply[#reply + 1] = i - 6
     end
-    if forget[i] then redis.call('SREM', ids, forget[i]) end
-  else
-    reply[4] = reply[4] + 1
-    reply[#reply + 1] = i - 6
+  end
+  if #held > 0 then
+    local gone = {}
+    for j, i in ipairs(held) do gone[j] = ARGV[i] end
+    call_sliced('ZREM', leased, gone, 1000)
+  end
+elseif #completing == 1 and redis.call('ZREM', leased, ARGV[completing[1]]) == 0 then
+  reply[4] = reply[4] + 1
+  reply[#reply + 1] = completing[1] - 6
+  held = EMPTY
+end
+for _, i in ipairs(held) do
+  done = done + 1
+  if kept[i] then
+    if kept_keys == EMPTY then kept_keys = {} end
+    kept_keys[#kept_keys + 1] = kept[i]
+  end
+  if forget[i] then
+    if forgotten == EMPTY then forgotten = {} end
+    forgotten[#forgotten + 1] = forget[i]
   end
 end
 if #kept_keys > 0 then call_sliced('HDEL', payloads, kept_keys, 1000) end
+if #forgotten > 0 then call_sliced('SREM', ids, forgotten, 1000) end
 if done > 0 then redis.call('HINCRBY', meta, 'completed', int(done)) end
 if count == 0 or reply[1] == OUT_OF_MEMORY then
   return reply
@@ -344,12 +381,18 @@ if #expired > 0 then
   if #fetched > 0 then call_sliced('HDEL', payloads, fetched, 1000) end
   redis.call('HINCRBY', meta, 'expired', #expired)
 end
-for _, d in ipairs(dead_letters) do
-  local key = id_key(d[1])
-  redis.call('HSET', dead, key, cmsgpack.pack({d[1], d[2], d[3], 'lease expired', now_ms}))
-  if type(d[1]) == 'string' then redis.call('SREM', ids, key) end
+if #dead_letters > 0 then
+  local records, freed = {}, {}
+  for _, d in ipairs(dead_letters) do
+    local key = id_key(d[1])
+    records[#records + 1] = key
+    records[#records + 1] = cmsgpack.pack({d[1], d[2], d[3], 'lease expired', now_ms})
+    if type(d[1]) == 'string' then freed[#freed + 1] = key end
+  end
+  call_sliced('HSET', dead, records, 2000)
+  if #freed > 0 then call_sliced('SREM', ids, freed, 1000) end
+  redis.call('HINCRBY', meta, 'dead_lettered', #dead_letters)
 end
-if #dead_letters > 0 then redis.call('HINCRBY', meta, 'dead_lettered', #dead_letters) end
 if #quarantine > 0 then
   call_sliced('HSET', dead, quarantine, 2000)
   redis.call('HINCRBY', meta, 'quarantined', #quarantine / 2)
