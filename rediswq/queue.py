@@ -8,17 +8,19 @@ import math
 import os
 import re
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from itertools import islice
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, Concatenate, Literal, ParamSpec, TypeVar
 
 import msgpack
 import redis
 from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
 from redis.retry import Retry
 
 from rediswq import _topology
@@ -54,6 +56,7 @@ from rediswq.lease import Lease
 Until = Literal["drained", "closed"]
 Mark = tuple[str, str] | None  # a checkpoint (name, value) written with a batch
 T = TypeVar("T")
+P = ParamSpec("P")
 
 _AUTO_ID = re.compile(r"[0-9]+")
 # An idle worker polls at most 20 times a second, backing off to twice a second; it wakes when the
@@ -261,7 +264,7 @@ class Queue:
 
     def __init__(
         self,
-        client: Client,
+        client: Client | Callable[[], Client],
         name: str,
         *,
         max_attempts: int = 5,
@@ -277,15 +280,19 @@ class Queue:
         allow_eviction: bool = False,
         retry_settles: bool = True,
     ) -> None:
+        """A queue named `name` on the Redis of `client`, or of the client that `client()` makes.
+
+        A function is called in the queue's first call, under that call's retries: a RedisCluster
+        contacts its seeds when it is made, and a queue on a cluster that is not up yet must wait for
+        it as it waits for a server (`from_url` passes one for cluster and sentinel URLs). `url`
+        names the Redis in messages (password hidden); by default the client's own description.
+        """
         if max_attempts < 1:
             raise InvalidArgument(f"max_attempts must be at least 1, not {max_attempts}")
         if reclaim_limit < 1:
             raise InvalidArgument(f"reclaim_limit must be at least 1, not {reclaim_limit}")
         if replicas < 0:
             raise InvalidArgument(f"replicas must be 0 or more, not {replicas}")
-        if client.get_encoder().decode_responses:
-            # Payloads are bytes; a decoding client would fail half-way through a lease.
-            raise InvalidArgument("the Redis client must not decode responses (decode_responses=False)")
         self.name = name
         self.keys = Keys.for_queue(name)
         self.max_attempts = max_attempts
@@ -294,16 +301,61 @@ class Queue:
         self._backoff_ms = _ms(retry_backoff_secs, "retry_backoff_secs")
         self._backoff_cap_ms = _ms(retry_backoff_cap_secs, "retry_backoff_cap_secs")
         self._reclaim_limit = reclaim_limit
-        self._client = client
         keys = f"of queue {name!r} ({self.keys.meta.rsplit(':', 1)[0]}:* and {self.keys.inbox})"
-        self._conn = Connection(url or describe(client), retries=retries, keys=keys)
-        self._scripts = Scripts(client, self.keys)
+        self._making = threading.Lock()
+        self._made: tuple[Client, Scripts] | None = None
+        if isinstance(client, redis.Redis | RedisCluster):
+            self._made = self._with_scripts(client)
+            self._make: Callable[[], Client] | None = None
+        else:
+            self._make = client
+        self._retries = retries
+        self._described = url is None  # the Connection names the client once it is made
+        self._conn = Connection(url or (describe(self._made[0]) if self._made else "Redis"), retries, keys)
         self._policy_checked = allow_eviction
         self._retry_settles = retry_settles
         self._seen = False  # a lease call has found this queue: a later MISSING means it vanished
         self.replicas = replicas
         # WAIT's timeout 0 means forever: a replica that never answers would hang every put.
         self._wait = (replicas, _ms(replicas_timeout_secs, "replicas_timeout_secs")) if replicas else None
+
+    def _with_scripts(self, client: Client) -> tuple[Client, Scripts]:
+        if client.get_encoder().decode_responses:
+            # Payloads are bytes; a decoding client would fail half-way through a lease.
+            raise InvalidArgument("the Redis client must not decode responses (decode_responses=False)")
+        return client, Scripts(client, self.keys)
+
+    def _ready(self) -> tuple[Client, Scripts]:
+        """The client and the scripts on it; made here, in the first call, from a client function.
+
+        Raises what making it raised (redis-py's error when no seed answers): the call it runs in
+        wraps and retries that as any other error of the call.
+        """
+        made = self._made
+        if made is None:
+            with self._making:
+                if self._made is None:
+                    assert self._make is not None
+                    client = self._make()
+                    if self._described:
+                        self._conn = Connection(describe(client), self._retries, self._conn.keys)
+                    self._made = self._with_scripts(client)
+                made = self._made
+        return made
+
+    @property
+    def _client(self) -> Client:
+        return self._ready()[0]
+
+    @property
+    def _scripts(self) -> Scripts:
+        return self._ready()[1]
+
+    def _on_scripts(
+        self, method: Callable[Concatenate[Scripts, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """`method` of the scripts, looked up only as the call runs (making the client, if need be)."""
+        return method(self._scripts, *args, **kwargs)
 
     def _call(self, fn: Callable[[], T], *, idempotent: bool) -> T:
         """Every Redis call of the queue: the first one checks the eviction policy (see `_policy`)."""
@@ -389,7 +441,10 @@ class Queue:
 
     @property
     def client(self) -> Client:
-        return self._client
+        """The redis-py client; made now (with the retries of a call) if no call has made it yet."""
+        if self._made is not None:
+            return self._made[0]
+        return self._conn.call(lambda: self._client, idempotent=True)
 
     # -- adding items ---------------------------------------------------------------------------
 
@@ -398,7 +453,7 @@ class Queue:
         data = self._checked_payload(payload)
         ids = None if id is None else [self._checked_id(id)]
         closed, first_id, skipped, acked = self._call(
-            partial(self._scripts.put, [data], ids, wait=self._wait), idempotent=ids is not None
+            partial(self._on_scripts, Scripts.put, [data], ids, wait=self._wait), idempotent=ids is not None
         )
         if closed:
             raise QueueClosed(f"queue {self.name!r} is closed: no more items may be added")
@@ -483,7 +538,8 @@ class Queue:
     ) -> tuple[int, int]:
         """Put one batch; returns (added, skipped)."""
         closed, _first, skipped, acked = self._call(
-            partial(self._scripts.put, batch, ids, mark, wait=self._wait), idempotent=ids is not None
+            partial(self._on_scripts, Scripts.put, batch, ids, mark, wait=self._wait),
+            idempotent=ids is not None,
         )
         if closed:
             raise QueueClosed(
@@ -584,7 +640,8 @@ class Queue:
         poll = MIN_POLL_SECS
         while True:
             call = partial(
-                self._scripts.lease,
+                self._on_scripts,
+                Scripts.lease,
                 count=count,
                 lease_ms=lease_ms,
                 max_attempts=self.max_attempts,
@@ -671,7 +728,8 @@ class Queue:
         settle = [lease.handle for lease in leases]
         reply, resent = self._settle_call(
             partial(
-                self._scripts.lease,
+                self._on_scripts,
+                Scripts.lease,
                 count=0,
                 lease_ms=1,
                 max_attempts=self.max_attempts,
@@ -695,7 +753,8 @@ class Queue:
         """
         (held, dead, _due_ms), resent = self._settle_call(
             partial(
-                self._scripts.fail,
+                self._on_scripts,
+                Scripts.fail,
                 handle=lease.handle,
                 error=error,
                 retry=retry,
@@ -726,7 +785,7 @@ class Queue:
         for lease_ms, group in groups.items():
             handles = [lease.handle for lease in group]
             deadline_ms, lost_at = self._call(
-                partial(self._scripts.extend, handles=handles, lease_ms=lease_ms), idempotent=True
+                partial(self._on_scripts, Scripts.extend, handles=handles, lease_ms=lease_ms), idempotent=True
             )
             gone = set(lost_at)
             for i, lease in enumerate(group):
@@ -747,7 +806,7 @@ class Queue:
         if not leases:
             return
         handles = [lease.handle for lease in leases]
-        lost_at, resent = self._settle_call(partial(self._scripts.release, handles=handles))
+        lost_at, resent = self._settle_call(partial(self._on_scripts, Scripts.release, handles=handles))
         if lost_at:
             raise self._lost([leases[i] for i in lost_at], resent)
 
@@ -829,7 +888,9 @@ class Queue:
 
     def stats(self) -> Stats:
         """Counts and lifetime counters, read in one script call so they agree with each other."""
-        pending, leased, delayed, dead, meta, inbox = self._call(self._scripts.stats, idempotent=True)
+        pending, leased, delayed, dead, meta, inbox = self._call(
+            partial(self._on_scripts, Scripts.stats), idempotent=True
+        )
         return Stats(
             pending=pending,
             leased=leased,
@@ -955,14 +1016,14 @@ class Queue:
         """
         total = 0
         for batch in self._dead_id_batches(ids):
-            total += self._call(partial(self._scripts.requeue_dead, ids=batch), idempotent=True)
+            total += self._call(partial(self._on_scripts, Scripts.requeue_dead, ids=batch), idempotent=True)
         return total
 
     def purge_dead(self, ids: Iterable[str] | None = None) -> int:
         """Delete dead letters (all, or those with `ids`); returns how many were deleted."""
         total = 0
         for batch in self._dead_id_batches(ids):
-            total += self._call(partial(self._scripts.purge_dead, ids=batch), idempotent=True)
+            total += self._call(partial(self._on_scripts, Scripts.purge_dead, ids=batch), idempotent=True)
         return total
 
     def _dead_id_batches(self, ids: Iterable[str] | None) -> Iterator[list[str]]:
@@ -978,4 +1039,4 @@ class Queue:
 
     def purge(self) -> None:
         """Delete every key of this queue (and nothing else): items, leases, dead letters, counters."""
-        self._call(self._scripts.purge, idempotent=True)
+        self._call(partial(self._on_scripts, Scripts.purge), idempotent=True)

@@ -3,7 +3,7 @@
 The queue's operations, the lease call going straight to the node that owns the slot, start-up with
 a dead seed, the CLI's URL forms, a slot migrated in the middle of a drain (key by key, and all at
 once), and last (it leaves the cluster one node short) the queue's master killed mid-drain.
-Run with -s to see the figures of each disruption.
+Run with -s to see the figures of each disruption. (A cluster not up yet at start-up: test_reach.py.)
 """
 
 from __future__ import annotations
@@ -122,14 +122,6 @@ def test_a_bad_cluster_or_sentinel_url_is_one_line_and_exit_2(url: str, says: st
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and says in lines[0], result.stderr
     assert "s3cret" not in result.stderr
-
-
-def test_a_cluster_with_no_seed_answering_is_one_line_and_exit_1() -> None:
-    dead = free_ports(2)
-    result = cli(f"redis+cluster://127.0.0.1:{dead[0]},127.0.0.1:{dead[1]}/", "stats", "q")
-    assert result.returncode == 1
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "cannot reach any seed" in lines[0], result.stderr
 
 
 def migrate(cluster: Cluster, slot: int, *, key_by_key: bool) -> None:

@@ -110,11 +110,13 @@ def _slot_ranges(node: redis.Redis) -> list[tuple[int, int, int]]:
 
 
 class Cluster(_Processes):
-    """Three masters with one replica each, failing over within about two seconds of a master's death."""
+    """Three masters with one replica each, failing over within about two seconds of a master's death;
+    or, with `replicas=0`, three masters alone. `ports` (picked with free_ports(..., bus=True)) lets a
+    test name the cluster in a URL before it starts."""
 
-    def __init__(self) -> None:
+    def __init__(self, ports: list[int] | None = None, replicas: int = 1) -> None:
         super().__init__()
-        self.ports = free_ports(6, bus=True)
+        self.ports = ports or free_ports(3 * (1 + replicas), bus=True)
         try:
             for port in self.ports:
                 self.start(
@@ -126,7 +128,15 @@ class Cluster(_Processes):
                 wait_for(lambda port=port: self.node(port).ping(), f"node {port}")
             nodes = [f"127.0.0.1:{port}" for port in self.ports]
             subprocess.run(
-                ["redis-cli", "--cluster", "create", *nodes, "--cluster-replicas", "1", "--cluster-yes"],
+                [
+                    "redis-cli",
+                    "--cluster",
+                    "create",
+                    *nodes,
+                    "--cluster-replicas",
+                    str(replicas),
+                    "--cluster-yes",
+                ],
                 check=True,
                 capture_output=True,
             )
