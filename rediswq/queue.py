@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Concatenate, Literal, ParamSpec, TypeVar
 import msgpack
 import redis
 from redis.backoff import NoBackoff
-from redis.cluster import RedisCluster
+from redis.cluster import ClusterNode, RedisCluster
 from redis.retry import Retry
 
 from rediswq import _topology
@@ -902,16 +902,32 @@ class Queue:
         )
 
     @staticmethod
-    def scan_names(client: redis.Redis, cursor: int = 0, count: int = 1000) -> tuple[int, list[str]]:
+    def scan_names(
+        client: Client, cursor: int = 0, count: int = 1000, *, node: ClusterNode | None = None
+    ) -> tuple[int, list[str]]:
         """One SCAN step for the names of the queues on `client`'s Redis: (next cursor, names found).
 
         Start with cursor 0; the walk is complete when the next cursor is 0 again. `count` bounds the
-        keys Redis looks at in one call (a hint, as SCAN's COUNT is); a name may come up twice.
+        keys Redis looks at in one call (a hint, as SCAN's COUNT is); a name may come up twice. Each
+        master of a cluster holds keys of its own: walk each, naming it as `node` (one of
+        `client.get_primaries()`); a node that does not answer makes the client re-read the cluster.
         """
         conn = Connection(describe(client))
-        next_cursor, keys = conn.call(
-            lambda: client.scan(cursor, match=META_PATTERN, count=count), idempotent=True
-        )
+        if isinstance(client, RedisCluster):
+            if node is None:
+                raise InvalidArgument(
+                    "name the cluster master to scan (node=, one of client.get_primaries())"
+                )
+            # A cluster client answers with a cursor per node it scanned: here, the one.
+            cursors, keys = conn.call(
+                lambda: client.scan(cursor, match=META_PATTERN, count=count, target_nodes=node),
+                idempotent=True,
+            )
+            next_cursor = cursors[node.name]  # type: ignore[index]
+        else:
+            next_cursor, keys = conn.call(
+                lambda: client.scan(cursor, match=META_PATTERN, count=count), idempotent=True
+            )
         return int(next_cursor), [name for key in keys if (name := queue_of_meta(key)) is not None]
 
     # -- looking inside -------------------------------------------------------------------------

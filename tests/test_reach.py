@@ -1,7 +1,7 @@
 """Start-up before Redis is reachable: a server, a cluster and a Sentinel set that do not answer yet
-are waited for alike (--reconnect-secs, the same log lines, exit 1 after the window), and a worker
-started before its cluster drains once it is up (a Kubernetes Job's pods often start before Redis is
-ready).
+are waited for alike (--reconnect-secs, the same log lines, exit 1 after the window), and a worker and
+an exporter started before their cluster work once it is up (a Kubernetes Job's pods often start
+before Redis is ready).
 """
 
 from __future__ import annotations
@@ -9,9 +9,11 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+import urllib.request
 import uuid
 
-from topologies import ENTRY_POINT, Cluster, free_ports
+from prometheus_client.parser import text_string_to_metric_families
+from topologies import ENTRY_POINT, Cluster, free_ports, wait_for
 
 from rediswq import Queue
 
@@ -61,8 +63,20 @@ def test_a_server_a_cluster_and_a_sentinel_set_that_never_answer_end_a_worker_al
         assert RECONNECT_SECS <= took < RECONNECT_SECS + 8, (url, took)
 
 
-def test_a_worker_started_before_its_cluster_drains_once_it_is_up() -> None:
+def metric(port: int, name: str) -> float | None:
+    """One sample of the exporter's http://127.0.0.1:port/metrics, None if absent."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name:
+                return sample.value
+    return None
+
+
+def test_a_worker_and_an_exporter_started_before_their_cluster_drain_and_serve_once_it_is_up() -> None:
     ports = free_ports(3, bus=True)
+    metrics_port = free_ports(1)[0]
     url = "redis+cluster://" + ",".join(f"127.0.0.1:{port}" for port in ports) + "/"
     name = f"q-{uuid.uuid4().hex[:8]}"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("REDISWQ_", "REDIS_URL"))}
@@ -72,8 +86,15 @@ def test_a_worker_started_before_its_cluster_drains_once_it_is_up() -> None:
         text=True,
         env=env,
     )
+    exporter = subprocess.Popen(
+        [ENTRY_POINT, "--url", url, "exporter", name, "--port", str(metrics_port)],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     cluster = None
     try:
+        wait_for(lambda: metric(metrics_port, "rediswq_exporter_up") == 0, "the exporter serving")
         time.sleep(2)
         assert worker.poll() is None  # still waiting for the cluster
         cluster = Cluster(ports, replicas=0)
@@ -87,9 +108,12 @@ def test_a_worker_started_before_its_cluster_drains_once_it_is_up() -> None:
         assert f"cannot reach Redis at {url}" in stderr and "Redis answers again" in stderr
         stats = Queue.from_url(url, name).stats()
         assert stats.drained and stats.completed == 20
+        wait_for(lambda: metric(metrics_port, "rediswq_queue_completed_total") == 20, "the exporter's count")
+        assert metric(metrics_port, "rediswq_exporter_up") == 1
     finally:
-        if worker.poll() is None:
-            worker.kill()
-        worker.communicate()
+        for process in (worker, exporter):
+            if process.poll() is None:
+                process.kill()
+            process.communicate()
         if cluster is not None:
             cluster.stop()
