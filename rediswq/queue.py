@@ -15,7 +15,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from itertools import islice
-from typing import Any, ClassVar, Concatenate, Literal, ParamSpec, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import msgpack
 import redis
@@ -56,7 +56,6 @@ from rediswq.lease import Lease
 Until = Literal["drained", "closed"]
 Mark = tuple[str, str] | None  # a checkpoint (name, value) written with a batch
 T = TypeVar("T")
-P = ParamSpec("P")
 
 _AUTO_ID = re.compile(r"[0-9]+")
 # An idle worker polls at most 20 times a second, backing off to twice a second; it wakes when the
@@ -351,12 +350,6 @@ class Queue:
     def _scripts(self) -> Scripts:
         return self._ready()[1]
 
-    def _on_scripts(
-        self, method: Callable[Concatenate[Scripts, P], T], *args: P.args, **kwargs: P.kwargs
-    ) -> T:
-        """`method` of the scripts, looked up only as the call runs (making the client, if need be)."""
-        return method(self._scripts, *args, **kwargs)
-
     def _call(self, fn: Callable[[], T], *, idempotent: bool) -> T:
         """Every Redis call of the queue: the first one checks the eviction policy (see `_policy`)."""
         if self._policy_checked:
@@ -453,7 +446,7 @@ class Queue:
         data = self._checked_payload(payload)
         ids = None if id is None else [self._checked_id(id)]
         closed, first_id, skipped, acked = self._call(
-            partial(self._on_scripts, Scripts.put, [data], ids, wait=self._wait), idempotent=ids is not None
+            lambda: self._scripts.put([data], ids, wait=self._wait), idempotent=ids is not None
         )
         if closed:
             raise QueueClosed(f"queue {self.name!r} is closed: no more items may be added")
@@ -538,8 +531,7 @@ class Queue:
     ) -> tuple[int, int]:
         """Put one batch; returns (added, skipped)."""
         closed, _first, skipped, acked = self._call(
-            partial(self._on_scripts, Scripts.put, batch, ids, mark, wait=self._wait),
-            idempotent=ids is not None,
+            lambda: self._scripts.put(batch, ids, mark, wait=self._wait), idempotent=ids is not None
         )
         if closed:
             raise QueueClosed(
@@ -638,18 +630,19 @@ class Queue:
         unconfirmed = False
         give_up = None if timeout is None else time.monotonic() + timeout
         poll = MIN_POLL_SECS
-        while True:
-            call = partial(
-                self._on_scripts,
-                Scripts.lease,
+
+        def call() -> LeaseReply:
+            return self._scripts.lease(
                 count=count,
                 lease_ms=lease_ms,
                 max_attempts=self.max_attempts,
                 reclaim_limit=self._reclaim_limit,
                 worker=worker or self.worker,
                 until_closed=until == "closed",
-                complete=settle,
+                complete=settle,  # the completions still to send: none after the first call
             )
+
+        while True:
             # A bare lease whose reply was lost just expires and is taken back; completions are
             # retried as `_settle_call` says.
             reply, resent = self._settle_call(call)
@@ -727,9 +720,7 @@ class Queue:
             return
         settle = [lease.handle for lease in leases]
         reply, resent = self._settle_call(
-            partial(
-                self._on_scripts,
-                Scripts.lease,
+            lambda: self._scripts.lease(
                 count=0,
                 lease_ms=1,
                 max_attempts=self.max_attempts,
@@ -752,9 +743,7 @@ class Queue:
         held (nothing changes then).
         """
         (held, dead, _due_ms), resent = self._settle_call(
-            partial(
-                self._on_scripts,
-                Scripts.fail,
+            lambda: self._scripts.fail(
                 handle=lease.handle,
                 error=error,
                 retry=retry,
@@ -782,11 +771,13 @@ class Queue:
             ms = _ms(lease_secs, "lease_secs") if lease_secs is not None else lease.lease_ms
             groups.setdefault(ms, []).append(lease)
         lost: list[Lease] = []
+
+        def extend(handles: list[bytes], lease_ms: int) -> tuple[int, list[int]]:
+            return self._scripts.extend(handles=handles, lease_ms=lease_ms)
+
         for lease_ms, group in groups.items():
             handles = [lease.handle for lease in group]
-            deadline_ms, lost_at = self._call(
-                partial(self._on_scripts, Scripts.extend, handles=handles, lease_ms=lease_ms), idempotent=True
-            )
+            deadline_ms, lost_at = self._call(partial(extend, handles, lease_ms), idempotent=True)
             gone = set(lost_at)
             for i, lease in enumerate(group):
                 if i in gone:
@@ -806,7 +797,7 @@ class Queue:
         if not leases:
             return
         handles = [lease.handle for lease in leases]
-        lost_at, resent = self._settle_call(partial(self._on_scripts, Scripts.release, handles=handles))
+        lost_at, resent = self._settle_call(lambda: self._scripts.release(handles=handles))
         if lost_at:
             raise self._lost([leases[i] for i in lost_at], resent)
 
@@ -889,7 +880,7 @@ class Queue:
     def stats(self) -> Stats:
         """Counts and lifetime counters, read in one script call so they agree with each other."""
         pending, leased, delayed, dead, meta, inbox = self._call(
-            partial(self._on_scripts, Scripts.stats), idempotent=True
+            lambda: self._scripts.stats(), idempotent=True
         )
         return Stats(
             pending=pending,
@@ -1030,16 +1021,24 @@ class Queue:
         Quarantined entries (ids malformed:<sha1>) and records that do not decode stay: their bytes
         are no item to run; `purge_dead` deletes them.
         """
+
+        def requeue(batch: list[str]) -> int:
+            return self._scripts.requeue_dead(ids=batch)
+
         total = 0
         for batch in self._dead_id_batches(ids):
-            total += self._call(partial(self._on_scripts, Scripts.requeue_dead, ids=batch), idempotent=True)
+            total += self._call(partial(requeue, batch), idempotent=True)
         return total
 
     def purge_dead(self, ids: Iterable[str] | None = None) -> int:
         """Delete dead letters (all, or those with `ids`); returns how many were deleted."""
+
+        def purge(batch: list[str]) -> int:
+            return self._scripts.purge_dead(ids=batch)
+
         total = 0
         for batch in self._dead_id_batches(ids):
-            total += self._call(partial(self._on_scripts, Scripts.purge_dead, ids=batch), idempotent=True)
+            total += self._call(partial(purge, batch), idempotent=True)
         return total
 
     def _dead_id_batches(self, ids: Iterable[str] | None) -> Iterator[list[str]]:
@@ -1055,4 +1054,4 @@ class Queue:
 
     def purge(self) -> None:
         """Delete every key of this queue (and nothing else): items, leases, dead letters, counters."""
-        self._call(partial(self._on_scripts, Scripts.purge), idempotent=True)
+        self._call(lambda: self._scripts.purge(), idempotent=True)
