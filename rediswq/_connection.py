@@ -352,11 +352,11 @@ def _said(error: BaseException) -> str:
 
 
 def _is_transient(error: Exception) -> bool:
-    error = _underlying(error)  # type: ignore[assignment]
+    underlying = _underlying(error)
     return (
-        isinstance(error, _CONNECTION_ERRORS + _TOPOLOGY_ERRORS)
-        and not isinstance(error, redis.exceptions.AuthenticationError)
-        and not _is_tls_failure(error)
+        isinstance(underlying, _CONNECTION_ERRORS + _TOPOLOGY_ERRORS)
+        and not isinstance(underlying, redis.exceptions.AuthenticationError)
+        and not _is_tls_failure(underlying)
     )
 
 
