@@ -3,9 +3,9 @@
 What the workers' own metrics cannot show (they see only their share, and none run between Jobs):
 pending, leased, delayed and dead items, whether a queue is closed, and its lifetime counters, read
 with one `Queue.stats()` script call per queue per scrape (custom collector: nothing is read between
-scrapes). With --all, queues are found by SCAN on their meta keys, at most SCAN_CALLS calls per
-scrape: on a large keyspace one walk spans several scrapes, and a queue deleted meanwhile drops out
-when the next walk completes.
+scrapes). With --all, queues are found by SCAN on their meta keys (on a cluster, on every master in
+turn), at most SCAN_CALLS calls per scrape: on a large keyspace one walk spans several scrapes, and a
+queue deleted meanwhile drops out when the next walk completes.
 """
 
 from __future__ import annotations
@@ -13,16 +13,17 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import TYPE_CHECKING
 
 import click
 import redis
+from redis.cluster import ClusterNode, RedisCluster
 
 import rediswq
 from rediswq_cli import prom
-from rediswq_cli.kit import CONTEXT_SETTINGS, ConfigError, open_queue, queue_errors
+from rediswq_cli.kit import CONTEXT_SETTINGS, open_queue, queue_errors
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
@@ -31,6 +32,8 @@ SCAN_CALLS = 10
 SCAN_COUNT = 1000
 # The queue opened for its client alone when no QUEUE is named (--all); nothing is read from it.
 _PROBE = "rediswq-exporter"
+
+Client = redis.Redis | RedisCluster
 
 GAUGES = (
     ("pending", "Items ready to lease (the inbox included)."),
@@ -52,29 +55,51 @@ COUNTERS = (
 
 
 class Discovery:
-    """The queue names on a Redis, found by a SCAN walk that advances at most SCAN_CALLS calls a step."""
+    """The queue names on a Redis, or on every master of a cluster, found by a SCAN walk that
+    advances at most SCAN_CALLS calls a step (a cluster's masters are walked one after another)."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: Callable[[], Client]) -> None:
         self._client = client
+        # The masters this walk has yet to finish (None: the one server), and the cursor in the first.
+        self._left: list[ClusterNode | None] = []
         self._cursor = 0
         self._walking: set[str] = set()  # names seen in the walk under way
         self._known: set[str] = set()  # names seen in the last complete walk
 
     def step(self) -> set[str]:
+        client = self._client()
         for _ in range(SCAN_CALLS):
-            self._cursor, names = rediswq.Queue.scan_names(self._client, self._cursor, SCAN_COUNT)
+            if not self._left:
+                self._left = _masters(client)
+            try:
+                self._cursor, names = rediswq.Queue.scan_names(
+                    client, self._cursor, SCAN_COUNT, node=self._left[0]
+                )
+            except rediswq.ConnectionFailed:
+                # The next step walks again the masters the cluster names then (one may have failed over).
+                self._left, self._cursor = [], 0
+                raise
             self._walking.update(names)
             if self._cursor == 0:
-                self._known, self._walking = self._walking, set()
-                break
+                self._left.pop(0)
+                if not self._left:
+                    self._known, self._walking = self._walking, set()
+                    break
         return self._known | self._walking
+
+
+def _masters(client: Client) -> list[ClusterNode | None]:
+    if isinstance(client, RedisCluster):
+        return list(client.get_primaries())  # type: ignore[no-untyped-call]
+    return [None]
 
 
 class QueueCollector:
     """Reads every queue's stats when scraped; a Redis error marks the scrape down, never raises."""
 
-    def __init__(self, client: redis.Redis, names: tuple[str, ...]) -> None:
-        """`names`: the queues to read; none: every queue found by discovery."""
+    def __init__(self, client: Callable[[], Client], names: tuple[str, ...]) -> None:
+        """`client` gives the client every read shares (ConnectionFailed while it cannot be made: a
+        cluster whose seeds do not answer); `names`: the queues to read; none: every queue found."""
         self._client = client
         self._queues = {name: self._open(name) for name in names}
         self._discovery = None if names else Discovery(client)
@@ -152,7 +177,12 @@ class QueueCollector:
 
 @click.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("queue_names", nargs=-1, metavar="[QUEUE]...")
-@click.option("--all", "all_queues", is_flag=True, help="Export every queue on this Redis, found by SCAN.")
+@click.option(
+    "--all",
+    "all_queues",
+    is_flag=True,
+    help="Export every queue on this Redis (on every master of a cluster), found by SCAN.",
+)
 @click.option(
     "--port",
     metavar="PORT",
@@ -170,19 +200,19 @@ def exporter(queue_names: tuple[str, ...], all_queues: bool, port: int) -> None:
     lifetime counters rediswq_queue_enqueued_total, _completed_total, _failed_total, _retried_total,
     _expired_total, _dead_lettered_total, _released_total, _dropped_total, _quarantined_total; and
     rediswq_exporter_up (0 when Redis did not answer), _queues, _scrape_duration_seconds. Each scrape
-    reads each queue with one script call; --all adds at most 10 SCAN calls a scrape. A Redis that
-    refuses the password exits 2; an unreachable one is reported (rediswq_exporter_up 0) until it
-    answers.
+    reads each queue with one script call; --all adds at most 10 SCAN calls a scrape (on a cluster,
+    walking its masters one after another). A Redis that refuses the password exits 2; an
+    unreachable one (or a cluster none of whose seeds answers) is reported (rediswq_exporter_up 0)
+    until it answers.
     """
     if bool(queue_names) == all_queues:
         raise click.UsageError("name the queues to export, or give --all (not both)")
     prom.require("rediswq exporter")
-    # Queue.from_url makes the client (no blind retries, keepalive); every queue read shares it.
-    client = open_queue(queue_names[0] if queue_names else _PROBE).client
-    if not isinstance(client, redis.Redis):  # SCAN and the reads below talk to one server
-        raise ConfigError("rediswq exporter reads one Redis or a Sentinel's master, not a cluster URL")
+    # Queue.from_url makes the client (no blind retries, keepalive; a cluster's on the first read, one
+    # try a scrape); every queue read shares it.
+    probe = open_queue(queue_names[0] if queue_names else _PROBE, retries=0)
     with queue_errors():
-        collector = QueueCollector(client, queue_names)  # a bad name: exit 2
+        collector = QueueCollector(lambda: probe.client, queue_names)  # a bad name: exit 2
         try:
             collector.read({})  # a wrong password: exit 2, at start
         except rediswq.AuthenticationFailed:

@@ -324,11 +324,39 @@ def _is_tls_failure(error: BaseException) -> bool:
     return False
 
 
+def _underlying(error: BaseException) -> BaseException:
+    """The error that says what went wrong. A cluster client that reached no node (at start-up, or
+    re-reading its slot map) raises RedisClusterException from the last node's error: a refused
+    connection is then an outage, a refused password a refusal, as they are from one server."""
+    cause = error.__cause__
+    if isinstance(error, redis.exceptions.RedisClusterException) and isinstance(
+        cause, redis.exceptions.RedisError | OSError
+    ):
+        return cause
+    return error
+
+
+_CLIENT_ADDRESS = re.compile(r"host=([^,()<>]+),port=([0-9]+)")
+
+
+def _said(error: BaseException) -> str:
+    """The error's text; for Sentinel's "no master found", the sentinels that did not answer by
+    address (redis-py lists each as the repr of its client, a few hundred characters)."""
+    text = str(error)
+    if isinstance(error, redis.sentinel.MasterNotFoundError):
+        head, _, failures = text.partition(" : ")
+        silent = [f"{host}:{port}" for host, port in _CLIENT_ADDRESS.findall(failures)]
+        if silent:
+            return f"{head} (these sentinels did not answer: {', '.join(silent)})"
+    return text
+
+
 def _is_transient(error: Exception) -> bool:
+    underlying = _underlying(error)
     return (
-        isinstance(error, _CONNECTION_ERRORS + _TOPOLOGY_ERRORS)
-        and not isinstance(error, redis.exceptions.AuthenticationError)
-        and not _is_tls_failure(error)
+        isinstance(underlying, _CONNECTION_ERRORS + _TOPOLOGY_ERRORS)
+        and not isinstance(underlying, redis.exceptions.AuthenticationError)
+        and not _is_tls_failure(underlying)
     )
 
 
@@ -430,7 +458,8 @@ class Connection:
 
     def wrap(self, e: BaseException) -> Exception:
         """redis-py's error `e` as rediswq's, its text redacted."""
-        text = self._redactor.text(str(e))
+        e = _underlying(e)
+        text = self._redactor.text(_said(e))
         url = self.url
         if isinstance(e, _TOPOLOGY_ERRORS):
             # Connection trouble, for the retries above and for a worker's reconnect window.

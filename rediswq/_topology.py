@@ -10,14 +10,18 @@ cluster client learns every node from the seeds and follows MOVED, ASK and failo
 slot map; the Sentinel client asks the sentinels where the master is whenever it connects. The user
 and password are the data nodes' (the master's, for Sentinel); sentinels are reached without them.
 
-Like `Queue.from_url`'s plain client, these clients do not retry on their own: rediswq retries only
-the calls that are safe to repeat.
+Like `Queue.from_url`'s plain client, these clients do not retry on their own (nor do the sentinel
+connections): rediswq retries only the calls that are safe to repeat. A RedisCluster contacts its seeds
+when it is made, so `client` returns a function that makes it: a Queue calls it in its first call,
+under the same retries as any call, and a cluster that is not up yet is waited for like a server.
 """
 
 from __future__ import annotations
 
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import redis
@@ -26,7 +30,7 @@ from redis.cluster import ClusterNode, RedisCluster
 from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelConnectionPool
 
-from rediswq.errors import ConnectionFailed, InvalidArgument
+from rediswq.errors import InvalidArgument
 
 #: What a Queue talks to: one server (plain or Sentinel-managed), or a cluster.
 Client = redis.Redis | RedisCluster
@@ -109,18 +113,15 @@ def parse(url: str) -> Topology:
     )
 
 
-def client(url: str, shown: str) -> Client:
-    """A RedisCluster, or a Sentinel-managed redis.Redis for the master; `shown` is the URL redacted.
-
-    The cluster client contacts its seeds at once (`ConnectionFailed` if none answers); the sentinel
-    client connects on its first command.
+def client(url: str, shown: str) -> Callable[[], Client]:
+    """What makes a RedisCluster, or a Sentinel-managed redis.Redis for the master; `shown` is the URL
+    redacted. The URL is checked now (`InvalidArgument`); the cluster client contacts its seeds when
+    made (redis-py's error if none answers), the sentinel client on its first command.
     """
     try:
-        return _client(parse(url))
+        return partial(_client, parse(url))
     except InvalidArgument as e:
         raise InvalidArgument(f"bad Redis URL {shown}: {e}") from e
-    except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException) as e:
-        raise ConnectionFailed(f"cannot reach any seed of {shown}: {e}") from e
 
 
 def _client(topology: Topology) -> Client:
@@ -135,7 +136,7 @@ def _client(topology: Topology) -> Client:
     if topology.kind == "cluster":
         seeds = [ClusterNode(host, port) for host, port in topology.hosts]  # type: ignore[no-untyped-call]
         return RedisCluster(startup_nodes=seeds, **credentials, **common)
-    sentinel_options = {key: common[key] for key in ("socket_connect_timeout", "socket_keepalive")}
+    sentinel_options = {key: common[key] for key in ("socket_connect_timeout", "socket_keepalive", "retry")}
     if topology.tls:
         sentinel_options["ssl"] = True
     sentinel = Sentinel(topology.hosts, sentinel_kwargs=sentinel_options)  # type: ignore[no-untyped-call]

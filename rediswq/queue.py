@@ -8,6 +8,7 @@ import math
 import os
 import re
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -19,6 +20,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 import msgpack
 import redis
 from redis.backoff import NoBackoff
+from redis.cluster import ClusterNode, RedisCluster
 from redis.retry import Retry
 
 from rediswq import _topology
@@ -261,7 +263,7 @@ class Queue:
 
     def __init__(
         self,
-        client: Client,
+        client: Client | Callable[[], Client],
         name: str,
         *,
         max_attempts: int = 5,
@@ -277,15 +279,19 @@ class Queue:
         allow_eviction: bool = False,
         retry_settles: bool = True,
     ) -> None:
+        """A queue named `name` on the Redis of `client`, or of the client that `client()` makes.
+
+        A function is called in the queue's first call, under that call's retries: a RedisCluster
+        contacts its seeds when it is made, and a queue on a cluster that is not up yet must wait for
+        it as it waits for a server (`from_url` passes one for cluster and sentinel URLs). `url`
+        names the Redis in messages (password hidden); by default the client's own description.
+        """
         if max_attempts < 1:
             raise InvalidArgument(f"max_attempts must be at least 1, not {max_attempts}")
         if reclaim_limit < 1:
             raise InvalidArgument(f"reclaim_limit must be at least 1, not {reclaim_limit}")
         if replicas < 0:
             raise InvalidArgument(f"replicas must be 0 or more, not {replicas}")
-        if client.get_encoder().decode_responses:
-            # Payloads are bytes; a decoding client would fail half-way through a lease.
-            raise InvalidArgument("the Redis client must not decode responses (decode_responses=False)")
         self.name = name
         self.keys = Keys.for_queue(name)
         self.max_attempts = max_attempts
@@ -294,16 +300,55 @@ class Queue:
         self._backoff_ms = _ms(retry_backoff_secs, "retry_backoff_secs")
         self._backoff_cap_ms = _ms(retry_backoff_cap_secs, "retry_backoff_cap_secs")
         self._reclaim_limit = reclaim_limit
-        self._client = client
         keys = f"of queue {name!r} ({self.keys.meta.rsplit(':', 1)[0]}:* and {self.keys.inbox})"
-        self._conn = Connection(url or describe(client), retries=retries, keys=keys)
-        self._scripts = Scripts(client, self.keys)
+        self._making = threading.Lock()
+        self._made: tuple[Client, Scripts] | None = None
+        if isinstance(client, redis.Redis | RedisCluster):
+            self._made = self._with_scripts(client)
+            self._make: Callable[[], Client] | None = None
+        else:
+            self._make = client
+        self._retries = retries
+        self._described = url is None  # the Connection names the client once it is made
+        self._conn = Connection(url or (describe(self._made[0]) if self._made else "Redis"), retries, keys)
         self._policy_checked = allow_eviction
         self._retry_settles = retry_settles
         self._seen = False  # a lease call has found this queue: a later MISSING means it vanished
         self.replicas = replicas
         # WAIT's timeout 0 means forever: a replica that never answers would hang every put.
         self._wait = (replicas, _ms(replicas_timeout_secs, "replicas_timeout_secs")) if replicas else None
+
+    def _with_scripts(self, client: Client) -> tuple[Client, Scripts]:
+        if client.get_encoder().decode_responses:
+            # Payloads are bytes; a decoding client would fail half-way through a lease.
+            raise InvalidArgument("the Redis client must not decode responses (decode_responses=False)")
+        return client, Scripts(client, self.keys)
+
+    def _ready(self) -> tuple[Client, Scripts]:
+        """The client and the scripts on it; made here, in the first call, from a client function.
+
+        Raises what making it raised (redis-py's error when no seed answers): the call it runs in
+        wraps and retries that as any other error of the call.
+        """
+        made = self._made
+        if made is None:
+            with self._making:
+                if self._made is None:
+                    assert self._make is not None
+                    client = self._make()
+                    if self._described:
+                        self._conn = Connection(describe(client), self._retries, self._conn.keys)
+                    self._made = self._with_scripts(client)
+                made = self._made
+        return made
+
+    @property
+    def _client(self) -> Client:
+        return self._ready()[0]
+
+    @property
+    def _scripts(self) -> Scripts:
+        return self._ready()[1]
 
     def _call(self, fn: Callable[[], T], *, idempotent: bool) -> T:
         """Every Redis call of the queue: the first one checks the eviction policy (see `_policy`)."""
@@ -389,7 +434,10 @@ class Queue:
 
     @property
     def client(self) -> Client:
-        return self._client
+        """The redis-py client; made now (with the retries of a call) if no call has made it yet."""
+        if self._made is not None:
+            return self._made[0]
+        return self._conn.call(lambda: self._client, idempotent=True)
 
     # -- adding items ---------------------------------------------------------------------------
 
@@ -398,7 +446,7 @@ class Queue:
         data = self._checked_payload(payload)
         ids = None if id is None else [self._checked_id(id)]
         closed, first_id, skipped, acked = self._call(
-            partial(self._scripts.put, [data], ids, wait=self._wait), idempotent=ids is not None
+            lambda: self._scripts.put([data], ids, wait=self._wait), idempotent=ids is not None
         )
         if closed:
             raise QueueClosed(f"queue {self.name!r} is closed: no more items may be added")
@@ -483,7 +531,7 @@ class Queue:
     ) -> tuple[int, int]:
         """Put one batch; returns (added, skipped)."""
         closed, _first, skipped, acked = self._call(
-            partial(self._scripts.put, batch, ids, mark, wait=self._wait), idempotent=ids is not None
+            lambda: self._scripts.put(batch, ids, mark, wait=self._wait), idempotent=ids is not None
         )
         if closed:
             raise QueueClosed(
@@ -582,17 +630,19 @@ class Queue:
         unconfirmed = False
         give_up = None if timeout is None else time.monotonic() + timeout
         poll = MIN_POLL_SECS
-        while True:
-            call = partial(
-                self._scripts.lease,
+
+        def call() -> LeaseReply:
+            return self._scripts.lease(
                 count=count,
                 lease_ms=lease_ms,
                 max_attempts=self.max_attempts,
                 reclaim_limit=self._reclaim_limit,
                 worker=worker or self.worker,
                 until_closed=until == "closed",
-                complete=settle,
+                complete=settle,  # the completions still to send: none after the first call
             )
+
+        while True:
             # A bare lease whose reply was lost just expires and is taken back; completions are
             # retried as `_settle_call` says.
             reply, resent = self._settle_call(call)
@@ -670,8 +720,7 @@ class Queue:
             return
         settle = [lease.handle for lease in leases]
         reply, resent = self._settle_call(
-            partial(
-                self._scripts.lease,
+            lambda: self._scripts.lease(
                 count=0,
                 lease_ms=1,
                 max_attempts=self.max_attempts,
@@ -694,8 +743,7 @@ class Queue:
         held (nothing changes then).
         """
         (held, dead, _due_ms), resent = self._settle_call(
-            partial(
-                self._scripts.fail,
+            lambda: self._scripts.fail(
                 handle=lease.handle,
                 error=error,
                 retry=retry,
@@ -723,11 +771,13 @@ class Queue:
             ms = _ms(lease_secs, "lease_secs") if lease_secs is not None else lease.lease_ms
             groups.setdefault(ms, []).append(lease)
         lost: list[Lease] = []
+
+        def extend(handles: list[bytes], lease_ms: int) -> tuple[int, list[int]]:
+            return self._scripts.extend(handles=handles, lease_ms=lease_ms)
+
         for lease_ms, group in groups.items():
             handles = [lease.handle for lease in group]
-            deadline_ms, lost_at = self._call(
-                partial(self._scripts.extend, handles=handles, lease_ms=lease_ms), idempotent=True
-            )
+            deadline_ms, lost_at = self._call(partial(extend, handles, lease_ms), idempotent=True)
             gone = set(lost_at)
             for i, lease in enumerate(group):
                 if i in gone:
@@ -747,7 +797,7 @@ class Queue:
         if not leases:
             return
         handles = [lease.handle for lease in leases]
-        lost_at, resent = self._settle_call(partial(self._scripts.release, handles=handles))
+        lost_at, resent = self._settle_call(lambda: self._scripts.release(handles=handles))
         if lost_at:
             raise self._lost([leases[i] for i in lost_at], resent)
 
@@ -829,7 +879,9 @@ class Queue:
 
     def stats(self) -> Stats:
         """Counts and lifetime counters, read in one script call so they agree with each other."""
-        pending, leased, delayed, dead, meta, inbox = self._call(self._scripts.stats, idempotent=True)
+        pending, leased, delayed, dead, meta, inbox = self._call(
+            lambda: self._scripts.stats(), idempotent=True
+        )
         return Stats(
             pending=pending,
             leased=leased,
@@ -841,16 +893,32 @@ class Queue:
         )
 
     @staticmethod
-    def scan_names(client: redis.Redis, cursor: int = 0, count: int = 1000) -> tuple[int, list[str]]:
+    def scan_names(
+        client: Client, cursor: int = 0, count: int = 1000, *, node: ClusterNode | None = None
+    ) -> tuple[int, list[str]]:
         """One SCAN step for the names of the queues on `client`'s Redis: (next cursor, names found).
 
         Start with cursor 0; the walk is complete when the next cursor is 0 again. `count` bounds the
-        keys Redis looks at in one call (a hint, as SCAN's COUNT is); a name may come up twice.
+        keys Redis looks at in one call (a hint, as SCAN's COUNT is); a name may come up twice. Each
+        master of a cluster holds keys of its own: walk each, naming it as `node` (one of
+        `client.get_primaries()`); a node that does not answer makes the client re-read the cluster.
         """
         conn = Connection(describe(client))
-        next_cursor, keys = conn.call(
-            lambda: client.scan(cursor, match=META_PATTERN, count=count), idempotent=True
-        )
+        if isinstance(client, RedisCluster):
+            if node is None:
+                raise InvalidArgument(
+                    "name the cluster master to scan (node=, one of client.get_primaries())"
+                )
+            # A cluster client answers with a cursor per node it scanned: here, the one.
+            cursors, keys = conn.call(
+                lambda: client.scan(cursor, match=META_PATTERN, count=count, target_nodes=node),
+                idempotent=True,
+            )
+            next_cursor = cursors[node.name]  # type: ignore[index]
+        else:
+            next_cursor, keys = conn.call(
+                lambda: client.scan(cursor, match=META_PATTERN, count=count), idempotent=True
+            )
         return int(next_cursor), [name for key in keys if (name := queue_of_meta(key)) is not None]
 
     # -- looking inside -------------------------------------------------------------------------
@@ -953,16 +1021,24 @@ class Queue:
         Quarantined entries (ids malformed:<sha1>) and records that do not decode stay: their bytes
         are no item to run; `purge_dead` deletes them.
         """
+
+        def requeue(batch: list[str]) -> int:
+            return self._scripts.requeue_dead(ids=batch)
+
         total = 0
         for batch in self._dead_id_batches(ids):
-            total += self._call(partial(self._scripts.requeue_dead, ids=batch), idempotent=True)
+            total += self._call(partial(requeue, batch), idempotent=True)
         return total
 
     def purge_dead(self, ids: Iterable[str] | None = None) -> int:
         """Delete dead letters (all, or those with `ids`); returns how many were deleted."""
+
+        def purge(batch: list[str]) -> int:
+            return self._scripts.purge_dead(ids=batch)
+
         total = 0
         for batch in self._dead_id_batches(ids):
-            total += self._call(partial(self._scripts.purge_dead, ids=batch), idempotent=True)
+            total += self._call(partial(purge, batch), idempotent=True)
         return total
 
     def _dead_id_batches(self, ids: Iterable[str] | None) -> Iterator[list[str]]:
@@ -978,4 +1054,4 @@ class Queue:
 
     def purge(self) -> None:
         """Delete every key of this queue (and nothing else): items, leases, dead letters, counters."""
-        self._call(self._scripts.purge, idempotent=True)
+        self._call(lambda: self._scripts.purge(), idempotent=True)

@@ -106,6 +106,26 @@ def test_refused_arguments_send_nothing(fake: redis.Redis) -> None:
     assert fake.dbsize() == 0
 
 
+def test_a_queue_given_a_function_makes_its_client_in_its_first_call_once_and_retries_making_it(
+    fake: redis.Redis,
+) -> None:
+    made: list[str] = []
+
+    def make() -> redis.Redis:
+        made.append("tried")
+        if len(made) == 1:  # as a RedisCluster whose seeds do not answer yet
+            raise redis.exceptions.ConnectionError("Error 111 connecting to 127.0.0.1:7000.")
+        return fake
+
+    q = Queue(make, "q", url="redis+cluster://127.0.0.1:7000/", retries=1)
+    assert made == []  # nothing contacted by the constructor
+    q.close()  # the first try fails, the retry makes it
+    q.reopen()
+    assert q.client is fake and made == ["tried", "tried"]
+    with pytest.raises(InvalidArgument, match="decode responses"):
+        Queue(lambda: fakeredis.FakeRedis(decode_responses=True), "q").stats()
+
+
 # -- one contract suite, two backends -----------------------------------------------------------
 
 

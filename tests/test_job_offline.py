@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 import yaml
 from click.testing import CliRunner
+from test_k8s_manifests import VERSIONS, schema_errors
+from test_k8s_support import find, kustomize
 
 from rediswq import LeaseInfo
 from rediswq_cli.kube.manifest import ManifestError, WorkerJob, build, load_template, split_args
@@ -166,6 +168,44 @@ def test_submit_dry_run_shows_the_namespace_given_with_n() -> None:
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["metadata"]["namespace"] == "batch"
     assert "namespace" not in json.loads(run(*submit).output)["metadata"]
+
+
+def test_submit_url_from_secret_gives_the_pods_the_env_the_external_redis_component_gives() -> None:
+    submit = ["job", "submit", "q", "--image", "i", "-p", "2", "--dry-run"]
+    result = run(*submit, "--url-from-secret", "rediswq-redis", "--", "wc")
+    assert result.exit_code == 0, result.output
+    job = json.loads(result.output)
+    for version in VERSIONS:
+        assert schema_errors([job], version) == []
+    overlay = find(kustomize("overlays/cluster"), "Job", "rediswq-worker")
+    assert container(job)["env"] == container(overlay)["env"]
+    assert container(job)["env"][0] == {
+        "name": "REDISWQ_URL",
+        "valueFrom": {"secretKeyRef": {"name": "rediswq-redis", "key": "url"}},
+    }
+    # Another Secret, another key.
+    other = build(
+        WorkerJob(queue="q", image="i", parallelism=1, command=("wc",), url_secret=("my.redis", "redis-url"))
+    )
+    assert container(other)["env"][0]["valueFrom"]["secretKeyRef"] == {"name": "my.redis", "key": "redis-url"}
+    assert "REDIS_PASSWORD" not in {var["name"] for var in container(other)["env"]}
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--url-from-secret", "Redis"], "bad Secret name 'Redis'"),
+        (["--url-from-secret", "redis/a/b"], "bad Secret key 'a/b'"),
+        (["--url-from-secret", "redis", "--secret", "other"], "give one of them"),
+        (["--url-from-secret", "redis", "-e", "REDISWQ_URL=redis://h/0"], "do not set it with --env"),
+    ],
+)
+def test_submit_url_from_secret_refuses_what_would_not_start_with_one_line_and_exit_2(
+    args: list[str], says: str
+) -> None:
+    result = run("job", "submit", "q", "--image", "i", "-p", "1", *args, "--dry-run", "--", "wc")
+    assert result.exit_code == 2, result.output
+    assert len(result.output.splitlines()) == 1 and says in result.output, result.output
 
 
 def test_the_args_submit_writes_are_ones_rediswq_work_accepts() -> None:

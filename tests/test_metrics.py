@@ -428,7 +428,7 @@ def test_a_key_that_only_looks_like_a_queue_marks_the_scrape_down_and_the_other_
     bogus = f"{queue_name}-bogus"
     client.set(f"rediswq:{{{bogus}}}:meta", "another application's string")
     try:
-        collector = exporter_module.QueueCollector(client, (bogus, *(q.name for q in queues)))
+        collector = exporter_module.QueueCollector(lambda: client, (bogus, *(q.name for q in queues)))
         families = {f.name: f for f in collector.collect()}
     finally:
         client.delete(f"rediswq:{{{bogus}}}:meta")
@@ -447,7 +447,7 @@ def test_discovery_walks_the_keyspace_a_few_scan_calls_per_step_and_forgets_dele
     for q in made:
         q.put("x")
     mine = {q.name for q in made}
-    discovery = exporter_module.Discovery(client)
+    discovery = exporter_module.Discovery(lambda: client)
     steps, seen = 0, set()
     keys = client.dbsize()
     while steps < keys + 5:

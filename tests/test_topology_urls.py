@@ -1,13 +1,17 @@
 """Cluster and Sentinel URLs, parsed (rediswq/_topology.py), and topology errors, classified
-(rediswq/_connection.py): pure logic, no server. The real topologies are in test_cluster.py and
-test_sentinel.py."""
+(rediswq/_connection.py): pure logic, no server (sentinels that do not answer are free ports). The
+real topologies are in test_cluster.py, test_sentinel.py and test_reach.py."""
 
 from __future__ import annotations
 
 import pytest
 import redis.exceptions
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+from redis.sentinel import Sentinel
+from topologies import free_ports
 
-from rediswq import ConnectionFailed, InvalidArgument, Queue, ServerError, _topology
+from rediswq import AuthenticationFailed, ConnectionFailed, InvalidArgument, Queue, ServerError, _topology
 from rediswq._connection import Connection
 
 
@@ -90,3 +94,61 @@ def test_other_error_replies_stay_server_errors_and_are_not_retried() -> None:
     with pytest.raises(ServerError):
         Connection("redis://h:1/0", retries=2).call(failing, idempotent=True)
     assert calls == 1
+
+
+def cluster_unreachable(cause: Exception) -> redis.exceptions.RedisClusterException:
+    """What a cluster client raises when no node answered: redis-py's words, from the last node's error."""
+    try:
+        raise redis.exceptions.RedisClusterException(
+            f"Redis Cluster cannot be connected. Please provide at least one reachable node: {cause}"
+        ) from cause
+    except redis.exceptions.RedisClusterException as e:
+        return e
+
+
+@pytest.mark.parametrize(
+    ("cause", "kind", "says", "calls"),
+    [
+        (
+            redis.exceptions.ConnectionError("Error 111 connecting to h2:7001."),
+            ConnectionFailed,
+            "cannot reach",
+            2,
+        ),
+        (
+            redis.exceptions.AuthenticationError("invalid username-password pair"),
+            AuthenticationFailed,
+            "refused the credentials",
+            1,
+        ),
+    ],
+)
+def test_a_cluster_no_node_of_which_answered_is_an_outage_or_a_refusal_as_one_server_is(
+    cause: Exception, kind: type[Exception], says: str, calls: int
+) -> None:
+    tried = 0
+
+    def failing() -> None:
+        nonlocal tried
+        tried += 1
+        raise cluster_unreachable(cause)
+
+    with pytest.raises(kind) as caught:
+        Connection("redis+cluster://h1:7000,h2:7001/", retries=1).call(failing, idempotent=True)
+    assert tried == calls  # a refused password is not retried
+    assert says in str(caught.value) and str(cause) in str(caught.value)
+    assert type(caught.value) is kind
+
+
+def test_no_master_found_names_the_sentinels_that_did_not_answer_by_address() -> None:
+    ports = free_ports(2)
+    quiet = {"retry": Retry(NoBackoff(), 0)}
+    sentinel = Sentinel([("127.0.0.1", port) for port in ports], sentinel_kwargs=quiet)
+    with pytest.raises(ConnectionFailed) as caught:
+        Connection("redis+sentinel://s1,s2/mymaster", retries=0).call(
+            lambda: sentinel.discover_master("mymaster"), idempotent=True
+        )
+    message = str(caught.value)
+    shown = ", ".join(f"127.0.0.1:{port}" for port in ports)
+    assert f"No master found for 'mymaster' (these sentinels did not answer: {shown})" in message
+    assert "redis.client.Redis" not in message, message

@@ -110,14 +110,13 @@ def _slot_ranges(node: redis.Redis) -> list[tuple[int, int, int]]:
 
 
 class Cluster(_Processes):
-    """Three masters with one replica each, failing over within about two seconds of a master's death.
+    """Three masters with one replica each, failing over within about two seconds of a master's death;
+    or, with `replicas=0`, three masters alone. `ports` (picked with free_ports(..., bus=True)) lets a
+    test name the cluster in a URL before it starts."""
 
-    `replicas=0`: three masters alone (no failover), to tell a cluster's cost from replication's.
-    """
-
-    def __init__(self, replicas: int = 1) -> None:
+    def __init__(self, ports: list[int] | None = None, replicas: int = 1) -> None:
         super().__init__()
-        self.ports = free_ports(3 * (1 + replicas), bus=True)
+        self.ports = ports or free_ports(3 * (1 + replicas), bus=True)
         try:
             for port in self.ports:
                 self.start(

@@ -18,6 +18,14 @@ if TYPE_CHECKING:
     from rediswq_cli.kube.cluster import Cluster
 
 
+def secret_key(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[str, str] | None:
+    """--url-from-secret NAME[/KEY] -> (NAME, KEY), KEY `url` by default (both checked with the Job)."""
+    if value is None:
+        return None
+    name, _, key = value.partition("/")
+    return name, key or "url"
+
+
 @job.command(epilog=EXIT_CODES)
 @click.argument("queue")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
@@ -54,6 +62,15 @@ if TYPE_CHECKING:
 @click.option(
     "--secret", metavar="NAME", help="The Secret holding the Redis password (default: the template's)."
 )
+@click.option(
+    "--url-from-secret",
+    "url_secret",
+    metavar="NAME[/KEY]",
+    callback=secret_key,
+    help="Take the pods' REDISWQ_URL whole from key KEY (default: url) of Secret NAME, as "
+    "k8s/components/external-redis does (e.g. a Redis Cluster or Sentinel URL with its password), "
+    "instead of the bundled Redis's URL and password.",
+)
 @click.option("--watch", "-w", is_flag=True, help="Follow the Job and the queue until the Job ends.")
 @click.option(
     "--interval",
@@ -85,6 +102,7 @@ def submit(
     log_format: str | None,
     env: tuple[str, ...],
     secret: str | None,
+    url_secret: tuple[str, str] | None,
     watch: bool,
     interval: float,
     dry_run: bool,
@@ -128,6 +146,7 @@ def submit(
         command=command,
         env=_env_pairs(env),
         secret=secret,
+        url_secret=url_secret,
     )
     try:
         manifest = build(request)

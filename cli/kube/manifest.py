@@ -2,7 +2,8 @@
 
 One source of truth: `k8s/base/worker-job.yaml` is what `kubectl apply -k` uses and, packaged in the
 wheel as `rediswq_cli.kube.manifests`, what `submit` starts from. It changes only what the user asked
-for (name, image, parallelism, the container's args, env, the Secret's name), so the template's
+for (name, image, parallelism, the container's args, env, the Secret's name, or the URL taken whole
+from a Secret as `k8s/components/external-redis` does), so the template's
 podFailurePolicy, security context, resources and the Downward API's POD_NAME are kept as they are.
 
 The container runs `rediswq work` (the image's ENTRYPOINT), so its `args` are
@@ -28,6 +29,12 @@ CONTAINER = "worker"
 # A Job's name becomes its pods' `job-name` label value: a DNS-1123 label of at most 63 characters.
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+# A Secret's name is a DNS-1123 subdomain; its keys, letters, digits, '-', '_' and '.'.
+_SECRET_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
+URL_VARIABLE = "REDISWQ_URL"
+# The template's password variable: the only use of it is the URL the template builds from it.
+PASSWORD_VARIABLE = "REDIS_PASSWORD"
 
 
 class ManifestError(Exception):
@@ -46,6 +53,7 @@ class WorkerJob:
     command: tuple[str, ...] = ()
     env: tuple[tuple[str, str], ...] = ()
     secret: str | None = None
+    url_secret: tuple[str, str] | None = None  # (Secret, key) that REDISWQ_URL comes from
 
 
 def load_template() -> dict[str, Any]:
@@ -98,6 +106,8 @@ def build(request: WorkerJob, template: dict[str, Any] | None = None) -> dict[st
     env = container.setdefault("env", [])
     if request.secret:
         _rename_secret(env, request.secret)
+    if request.url_secret:
+        _url_from_secret(env, *request.url_secret)
     for key, value in request.env:
         _set_env(env, key, value)
     return manifest
@@ -111,6 +121,24 @@ def _check_request(request: WorkerJob, name: str) -> None:
         raise ManifestError(f"parallelism must be at least 1, not {request.parallelism}")
     if not request.image.strip():
         raise ManifestError("the image must not be empty")
+    if request.url_secret:
+        _check_url_secret(request, *request.url_secret)
+
+
+def _check_url_secret(request: WorkerJob, name: str, key: str) -> None:
+    if len(name) > 253 or not _SECRET_NAME.match(name):
+        raise ManifestError(
+            f"bad Secret name {name!r}: use lowercase letters, digits, '-' and '.' (at most 253)"
+        )
+    if len(key) > 253 or not _SECRET_KEY.match(key):
+        raise ManifestError(f"bad Secret key {key!r}: use letters, digits, '-', '_' and '.' (at most 253)")
+    if request.secret:
+        raise ManifestError(
+            "--secret names the Secret of the password, which a URL from --url-from-secret replaces: "
+            "give one of them"
+        )
+    if any(variable == URL_VARIABLE for variable, _ in request.env):
+        raise ManifestError(f"{URL_VARIABLE} comes from --url-from-secret: do not set it with --env too")
 
 
 def _worker_container(spec: dict[str, Any]) -> dict[str, Any]:
@@ -141,6 +169,19 @@ def _rename_secret(env: list[dict[str, Any]], secret: str) -> None:
         ref = (entry.get("valueFrom") or {}).get("secretKeyRef")
         if ref is not None:
             ref["name"] = secret
+
+
+def _url_from_secret(env: list[dict[str, Any]], name: str, key: str) -> None:
+    """REDISWQ_URL from key `key` of Secret `name`, in the template's place for it, as
+    k8s/components/external-redis does. REDIS_PASSWORD goes: nothing uses it then, and a pod whose
+    env names a Secret key that does not exist never starts."""
+    env[:] = [entry for entry in env if entry.get("name") != PASSWORD_VARIABLE]
+    url = {"name": URL_VARIABLE, "valueFrom": {"secretKeyRef": {"name": name, "key": key}}}
+    at = next((i for i, entry in enumerate(env) if entry.get("name") == URL_VARIABLE), None)
+    if at is None:
+        env.insert(0, url)
+    else:
+        env[at] = url
 
 
 def _set_env(env: list[dict[str, Any]], key: str, value: str) -> None:
