@@ -296,7 +296,7 @@ class Queue:
         self._reclaim_limit = reclaim_limit
         self._client = client
         keys = f"of queue {name!r} ({self.keys.meta.rsplit(':', 1)[0]}:* and {self.keys.inbox})"
-        self._conn = Connection(url or describe(client), retries=retries, keys=keys)
+        self._conn = Connection(url or describe(client), retries=retries, keys=keys, client=client)
         self._scripts = Scripts(client, self.keys)
         self._policy_checked = allow_eviction
         self._retry_settles = retry_settles
@@ -349,29 +349,42 @@ class Queue:
         tls_cert: str | None = None,
         tls_key: str | None = None,
         tls_verify: bool = True,
+        sentinel_username: str | None = None,
+        sentinel_password: str | None = None,
         **options: Any,
     ) -> Queue:
         """A queue on the Redis at `url` (redis://, rediss:// or unix://; a password is never shown).
 
         `redis+cluster://` and `redis+sentinel://` (and `rediss+`) name a Redis Cluster or a
-        Sentinel-managed master by several seed hosts: see rediswq/_topology.py for the forms.
+        Sentinel-managed master by several seed hosts: see rediswq/_topology.py for the forms. The
+        URL's password is the data nodes' (the master's); `sentinel_password` (and `sentinel_username`,
+        for an ACL user) is the sentinels' own, for sentinels with `requirepass` or ACLs.
 
         Every mistake in the URL (scheme, port, database, an unknown or malformed query parameter) is
-        an `InvalidArgument` naming it. With rediss://, `tls_ca` (a PEM file of the CA to trust instead
-        of the system's), `tls_cert` and `tls_key` (a client certificate), or the URL's `ssl_*`
-        parameters, set up TLS; `tls_verify=False` (or `ssl_cert_reqs=none`) turns certificate checks
-        off and warns with `InsecureTLSWarning`.
+        an `InvalidArgument` naming it. With rediss:// (or rediss+cluster://, rediss+sentinel://),
+        `tls_ca` (a PEM file of the CA to trust instead of the system's), `tls_cert` and `tls_key` (a
+        client certificate), or the rediss:// URL's `ssl_*` parameters, set up TLS; `tls_verify=False`
+        (or `ssl_cert_reqs=none`) turns certificate and host name checks off and warns with
+        `InsecureTLSWarning`.
 
         rediswq retries idempotent calls itself, so the client it makes does not retry on its own: a
         blind retry of `put` or `complete` after a lost reply could apply it twice. `socket_timeout`
         (seconds; None: no limit) bounds each call's wait for a reply, so a stalled Redis is noticed.
         """
-        if _topology.is_topology_url(url):
-            if tls_ca or tls_cert or tls_key or not tls_verify:
-                raise InvalidArgument("the TLS file and verify settings are for redis:// and rediss:// URLs")
-            return cls(_topology.client(url, redact(url)), name, url=url, **options)
-        check_url(url)
+        given = {"username": sentinel_username, "password": sentinel_password}
+        sentinel_auth = {key: value for key, value in given.items() if value}
+        if sentinel_auth and _topology.kind(url) != "sentinel":
+            raise InvalidArgument(
+                "a sentinel password or user needs a redis+sentinel:// or rediss+sentinel:// URL, not "
+                f"{redact(url).partition(':')[0]}://"
+            )
+        topology = _topology.is_topology_url(url)
+        if not topology:
+            check_url(url)
         tls = tls_options(url, ca=tls_ca, cert=tls_cert, key=tls_key, verify=tls_verify)
+        if topology:
+            client = _topology.client(url, redact(url), tls=tls, sentinel_auth=sentinel_auth)
+            return cls(client, name, url=url, **options)
         options_for_tcp = {} if url.startswith("unix:") else {"socket_keepalive": True}
         try:
             client = redis.Redis.from_url(
@@ -847,7 +860,7 @@ class Queue:
         Start with cursor 0; the walk is complete when the next cursor is 0 again. `count` bounds the
         keys Redis looks at in one call (a hint, as SCAN's COUNT is); a name may come up twice.
         """
-        conn = Connection(describe(client))
+        conn = Connection(describe(client), client=client)
         next_cursor, keys = conn.call(
             lambda: client.scan(cursor, match=META_PATTERN, count=count), idempotent=True
         )
