@@ -404,7 +404,7 @@ class Connection:
     and certificates are never retried: waiting cannot fix them.
 
     `client`, the client the calls use, if given: the passwords it holds are hidden too, and when its
-    sentinels name no master it asks them why (redis-py keeps only the type of their errors).
+    sentinels name no master they are asked why (redis-py keeps only the type of their errors).
     """
 
     def __init__(
@@ -430,15 +430,17 @@ class Connection:
             raise self.wrap(e) from e
 
     def _sentinels_explained(self, fn: Callable[[], T]) -> T:
-        """`fn()`; when the sentinels named no master because they refuse us (their password, TLS),
-        that refusal, as an error no retry repeats."""
+        """`fn()`; when the sentinels named no master, why: a refusal by them (their password, TLS) as an
+        error no retry repeats, else connection trouble that says what each sentinel did."""
         try:
             return fn()
         except redis.sentinel.MasterNotFoundError as e:
-            refusal = _topology.sentinel_refusal(self._client) if self._client is not None else None
-            if refusal is None:
-                raise  # a failover, or sentinels down: connection trouble
-            raise self._sentinel_error(refusal) from e
+            why = _topology.why_no_master(self._client) if self._client is not None else None
+            if why is None:
+                raise
+            if isinstance(why, redis.sentinel.MasterNotFoundError):
+                raise why from e  # sentinels down, or a failover: retried as before
+            raise self._sentinel_error(why) from e
 
     def _sentinel_error(self, refusal: Exception) -> Exception:
         text = self._redactor.text(str(refusal))

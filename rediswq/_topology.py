@@ -28,7 +28,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
 from redis.retry import Retry
-from redis.sentinel import Sentinel, SentinelConnectionPool
+from redis.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
 
 from rediswq._tls import is_tls_failure
 from rediswq.errors import ConnectionFailed, InvalidArgument, TLSFailed
@@ -177,15 +177,18 @@ def passwords(client: Client) -> list[str]:
     return [found for kwargs in options if isinstance(found := kwargs.get("password"), str) and found]
 
 
-def sentinel_refusal(client: Client) -> Exception | None:
-    """Why the sentinels of a Sentinel-managed client named no master, when it is that they refuse us
-    (their password or user, a certificate): redis-py's MasterNotFoundError keeps only the type of
-    each sentinel's error, so each is asked again. None when none refuses us (a failover, a
-    sentinel down: connection trouble)."""
+def why_no_master(client: Client) -> Exception | None:
+    """Why the sentinels of a Sentinel-managed client named no master, each sentinel asked again:
+    redis-py's MasterNotFoundError keeps only the type of each one's error. A refusal (the sentinels'
+    password or user, a certificate) is returned as the sentinel raised it; anything else (sentinels
+    down, a failover under way) as a MasterNotFoundError that says in a few words what each did.
+    None for a client that has no sentinels."""
     pool = getattr(client, "connection_pool", None)
     if not isinstance(pool, SentinelConnectionPool):
         return None
+    failures = []
     for sentinel in pool.sentinel_manager.sentinels:
+        where = "{host}:{port}".format(**sentinel.connection_pool.connection_kwargs)
         try:
             sentinel.sentinel_masters()
         except redis.exceptions.AuthenticationError as e:
@@ -193,7 +196,9 @@ def sentinel_refusal(client: Client) -> Exception | None:
         except (redis.exceptions.RedisError, OSError) as e:
             if is_tls_failure(e):
                 return e
-    return None
+            failures.append(f"{where}: {e}")
+    found = "; ".join(failures) if failures else "every sentinel answered, none names a master that is up"
+    return MasterNotFoundError(f"no master found for {pool.service_name!r} ({found})")
 
 
 def is_cluster(client: Client) -> bool:
