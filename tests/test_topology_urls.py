@@ -4,11 +4,16 @@ test_sentinel.py."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import redis.exceptions
+from click.testing import CliRunner
+from redis.sentinel import SentinelConnectionPool
 
 from rediswq import ConnectionFailed, InvalidArgument, Queue, ServerError, _topology
 from rediswq._connection import Connection
+from rediswq_cli.main import main
 
 
 def test_a_cluster_url_lists_its_seeds_with_the_default_port() -> None:
@@ -90,3 +95,50 @@ def test_other_error_replies_stay_server_errors_and_are_not_retried() -> None:
     with pytest.raises(ServerError):
         Connection("redis://h:1/0", retries=2).call(failing, idempotent=True)
     assert calls == 1
+
+
+@pytest.mark.parametrize("kind", ["cluster", "sentinel"])
+def test_tls_settings_need_the_rediss_form_of_a_topology_url(kind: str) -> None:
+    url = f"redis+{kind}://127.0.0.1:1/" + ("mymaster" if kind == "sentinel" else "")
+    with pytest.raises(
+        InvalidArgument, match=rf"^TLS settings need a rediss\+{kind}:// URL, not redis\+{kind}://$"
+    ):
+        Queue.from_url(url, "q", tls_verify=False)
+    result = CliRunner().invoke(main, ["--url", url, "--tls-ca", __file__, "stats", "q"])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        f"Error: TLS settings need a rediss+{kind}:// URL, not redis+{kind}://"
+    ]
+
+
+@pytest.mark.parametrize("url", ["redis://h:1/0", "rediss+cluster://h:1/", "unix:///tmp/r.sock"])
+def test_sentinel_credentials_need_a_sentinel_url(url: str) -> None:
+    with pytest.raises(InvalidArgument, match=r"sentinel password or user needs a redis\+sentinel://"):
+        Queue.from_url(url, "q", sentinel_username="watcher")
+    result = CliRunner().invoke(
+        main, ["--url", url, "stats", "q"], env={"REDISWQ_SENTINEL_PASSWORD": "s3cret-pw"}
+    )
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
+    assert "s3cret-pw" not in result.output
+
+
+def test_the_tls_settings_reach_every_connection_and_the_sentinel_password_only_the_sentinels(
+    tmp_path: Path,
+) -> None:
+    ca, cert, key = (tmp_path / name for name in ("ca.pem", "cert.pem", "key.pem"))
+    for path in (ca, cert, key):
+        path.write_text("")  # only their existence is checked before connecting
+    queue = Queue.from_url(
+        "rediss+sentinel://:master-pw@s1,s2/mymaster/2", "q", tls_ca=str(ca), tls_cert=str(cert),
+        tls_key=str(key), sentinel_username="watcher", sentinel_password="sentinel-pw",
+    )  # fmt: skip
+    pool = queue.client.connection_pool
+    assert isinstance(pool, SentinelConnectionPool)
+    tls = {"ssl_ca_certs": str(ca), "ssl_certfile": str(cert), "ssl_keyfile": str(key)}
+    assert tls.items() <= pool.connection_kwargs.items()
+    assert pool.connection_kwargs["password"] == "master-pw" and pool.connection_kwargs["db"] == 2
+    for sentinel in pool.sentinel_manager.sentinels:
+        kwargs = sentinel.connection_pool.connection_kwargs
+        assert tls.items() <= kwargs.items()
+        assert (kwargs["username"], kwargs["password"]) == ("watcher", "sentinel-pw")
+    assert _topology.why_no_master(Queue.from_url("redis://h:1/0", "q").client) is None
