@@ -108,24 +108,28 @@ def test_an_items_command_never_sees_the_sentinels_password(
 
 
 @pytest.mark.parametrize(
-    ("password", "said"),
+    ("password", "said", "command"),
     [
-        (None, "need a password, and none was given for them"),
-        ("a-wrong-one-Pw-0000", "refused the sentinel password or user: invalid username-password pair"),
+        (None, "need a password, and none was given for them", "work"),
+        (
+            "a-wrong-one-Pw-0000",
+            "refused the sentinel password or user: invalid username-password pair",
+            "stats",
+        ),
     ],
 )
 def test_a_missing_or_wrong_sentinel_password_exits_2_at_once_with_one_line(
-    sentinels: SentinelSet, pki: PKI, name: str, password: str | None, said: str
+    sentinels: SentinelSet, pki: PKI, name: str, password: str | None, said: str, command: str
 ) -> None:
     env = {**tls_env(pki), **({"REDISWQ_SENTINEL_PASSWORD": password} if password else {})}
-    for command in (["stats", name], ["work", name, "--reconnect-secs", "60", "--", "true"]):
-        done, secs = rediswq_cli("--url", sentinels.url, *command, env=env)
-        assert done.returncode == 2, (command, done.stderr)
-        lines = done.stderr.strip().splitlines()
-        assert "the sentinels of rediss+sentinel://:***@127.0.0.1:" in lines[-1] and said in lines[-1], lines
-        assert len(lines) == 1 or command[0] == "work", lines  # a worker logs its start first
-        assert MASTER_PASSWORD not in done.stderr and (password or SENTINEL_PASSWORD) not in done.stderr
-        assert secs < AT_ONCE_SECS, f"{command}: {secs:.1f} s: it was retried"
+    argv = {"stats": ["stats", name], "work": ["work", name, "--reconnect-secs", "60", "--", "true"]}[command]
+    done, secs = rediswq_cli("--url", sentinels.url, *argv, env=env)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert "the sentinels of rediss+sentinel://:***@127.0.0.1:" in lines[-1] and said in lines[-1], lines
+    assert len(lines) == 1 or command == "work", lines  # a worker logs its start first
+    assert MASTER_PASSWORD not in done.stderr and (password or SENTINEL_PASSWORD) not in done.stderr
+    assert secs < AT_ONCE_SECS, f"{command}: {secs:.1f} s: it was retried"
 
 
 def test_a_certificate_from_another_ca_exits_2_at_once(sentinels: SentinelSet, pki: PKI, name: str) -> None:
