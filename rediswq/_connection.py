@@ -459,7 +459,7 @@ class Connection:
         text = self._redactor.text(str(e))
         url = self.url
         if isinstance(e, _CONNECTION_ERRORS + _TOPOLOGY_ERRORS) and is_tls_failure(e):
-            # Before the topology errors: a cluster that cannot reconnect to a node says so in one.
+            # First: a cluster client's own errors ("cannot be connected") may hold a refused certificate.
             return TLSFailed(f"TLS with Redis at {url} failed: {text}")
         if isinstance(e, _TOPOLOGY_ERRORS):
             # Connection trouble, for the retries above and for a worker's reconnect window.

@@ -65,7 +65,7 @@ def is_topology_url(url: str) -> bool:
 
 
 def kind(url: str) -> str | None:
-    """ "cluster" or "sentinel" for a topology URL, None for any other."""
+    """The kind of a topology URL, "cluster" or "sentinel"; None for any other URL."""
     return SCHEMES.get(url.partition("://")[0].lower(), (None, False))[0]
 
 
