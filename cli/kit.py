@@ -50,6 +50,12 @@ class Settings:
     min_replicas: int = 0
     min_replicas_timeout: float = 5.0
     url_from: str = ""  # "--url", "$REDISWQ_URL" or "$REDIS_URL"; empty: the default
+    sentinel_username: str | None = None
+    sentinel_password: str | None = None
+
+    def secrets(self) -> list[str]:
+        """What must never be shown nor passed on to an item: the URL's secrets, the sentinels' password."""
+        return [*rediswq.url_secrets(self.url), *filter(None, [self.sentinel_password])]
 
     def url_origin(self) -> str:
         """Where the URL came from, for an error that names it: a default nobody chose misleads."""
@@ -136,7 +142,8 @@ def _refused_on_loopback(url: str) -> bool:
 
 
 def open_queue(name: str, *, one_shot: bool = False, **options: Any) -> rediswq.Queue:
-    """The queue `name` on the Redis that --url names, with the --tls-* settings; TLS warnings shown.
+    """The queue `name` on the Redis that --url names, with the --tls-* and --sentinel-* settings; TLS
+    warnings shown.
 
     `one_shot`: a command that makes a few calls and exits. Against a Redis on this machine that
     refuses the connection it makes no retries, so the error comes at once (nothing listens there;
@@ -154,7 +161,13 @@ def open_queue(name: str, *, one_shot: bool = False, **options: Any) -> rediswq.
     with queue_errors(), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", rediswq.InsecureTLSWarning)
         queue = rediswq.Queue.from_url(
-            chosen.url, name, allow_eviction=chosen.allow_eviction, **chosen.tls, **options
+            chosen.url,
+            name,
+            allow_eviction=chosen.allow_eviction,
+            sentinel_username=chosen.sentinel_username,
+            sentinel_password=chosen.sentinel_password,
+            **chosen.tls,
+            **options,
         )
     for warning in caught:
         if issubclass(warning.category, rediswq.InsecureTLSWarning):

@@ -104,28 +104,46 @@ def _url_from(ctx: click.Context) -> str:
     metavar="FILE",
     envvar="REDISWQ_TLS_CA",
     show_envvar=True,
-    help="rediss:// only: trust the CA in this PEM file instead of the system's.",
+    help="rediss:// and rediss+ URLs only: trust the CA in this PEM file instead of the system's.",
 )
 @click.option(
     "--tls-cert",
     metavar="FILE",
     envvar="REDISWQ_TLS_CERT",
     show_envvar=True,
-    help="rediss:// only: the client certificate (PEM), for a Redis with tls-auth-clients on.",
+    help="rediss:// and rediss+ URLs only: the client certificate (PEM), for a Redis with "
+    "tls-auth-clients on.",
 )
 @click.option(
     "--tls-key",
     metavar="FILE",
     envvar="REDISWQ_TLS_KEY",
     show_envvar=True,
-    help="rediss:// only: the client certificate's private key (PEM).",
+    help="rediss:// and rediss+ URLs only: the client certificate's private key (PEM).",
 )
 @click.option(
     "--tls-no-verify",
     is_flag=True,
     envvar="REDISWQ_TLS_NO_VERIFY",
     show_envvar=True,
-    help="rediss:// only: skip certificate and host name checks (prints a warning; tests only).",
+    help="rediss:// and rediss+ URLs only: skip certificate and host name checks (prints a warning; "
+    "tests only).",
+)
+@click.option(
+    "--sentinel-username",
+    metavar="USER",
+    envvar="REDISWQ_SENTINEL_USERNAME",
+    show_envvar=True,
+    help="Sentinel URLs only: the ACL user the sentinels know us by (the URL's user is the master's).",
+)
+@click.option(
+    "--sentinel-password",
+    metavar="PASSWORD",
+    envvar="REDISWQ_SENTINEL_PASSWORD",
+    show_envvar=True,
+    help="Sentinel URLs only: the sentinels' own password (their requirepass or ACL user's; the URL's "
+    "password is the master's). Give it in the environment: a command line shows in ps. Never printed; "
+    "an item's command does not get it.",
 )
 @click.option(
     "--allow-eviction",
@@ -144,6 +162,8 @@ def main(
     tls_cert: str | None,
     tls_key: str | None,
     tls_no_verify: bool,
+    sentinel_username: str | None,
+    sentinel_password: str | None,
     min_replicas: int,
     min_replicas_timeout: float,
 ) -> None:
@@ -162,6 +182,8 @@ def main(
         min_replicas,
         min_replicas_timeout,
         _url_from(ctx),
+        sentinel_username or None,
+        sentinel_password or None,
     )
     if tls_no_verify:
         ctx.obj.tls["tls_verify"] = False

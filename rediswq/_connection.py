@@ -11,7 +11,6 @@ import hashlib
 import importlib.resources
 import os
 import re
-import ssl
 import urllib.parse
 import warnings
 from collections.abc import Callable, Iterable
@@ -25,6 +24,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from rediswq import _topology
+from rediswq._tls import is_tls_failure
 from rediswq.errors import (
     AuthenticationFailed,
     ConnectionFailed,
@@ -97,14 +97,16 @@ _TLS_PARAMETERS: dict[str, tuple[Callable[[str], Any], str]] = {
 
 
 class Redactor:
-    """Hides the secrets of one URL: in the URL itself, and in any text that might quote them."""
+    """Hides the secrets of one URL, and any given besides it (the sentinels' password): in the URL
+    itself, and in any text that might quote them."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, others: Iterable[str] = ()) -> None:
         self.url = redact(url)
-        self._secrets = url_secrets(url)
+        given = {secret for secret in others if len(secret) >= _MIN_SECRET_CHARS}
+        self._secrets = sorted({*url_secrets(url), *given}, key=len, reverse=True)
 
     def text(self, text: str) -> str:
-        """`text` with every secret of the URL (as written, or decoded) replaced by ***."""
+        """`text` with every secret (as written, or decoded) replaced by ***."""
         for secret in self._secrets:
             text = text.replace(secret, "***")
         return text
@@ -266,19 +268,30 @@ def warn_insecure(shown: str) -> None:
 def tls_options(
     url: str, *, ca: str | None, cert: str | None, key: str | None, verify: bool
 ) -> dict[str, Any]:
-    """redis-py's SSL arguments for these TLS settings; they need a rediss:// URL and existing files."""
+    """redis-py's SSL arguments for these TLS settings; they need a TLS URL (rediss://, rediss+cluster://,
+    rediss+sentinel://) and existing files."""
     given = {"ssl_ca_certs": ca, "ssl_certfile": cert, "ssl_keyfile": key}
     chosen = {name: path for name, path in given.items() if path}
     if not verify:
         chosen["ssl_cert_reqs"] = "none"
-    if chosen and not url.lower().startswith("rediss://"):
-        raise InvalidArgument(f"TLS settings need a rediss:// URL, not {redact(url).partition(':')[0]}://")
+    scheme = redact(url).partition(":")[0]
+    if chosen and not _is_tls_scheme(scheme.lower()):
+        raise InvalidArgument(f"TLS settings need a {_tls_scheme(scheme.lower())}:// URL, not {scheme}://")
     for name, path in given.items():
         if path and not os.path.isfile(path):
             raise InvalidArgument(f"TLS file {path!r} ({name}) does not exist or is not a file")
     if not verify:
         warn_insecure(redact(url))
     return chosen
+
+
+def _is_tls_scheme(scheme: str) -> bool:
+    return scheme == "rediss" or _topology.SCHEMES.get(scheme, ("", False))[1]
+
+
+def _tls_scheme(scheme: str) -> str:
+    """The TLS form of a scheme: rediss+cluster for redis+cluster, else rediss."""
+    return "rediss+" + scheme.partition("+")[2] if scheme in _topology.SCHEMES else "rediss"
 
 
 def _query_options(query: str, shown: str, *, tls: bool) -> dict[str, Any]:
@@ -305,25 +318,6 @@ def _query_options(query: str, shown: str, *, tls: bool) -> dict[str, Any]:
     return options
 
 
-# TLS errors that no retry can fix: a certificate refused (ours or the server's), or TLS spoken to a
-# plain port. Others (an EOF mid-connection when Redis restarts) are an outage like any other.
-_TLS_REFUSALS = re.compile(r"CERTIFICATE|UNKNOWN_CA|WRONG_VERSION_NUMBER|certificate verify failed", re.I)
-
-
-def _is_tls_failure(error: BaseException) -> bool:
-    """True when the chain holds an SSL error that refuses a certificate (or a plain port)."""
-    seen: BaseException | None = error
-    for _ in range(10):
-        if seen is None:
-            return False
-        if isinstance(seen, ssl.SSLCertVerificationError):
-            return True
-        if (isinstance(seen, ssl.SSLError) or "[SSL" in str(seen)) and _TLS_REFUSALS.search(str(seen)):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
-
-
 def _underlying(error: BaseException) -> BaseException:
     """The error that says what went wrong. A cluster client that reached no node (at start-up, or
     re-reading its slot map) raises RedisClusterException from the last node's error: a refused
@@ -336,27 +330,12 @@ def _underlying(error: BaseException) -> BaseException:
     return error
 
 
-_CLIENT_ADDRESS = re.compile(r"host=([^,()<>]+),port=([0-9]+)")
-
-
-def _said(error: BaseException) -> str:
-    """The error's text; for Sentinel's "no master found", the sentinels that did not answer by
-    address (redis-py lists each as the repr of its client, a few hundred characters)."""
-    text = str(error)
-    if isinstance(error, redis.sentinel.MasterNotFoundError):
-        head, _, failures = text.partition(" : ")
-        silent = [f"{host}:{port}" for host, port in _CLIENT_ADDRESS.findall(failures)]
-        if silent:
-            return f"{head} (these sentinels did not answer: {', '.join(silent)})"
-    return text
-
-
 def _is_transient(error: Exception) -> bool:
     underlying = _underlying(error)
     return (
         isinstance(underlying, _CONNECTION_ERRORS + _TOPOLOGY_ERRORS)
         and not isinstance(underlying, redis.exceptions.AuthenticationError)
-        and not _is_tls_failure(underlying)
+        and not is_tls_failure(underlying)
     )
 
 
@@ -436,31 +415,81 @@ class Connection:
     Idempotent calls are retried with exponential backoff (redis-py's own `Retry`); the others run
     once, because a retry after a lost reply could apply them twice. Refused credentials, permissions
     and certificates are never retried: waiting cannot fix them.
+
+    `client`, the client the calls use, if given: the passwords it holds are hidden too, and when its
+    sentinels name no master they are asked why (redis-py keeps only the type of their errors).
+    `hidden`: other secrets never to show (those of a client not made yet).
     """
 
-    def __init__(self, url: str, retries: int = 5, keys: str = "") -> None:
-        self._redactor = Redactor(url)
+    def __init__(
+        self,
+        url: str,
+        retries: int = 5,
+        keys: str = "",
+        client: _topology.Client | None = None,
+        hidden: Iterable[str] = (),
+    ) -> None:
         self.keys = keys  # which keys the calls touch, in words, for a refusal by the ACL
-        self.url = self._redactor.url
         self._retry = Retry(
             ExponentialBackoff(cap=2.0, base=0.1), retries, _CONNECTION_ERRORS + _TOPOLOGY_ERRORS
         )
+        self._given = url
+        self._hidden = list(hidden)
+        self.adopt(client)
+
+    def adopt(self, client: _topology.Client | None, url: str | None = None) -> None:
+        """Calls go through `client` from now on (a Queue makes a cluster's client in its first call):
+        hide its passwords too, and name it by `url` if given."""
+        self._given = url or self._given
+        held = _topology.passwords(client) if client is not None else []
+        self._redactor = Redactor(self._given, [*self._hidden, *held])
+        self._client = client
+        self.url = self._redactor.url
 
     def call(self, fn: Callable[[], T], *, idempotent: bool) -> T:
+        explained = functools.partial(self._sentinels_explained, fn)
         try:
             if idempotent:
-                return self._retry.call_with_retry(fn, lambda _error: None, is_retryable=_is_transient)
-            return fn()
+                return self._retry.call_with_retry(explained, lambda _error: None, is_retryable=_is_transient)
+            return explained()
         except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException) as e:
             raise self.wrap(e) from e
         except OSError as e:
             raise self.wrap(e) from e
 
+    def _sentinels_explained(self, fn: Callable[[], T]) -> T:
+        """`fn()`; when the sentinels named no master, why: a refusal by them (their password, TLS) as an
+        error no retry repeats, else connection trouble that says what each sentinel did."""
+        try:
+            return fn()
+        except redis.sentinel.MasterNotFoundError as e:
+            why = _topology.why_no_master(self._client) if self._client is not None else None
+            if why is None:
+                raise
+            if isinstance(why, redis.sentinel.MasterNotFoundError):
+                raise why from e  # sentinels down, or a failover: retried as before
+            raise self._sentinel_error(why) from e
+
+    def _sentinel_error(self, refusal: Exception) -> Exception:
+        text = self._redactor.text(str(refusal))
+        sentinels = f"the sentinels of {self.url}"
+        if is_tls_failure(refusal):
+            return TLSFailed(f"TLS with {sentinels} failed: {text}")
+        if any(words in text for words in _NO_CREDENTIALS):
+            return AuthenticationFailed(
+                f"{sentinels} need a password, and none was given for them (the URL's password is the "
+                "master's; give the sentinels' as sentinel_password, or $REDISWQ_SENTINEL_PASSWORD)"
+            )
+        return AuthenticationFailed(f"{sentinels} refused the sentinel password or user: {text}")
+
     def wrap(self, e: BaseException) -> Exception:
         """redis-py's error `e` as rediswq's, its text redacted."""
         e = _underlying(e)
-        text = self._redactor.text(_said(e))
+        text = self._redactor.text(str(e))
         url = self.url
+        if isinstance(e, _CONNECTION_ERRORS + _TOPOLOGY_ERRORS) and is_tls_failure(e):
+            # First: a cluster client's own errors ("cannot be connected") may hold a refused certificate.
+            return TLSFailed(f"TLS with Redis at {url} failed: {text}")
         if isinstance(e, _TOPOLOGY_ERRORS):
             # Connection trouble, for the retries above and for a worker's reconnect window.
             change = self._redactor.text(_topology_change(e))
@@ -482,7 +511,5 @@ class Connection:
                 )
             return ServerError(f"Redis at {url} refused the command: {text}")
         if isinstance(e, _CONNECTION_ERRORS):
-            if _is_tls_failure(e):
-                return TLSFailed(f"TLS with Redis at {url} failed: {text}")
             return ConnectionFailed(f"cannot reach Redis at {url}: {text}{_node(e)}")
         return ServerError(f"Redis at {url} answered with an error: {text}")

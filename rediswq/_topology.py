@@ -8,7 +8,10 @@
 Every host is a seed: one that is down is skipped, so start-up needs only one that answers. The
 cluster client learns every node from the seeds and follows MOVED, ASK and failovers by refreshing its
 slot map; the Sentinel client asks the sentinels where the master is whenever it connects. The user
-and password are the data nodes' (the master's, for Sentinel); sentinels are reached without them.
+and password are the data nodes' (the master's, for Sentinel); the sentinels' own (`requirepass` or an
+ACL user in their config) are given apart, as `sentinel_auth`. TLS settings (a CA, a client
+certificate) apply to every connection: to each cluster node, and to the sentinels and the master
+alike.
 
 Like `Queue.from_url`'s plain client, these clients do not retry on their own (nor do the sentinel
 connections): rediswq retries only the calls that are safe to repeat. A RedisCluster contacts its seeds
@@ -19,23 +22,23 @@ under the same retries as any call, and a cluster that is not up yet is waited f
 from __future__ import annotations
 
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
 from redis.retry import Retry
-from redis.sentinel import Sentinel, SentinelConnectionPool
+from redis.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
 
+from rediswq._tls import is_tls_failure
 from rediswq.errors import InvalidArgument
 
 #: What a Queue talks to: one server (plain or Sentinel-managed), or a cluster.
 Client = redis.Redis | RedisCluster
 
-SCHEMES = {
+SCHEMES: dict[str, tuple[str, bool]] = {
     "redis+cluster": ("cluster", False),
     "rediss+cluster": ("cluster", True),
     "redis+sentinel": ("sentinel", False),
@@ -61,6 +64,11 @@ class Topology:
 def is_topology_url(url: str) -> bool:
     """True for the cluster and sentinel schemes, which `client` builds."""
     return url.partition("://")[0].lower() in SCHEMES
+
+
+def kind(url: str) -> str | None:
+    """The kind of a topology URL, "cluster" or "sentinel"; None for any other URL."""
+    return SCHEMES.get(url.partition("://")[0].lower(), (None, False))[0]
 
 
 def _host(text: str, default_port: int) -> tuple[str, int]:
@@ -113,38 +121,99 @@ def parse(url: str) -> Topology:
     )
 
 
-def client(url: str, shown: str) -> Callable[[], Client]:
+def client(
+    url: str,
+    shown: str,
+    *,
+    tls: Mapping[str, Any] | None = None,
+    sentinel_auth: Mapping[str, str] | None = None,
+) -> Maker:
     """What makes a RedisCluster, or a Sentinel-managed redis.Redis for the master; `shown` is the URL
     redacted. The URL is checked now (`InvalidArgument`); the cluster client contacts its seeds when
     made (redis-py's error if none answers), the sentinel client on its first command.
+
+    `tls`: redis-py's ssl_* arguments (a rediss+ URL's CA, client certificate, checks), for every
+    connection. `sentinel_auth`: the sentinels' `username` and `password` (a sentinel URL's only).
     """
     try:
-        return partial(_client, parse(url))
+        return Maker(parse(url), dict(tls or {}), dict(sentinel_auth or {}))
     except InvalidArgument as e:
         raise InvalidArgument(f"bad Redis URL {shown}: {e}") from e
 
 
-def _client(topology: Topology) -> Client:
+@dataclass(frozen=True)
+class Maker:
+    """Makes the client of a cluster or sentinel URL when called. `passwords` are those the client
+    will hold: hidden from every message, also those of the calls that fail to make it."""
+
+    topology: Topology
+    tls: dict[str, Any]
+    sentinel_auth: dict[str, str]
+
+    def __call__(self) -> Client:
+        return _client(self.topology, self.tls, self.sentinel_auth)
+
+    @property
+    def passwords(self) -> list[str]:
+        return [p for p in (self.topology.password, self.sentinel_auth.get("password")) if p]
+
+
+def _client(topology: Topology, tls: Mapping[str, Any], sentinel_auth: Mapping[str, str]) -> Client:
     common: dict[str, Any] = {
         "socket_connect_timeout": _CONNECT_TIMEOUT_SECS,
         "socket_keepalive": True,
         "retry": Retry(NoBackoff(), 0),
     }
     if topology.tls:
-        common["ssl"] = True
+        common.update(ssl=True, **tls)
     credentials: dict[str, Any] = {"username": topology.username, "password": topology.password}
     if topology.kind == "cluster":
         seeds = [ClusterNode(host, port) for host, port in topology.hosts]  # type: ignore[no-untyped-call]
         return RedisCluster(startup_nodes=seeds, **credentials, **common)
-    sentinel_options = {key: common[key] for key in ("socket_connect_timeout", "socket_keepalive", "retry")}
-    if topology.tls:
-        sentinel_options["ssl"] = True
-    sentinel = Sentinel(topology.hosts, sentinel_kwargs=sentinel_options)  # type: ignore[no-untyped-call]
+    # No retries of their own either: redis-py's default (3, backing off) made a refused password take
+    # 12 s to surface, and a sentinel that does not answer is skipped for the next one anyway.
+    sentinel = Sentinel(topology.hosts, sentinel_kwargs={**common, **sentinel_auth})  # type: ignore[no-untyped-call]
     assert topology.service is not None
     master: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
         topology.service, db=topology.db, **credentials, **common
     )
     return master
+
+
+def passwords(client: Client) -> list[str]:
+    """The passwords a client holds (its servers', and its sentinels'): never to be shown."""
+    if isinstance(client, RedisCluster):
+        options = [client.nodes_manager.connection_kwargs]
+    else:
+        pool = client.connection_pool
+        options = [pool.connection_kwargs]
+        if isinstance(pool, SentinelConnectionPool):
+            options.append(pool.sentinel_manager.sentinel_kwargs)
+    return [found for kwargs in options if isinstance(found := kwargs.get("password"), str) and found]
+
+
+def why_no_master(client: Client) -> Exception | None:
+    """Why the sentinels of a Sentinel-managed client named no master, each sentinel asked again:
+    redis-py's MasterNotFoundError keeps only the type of each one's error. A refusal (the sentinels'
+    password or user, a certificate) is returned as the sentinel raised it; anything else (sentinels
+    down, a failover under way) as a MasterNotFoundError that says in a few words what each did.
+    None for a client that has no sentinels."""
+    pool = getattr(client, "connection_pool", None)
+    if not isinstance(pool, SentinelConnectionPool):
+        return None
+    failures = []
+    for sentinel in pool.sentinel_manager.sentinels:
+        where = "{host}:{port}".format(**sentinel.connection_pool.connection_kwargs)
+        try:
+            sentinel.sentinel_masters()
+        except redis.exceptions.AuthenticationError as e:
+            return e
+        except (redis.exceptions.RedisError, OSError) as e:
+            if is_tls_failure(e):
+                return e
+            failures.append(f"{where}: {e}")
+    found = "; ".join(failures) if failures else "every sentinel answered, none names a master that is up"
+    return MasterNotFoundError(f"no master found for {pool.service_name!r} ({found})")
 
 
 def is_cluster(client: Client) -> bool:

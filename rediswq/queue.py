@@ -308,9 +308,12 @@ class Queue:
             self._make: Callable[[], Client] | None = None
         else:
             self._make = client
-        self._retries = retries
         self._described = url is None  # the Connection names the client once it is made
-        self._conn = Connection(url or (describe(self._made[0]) if self._made else "Redis"), retries, keys)
+        made = self._made[0] if self._made else None
+        hidden = client.passwords if isinstance(client, _topology.Maker) else ()
+        self._conn = Connection(
+            url or (describe(made) if made else "Redis"), retries, keys, client=made, hidden=hidden
+        )
         self._policy_checked = allow_eviction
         self._retry_settles = retry_settles
         self._seen = False  # a lease call has found this queue: a later MISSING means it vanished
@@ -336,8 +339,7 @@ class Queue:
                 if self._made is None:
                     assert self._make is not None
                     client = self._make()
-                    if self._described:
-                        self._conn = Connection(describe(client), self._retries, self._conn.keys)
+                    self._conn.adopt(client, describe(client) if self._described else None)
                     self._made = self._with_scripts(client)
                 made = self._made
         return made
@@ -394,29 +396,42 @@ class Queue:
         tls_cert: str | None = None,
         tls_key: str | None = None,
         tls_verify: bool = True,
+        sentinel_username: str | None = None,
+        sentinel_password: str | None = None,
         **options: Any,
     ) -> Queue:
         """A queue on the Redis at `url` (redis://, rediss:// or unix://; a password is never shown).
 
         `redis+cluster://` and `redis+sentinel://` (and `rediss+`) name a Redis Cluster or a
-        Sentinel-managed master by several seed hosts: see rediswq/_topology.py for the forms.
+        Sentinel-managed master by several seed hosts: see rediswq/_topology.py for the forms. The
+        URL's password is the data nodes' (the master's); `sentinel_password` (and `sentinel_username`,
+        for an ACL user) is the sentinels' own, for sentinels with `requirepass` or ACLs.
 
         Every mistake in the URL (scheme, port, database, an unknown or malformed query parameter) is
-        an `InvalidArgument` naming it. With rediss://, `tls_ca` (a PEM file of the CA to trust instead
-        of the system's), `tls_cert` and `tls_key` (a client certificate), or the URL's `ssl_*`
-        parameters, set up TLS; `tls_verify=False` (or `ssl_cert_reqs=none`) turns certificate checks
-        off and warns with `InsecureTLSWarning`.
+        an `InvalidArgument` naming it. With rediss:// (or rediss+cluster://, rediss+sentinel://),
+        `tls_ca` (a PEM file of the CA to trust instead of the system's), `tls_cert` and `tls_key` (a
+        client certificate), or the rediss:// URL's `ssl_*` parameters, set up TLS; `tls_verify=False`
+        (or `ssl_cert_reqs=none`) turns certificate and host name checks off and warns with
+        `InsecureTLSWarning`.
 
         rediswq retries idempotent calls itself, so the client it makes does not retry on its own: a
         blind retry of `put` or `complete` after a lost reply could apply it twice. `socket_timeout`
         (seconds; None: no limit) bounds each call's wait for a reply, so a stalled Redis is noticed.
         """
-        if _topology.is_topology_url(url):
-            if tls_ca or tls_cert or tls_key or not tls_verify:
-                raise InvalidArgument("the TLS file and verify settings are for redis:// and rediss:// URLs")
-            return cls(_topology.client(url, redact(url)), name, url=url, **options)
-        check_url(url)
+        given = {"username": sentinel_username, "password": sentinel_password}
+        sentinel_auth = {key: value for key, value in given.items() if value}
+        if sentinel_auth and _topology.kind(url) != "sentinel":
+            raise InvalidArgument(
+                "a sentinel password or user needs a redis+sentinel:// or rediss+sentinel:// URL, not "
+                f"{redact(url).partition(':')[0]}://"
+            )
+        topology = _topology.is_topology_url(url)
+        if not topology:
+            check_url(url)
         tls = tls_options(url, ca=tls_ca, cert=tls_cert, key=tls_key, verify=tls_verify)
+        if topology:
+            make = _topology.client(url, redact(url), tls=tls, sentinel_auth=sentinel_auth)
+            return cls(make, name, url=url, **options)
         options_for_tcp = {} if url.startswith("unix:") else {"socket_keepalive": True}
         try:
             client = redis.Redis.from_url(
@@ -903,7 +918,7 @@ class Queue:
         master of a cluster holds keys of its own: walk each, naming it as `node` (one of
         `client.get_primaries()`); a node that does not answer makes the client re-read the cluster.
         """
-        conn = Connection(describe(client))
+        conn = Connection(describe(client), client=client)
         if isinstance(client, RedisCluster):
             if node is None:
                 raise InvalidArgument(

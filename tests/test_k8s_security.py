@@ -152,16 +152,16 @@ def test_with_tls_redis_loads_the_tls_settings_and_is_probed_over_tls() -> None:
 def test_with_tls_the_manifests_redis_and_worker_run_for_real(tmp_path: Path) -> None:
     """The TLS overlay's Redis start script, TLS settings and probes, and its worker's command and env,
     run as local processes with a CA made here (only the Service name, port and paths substituted)."""
+    from certs import make_ca, make_cert
     from redis_server import find_binary, free_port
     from test_k8s_pod_commands import redis_cli
     from test_k8s_support import command_line, container, container_env, dockerfile_entrypoint
-    from test_tls import _ca, _cert
 
     docs = kustomize("overlays/example-tls")
     pki = tmp_path / "pki"
     pki.mkdir()
-    _ca(pki, "ca")
-    _cert(pki, "server", "ca", "DNS:localhost")
+    make_ca(pki, "ca")
+    make_cert(pki, "server", "ca", "DNS:localhost")
     config = find(docs, "ConfigMap", "rediswq-redis-config")["data"]
     port = free_port()
     etc, tls, run, data = (tmp_path / d for d in ("etc", "etc-tls", "run", "data"))

@@ -56,7 +56,7 @@ def test_a_server_a_cluster_and_a_sentinel_set_that_never_answer_end_a_worker_al
             f"cannot reach Redis at {url}" in warning and f"retrying for up to {RECONNECT_SECS} s" in warning
         )
         assert f"cannot reach Redis at {url}" in error and "(gave up after" in error
-        assert len(error) < 300, error  # the sentinels by address, not redis-py's reprs of their clients
+        assert len(error) < 500, error  # each sentinel's error in a few words, not redis-py's reprs (2 KB)
         # Given up once the window is over (the outage as the worker timed it): not at once, nor
         # after redis-py's own retries (the sentinels' took 8 s).
         gave_up = re.search(r"gave up after ([0-9.]+) s", error)

@@ -15,8 +15,10 @@ import traceback
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import redis
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -24,6 +26,7 @@ from redis_server import RedisServer, free_port
 from test_tls import TLSRedis, pki, tls  # noqa: F401  (fixtures)
 
 import rediswq
+from rediswq._connection import describe
 from rediswq_cli.main import main
 from rediswq_worker import logs
 
@@ -97,12 +100,18 @@ def _logged(error: BaseException) -> str:
     return out.getvalue()
 
 
-def library_outputs(url: str) -> str:
+def error_outputs(error: BaseException) -> str:
+    """Everything an error may show: its str and repr, its traceback with the chained causes, and the
+    worker's text and JSON log lines of it."""
+    return "\n".join([str(error), repr(error), "".join(traceback.format_exception(error)), _logged(error)])
+
+
+def library_outputs(url: str, **options: Any) -> str:
     try:
-        q = rediswq.Queue.from_url(url, "redaction", retries=0, tls_ca=None)
+        q = rediswq.Queue.from_url(url, "redaction", retries=0, tls_ca=None, **options)
         q.stats()
     except rediswq.RedisWQError as e:
-        return "\n".join([str(e), repr(e), "".join(traceback.format_exception(e)), _logged(e)])
+        return error_outputs(e)
     pytest.fail(f"no error for {url!r}")
 
 
@@ -125,7 +134,7 @@ def test_a_failed_tls_handshake_never_shows_a_password(password: str, shape: str
         rediswq.Queue.from_url(url, "redaction", retries=0).stats()  # the system's CAs: verify fails
     except rediswq.RedisWQError as e:
         assert isinstance(e, (rediswq.TLSFailed, rediswq.InvalidArgument)), e
-        assert_hidden(password, str(e), repr(e), "".join(traceback.format_exception(e)), _logged(e))
+        assert_hidden(password, error_outputs(e))
     else:
         pytest.fail("TLS with an unknown CA succeeded")
 
@@ -225,3 +234,51 @@ def test_every_url_mistake_exits_2_with_one_line_naming_it(url: str, named: str)
     assert result.exit_code == 2, result.output
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and named in lines[0], lines
+
+
+# The sentinels' own password comes apart from the URL (sentinel_password=, $REDISWQ_SENTINEL_PASSWORD):
+# it is held as well on every path that can see it. Sentinels that refuse it: test_sentinel_tls.py.
+SENTINEL_SHAPES = {
+    "unreachable sentinels": "redis+sentinel://127.0.0.1:{port},127.0.0.1:{port}/mymaster/0",
+    "bad sentinel URL": "redis+sentinel://127.0.0.1:{port}/",
+    "cluster URL": "redis+cluster://127.0.0.1:{port}/",
+    "plain URL": "redis://127.0.0.1:{port}/0",
+}
+
+
+@pytest.mark.slow  # about 1.5 s
+@settings(max_examples=300, deadline=None)
+@given(password=PASSWORDS, shape=st.sampled_from(sorted(SENTINEL_SHAPES)), user=st.booleans())
+def test_the_library_never_shows_a_sentinel_password(password: str, shape: str, user: bool) -> None:
+    url = SENTINEL_SHAPES[shape].format(port=free_port())
+    username = "sentinel-user" if user else None
+    assert_hidden(password, library_outputs(url, sentinel_password=password, sentinel_username=username))
+
+
+@settings(max_examples=200, deadline=None)
+@given(password=PASSWORDS)
+def test_an_error_quoting_a_password_the_client_holds_is_redacted(password: str) -> None:
+    queue = rediswq.Queue.from_url("redis+sentinel://127.0.0.1:1/mymaster", "q", sentinel_password=password)
+    error = queue._conn.wrap(redis.exceptions.ConnectionError(f"AUTH {password} was refused"))
+    assert "was refused" in str(error)
+    assert_hidden(password, error_outputs(error))
+    assert_hidden(password, describe(queue.client), queue._conn.url)
+
+
+@settings(max_examples=100, deadline=None)  # well under a second: each fails before connecting
+@given(
+    password=PASSWORDS,
+    shape=st.sampled_from(["bad sentinel URL", "cluster URL", "plain URL"]),
+    command=st.sampled_from(["stats", "work", "enqueue"]),
+)
+def test_the_cli_never_shows_a_sentinel_password_and_exits_2_with_one_line(
+    password: str, shape: str, command: str
+) -> None:
+    url = SENTINEL_SHAPES[shape].format(port=free_port())
+    argv = {"stats": ["stats", "q"], "enqueue": ["enqueue", "q", "x"], "work": ["work", "q", "--", "true"]}
+    result = CliRunner().invoke(
+        main, ["--url", url, *argv[command]], env={"REDISWQ_SENTINEL_PASSWORD": password}
+    )
+    assert result.exit_code == 2, result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
+    assert_hidden(password, result.output)

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from certs import make_ca, make_cert
 from redis_server import find_binary, free_port
 
 import rediswq
@@ -23,33 +24,13 @@ REDISWQ = str(Path(sys.executable).with_name("rediswq"))
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
 
 
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=30)
-
-
-def _ca(d: Path, name: str) -> None:
-    key, pem = f"{name}.key", f"{name}.pem"
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN={name}",
-             "-keyout", key, "-out", pem, cwd=d)  # fmt: skip
-
-
-def _cert(d: Path, name: str, ca: str, san: str) -> None:
-    """A certificate `name` signed by `ca`, valid for the subjectAltName `san`."""
-    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}",
-             "-keyout", f"{name}.key", "-out", f"{name}.csr", cwd=d)  # fmt: skip
-    (d / f"{name}.ext").write_text(f"subjectAltName={san}\n")
-    signing = ["-CA", f"{ca}.pem", "-CAkey", f"{ca}.key", "-CAcreateserial"]
-    _openssl("x509", "-req", "-in", f"{name}.csr", *signing, "-days", "2", "-extfile", f"{name}.ext",
-             "-out", f"{name}.pem", cwd=d)  # fmt: skip
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("pki")
-    _ca(d, "ca")
-    _ca(d, "other-ca")
-    _cert(d, "server", "ca", "DNS:localhost")
-    _cert(d, "client", "ca", "DNS:rediswq-client")
+    make_ca(d, "ca")
+    make_ca(d, "other-ca")
+    make_cert(d, "server", "ca", "DNS:localhost")
+    make_cert(d, "client", "ca", "DNS:rediswq-client")
     return d
 
 

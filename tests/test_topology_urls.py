@@ -4,15 +4,16 @@ real topologies are in test_cluster.py, test_sentinel.py and test_reach.py."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import redis.exceptions
-from redis.backoff import NoBackoff
-from redis.retry import Retry
-from redis.sentinel import Sentinel
-from topologies import free_ports
+from click.testing import CliRunner
+from redis.sentinel import SentinelConnectionPool
 
 from rediswq import AuthenticationFailed, ConnectionFailed, InvalidArgument, Queue, ServerError, _topology
 from rediswq._connection import Connection
+from rediswq_cli.main import main
 
 
 def test_a_cluster_url_lists_its_seeds_with_the_default_port() -> None:
@@ -140,15 +141,48 @@ def test_a_cluster_no_node_of_which_answered_is_an_outage_or_a_refusal_as_one_se
     assert type(caught.value) is kind
 
 
-def test_no_master_found_names_the_sentinels_that_did_not_answer_by_address() -> None:
-    ports = free_ports(2)
-    quiet = {"retry": Retry(NoBackoff(), 0)}
-    sentinel = Sentinel([("127.0.0.1", port) for port in ports], sentinel_kwargs=quiet)
-    with pytest.raises(ConnectionFailed) as caught:
-        Connection("redis+sentinel://s1,s2/mymaster", retries=0).call(
-            lambda: sentinel.discover_master("mymaster"), idempotent=True
-        )
-    message = str(caught.value)
-    shown = ", ".join(f"127.0.0.1:{port}" for port in ports)
-    assert f"No master found for 'mymaster' (these sentinels did not answer: {shown})" in message
-    assert "redis.client.Redis" not in message, message
+@pytest.mark.parametrize("kind", ["cluster", "sentinel"])
+def test_tls_settings_need_the_rediss_form_of_a_topology_url(kind: str) -> None:
+    url = f"redis+{kind}://127.0.0.1:1/" + ("mymaster" if kind == "sentinel" else "")
+    with pytest.raises(
+        InvalidArgument, match=rf"^TLS settings need a rediss\+{kind}:// URL, not redis\+{kind}://$"
+    ):
+        Queue.from_url(url, "q", tls_verify=False)
+    result = CliRunner().invoke(main, ["--url", url, "--tls-ca", __file__, "stats", "q"])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        f"Error: TLS settings need a rediss+{kind}:// URL, not redis+{kind}://"
+    ]
+
+
+@pytest.mark.parametrize("url", ["redis://h:1/0", "rediss+cluster://h:1/", "unix:///tmp/r.sock"])
+def test_sentinel_credentials_need_a_sentinel_url(url: str) -> None:
+    with pytest.raises(InvalidArgument, match=r"sentinel password or user needs a redis\+sentinel://"):
+        Queue.from_url(url, "q", sentinel_username="watcher")
+    result = CliRunner().invoke(
+        main, ["--url", url, "stats", "q"], env={"REDISWQ_SENTINEL_PASSWORD": "s3cret-pw"}
+    )
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
+    assert "s3cret-pw" not in result.output
+
+
+def test_the_tls_settings_reach_every_connection_and_the_sentinel_password_only_the_sentinels(
+    tmp_path: Path,
+) -> None:
+    ca, cert, key = (tmp_path / name for name in ("ca.pem", "cert.pem", "key.pem"))
+    for path in (ca, cert, key):
+        path.write_text("")  # only their existence is checked before connecting
+    queue = Queue.from_url(
+        "rediss+sentinel://:master-pw@s1,s2/mymaster/2", "q", tls_ca=str(ca), tls_cert=str(cert),
+        tls_key=str(key), sentinel_username="watcher", sentinel_password="sentinel-pw",
+    )  # fmt: skip
+    pool = queue.client.connection_pool
+    assert isinstance(pool, SentinelConnectionPool)
+    tls = {"ssl_ca_certs": str(ca), "ssl_certfile": str(cert), "ssl_keyfile": str(key)}
+    assert tls.items() <= pool.connection_kwargs.items()
+    assert pool.connection_kwargs["password"] == "master-pw" and pool.connection_kwargs["db"] == 2
+    for sentinel in pool.sentinel_manager.sentinels:
+        kwargs = sentinel.connection_pool.connection_kwargs
+        assert tls.items() <= kwargs.items()
+        assert (kwargs["username"], kwargs["password"]) == ("watcher", "sentinel-pw")
+    assert _topology.why_no_master(Queue.from_url("redis://h:1/0", "q").client) is None

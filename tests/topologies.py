@@ -3,6 +3,10 @@
 Each process is a child of the test run (no daemonizing), so a test can SIGKILL the master it wants
 and the fixture stops the rest. A cluster node also listens on its port + 10000 (the cluster bus), so
 ports are picked below 55535 with both free (checked by binding).
+
+Options make the variants: a cluster without replicas; TLS only (`tls`: every process speaks TLS on
+its port, replication, the cluster bus and the sentinels' links included, with client certificates
+required); a Sentinel set whose data nodes and sentinels have passwords of their own.
 """
 
 from __future__ import annotations
@@ -21,9 +25,11 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
+from certs import TLSFiles
 from redis_server import find_binary
 
 from rediswq import Enqueued, LeaseLost, Queue, QueueClosed
@@ -66,25 +72,47 @@ def wait_for(check: Callable[[], bool], what: str, secs: float = _READY_SECS) ->
 
 
 class _Processes:
-    """Redis processes started in one temporary directory, stopped together."""
+    """Redis processes started in one temporary directory, stopped together.
 
-    def __init__(self) -> None:
+    `tls`: the servers' certificate (trusted by the same CA as the tests' clients); `client_tls`: the
+    certificate the test's own clients present. `password`: the data nodes' requirepass.
+    """
+
+    def __init__(
+        self, tls: TLSFiles | None = None, client_tls: TLSFiles | None = None, password: str | None = None
+    ) -> None:
         self.binary = find_binary()
         self.dir = tempfile.mkdtemp(prefix="rediswq-test-topology-")
         self.processes: dict[int, subprocess.Popen[bytes]] = {}
+        self.tls = tls
+        self.client_tls = client_tls or tls
+        self.password = password
+
+    def listen(self, port: int) -> list[str]:
+        """The options that make a server listen on `port`: plain, or TLS only (replication too)."""
+        if self.tls is None:
+            return ["--port", str(port), "--bind", "127.0.0.1"]
+        tls = ["--tls-port", str(port), *self.tls.server_args(), "--tls-replication", "yes"]
+        return ["--port", "0", "--bind", "127.0.0.1", *tls]
 
     def start(self, port: int, *extra: str) -> None:
         node_dir = Path(self.dir) / str(port)
         node_dir.mkdir()
-        args = [self.binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(node_dir)]
+        args = [self.binary, *self.listen(port), "--save", "", "--dir", str(node_dir)]
+        if self.password:
+            args += ["--requirepass", self.password, "--masterauth", self.password]
         self.processes[port] = subprocess.Popen(
             [*args, "--appendonly", "no", "--repl-diskless-sync-delay", "0", *extra],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
 
+    def client_options(self) -> dict[str, Any]:
+        """What a test's redis-py client needs to reach a server here (the data nodes' password aside)."""
+        return {} if self.client_tls is None else self.client_tls.client_options()
+
     def node(self, port: int) -> redis.Redis:
-        return redis.Redis(port=port, socket_timeout=5)
+        return redis.Redis(port=port, socket_timeout=5, password=self.password, **self.client_options())
 
     def kill(self, port: int) -> None:
         """SIGKILL the server on `port`: no shutdown, no last words to its replicas."""
@@ -101,6 +129,10 @@ class _Processes:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def _redis_cli_tls(files: TLSFiles) -> list[str]:
+    return ["--tls", "--cacert", str(files.ca), "--cert", str(files.cert), "--key", str(files.key)]
+
+
 def _slot_ranges(node: redis.Redis) -> list[tuple[int, int, int]]:
     """(first slot, last slot, master's port) of each range, as `node` sees the cluster."""
     return [
@@ -110,36 +142,38 @@ def _slot_ranges(node: redis.Redis) -> list[tuple[int, int, int]]:
 
 
 class Cluster(_Processes):
-    """Three masters with one replica each, failing over within about two seconds of a master's death;
-    or, with `replicas=0`, three masters alone. `ports` (picked with free_ports(..., bus=True)) lets a
-    test name the cluster in a URL before it starts."""
+    """Three masters with one replica each (or `replicas` each), failing over within about two seconds
+    of a master's death; with `tls`, speaking TLS only, on the cluster bus too. `ports` (picked with
+    free_ports(..., bus=True)) lets a test name the cluster in a URL before it starts."""
 
-    def __init__(self, ports: list[int] | None = None, replicas: int = 1) -> None:
-        super().__init__()
+    def __init__(
+        self,
+        ports: list[int] | None = None,
+        *,
+        replicas: int = 1,
+        tls: TLSFiles | None = None,
+        client_tls: TLSFiles | None = None,
+    ) -> None:
+        super().__init__(tls, client_tls)
         self.ports = ports or free_ports(3 * (1 + replicas), bus=True)
         try:
+            tls_bus = ("--tls-cluster", "yes") if tls else ()
             for port in self.ports:
                 self.start(
                     port,
-                    *("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"),
+                    *("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", *tls_bus),
                     *("--cluster-node-timeout", "1000", "--cluster-replica-validity-factor", "0"),
                 )
             for port in self.ports:
                 wait_for(lambda port=port: self.node(port).ping(), f"node {port}")
             nodes = [f"127.0.0.1:{port}" for port in self.ports]
+            cli_tls = [] if self.client_tls is None else _redis_cli_tls(self.client_tls)
             subprocess.run(
-                [
-                    "redis-cli",
-                    "--cluster",
-                    "create",
-                    *nodes,
-                    "--cluster-replicas",
-                    str(replicas),
-                    "--cluster-yes",
-                ],
+                ["redis-cli", *cli_tls, "--cluster", "create", *nodes, "--cluster-replicas", str(replicas),
+                 "--cluster-yes"],
                 check=True,
                 capture_output=True,
-            )
+            )  # fmt: skip
             wait_for(self._settled, "cluster")
         except BaseException:
             self.stop()
@@ -147,7 +181,8 @@ class Cluster(_Processes):
 
     @property
     def url(self) -> str:
-        return "redis+cluster://" + ",".join(f"127.0.0.1:{port}" for port in self.ports[:3]) + "/"
+        scheme = "rediss+cluster" if self.tls else "redis+cluster"
+        return f"{scheme}://" + ",".join(f"127.0.0.1:{port}" for port in self.ports[:3]) + "/"
 
     def _settled(self) -> bool:
         """Every live node says the cluster is ok and agrees on who serves every slot."""
@@ -180,12 +215,24 @@ class Cluster(_Processes):
 
 
 class SentinelSet(_Processes):
-    """One master, one replica and three sentinels watching them as service `mymaster`."""
+    """One master, one replica and three sentinels watching them as service `mymaster`.
+
+    `password`: the master's and replica's (the URL carries it); `sentinel_password`: the sentinels'
+    own requirepass, which they also use with each other.
+    """
 
     service = "mymaster"
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(
+        self,
+        *,
+        tls: TLSFiles | None = None,
+        client_tls: TLSFiles | None = None,
+        password: str | None = None,
+        sentinel_password: str | None = None,
+    ) -> None:
+        super().__init__(tls, client_tls, password)
+        self.sentinel_password = sentinel_password
         self.master_port, self.replica_port, *self.sentinel_ports = free_ports(5)
         try:
             self.start(self.master_port)
@@ -206,7 +253,9 @@ class SentinelSet(_Processes):
                     f"sentinel down-after-milliseconds {self.service} 1000\n"
                     f"sentinel failover-timeout {self.service} 5000\n"
                     f"sentinel parallel-syncs {self.service} 1\n"
-                    f"sentinel known-replica {self.service} 127.0.0.1 {self.replica_port}\n" + known
+                    f"sentinel known-replica {self.service} 127.0.0.1 {self.replica_port}\n"
+                    + known
+                    + self._passwords()
                 )
                 self.start(port, str(config), "--sentinel")
             wait_for(self._settled, "sentinel set")
@@ -220,33 +269,39 @@ class SentinelSet(_Processes):
             node_dir = Path(self.dir) / str(port)
             node_dir.mkdir()
             self.processes[port] = subprocess.Popen(
-                [
-                    self.binary,
-                    extra[0],
-                    "--sentinel",
-                    "--port",
-                    str(port),
-                    "--bind",
-                    "127.0.0.1",
-                    "--dir",
-                    str(node_dir),
-                ],
+                [self.binary, extra[0], "--sentinel", *self.listen(port), "--dir", str(node_dir)],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
             return
         super().start(port, *extra)
 
+    def _passwords(self) -> str:
+        """The sentinels' config lines for the passwords: the master's, and their own."""
+        lines = f"sentinel auth-pass {self.service} {self.password}\n" if self.password else ""
+        if self.sentinel_password:
+            lines += (
+                f"requirepass {self.sentinel_password}\nsentinel sentinel-pass {self.sentinel_password}\n"
+            )
+        return lines
+
     @property
     def url(self) -> str:
+        scheme = "rediss+sentinel" if self.tls else "redis+sentinel"
+        auth = f":{self.password}@" if self.password else ""
         hosts = ",".join(f"127.0.0.1:{port}" for port in self.sentinel_ports)
-        return f"redis+sentinel://{hosts}/{self.service}/0"
+        return f"{scheme}://{auth}{hosts}/{self.service}/0"
+
+    def sentinel(self, port: int) -> redis.Redis:
+        return redis.Redis(
+            port=port, socket_timeout=5, password=self.sentinel_password, **self.client_options()
+        )
 
     def master(self) -> int:
         """The port of the master, as the first sentinel that answers says."""
         for port in self.sentinel_ports:
             try:
-                _host, master_port = redis.Redis(port=port).sentinel_get_master_addr_by_name(self.service)
+                _host, master_port = self.sentinel(port).sentinel_get_master_addr_by_name(self.service)
                 return int(master_port)
             except (redis.exceptions.RedisError, TypeError):
                 continue
@@ -254,11 +309,11 @@ class SentinelSet(_Processes):
 
     def _settled(self) -> bool:
         """The replica is in sync and every sentinel knows the master, its replica and the other two."""
-        info = redis.Redis(port=self.replica_port).info("replication")
+        info = self.node(self.replica_port).info("replication")
         if info.get("master_link_status") != "up":
             return False
         for port in self.sentinel_ports:
-            state = redis.Redis(port=port).sentinel_master(self.service)
+            state = self.sentinel(port).sentinel_master(self.service)
             if state["num-slaves"] < 1 or state["num-other-sentinels"] < 2:
                 return False
         return True

@@ -92,7 +92,14 @@ def load_handler(spec: str) -> Callable[[Lease], Any]:
 
 
 # Where Redis credentials live by convention; the worker drops them from the items' environment.
-CREDENTIAL_VARIABLES = ("REDISWQ_URL", "REDIS_URL", "REDIS_PASSWORD", "REDISCLI_AUTH", "REDISWQ_TLS_KEY")
+CREDENTIAL_VARIABLES = (
+    "REDISWQ_URL",
+    "REDIS_URL",
+    "REDIS_PASSWORD",
+    "REDISCLI_AUTH",
+    "REDISWQ_TLS_KEY",
+    "REDISWQ_SENTINEL_PASSWORD",
+)
 
 
 def credential_variables(

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-import rediswq
 from rediswq_cli import prom
 from rediswq_cli.kit import (
     CONTEXT_SETTINGS,
@@ -283,7 +282,7 @@ def _work(args: _Args) -> Summary:
         socket_timeout=socket_timeout_secs(args.lease_secs),
         retry_settles=False,  # the runtime retries them itself, and tells unconfirmed ones apart
     )
-    for name in credential_variables(os.environ, rediswq.url_secrets(settings().url), args.pass_env):
+    for name in credential_variables(os.environ, settings().secrets(), args.pass_env):
         del os.environ[name]
     runner = _runner(args)
     observer = _metrics(args.metrics_port, args.queue_name, queue.worker)

@@ -11,9 +11,10 @@ Command mode (rediswq work QUEUE -- COMMAND [ARG]...):
   cannot be an argument and is dead-lettered at once). Its environment adds
   REDISWQ_QUEUE, REDISWQ_ITEM_ID and REDISWQ_ATTEMPT (1 on the first lease).
   The item gets no Redis credentials: REDISWQ_URL, REDIS_URL, REDIS_PASSWORD,
-  REDISCLI_AUTH, REDISWQ_TLS_KEY and any variable holding the URL or its
-  password are dropped from its environment (and from os.environ, in handler
-  mode); --pass-env NAME passes one on.
+  REDISCLI_AUTH, REDISWQ_TLS_KEY, REDISWQ_SENTINEL_PASSWORD and any variable
+  holding the URL, its password or the sentinels' password are dropped from
+  its environment (and from os.environ, in handler mode); --pass-env NAME
+  passes one on.
   Exit status 0 completes the item; anything else fails it (retried after a
   backoff, dead-lettered once --max-attempts are spent), with the exit
   status and the last 2000 bytes of its standard error kept as the error.
