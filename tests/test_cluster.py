@@ -17,14 +17,23 @@ from pathlib import Path
 import pytest
 import redis
 from redis.cluster import RedisCluster
-from topologies import ENTRY_POINT, PREFETCH, Cluster, check_every_operation, drain_through, free_ports
+from topologies import (
+    ENTRY_POINT,
+    PREFETCH,
+    SERVER_IDS,
+    SERVERS,
+    Cluster,
+    check_every_operation,
+    drain_through,
+    free_ports,
+)
 
 from rediswq import ConnectionFailed, Queue
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
-    topology = Cluster()
+@pytest.fixture(scope="module", params=SERVERS, ids=SERVER_IDS)
+def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    topology = Cluster(request.param)
     try:
         yield topology
     finally:

@@ -18,6 +18,8 @@ from redis.sentinel import Sentinel
 from topologies import (
     ENTRY_POINT,
     PREFETCH,
+    SERVER_IDS,
+    SERVERS,
     SentinelSet,
     check_every_operation,
     drain_through,
@@ -28,9 +30,9 @@ from topologies import (
 from rediswq import NotReplicated, Queue
 
 
-@pytest.fixture(scope="module")
-def sentinels() -> Iterator[SentinelSet]:
-    topology = SentinelSet()
+@pytest.fixture(scope="module", params=SERVERS, ids=SERVER_IDS)
+def sentinels(request: pytest.FixtureRequest) -> Iterator[SentinelSet]:
+    topology = SentinelSet(request.param)
     try:
         yield topology
     finally:

