@@ -34,14 +34,6 @@ EVERY_VERSION = {
 }
 
 
-# The Cluster and Sentinel modules (tests/topologies.py) start their topology once per module and per
-# server. Issue 11 asks for both versions, but every topology test on 6.2 too costs ~31 s more (whole
-# files run on one of the 2 workers, so up to that on the suite's wall time; +52 s measured once): on
-# 6.2 run only the tests marked every_version (the contract suite, and one failover per topology:
-# ~14 s). REDISWQ_TEST_REDIS_SERVER=<a binary> runs every test on that one server alone.
-TOPOLOGIES = ("cluster", "sentinels")
-
-
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "redis_server" in metafunc.fixturenames:
         every = metafunc.module.__name__ in EVERY_VERSION
@@ -49,13 +41,6 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize(
             "redis_server", binaries, indirect=True, scope="session", ids=[version_of(b) for b in binaries]
         )
-    for topology in TOPOLOGIES:
-        if topology in metafunc.fixturenames:
-            every = metafunc.definition.get_closest_marker("every_version") is not None
-            binaries = every_binary() if every else [find_binary()]
-            metafunc.parametrize(
-                topology, binaries, indirect=True, scope="module", ids=[version_of(b) for b in binaries]
-            )
 
 
 @pytest.fixture(scope="session")

