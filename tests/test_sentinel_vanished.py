@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 import redis
-from topologies import SentinelSet, drain_through, wait_for
+from topologies import SERVER_IDS, SERVERS, SentinelSet, drain_through, wait_for
 
 
-@pytest.fixture(scope="module")
-def sentinels() -> Iterator[SentinelSet]:
-    topology = SentinelSet()
+@pytest.fixture(scope="module", params=SERVERS, ids=SERVER_IDS)
+def sentinels(request: pytest.FixtureRequest) -> Iterator[SentinelSet]:
+    topology = SentinelSet(binary=request.param)
     try:
         yield topology
     finally:
@@ -38,7 +38,7 @@ def test_workers_exit_1_when_an_empty_replica_is_promoted_never_0(
         sentinels.kill(old)
 
     drain = drain_through(sentinels.url, "vanishing", 1500, promote_an_empty_replica, tmp_path / "log")
-    print("\n" + drain.line("sentinel failover to an empty replica"))
+    print("\n" + drain.line(f"sentinel failover to an empty replica on {sentinels.version}"))
     assert drain.exits == [1, 1], drain.logs
     # Only the promoted, empty replica can have said so: the old master had every key.
     wait_for(lambda: sentinels.master() == sentinels.replica_port, "the sentinels name the new master")
