@@ -24,7 +24,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from rediswq import _topology
-from rediswq._tls import is_tls_failure
+from rediswq._tls import certificate_wanted, closed_at_once, is_tls_failure
 from rediswq.errors import (
     AuthenticationFailed,
     ConnectionFailed,
@@ -447,7 +447,7 @@ class Connection:
         self.url = self._redactor.url
 
     def call(self, fn: Callable[[], T], *, idempotent: bool) -> T:
-        explained = functools.partial(self._sentinels_explained, fn)
+        explained = functools.partial(self._explained, fn)
         try:
             if idempotent:
                 return self._retry.call_with_retry(explained, lambda _error: None, is_retryable=_is_transient)
@@ -457,9 +457,11 @@ class Connection:
         except OSError as e:
             raise self.wrap(e) from e
 
-    def _sentinels_explained(self, fn: Callable[[], T]) -> T:
-        """`fn()`; when the sentinels named no master, why: a refusal by them (their password, TLS) as an
-        error no retry repeats, else connection trouble that says what each sentinel did."""
+    def _explained(self, fn: Callable[[], T]) -> T:
+        """`fn()`; errors whose cause redis-py hides are asked about again and, when it is a refusal,
+        raised as an error no retry repeats. The sentinels named no master: a refusal by them (their
+        password, TLS), else connection trouble that says what each sentinel did. A TLS server closed
+        the connection at once: it may want a client certificate (`certificate_wanted`)."""
         try:
             return fn()
         except redis.sentinel.MasterNotFoundError as e:
@@ -469,6 +471,14 @@ class Connection:
             if isinstance(why, redis.sentinel.MasterNotFoundError):
                 raise why from e  # sentinels down, or a failover: retried as before
             raise self._sentinel_error(why) from e
+        except redis.exceptions.ConnectionError as e:
+            wanted = certificate_wanted(self._client) if closed_at_once(e) else None
+            if wanted is None:
+                raise
+            raise TLSFailed(
+                f"TLS with Redis at {self.url} failed: the server wants a client certificate "
+                f"(--tls-cert and --tls-key, or tls_cert= and tls_key=): {wanted}"
+            ) from e
 
     def _sentinel_error(self, refusal: Exception) -> Exception:
         text = self._redactor.text(str(refusal))

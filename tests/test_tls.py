@@ -133,7 +133,10 @@ def test_a_server_that_wants_a_client_certificate_refuses_one_without_and_accept
     ca = ["--tls-ca", str(pki / "ca.pem")]
     done, secs = rediswq_cli("--url", url, *ca, "stats", queue_name)
     assert done.returncode == 2, done.stderr
-    assert "TLS with Redis" in done.stderr.strip().splitlines()[-1], done.stderr
+    said = done.stderr.strip().splitlines()[-1]
+    # TLS 1.3 alerts after the handshake: redis-py mostly meets a closed connection (9 in 10 here),
+    # which rediswq tells from an outage by listening for the alert on a connection of its own.
+    assert "TLS with Redis" in said and "CERTIFICATE_REQUIRED" in said, done.stderr
     assert secs < AT_ONCE_SECS
     client = ["--tls-cert", str(pki / "client.pem"), "--tls-key", str(pki / "client.key")]
     done, _ = rediswq_cli("--url", url, *ca, *client, "enqueue", queue_name, "x")
