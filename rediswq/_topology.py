@@ -127,6 +127,7 @@ def client(
     *,
     tls: Mapping[str, Any] | None = None,
     sentinel_auth: Mapping[str, str] | None = None,
+    socket_timeout: float | None = None,
 ) -> Maker:
     """What makes a RedisCluster, or a Sentinel-managed redis.Redis for the master; `shown` is the URL
     redacted. The URL is checked now (`InvalidArgument`); the cluster client contacts its seeds when
@@ -134,9 +135,10 @@ def client(
 
     `tls`: redis-py's ssl_* arguments (a rediss+ URL's CA, client certificate, checks), for every
     connection. `sentinel_auth`: the sentinels' `username` and `password` (a sentinel URL's only).
+    `socket_timeout`: how long a call waits for a reply, on every node and sentinel (None: forever).
     """
     try:
-        return Maker(parse(url), dict(tls or {}), dict(sentinel_auth or {}))
+        return Maker(parse(url), dict(tls or {}), dict(sentinel_auth or {}), socket_timeout)
     except InvalidArgument as e:
         raise InvalidArgument(f"bad Redis URL {shown}: {e}") from e
 
@@ -149,17 +151,21 @@ class Maker:
     topology: Topology
     tls: dict[str, Any]
     sentinel_auth: dict[str, str]
+    socket_timeout: float | None = None
 
     def __call__(self) -> Client:
-        return _client(self.topology, self.tls, self.sentinel_auth)
+        return _client(self.topology, self.tls, self.sentinel_auth, self.socket_timeout)
 
     @property
     def passwords(self) -> list[str]:
         return [p for p in (self.topology.password, self.sentinel_auth.get("password")) if p]
 
 
-def _client(topology: Topology, tls: Mapping[str, Any], sentinel_auth: Mapping[str, str]) -> Client:
+def _client(
+    topology: Topology, tls: Mapping[str, Any], sentinel_auth: Mapping[str, str], socket_timeout: float | None
+) -> Client:
     common: dict[str, Any] = {
+        "socket_timeout": socket_timeout,
         "socket_connect_timeout": _CONNECT_TIMEOUT_SECS,
         "socket_keepalive": True,
         "retry": Retry(NoBackoff(), 0),

@@ -430,7 +430,9 @@ class Queue:
             check_url(url)
         tls = tls_options(url, ca=tls_ca, cert=tls_cert, key=tls_key, verify=tls_verify)
         if topology:
-            make = _topology.client(url, redact(url), tls=tls, sentinel_auth=sentinel_auth)
+            make = _topology.client(
+                url, redact(url), tls=tls, sentinel_auth=sentinel_auth, socket_timeout=socket_timeout
+            )
             return cls(make, name, url=url, **options)
         options_for_tcp = {} if url.startswith("unix:") else {"socket_keepalive": True}
         try:

@@ -10,7 +10,9 @@ up yet at start-up: test_reach.py.) Every test here that uses the cluster runs o
 
 from __future__ import annotations
 
+import signal
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -84,6 +86,29 @@ def test_the_lease_call_goes_straight_to_the_node_owning_the_queue_s_slot(
     assert all(after[port] == before[port] for port in cluster.processes if port != owner)
     assert queue._scripts._lease._route is not None
     assert queue._scripts._lease._route.connection_kwargs["port"] == owner
+
+
+def test_a_stalled_master_fails_a_call_after_the_socket_timeout_instead_of_holding_it(
+    cluster: Cluster, name: str
+) -> None:
+    # rediswq work sets the timeout (a third of the lease) so that a stall is an outage it notices.
+    queue = Queue.from_url(cluster.url, name, socket_timeout=0.3, retries=0)
+    queue.put(b"x")
+    owner = cluster.processes[cluster.owner(queue.client.keyslot(queue.keys.meta))]
+    owner.send_signal(signal.SIGSTOP)  # for less than the cluster's node timeout: no failover
+    resume = threading.Timer(0.8, owner.send_signal, (signal.SIGCONT,))
+    resume.start()
+    try:
+        started = time.monotonic()
+        with pytest.raises(ConnectionFailed, match="Timeout"):
+            queue.lease(30)
+        waited = time.monotonic() - started
+    finally:
+        resume.join()
+    assert waited < 0.7, waited
+    cluster.settle()
+    lease = queue.lease(30)
+    assert lease is not None and lease.payload == b"x"
 
 
 def test_a_dead_seed_does_not_block_start_up(cluster: Cluster, name: str) -> None:
