@@ -128,6 +128,13 @@ _TOPOLOGY_CODES: tuple[tuple[type[Exception], str], ...] = (
 )
 _TOPOLOGY_ERRORS = tuple(kind for kind, _code in _TOPOLOGY_CODES)
 
+# A cluster URL aimed at a server that is not in a cluster: a mistake in the URL, not a change.
+_NOT_A_CLUSTER = "Cluster mode is not enabled"
+
+
+def _not_a_cluster(error: BaseException) -> bool:
+    return isinstance(error, redis.exceptions.RedisClusterException) and _NOT_A_CLUSTER in str(error)
+
 
 def redact(url: str) -> str:
     """The URL with its userinfo's password and every secret-bearing query value replaced by ***.
@@ -333,7 +340,8 @@ def _underlying(error: BaseException) -> BaseException:
 def _is_transient(error: Exception) -> bool:
     underlying = _underlying(error)
     return (
-        isinstance(underlying, _CONNECTION_ERRORS + _TOPOLOGY_ERRORS)
+        not _not_a_cluster(error)
+        and isinstance(underlying, _CONNECTION_ERRORS + _TOPOLOGY_ERRORS)
         and not isinstance(underlying, redis.exceptions.AuthenticationError)
         and not is_tls_failure(underlying)
     )
@@ -500,6 +508,11 @@ class Connection:
         if isinstance(e, _CONNECTION_ERRORS + _TOPOLOGY_ERRORS) and is_tls_failure(e):
             # First: a cluster client's own errors ("cannot be connected") may hold a refused certificate.
             return TLSFailed(f"TLS with Redis at {url} failed: {text}")
+        if _not_a_cluster(e):
+            return InvalidArgument(
+                f"bad Redis URL {url}: the server is not in a cluster (cluster mode is not enabled "
+                "there); name one server with redis:// or rediss://"
+            )
         if isinstance(e, _TOPOLOGY_ERRORS):
             # Connection trouble, for the retries above and for a worker's reconnect window.
             change = self._redactor.text(_topology_change(e))

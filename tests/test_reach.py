@@ -12,6 +12,7 @@ import subprocess
 import time
 import uuid
 
+from redis_server import RedisServer
 from test_metrics import scrape
 from topologies import ENTRY_POINT, Cluster, free_ports, wait_for
 
@@ -114,3 +115,19 @@ def test_a_worker_and_an_exporter_started_before_their_cluster_drain_and_serve_o
             process.communicate()
         if cluster is not None:
             cluster.stop()
+
+
+def test_a_cluster_url_naming_a_server_outside_any_cluster_is_exit_2_at_once(
+    redis_server: RedisServer,
+) -> None:
+    # A mistake in the URL, not a cluster in the middle of a change: no reconnect window to wait out.
+    url = f"redis+cluster://127.0.0.1:{redis_server.port}/"
+    for command in (["stats", "q"], ["work", "q", "--", "true"]):
+        started = time.monotonic()
+        done = subprocess.run(
+            [ENTRY_POINT, "--url", url, *command], capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 2, done.stderr
+        said = done.stderr.strip().splitlines()[-1]
+        assert "the server is not in a cluster" in said and "redis://" in said, done.stderr
+        assert time.monotonic() - started < 20, command  # a worker would retry for 60 s

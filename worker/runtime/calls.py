@@ -107,7 +107,12 @@ class Calls:
         while True:
             try:
                 return self.once(functools.partial(op, attempt))
-            except (rediswq.AuthenticationFailed, rediswq.EvictingRedis, rediswq.QueueNotFound):
+            except (
+                rediswq.AuthenticationFailed,
+                rediswq.EvictingRedis,
+                rediswq.InvalidArgument,
+                rediswq.QueueNotFound,
+            ):
                 raise
             except rediswq.ConnectionFailed as e:
                 self._give_up_if_late(give_up_at, time.monotonic())

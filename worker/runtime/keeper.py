@@ -65,7 +65,11 @@ class Keeper:
                     "use --until closed to wait for a producer",
                 )
             stopper.abandon()
-        except (rediswq.AuthenticationFailed, rediswq.EvictingRedis) as e:  # configuration: exit 2
+        except (
+            rediswq.AuthenticationFailed,
+            rediswq.EvictingRedis,
+            rediswq.InvalidArgument,
+        ) as e:  # configuration: exit 2
             end("stopped", EXIT_USAGE, str(e))
             stopper.abandon()
         except BaseException as e:  # a bug: say so in one place, and still end the run
