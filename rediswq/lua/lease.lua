@@ -314,24 +314,8 @@ if need_ids then checked('set', 'SCARD', ids) end
 local n_taken = #taken + #raw
 if need_payloads or large or #raw > 0 then checked('hash', 'HLEN', payloads) end
 
--- Write. --------------------------------------------------------------------------------------------
-local token
-if n_taken > 0 then
-  token = redis.pcall('HINCRBY', meta, 'token', int(n_taken))
-  if type(token) == 'table' then
-    if not string.find(token.err, 'OOM', 1, true) then error(token.err) end
-    token, n_taken, taken, raw = nil, 0, {}, {}
-    expired, dead_letters, quarantine, due, front, prefix, fetched, back = {}, {}, {}, {}, {}, {}, {}, {}
-    reply[1] = OUT_OF_MEMORY
-  else
-    token = token - n_taken
-  end
-end
-
--- Complete. A handle still in `leased` is the ownership check: it names this lease and no later one.
--- A batch is read with ZMSCORE and removed with one ZREM, so a replica and the AOF get one command
--- for it, not one per item; a handle given twice completes once.
-local done, kept_keys, forgotten = 0, EMPTY, EMPTY
+-- The leases a batch completes: read with ZMSCORE (leased's type was checked above), so a replica
+-- and the AOF get one ZREM for the batch below, not one per item; a handle given twice completes once.
 local held = completing
 if #completing > 1 then
   local handles, seen = {}, {}
@@ -347,14 +331,32 @@ if #completing > 1 then
       reply[#reply + 1] = i - 6
     end
   end
-  if #held > 0 then
-    local gone = {}
-    for j, i in ipairs(held) do gone[j] = ARGV[i] end
-    call_sliced('ZREM', leased, gone, 1000)
+end
+
+-- Write. --------------------------------------------------------------------------------------------
+local token
+if n_taken > 0 then
+  token = redis.pcall('HINCRBY', meta, 'token', int(n_taken))
+  if type(token) == 'table' then
+    if not string.find(token.err, 'OOM', 1, true) then error(token.err) end
+    token, n_taken, taken, raw = nil, 0, {}, {}
+    expired, dead_letters, quarantine, due, front, prefix, fetched, back = {}, {}, {}, {}, {}, {}, {}, {}
+    reply[1] = OUT_OF_MEMORY
+  else
+    token = token - n_taken
   end
-elseif #completing == 1 and redis.call('ZREM', leased, ARGV[completing[1]]) == 0 then
+end
+
+-- Complete. A handle still in `leased` is the ownership check: it names this lease and no later one.
+-- A batch was read with ZMSCORE above and goes with one ZREM; one handle is checked by its own ZREM.
+local done, kept_keys, forgotten = 0, EMPTY, EMPTY
+if #held > 1 then
+  local gone = {}
+  for j, i in ipairs(held) do gone[j] = ARGV[i] end
+  call_sliced('ZREM', leased, gone, 1000)
+elseif #held == 1 and redis.call('ZREM', leased, ARGV[held[1]]) == 0 then
   reply[4] = reply[4] + 1
-  reply[#reply + 1] = completing[1] - 6
+  reply[#reply + 1] = held[1] - 6
   held = EMPTY
 end
 for _, i in ipairs(held) do
