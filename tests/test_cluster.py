@@ -15,7 +15,6 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,26 +25,18 @@ from test_metrics import exported_stats, scrape, value
 from topologies import (
     ENTRY_POINT,
     PREFETCH,
-    SERVER_IDS,
-    SERVERS,
     Cluster,
     check_every_operation,
     drain_through,
     free_ports,
+    per_server,
     wait_for,
 )
 
 from rediswq import ConnectionFailed, Queue
 from rediswq_producer import exporter as exporter_module
 
-
-@pytest.fixture(scope="module", params=SERVERS, ids=SERVER_IDS)
-def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
-    topology = Cluster(binary=request.param)
-    try:
-        yield topology
-    finally:
-        topology.stop()
+cluster = per_server(Cluster, "cluster")
 
 
 @pytest.fixture

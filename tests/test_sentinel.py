@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import subprocess
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,25 +18,17 @@ from redis.sentinel import Sentinel
 from topologies import (
     ENTRY_POINT,
     PREFETCH,
-    SERVER_IDS,
-    SERVERS,
     SentinelSet,
     check_every_operation,
     drain_through,
     free_ports,
+    per_server,
     wait_for,
 )
 
 from rediswq import NotReplicated, Queue
 
-
-@pytest.fixture(scope="module", params=SERVERS, ids=SERVER_IDS)
-def sentinels(request: pytest.FixtureRequest) -> Iterator[SentinelSet]:
-    topology = SentinelSet(binary=request.param)
-    try:
-        yield topology
-    finally:
-        topology.stop()
+sentinels = per_server(SentinelSet, "sentinels")
 
 
 @pytest.fixture

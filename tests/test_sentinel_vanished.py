@@ -8,21 +8,12 @@ replica, and every worker's next lease call finds the queue gone (QueueNotFound)
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import redis
-from topologies import SERVER_IDS, SERVERS, SentinelSet, drain_through, wait_for
+from topologies import SentinelSet, drain_through, per_server, wait_for
 
-
-@pytest.fixture(scope="module", params=SERVERS, ids=SERVER_IDS)
-def sentinels(request: pytest.FixtureRequest) -> Iterator[SentinelSet]:
-    topology = SentinelSet(binary=request.param)
-    try:
-        yield topology
-    finally:
-        topology.stop()
+sentinels = per_server(SentinelSet, "sentinels")
 
 
 def test_workers_exit_1_when_an_empty_replica_is_promoted_never_0(

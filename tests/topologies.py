@@ -22,7 +22,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,20 @@ _READY_SECS = 20.0
 # redis-cli on PATH (7.x here) creates the cluster for either server.
 SERVERS = every_binary()
 SERVER_IDS = [version_of(binary) for binary in SERVERS]
+
+
+def per_server(kind: Callable[..., _Processes], name: str) -> Any:
+    """A module-scoped fixture `name`: a `kind` topology on each Redis at hand, stopped after."""
+
+    @pytest.fixture(scope="module", params=SERVERS, ids=SERVER_IDS, name=name)
+    def topology(request: pytest.FixtureRequest) -> Iterator[_Processes]:
+        made = kind(binary=request.param)
+        try:
+            yield made
+        finally:
+            made.stop()
+
+    return topology
 
 
 def _bindable(port: int) -> bool:
