@@ -39,11 +39,12 @@ def secret_key(ctx: click.Context, param: click.Parameter, value: str | None) ->
     "--lease-secs", type=click.FloatRange(min=0.1), metavar="SECS", help="Passed to `rediswq work`."
 )
 @click.option(
+    "--item-timeout",
     "--timeout",
     "item_timeout",
     type=click.FloatRange(min=0, min_open=True),
     metavar="SECS",
-    help="Per-item timeout, passed to `rediswq work`.",
+    help="Per-item time limit, passed to `rediswq work` (--timeout: its old name).",
 )
 @click.option("--concurrency", type=click.IntRange(min=1), metavar="N", help="Passed to `rediswq work`.")
 @click.option("--prefetch", callback=parse_prefetch, metavar="N|auto", help="Passed to `rediswq work`.")
@@ -126,11 +127,11 @@ def submit(
     """
     from rediswq_cli.kube.manifest import ManifestError, WorkerJob, build
 
-    check_target(handler, command, item_timeout)
+    check_target(handler, command)
     worker_options = {
         "--until": until,
         "--lease-secs": lease_secs,
-        "--timeout": item_timeout,
+        "--item-timeout": item_timeout,
         "--concurrency": concurrency,
         "--prefetch": prefetch,
         "--max-attempts": max_attempts,
