@@ -170,7 +170,7 @@ class Keeper:
         limit = self.options.item_timeout_secs
         ids = ", ".join(lease.id for lease in stuck)
         return self.stopper.stop_early(
-            "stopped: an item overran its time limit",
+            "stopped early (an item overran its time limit)",
             EXIT_ITEM_TIMEOUT,
             f"item {ids} ran past --item-timeout {limit:g} s and did not stop within {LIMIT_GRACE_SECS:g} s "
             "more (a handler blocked outside Python code cannot be interrupted): it was failed, and this "
@@ -182,7 +182,7 @@ class Keeper:
         with self.ledger.cv:
             count, cause = self.ledger.streak.count, self.ledger.streak.cause
         return self.stopper.stop_early(
-            "stopped: the handler looks broken",
+            "stopped early (the handler or command looks broken)",
             EXIT_BROKEN,
             f"the last {count} items all failed with the same error, so the handler or command looks "
             f"broken; stopped early (--stop-after-failures {self.options.stop_after_failures}), the "
