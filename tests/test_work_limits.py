@@ -1,24 +1,31 @@
 """Every run ends: a hung item, a prefetched item behind it, and a broken handler, through `rediswq work`.
 
-Real worker processes of the installed command on the fixtures' Redis.
+Real worker processes of the installed command on the fixtures' Redis; then the runtime in-process,
+where that is cheaper.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
+import logging
 import os
 import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
-from rediswq import Queue
+from rediswq import Lease, Queue
+from rediswq_worker.runners import OK, HandlerRunner, Outcome
+from rediswq_worker.runtime import Options, Runtime
 
 REDISWQ = str(Path(sys.executable).with_name("rediswq"))
 
@@ -154,7 +161,7 @@ def test_without_a_time_limit_a_long_item_is_reported_once_per_lease_period(
     warnings = [line for line in log_lines(result.stderr) if line.get("event") == "long_running"]
     # At about 1, 2, 3 and 4 s of its 4.5 s: each with its id, attempt and running time.
     assert 3 <= len(warnings) <= 5, warnings
-    gaps = [seconds(b) - seconds(a) for a, b in zip(warnings, warnings[1:], strict=False)]
+    gaps = [seconds(b) - seconds(a) for a, b in itertools.pairwise(warnings)]
     assert all(0.8 <= gap <= 1.8 for gap in gaps), gaps
     assert all(line["attempt"] == 1 and line["running_secs"] >= 0.9 for line in warnings)
     assert "has been running for" in warnings[0]["message"]
@@ -206,3 +213,80 @@ def test_a_command_that_fails_every_item_alike_stops_the_run_with_exit_6(
     assert "exit code 3; config.yaml: missing" in log_lines(result.stderr)[-1]["message"]
     stats = queue.stats()
     assert (stats.failed, stats.dead, stats.leased) == (3, 0, 0)
+
+
+# -- the runtime in-process -------------------------------------------------------------------------
+
+
+def loops_on_first_attempt(lease: Lease) -> None:
+    """Busy in Python code (where an exception can land) on its first attempt; swallows Exceptions."""
+    while lease.payload == b"loops" and lease.attempt == 1:
+        with contextlib.suppress(Exception):
+            time.sleep(0.02)
+
+
+def test_a_handler_interrupted_at_its_time_limit_fails_its_item_and_the_worker_goes_on(
+    queue: Queue, caplog: pytest.LogCaptureFixture
+) -> None:
+    queue.put_many(["loops", "next"])
+    runner = HandlerRunner(f"{__name__}:loops_on_first_attempt")
+    options = Options(lease_secs=2, item_timeout_secs=0.5, install_signals=False)
+    with caplog.at_level(logging.WARNING):
+        summary = Runtime(queue, runner, options).run()
+    assert (summary.exit_code, summary.done, summary.failed) == (0, 2, 1)
+    assert "time limit of 0.5 s exceeded; retrying" in caplog.text
+    assert "did not stop" not in caplog.text
+
+
+class FailAlike:
+    """A runner whose items fail, each with `error(payload)` as its error and cause."""
+
+    def __init__(self, error: Callable[[str], str | None], secs: float = 0.0) -> None:
+        self.error = error
+        self.secs = secs
+
+    def run(self, lease: Lease) -> Outcome:
+        time.sleep(self.secs)
+        error = self.error(lease.payload.decode())
+        return OK if error is None else Outcome(False, f"{error}\n  traceback line {lease.id}", cause=error)
+
+    def kill(self, leases: Sequence[Lease]) -> None:
+        pass
+
+    def describe(self) -> str:
+        return "fail alike"
+
+
+def test_a_broken_handler_with_several_slots_charges_no_more_than_the_limit(queue: Queue) -> None:
+    queue.put_many(f"n{i}" for i in range(200))
+    runner = FailAlike(lambda _payload: "KeyError: 'config'", secs=0.01)
+    options = Options(concurrency=4, prefetch=8, stop_after_failures=5, install_signals=False)
+    summary = Runtime(queue, runner, options).run()
+    assert summary.exit_code == 6
+    assert "KeyError: 'config'" in summary.error
+    stats = queue.stats()
+    # The other slots' items that failed alike after the fifth were given back, not charged.
+    assert (stats.failed, stats.dead, stats.leased) == (5, 0, 0)
+    assert stats.pending + stats.delayed == 200
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        lambda payload: "ValueError: odd" if int(payload) % 2 else None,  # a success between
+        lambda payload: f"FileNotFoundError: {payload}.png",  # a message that names its item
+    ],
+    ids=["success between", "different messages"],
+)
+def test_failures_that_are_not_all_alike_do_not_stop_the_run(
+    client: redis.Redis, queue_name: str, error: Callable[[str], str | None]
+) -> None:
+    queue = Queue(client, queue_name, max_attempts=1)
+    queue.put_many(str(n) for n in range(20))
+    try:
+        summary = Runtime(
+            queue, FailAlike(error), Options(stop_after_failures=2, install_signals=False)
+        ).run()
+        assert summary.exit_code == 0, summary.error
+    finally:
+        queue.purge()
