@@ -210,7 +210,7 @@ def test_submit_url_from_secret_refuses_what_would_not_start_with_one_line_and_e
 
 def test_the_args_submit_writes_are_ones_rediswq_work_accepts() -> None:
     work = pytest.importorskip("rediswq_worker.work", reason="the `work` command is not in this tree").work
-    options = ["--until", "closed", "--lease-secs", "0.5", "--item-timeout", "9", "--concurrency", "4"]
+    options = ["--until", "closed", "--lease-secs", "0.5", "--timeout", "9", "--concurrency", "4"]
     options += ["--prefetch", "10", "--max-attempts", "3", "--log-format", "json"]
     result = run(
         "job", "submit", "q", "--image", "i", "-p", "1", *options, "--dry-run", "--", "sh", "-c", "x {}"

@@ -378,6 +378,8 @@ def _options(args: _Args) -> Options:
 
 
 def _log_start(log: logging.Logger, args: _Args, runner: Runner, worker: str) -> None:
+    if args.timeout_secs is not None and args.item_timeout_secs is None:
+        log.warning("--timeout (REDISWQ_TIMEOUT) is the old name of --item-timeout (REDISWQ_ITEM_TIMEOUT)")
     if shell_script_with_braces(args.command):
         log.warning(
             "the shell script string of the command holds {}: the payload becomes shell code there; "

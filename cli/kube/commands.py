@@ -39,12 +39,11 @@ def secret_key(ctx: click.Context, param: click.Parameter, value: str | None) ->
     "--lease-secs", type=click.FloatRange(min=0.1), metavar="SECS", help="Passed to `rediswq work`."
 )
 @click.option(
-    "--item-timeout",
     "--timeout",
     "item_timeout",
     type=click.FloatRange(min=0, min_open=True),
     metavar="SECS",
-    help="Per-item time limit, passed to `rediswq work` (--timeout: its old name).",
+    help="Per-item timeout, passed to `rediswq work` (as --item-timeout).",
 )
 @click.option("--concurrency", type=click.IntRange(min=1), metavar="N", help="Passed to `rediswq work`.")
 @click.option("--prefetch", callback=parse_prefetch, metavar="N|auto", help="Passed to `rediswq work`.")
