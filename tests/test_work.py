@@ -282,8 +282,9 @@ def test_a_short_lease_is_renewed_while_items_run_and_while_prefetched_items_wai
         assert proc.returncode == 0, err
     assert sorted(log.read_text().splitlines()) == ["n0 1", "n1 1", "n2 1"]
     stats = queue.stats()
-    # Renewed while they waited, the prefetched items were started, not given back as late.
-    assert (stats.completed, stats.expired, stats.released) == (3, 0, 0)
+    # Renewed while they waited, no lease expired; a prefetched item that waited half a lease for
+    # the busy slot was given back uncharged (and B, or A, ran it at its first attempt).
+    assert (stats.completed, stats.expired) == (3, 0)
 
 
 # -- stopping -------------------------------------------------------------------------------------

@@ -118,8 +118,8 @@ class Keeper:
             broken = ledger.streak.broken
         if broken:
             return self._broken()
-        leases.give_back_late()
         leases.give_back_waited()
+        leases.give_back_late()
         self.beat.if_due()
         with ledger.cv:
             flush = ledger.done_since is not None and time.monotonic() - ledger.done_since >= FLUSH_SECS

@@ -126,14 +126,15 @@ class Ledger:
         return lease
 
     def take_waited_locked(self, now: float) -> list[Lease]:
-        """Buffered leases that have waited `hold_secs` or more for a slot, taken off the ledger."""
+        """Buffered leases that have waited `hold_secs` or more for a slot, taken off the ledger (those
+        also past their start-by time move to `late`)."""
         waited: list[Lease] = []
         buffer, buffered_at = self.buffer, self.buffered_at
         while buffer and buffered_at.get(buffer[0], now) + self.hold_secs <= now:
             lease = buffer.popleft()  # leased in order: the oldest is first
             del buffered_at[lease]
-            self.start_by.pop(lease, None)
-            waited.append(lease)
+            late = now > self.start_by.pop(lease, _NEVER)[0]  # frozen past it: said as late
+            (self.late if late else waited).append(lease)
         return waited
 
     def next_hold_locked(self) -> float | None:
