@@ -10,6 +10,11 @@ Exit codes (the same for every subcommand, and what the Kubernetes manifests' po
      (its leases were given back)
   4  `work --fail-on-dead`: the queue drained, but its dead letters are not empty (items that spent
      their attempts), so the work is not all done; the manifests' podFailurePolicy fails the Job on it
+  5  `work`: an item overran --item-timeout and its handler thread could not be stopped: the item
+     was failed (an attempt charged, so its retries are bounded by --max-attempts), the worker gave
+     back its unstarted items, let the others finish and exited; the pod must be replaced
+  6  `work`: the last --stop-after-failures items all failed with the same error (a broken handler
+     or command): the worker stopped early instead of spending every item's attempts
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_STOPPED = 3
 EXIT_DEAD = 4
+EXIT_ITEM_TIMEOUT = 5
+EXIT_BROKEN = 6
 
 DEFAULT_URL = "redis://localhost:6379/0"
 
@@ -91,12 +98,10 @@ def parse_prefetch(ctx: click.Context, param: click.Parameter, value: str | None
     return number
 
 
-def check_target(handler: str | None, command: Sequence[str], timeout_secs: float | None) -> None:
-    """A worker runs a Python handler or a COMMAND, not both; --timeout can stop a command only."""
+def check_target(handler: str | None, command: Sequence[str]) -> None:
+    """A worker runs a Python handler or a COMMAND, not both."""
     if handler and command:
         raise click.UsageError("give either --handler or a COMMAND after --, not both")
-    if handler and timeout_secs is not None:
-        raise click.UsageError("--timeout applies to commands only: a Python handler cannot be stopped")
 
 
 def settings() -> Settings:

@@ -20,6 +20,13 @@ How the loop ends, for the item being worked on:
   `break`, or leaving the loop without `with`       the item and the prefetched ones are released;
   (the iterator cannot tell a break from an error)  finished items are completed
   the `with` block ends normally after a `break`    the item counts as done and is completed
+
+There is no time limit per item here: the body runs in the caller's own thread, which the library
+will not interrupt, and a lease it stops renewing would only let a second worker run the item beside
+the first. The body enforces its own limits (a timeout on its calls), or the program runs under
+`rediswq work --item-timeout`, which stops a handler and, when it cannot, exits so the pod is
+replaced. Likewise the prefetched leases are renewed while the body runs: with items that may take
+long, keep `prefetch=1` so no other worker waits for an item held here unstarted.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ import logging
 import subprocess
 import threading
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -232,3 +233,23 @@ def test_a_heartbeat_says_once_per_outage_that_renewals_fail(
     assert [r.getMessage().split(":")[0] for r in caplog.records] == [
         "could not renew leases (retrying every beat)"
     ]
+
+
+@pytest.mark.parametrize("ending", ["break inside with", "error inside with", "break without with"])
+def test_prefetched_leases_are_given_back_at_once_when_the_loop_ends_early(queue: Queue, ending: str) -> None:
+    queue.put_many([b"a", b"b", b"c"])
+    if ending == "break without with":
+        for _lease in queue.consume(30, prefetch=3):
+            break
+        del _lease
+    else:
+        with pytest.raises(RuntimeError) if ending == "error inside with" else nullcontext():  # noqa: SIM117
+            with queue.consume(30, prefetch=3) as leases:
+                for _lease in leases:
+                    if ending == "error inside with":
+                        raise RuntimeError("boom")
+                    break
+    stats = queue.stats()
+    # b and c were leased with a but never started: released at once, not left to expire.
+    assert (stats.leased, stats.released) == (0, {"break without with": 3}.get(ending, 2))
+    assert [item.attempts for item in queue.peek(5)][-2:] == [0, 0]

@@ -220,7 +220,7 @@ def test_the_args_submit_writes_are_ones_rediswq_work_accepts() -> None:
     params = work.make_context("work", list(args)).params
     assert params["queue_name"] == "q"
     assert params["command"] == ("sh", "-c", "x {}")
-    assert (params["until"], params["lease_secs"], params["timeout_secs"]) == ("closed", 0.5, 9.0)
+    assert (params["until"], params["lease_secs"], params["item_timeout_secs"]) == ("closed", 0.5, 9.0)
     assert (params["concurrency"], params["prefetch"], params["max_attempts"]) == (4, 10, 3)
     assert params["log_format"] == "json"
 

@@ -161,7 +161,7 @@ def test_timeout_kills_the_whole_process_group_of_an_overrunning_item_and_fails_
     assert result.returncode == 0, result.stderr
     assert time.monotonic() - began < 10
     [dead] = queue.dead_letters()
-    assert "timed out after 0.5 s" in dead.error
+    assert "time limit of 0.5 s exceeded" in dead.error
     grandchild = int(pidfile.read_text())
     wait_for(lambda: gone(grandchild), timeout=3)
 
@@ -282,8 +282,9 @@ def test_a_short_lease_is_renewed_while_items_run_and_while_prefetched_items_wai
         assert proc.returncode == 0, err
     assert sorted(log.read_text().splitlines()) == ["n0 1", "n1 1", "n2 1"]
     stats = queue.stats()
-    # Renewed while they waited, the prefetched items were started, not given back as late.
-    assert (stats.completed, stats.expired, stats.released) == (3, 0, 0)
+    # Renewed while they waited, no lease expired; a prefetched item that waited half a lease for
+    # the busy slot was given back uncharged (and B, or A, ran it at its first attempt).
+    assert (stats.completed, stats.expired) == (3, 0)
 
 
 # -- stopping -------------------------------------------------------------------------------------
@@ -451,7 +452,6 @@ def test_refused_connection_exits_1_with_one_clear_line_and_no_traceback(
     [
         ((), "give a COMMAND after --"),
         (("--handler", "m:f", "--", "true"), "not both"),
-        (("--handler", "m:f", "--timeout", "5"), "--timeout applies to commands only"),
         (("--concurrency", "0", "--", "true"), "--concurrency"),
         (("--until", "forever", "--", "true"), "--until"),
         (("--prefetch", "0", "--", "true"), "--prefetch"),

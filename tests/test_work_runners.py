@@ -100,12 +100,12 @@ def test_a_raising_handler_fails_the_item_with_type_message_and_traceback() -> N
     assert any("in inner" in line for line in frames)
 
 
-def test_a_handler_calling_sys_exit_fails_the_item_instead_of_ending_its_thread() -> None:
-    def handler(item: Lease) -> None:
-        sys.exit(4)
+def exits(item: Lease) -> None:
+    sys.exit(4)
 
-    runner = HandlerRunner.__new__(HandlerRunner)
-    runner._handler = handler
+
+def test_a_handler_calling_sys_exit_fails_the_item_instead_of_ending_its_thread() -> None:
+    runner = HandlerRunner(f"{__name__}:exits")
     assert runner.run(lease()).error.startswith("SystemExit: 4")
 
 

@@ -7,6 +7,7 @@ Runners are called from the runtime's slot threads, several at once when --concu
 
 from __future__ import annotations
 
+import ctypes
 import importlib
 import os
 import re
@@ -26,11 +27,22 @@ from rediswq_worker.child import STDERR_TAIL_BYTES, Child
 
 @dataclass(frozen=True)
 class Outcome:
-    """How one item ended: ok, or failed with an error text; `retry=False` dead-letters it at once."""
+    """How one item ended: ok, or failed with an error text; `retry=False` dead-letters it at once.
+
+    `cause` is the failure without what is particular to the item: an exception's type and message
+    (not its traceback), a command's exit status and last line of standard error. Items that keep
+    failing with the same cause point at a broken handler or command (worker.runtime.streak).
+    """
 
     ok: bool
     error: str = ""
     retry: bool = True
+    cause: str = ""
+
+    @property
+    def same_as(self) -> str:
+        """What two failures must share to count as the same error: the cause, else the first line."""
+        return self.cause or self.error.partition("\n")[0]
 
 
 OK = Outcome(True)
@@ -44,6 +56,24 @@ class Runner(Protocol):
     def kill(self, leases: Sequence[Lease]) -> None: ...
 
     def describe(self) -> str: ...
+
+
+@runtime_checkable
+class Interruptible(Protocol):
+    """A runner whose running item the runtime stops when it overruns --item-timeout."""
+
+    def interrupt(self, lease: Lease, limit_secs: float) -> None:
+        """Make the item stop now; its outcome is then a failure: "time limit of N s exceeded"."""
+        ...
+
+
+class TimeLimitExceeded(BaseException):
+    """Raised inside a handler that overran --item-timeout (a BaseException: `except Exception` in
+    the handler does not swallow it)."""
+
+
+def time_limit_text(limit_secs: float) -> str:
+    return f"time limit of {limit_secs:g} s exceeded"
 
 
 @runtime_checkable
@@ -120,20 +150,58 @@ def credential_variables(
 class HandlerRunner:
     """Calls `handler(lease)`: returning completes the item, raising fails it with the exception text.
 
-    Python cannot stop a thread from outside, so a handler still running when the shutdown grace
-    period ends is abandoned (its lease given back, the process exits under it).
+    Python cannot stop a thread from outside. An item that overruns --item-timeout gets a
+    TimeLimitExceeded raised in its thread (`interrupt`, with PyThreadState_SetAsyncExc): it lands at
+    the handler's next Python bytecode, so a loop of short sleeps stops, but a call blocked in C (one
+    long `time.sleep`, a socket read without a timeout) does not until it returns. Whatever the
+    handler does then, the item has failed. A handler that goes on regardless is the runtime's to
+    deal with (worker.runtime.overruns); one still running when the shutdown grace period ends is
+    abandoned (its lease given back, the process exits under it).
     """
 
     def __init__(self, spec: str) -> None:
         self.spec = spec
         self._handler = load_handler(spec)
+        self._lock = threading.Lock()
+        self._threads: dict[Lease, int] = {}  # the running items' threads
+        self._overran: dict[Lease, float] = {}  # items interrupted: their time limit
 
     def run(self, lease: Lease) -> Outcome:
+        error: BaseException | None = None
+        # The exception `interrupt` sends arrives at some bytecode of this thread while the item is
+        # registered, or is cancelled by `_leave`: either way inside this `try`, never in the slot.
         try:
-            self._handler(lease)
+            with self._lock:
+                self._threads[lease] = threading.get_ident()
+            try:
+                self._handler(lease)
+            finally:
+                self._leave(lease)
         except BaseException as e:  # a handler's SystemExit must not end its slot thread silently
-            return Outcome(False, exception_text(e))
+            error = e
+        with self._lock:
+            self._threads.pop(lease, None)  # if an interrupt arrived before `_leave` did it
+            limit = self._overran.pop(lease, None)
+        if limit is not None:
+            return Outcome(False, time_limit_text(limit), cause=time_limit_text(limit))
+        if error is not None:
+            return Outcome(False, exception_text(error), cause=exception_head(error))
         return OK
+
+    def _leave(self, lease: Lease) -> None:
+        with self._lock:
+            ident = self._threads.pop(lease, None)
+            if ident is not None and lease in self._overran:
+                _raise_in(ident, None)  # cancel the exception if it has not arrived yet
+
+    def interrupt(self, lease: Lease, limit_secs: float) -> None:
+        """Raise TimeLimitExceeded in the thread running `lease` (once; nothing if it has ended)."""
+        with self._lock:
+            ident = self._threads.get(lease)
+            if ident is None or lease in self._overran:
+                return
+            self._overran[lease] = limit_secs
+            _raise_in(ident, TimeLimitExceeded)
 
     def kill(self, leases: Sequence[Lease]) -> None:
         """Nothing can be done for a running handler: its lease is given back all the same."""
@@ -142,9 +210,21 @@ class HandlerRunner:
         return f"handler {self.spec}"
 
 
+def _raise_in(ident: int, exception: type[BaseException] | None) -> None:
+    """Have thread `ident` raise `exception` at its next bytecode; None cancels one not yet raised."""
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(
+        ctypes.c_ulong(ident), None if exception is None else ctypes.py_object(exception)
+    )
+
+
+def exception_head(error: BaseException) -> str:
+    """`Type: message`: the exception without its traceback."""
+    return f"{type(error).__name__}: {error}".rstrip(": ")
+
+
 def exception_text(error: BaseException) -> str:
     """`Type: message`, then the traceback's last lines: what a dead letter needs to be understood."""
-    head = f"{type(error).__name__}: {error}".rstrip(": ")
+    head = exception_head(error)
     frames = "".join(traceback.format_tb(error.__traceback__)[1:])  # [0] is our own call
     text = f"{head}\n{frames}".rstrip()
     return text if len(text) <= STDERR_TAIL_BYTES else head + "\n..." + text[-STDERR_TAIL_BYTES:]
@@ -166,7 +246,7 @@ def shell_script_with_braces(argv: Sequence[str]) -> bool:
 
 
 class CommandRunner:
-    """Runs `argv` once per item, in a new session (so --timeout can kill its whole process group).
+    """Runs `argv` once per item, in a new session (so --item-timeout can kill its whole process group).
 
     The payload is the child's standard input, and replaces every `{}` in the arguments: as UTF-8 text,
     with bytes that are not UTF-8 passed through unchanged (Python's surrogateescape, undone by the
@@ -259,7 +339,8 @@ class CommandRunner:
         assert child.status is not None
         code = os.waitstatus_to_exitcode(child.status)
         if timed_out:
-            error = f"timed out after {self.timeout_secs:g} s; its process group was killed"
+            assert self.timeout_secs is not None
+            error = f"{time_limit_text(self.timeout_secs)}; its process group was killed"
         elif code == 0:
             return OK
         elif code < 0:
@@ -267,7 +348,10 @@ class CommandRunner:
         else:
             error = f"exit code {code}"
         text = tail.decode("utf-8", "replace").strip()
-        return Outcome(False, f"{error}; stderr: {text}" if text else error)
+        last = text.rpartition("\n")[2].strip()
+        return Outcome(
+            False, f"{error}; stderr: {text}" if text else error, cause=f"{error}; {last}" if last else error
+        )
 
     def kill(self, leases: Sequence[Lease]) -> None:
         """SIGKILL the process groups of these items (those still running)."""

@@ -86,14 +86,49 @@ def socket_timeout_secs(lease_secs: float) -> float:
     help="Lease length; renewed while the item runs. A dead worker's items come back after this.",
 )
 @click.option(
+    "--item-timeout",
+    "item_timeout_secs",
+    metavar="SECS",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    envvar=_env("ITEM_TIMEOUT"),
+    show_envvar=True,
+    help="Fail an item that runs this long: a command's process group is killed, a handler gets "
+    "TimeLimitExceeded raised in its thread; the worker goes on. A handler still running 2 s later "
+    "cannot be stopped: its item is failed and the worker stops early (exit 5).",
+)
+@click.option(
     "--timeout",
     "timeout_secs",
     metavar="SECS",
     type=click.FloatRange(min=0, min_open=True),
     default=None,
     envvar=_env("TIMEOUT"),
+    hidden=True,
+    help="The old name of --item-timeout.",
+)
+@click.option(
+    "--warn-after",
+    "warn_after_secs",
+    metavar="SECS",
+    type=click.FloatRange(min=0),
+    default=None,
+    envvar=_env("WARN_AFTER"),
     show_envvar=True,
-    help="Command mode: kill an item's process group after this many seconds and fail the item.",
+    show_default="--lease-secs",
+    help="Log a warning (item id, attempt, running time) once per lease period while an item runs "
+    "longer than this; 0: never.",
+)
+@click.option(
+    "--stop-after-failures",
+    metavar="N",
+    type=click.IntRange(min=0),
+    default=10,
+    envvar=_env("STOP_AFTER_FAILURES"),
+    show_envvar=True,
+    help="Stop early (exit 6) once the last N items all failed with the same error (exception type "
+    "and message; a command's exit status and last stderr line): a broken handler or command "
+    "then charges N items one attempt instead of dead-lettering the queue. 0: never.",
 )
 @click.option(
     "--max-attempts",
@@ -252,7 +287,10 @@ class _Args:
     command: tuple[str, ...]
     handler: str | None
     lease_secs: float
+    item_timeout_secs: float | None
     timeout_secs: float | None
+    warn_after_secs: float | None
+    stop_after_failures: int
     max_attempts: int
     retry_backoff_secs: float
     retry_backoff_cap_secs: float
@@ -304,7 +342,7 @@ def _work(args: _Args) -> Summary:
 
 
 def _check_mode(args: _Args) -> None:
-    check_target(args.handler, args.command, args.timeout_secs)
+    check_target(args.handler, args.command)
     if not args.handler and not args.command:
         raise click.UsageError("give a COMMAND after -- (e.g. rediswq work jobs -- ./run.sh {}) or --handler")
 
@@ -313,9 +351,14 @@ def _runner(args: _Args) -> Runner:
     try:
         if args.handler:
             return HandlerRunner(args.handler)
-        return CommandRunner(args.command, queue_name=args.queue_name, timeout_secs=args.timeout_secs)
+        return CommandRunner(args.command, queue_name=args.queue_name, timeout_secs=_item_timeout(args))
     except SetupError as e:
         raise ConfigError(str(e)) from e
+
+
+def _item_timeout(args: _Args) -> float | None:
+    """--item-timeout, or its old name --timeout (REDISWQ_TIMEOUT) when only that is given."""
+    return args.item_timeout_secs if args.item_timeout_secs is not None else args.timeout_secs
 
 
 def _options(args: _Args) -> Options:
@@ -328,10 +371,15 @@ def _options(args: _Args) -> Options:
         grace_secs=args.grace_secs,
         reconnect_secs=args.reconnect_secs,
         fail_on_dead=args.fail_on_dead,
+        item_timeout_secs=_item_timeout(args),
+        warn_after_secs=args.warn_after_secs,
+        stop_after_failures=args.stop_after_failures,
     )
 
 
 def _log_start(log: logging.Logger, args: _Args, runner: Runner, worker: str) -> None:
+    if args.timeout_secs is not None and args.item_timeout_secs is None:
+        log.warning("--timeout (REDISWQ_TIMEOUT) is the old name of --item-timeout (REDISWQ_ITEM_TIMEOUT)")
     if shell_script_with_braces(args.command):
         log.warning(
             "the shell script string of the command holds {}: the payload becomes shell code there; "

@@ -42,6 +42,23 @@ Handler mode (rediswq work QUEUE --handler package.module:function):
   raising fails it with the exception's type, message and traceback.
 
 \b
+Items that run long, and broken handlers:
+  An item running longer than --warn-after gets a warning line once per
+  lease period. With --item-timeout, an overrunning command's process group
+  is killed; a handler gets TimeLimitExceeded (a BaseException) raised in
+  its thread, which reaches Python code but not a call blocked in C (one
+  long sleep, a socket read without a timeout). Either way the item fails
+  ("time limit of N s exceeded") and the worker goes on. A handler still
+  running 2 s after its limit cannot be stopped: its lease is no longer
+  renewed, the item is failed (an attempt charged), and the worker stops as
+  on SIGTERM with exit 5, for the pod to be replaced. A leased item never
+  waits for a busy slot longer than half of --lease-secs: it is given back
+  (no attempt charged) for another worker to run. Once the last
+  --stop-after-failures items all failed with the same error, the worker
+  stops as on SIGTERM with exit 6: those items were charged one attempt,
+  those failing alike meanwhile in other slots are given back.
+
+\b
 Leases and stopping:
   Leases are renewed every third of --lease-secs while their items run, so a
   short lease is safe: it is how long a dead pod's items wait before another
@@ -88,6 +105,10 @@ Exit codes:
      SIGINT
   4  with --fail-on-dead: the queue drained, but it holds dead letters
      (items that spent their attempts, whichever worker ran them)
+  5  an item overran --item-timeout and its handler could not be stopped:
+     the item was failed, the pod must be replaced
+  6  the last --stop-after-failures items all failed with the same error:
+     the handler or command looks broken
 """
 
 __all__ = ["EPILOG"]

@@ -43,7 +43,7 @@ def secret_key(ctx: click.Context, param: click.Parameter, value: str | None) ->
     "item_timeout",
     type=click.FloatRange(min=0, min_open=True),
     metavar="SECS",
-    help="Per-item timeout, passed to `rediswq work`.",
+    help="Per-item timeout, passed to `rediswq work` (as --item-timeout).",
 )
 @click.option("--concurrency", type=click.IntRange(min=1), metavar="N", help="Passed to `rediswq work`.")
 @click.option("--prefetch", callback=parse_prefetch, metavar="N|auto", help="Passed to `rediswq work`.")
@@ -126,11 +126,11 @@ def submit(
     """
     from rediswq_cli.kube.manifest import ManifestError, WorkerJob, build
 
-    check_target(handler, command, item_timeout)
+    check_target(handler, command)
     worker_options = {
         "--until": until,
         "--lease-secs": lease_secs,
-        "--timeout": item_timeout,
+        "--item-timeout": item_timeout,
         "--concurrency": concurrency,
         "--prefetch": prefetch,
         "--max-attempts": max_attempts,

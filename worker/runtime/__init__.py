@@ -9,6 +9,8 @@ Where to read what:
   calls.py     the one Redis call policy: one call at a time, the one retry layer, outages
   leases.py    the Redis operations (lease, complete, fail, renew, give back) and their accounting
   slots.py     the --concurrency threads that run items; keeper.py the thread that does the rest
+  overruns.py  items that run long: the warning, --item-timeout, the handler that cannot be stopped
+  streak.py    --stop-after-failures: a handler or command that fails every item stops the run
   signals.py   the signal handler
 
 Threads: slot x N (run items), the keeper ("rediswq-main": polls, renews, settles, stops) and the
@@ -33,6 +35,7 @@ from rediswq_worker.runtime.keeper import FLUSH_SECS, Keeper
 from rediswq_worker.runtime.leases import Beat, Leases
 from rediswq_worker.runtime.ledger import START_MARGIN_SECS, Ledger
 from rediswq_worker.runtime.options import Options, Summary, Until
+from rediswq_worker.runtime.overruns import LIMIT_GRACE_SECS, Overruns
 from rediswq_worker.runtime.pacing import (
     AUTO_BATCH_MAX,
     AUTO_BATCH_SECS,
@@ -63,7 +66,7 @@ class Runtime:
         log = log or logging.getLogger(LOGGER)
         observer = observer or Observer()
         self.options = options
-        self.ledger = Ledger(options.lease_secs, options.max_items)
+        self.ledger = Ledger(options.lease_secs, options.max_items, options.stop_after_failures)
         self.phase = Phase()
         pacing = Pacing(options, self.ledger, self.phase)
         wakeups = Wakeups()
@@ -72,7 +75,8 @@ class Runtime:
         leases = Leases(queue, options, self.ledger, pacing, self.phase, calls)
         self.beat = Beat(leases, options.lease_secs)
         self.stopper = Stopper(options, self.ledger, self.phase, leases, self.signals, runner, self.beat)
-        self.keeper = Keeper(queue, options, pacing, leases, self.stopper)
+        overruns = Overruns(options, self.ledger, runner, log)
+        self.keeper = Keeper(queue, options, pacing, leases, self.stopper, overruns)
         self.slots = [
             Slot(runner, self.ledger, pacing, leases, wakeups, observer, log)
             for _ in range(options.concurrency)
@@ -132,6 +136,7 @@ __all__ = [
     "AUTO_BATCH_SECS",
     "FLUSH_SECS",
     "HARD_STOP_SECS",
+    "LIMIT_GRACE_SECS",
     "LOOKAHEAD_MAX_SECS",
     "LOOKAHEAD_MIN_SECS",
     "MAX_POLL_SECS",

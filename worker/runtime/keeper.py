@@ -3,9 +3,10 @@
 Once a lease call finds nothing (the worker is WAITING or DRAINING), the slots wait and the keeper
 polls, backing off from 50 ms to 0.5 s; it fails items, renews every lease held here in one call a
 third of the way through the lease, completes finished items that would otherwise wait over
-FLUSH_SECS, retries while Redis is unreachable, decides when the run ends (worker.runtime.state) and
-runs the shutdown (worker.runtime.stopping). It sleeps on one queue of wake-ups that the slots and
-the signal handler post to.
+FLUSH_SECS, gives back items that waited half a lease for a slot (worker.runtime.ledger), watches
+items that run long (worker.runtime.overruns), retries while Redis is unreachable, decides when the
+run ends (worker.runtime.state) and runs the shutdown (worker.runtime.stopping). It sleeps on one
+queue of wake-ups that the slots and the signal handler post to.
 """
 
 from __future__ import annotations
@@ -13,11 +14,20 @@ from __future__ import annotations
 import time
 
 import rediswq
-from rediswq_cli.kit import EXIT_DEAD, EXIT_ERROR, EXIT_OK, EXIT_STOPPED, EXIT_USAGE
+from rediswq_cli.kit import (
+    EXIT_BROKEN,
+    EXIT_DEAD,
+    EXIT_ERROR,
+    EXIT_ITEM_TIMEOUT,
+    EXIT_OK,
+    EXIT_STOPPED,
+    EXIT_USAGE,
+)
 from rediswq_worker.runtime.calls import Fatal, Interrupted
 from rediswq_worker.runtime.leases import Beat, Leases
 from rediswq_worker.runtime.ledger import Ledger
 from rediswq_worker.runtime.options import Options
+from rediswq_worker.runtime.overruns import LIMIT_GRACE_SECS, Overruns
 from rediswq_worker.runtime.pacing import Pacing
 from rediswq_worker.runtime.signals import Signals
 from rediswq_worker.runtime.state import Phase, State
@@ -32,7 +42,13 @@ class Keeper:
     """The keeper thread's loop; `beat` and the signals' `noticed` count are this thread's own."""
 
     def __init__(
-        self, queue: rediswq.Queue, options: Options, pacing: Pacing, leases: Leases, stopper: Stopper
+        self,
+        queue: rediswq.Queue,
+        options: Options,
+        pacing: Pacing,
+        leases: Leases,
+        stopper: Stopper,
+        overruns: Overruns,
     ) -> None:
         self.queue = queue
         self.options = options
@@ -43,6 +59,7 @@ class Keeper:
         self.stopper = stopper
         self.signals: Signals = stopper.signals
         self.beat: Beat = stopper.beat
+        self.overruns = overruns
         self.log = leases.log
 
     def run(self) -> None:
@@ -93,7 +110,15 @@ class Keeper:
     def _turn(self) -> tuple[str, int] | None:
         """One round of the keeper's chores; (outcome, exit code) if the run ends here."""
         leases, ledger = self.leases, self.ledger
+        stuck = self.overruns.check()
         leases.settle_failures()
+        if stuck:
+            return self._stuck(stuck)
+        with ledger.cv:
+            broken = ledger.streak.broken
+        if broken:
+            return self._broken()
+        leases.give_back_waited()
         leases.give_back_late()
         self.beat.if_due()
         with ledger.cv:
@@ -132,7 +157,37 @@ class Keeper:
                 waits.append(self.pacing.next_poll - now)
             if self.ledger.done_since is not None:
                 waits.append(self.ledger.done_since + FLUSH_SECS - now)
+            hold = self.ledger.next_hold_locked()
+            if hold is not None:
+                waits.append(hold - now)
+        due = self.overruns.next_due(now)
+        if due is not None:
+            waits.append(due)
         return max(0.0, min(waits))
+
+    def _stuck(self, stuck: list[rediswq.Lease]) -> tuple[str, int]:
+        """An item overran its time limit and did not stop: its thread is lost to this process."""
+        limit = self.options.item_timeout_secs
+        ids = ", ".join(lease.id for lease in stuck)
+        return self.stopper.stop_early(
+            "stopped early (an item overran its time limit)",
+            EXIT_ITEM_TIMEOUT,
+            f"item {ids} ran past --item-timeout {limit:g} s and did not stop within {LIMIT_GRACE_SECS:g} s "
+            "more (a handler blocked outside Python code cannot be interrupted): it was failed, and this "
+            "worker stops so that its pod is replaced",
+        )
+
+    def _broken(self) -> tuple[str, int]:
+        """The last items all failed alike: the handler or command looks broken (worker.runtime.streak)."""
+        with self.ledger.cv:
+            count, cause = self.ledger.streak.count, self.ledger.streak.cause
+        return self.stopper.stop_early(
+            "stopped early (the handler or command looks broken)",
+            EXIT_BROKEN,
+            f"the last {count} items all failed with the same error, so the handler or command looks "
+            f"broken; stopped early (--stop-after-failures {self.options.stop_after_failures}), the "
+            f"items come back after their backoff: {cause}",
+        )
 
     def _stop_at_limit(self) -> tuple[str, int]:
         self.leases.flush()

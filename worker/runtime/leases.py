@@ -260,6 +260,13 @@ class Leases:
             )
             self.give_back(late, "late")
 
+    def give_back_waited(self) -> None:
+        """Give back buffered items that waited half a lease for a slot: another worker may be free."""
+        with self.ledger.cv:
+            waited = self.ledger.take_waited_locked(time.monotonic())
+        if waited:
+            self.give_back(waited, f"prefetched (waited {self.ledger.hold_secs:g} s for a free slot)")
+
     def renew(self, began: float) -> None:
         """Extend every lease held here in one call; a failed call is retried next beat.
 

@@ -122,6 +122,8 @@ class Slot:
         self.pacing.item_took_locked(took)
         if not self.ledger.finished_locked(lease, outcome):
             return
+        if self.ledger.streak.broken:  # start nothing more: the keeper stops the run (exit 6)
+            self.phase.to(State.STOPPING)
         if not outcome.ok or self.phase.stopping or self.ledger.limit_reached():
             self.wakeups.post()  # the keeper fails it, or settles and ends the run
 

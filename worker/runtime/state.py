@@ -17,6 +17,16 @@ Why a run ends (the exit code, rediswq_cli.kit's codes), by the transition that 
                         1  Redis stayed unreachable for `reconnect_secs`, answered with an error, or
                            the queue's state vanished (its keys deleted)
                         2  Redis refused the credentials, or no such queue exists (until="drained")
+                        5  an item ran past `item_timeout_secs` and did not stop within
+                           LIMIT_GRACE_SECS more (worker.runtime.overruns): a handler's thread cannot
+                           be reclaimed, so the item is failed (an attempt charged) and the worker
+                           stops as on SIGTERM (unstarted items given back, running ones get
+                           --grace-secs) for its pod to be replaced
+                        6  the last `stop_after_failures` items all failed with the same error
+                           (worker.runtime.streak): the handler or command looks broken, so the
+                           worker stops as on SIGTERM instead of spending every item's attempts;
+                           a slot moves to STOPPING as it files the last of them, so nothing more
+                           starts, and what then fails alike is given back, not charged
 A transition not in the table is ignored: a lease call answered after the stop began cannot start
 the worker leasing again, and nothing leaves STOPPED.
 """

@@ -9,6 +9,8 @@ SIGTERM while an item runs, step by step (`Stopper.shutdown`, on the keeper thre
      does; leases are still renewed meanwhile; a second signal ends the grace period at once;
   5. what still runs then is killed (a command's whole process group) and given back;
      STOPPING -> STOPPED, exit code 3.
+The worker stops early the same way, from step 2 on, when its handler looks broken or an item could
+not be stopped (`stop_early`; worker.runtime.streak and worker.runtime.overruns), with exit code 6 or 5.
 The process's main thread (`supervise`) keeps the promise made to Kubernetes: the run ends within
 --grace-secs + HARD_STOP_SECS of the first signal even if a Redis call hangs (`hard_stop`: kill what
 runs, leave the leases to expire).
@@ -66,6 +68,16 @@ class Stopper:
     def shutdown(self) -> tuple[str, int]:
         """Stop leasing, give back what has not started, let running items finish within the grace."""
         why = self.signals.name(0)
+        self._wind_down(why, {"signal": why})
+        return f"stopped by {why}", EXIT_STOPPED
+
+    def stop_early(self, outcome: str, exit_code: int, error: str) -> tuple[str, int]:
+        """Stop as on SIGTERM, for a reason of the worker's own; `error` is the run's one line about it."""
+        self.ledger.end(outcome, exit_code, error)
+        self._wind_down("stopping early", {"exit_code": exit_code})
+        return outcome, exit_code
+
+    def _wind_down(self, why: str, fields: dict[str, object]) -> None:
         self.calls.give_up_at = time.monotonic() + self.options.grace_secs
         unstarted, running = self._stop_leasing()
         self.log.info(
@@ -73,14 +85,13 @@ class Stopper:
             why,
             running,
             self.options.grace_secs,
-            extra={"fields": {"event": "stopping", "signal": why}},
+            extra={"fields": {"event": "stopping", **fields}},
         )
         self.leases.give_back(unstarted, "unstarted")
         self.settle_quietly()
         self._grace()
         self._kill_leftover()
         self.settle_quietly()
-        return f"stopped by {why}", EXIT_STOPPED
 
     def _stop_leasing(self) -> tuple[list[rediswq.Lease], int]:
         """Move to STOPPING; take the unstarted leases off the ledger. Returns them and the count running."""
@@ -127,6 +138,7 @@ class Stopper:
         try:
             self.leases.settle_failures()
             self.leases.flush()
+            self.leases.give_back(self.ledger.take_spared(), "more failing")
         except (Fatal, Interrupted, rediswq.RedisWQError) as e:
             self.log.warning("could not settle finished items (%s): their leases will expire", e)
 
