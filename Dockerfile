@@ -60,7 +60,11 @@ ENV PATH=/opt/rediswq/bin:$PATH \
 # pip compiled the bytecode at install time, so a read-only root filesystem costs nothing at start-up.
 COPY --from=build /opt/rediswq /opt/rediswq
 # A numeric UID, so Kubernetes can check `runAsNonRoot` against the image without a passwd lookup.
+# dumb-init (PID 1) holds the container's environment, Redis password included: executable but not
+# readable by the worker's user, it runs non-dumpable (the kernel's rule for unreadable programs), so
+# an item cannot read its /proc/1/environ (the worker closes its own; README, Security).
 RUN rediswq --version \
+    && chmod 0711 "$(command -v dumb-init)" \
     && useradd --uid 10001 --user-group --create-home --home-dir /home/rediswq --shell /usr/sbin/nologin rediswq
 USER 10001:10001
 WORKDIR /home/rediswq

@@ -56,7 +56,7 @@ class Settings:
     tls: dict[str, Any] = field(default_factory=dict)
     min_replicas: int = 0
     min_replicas_timeout: float = 5.0
-    url_from: str = ""  # "--url", "$REDISWQ_URL" or "$REDIS_URL"; empty: the default
+    url_from: str = ""  # "--url", "$REDISWQ_URL", "$REDIS_URL" or "--url-file PATH"; empty: the default
     sentinel_username: str | None = None
     sentinel_password: str | None = None
 
@@ -75,6 +75,26 @@ class ConfigError(click.ClickException):
     """A configuration error: exits 2, as a usage error does, so a Job can fail at once on it."""
 
     exit_code = EXIT_USAGE
+
+
+def read_url_file(path: str, given_as: str) -> str:
+    """The URL in the file `path` (a mounted Kubernetes Secret), read once, surrounding whitespace and
+    its trailing newline stripped. Any error is one line naming the file (`given_as` says how it was
+    given), never its content: exit 2."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read().strip()
+    except FileNotFoundError:
+        raise ConfigError(f"{given_as} {path}: no such file") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{given_as} {path}: it is not UTF-8 text") from None
+    except OSError as e:
+        raise ConfigError(f"{given_as} {path}: cannot read it: {e.strerror or type(e).__name__}") from None
+    if not text:
+        raise ConfigError(f"{given_as} {path}: the file is empty; it must hold the Redis URL")
+    if "\n" in text:
+        raise ConfigError(f"{given_as} {path}: it holds more than one line; it must hold the Redis URL only")
+    return text
 
 
 def escape_controls(text: str) -> str:

@@ -9,7 +9,8 @@ from itertools import islice
 import click
 from click.core import ParameterSource
 
-from rediswq_cli.kit import CONTEXT_SETTINGS, DEFAULT_URL, Settings
+import rediswq
+from rediswq_cli.kit import CONTEXT_SETTINGS, DEFAULT_URL, ConfigError, Settings, read_url_file
 
 
 class _Root(click.Group):
@@ -63,6 +64,35 @@ def _url_from(ctx: click.Context) -> str:
     return ""
 
 
+def _url_in_file(ctx: click.Context, path: str, url_from: str) -> tuple[str, str]:
+    """The URL in --url-file's file, and where it came from; a URL given besides is an error (exit 2),
+    except $REDIS_URL: a generic variable other tools may have set."""
+    given_as = (
+        "--url-file"
+        if ctx.get_parameter_source("url_file") == ParameterSource.COMMANDLINE
+        else "$REDISWQ_URL_FILE"
+    )
+    if url_from in ("--url", "$REDISWQ_URL"):
+        raise ConfigError(f"give the Redis URL with {url_from} or with {given_as}, not both")
+    return read_url_file(path, given_as), f"{given_as} {path}"
+
+
+def _warn_of_passwords_in_argv(ctx: click.Context, url: str) -> None:
+    """One line on standard error (no secret in it) when a password came on the command line, where
+    `ps` shows it to every user of the machine for as long as the command runs."""
+    given = {}
+    if ctx.get_parameter_source("url") == ParameterSource.COMMANDLINE and rediswq.url_secrets(url):
+        given["--url"] = "--url-file or $REDISWQ_URL"
+    if ctx.get_parameter_source("sentinel_password") == ParameterSource.COMMANDLINE:
+        given["--sentinel-password"] = "$REDISWQ_SENTINEL_PASSWORD"
+    if given:
+        click.echo(
+            f"Warning: a password given with {' and '.join(given)} shows in the process list (ps) of "
+            f"this machine; give it with {' and '.join(given.values())} instead",
+            err=True,
+        )
+
+
 @click.group(cls=_Root, context_settings={**CONTEXT_SETTINGS, "max_content_width": 100})
 @click.option(
     "--url",
@@ -74,8 +104,17 @@ def _url_from(ctx: click.Context) -> str:
     "redis+cluster://[USER:PASSWORD@]HOST:PORT,HOST:PORT/, for Sentinel "
     "redis+sentinel://[USER:PASSWORD@]HOST:PORT,HOST:PORT/SERVICE[/DB] (rediss+ for TLS; several "
     "seed hosts, one answering is enough). From $REDISWQ_URL, then $REDIS_URL. A password in it is "
-    "never printed; percent-encode / ? # @ in it. Query parameters (redis:// and rediss:// only): "
+    "never printed; percent-encode / ? # @ in it. A password on the command line shows in ps: give "
+    "it in the environment or with --url-file. Query parameters (redis:// and rediss:// only): "
     "see the README (Connecting to Redis); an unknown one is an error.",
+)
+@click.option(
+    "--url-file",
+    metavar="PATH",
+    envvar="REDISWQ_URL_FILE",
+    show_envvar=True,
+    help="Read the Redis URL from this file (e.g. a mounted Kubernetes Secret; one line, its newline "
+    "stripped) instead of --url, $REDISWQ_URL and $REDIS_URL. Read once; its content is never printed.",
 )
 @click.option(
     "--min-replicas",
@@ -157,6 +196,7 @@ def _url_from(ctx: click.Context) -> str:
 def main(
     ctx: click.Context,
     url: str,
+    url_file: str | None,
     allow_eviction: bool,
     tls_ca: str | None,
     tls_cert: str | None,
@@ -174,6 +214,10 @@ def main(
     error, 2 usage or configuration error, 3 `work` stopped before the queue drained, 4 `work
     --fail-on-dead`: drained with dead letters.
     """
+    url_from = _url_from(ctx)
+    if url_file:
+        url, url_from = _url_in_file(ctx, url_file, url_from)
+    _warn_of_passwords_in_argv(ctx, url)
     tls = {"tls_ca": tls_ca, "tls_cert": tls_cert, "tls_key": tls_key}
     ctx.obj = Settings(
         url,
@@ -181,7 +225,7 @@ def main(
         {name: value for name, value in tls.items() if value},
         min_replicas,
         min_replicas_timeout,
-        _url_from(ctx),
+        url_from,
         sentinel_username or None,
         sentinel_password or None,
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rediswq._connection import url_secrets
+from rediswq._connection import redact, url_secrets
 from rediswq.acl import ROLES, acl_rules
 from rediswq.compat import RedisWQ
 from rediswq.consume import Consumer
@@ -54,5 +54,6 @@ __all__ = [
     "Stats",
     "TLSFailed",
     "acl_rules",
+    "redact",
     "url_secrets",
 ]

@@ -45,6 +45,13 @@ _SECRET_WORDS = ("pass", "pwd", "token", "secret", "auth", "key", "cred")
 _MIN_SECRET_CHARS = 4
 _PLAIN_USER = re.compile(r"[A-Za-z0-9._~-]*")
 
+# What is said of a text with no scheme:// in it, in place of the text itself (which may be a password).
+NOT_A_URL = (
+    "the value given is not shown, since it has no scheme:// and may be a password; expected "
+    "redis://[[USER]:PASSWORD@]HOST[:PORT][/DB], rediss://..., unix://PATH, redis+cluster://... or "
+    "redis+sentinel://..."
+)
+
 _BOOL = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
 _CERT_REQS = ("none", "optional", "required")
 
@@ -241,7 +248,11 @@ def check_url(url: str) -> dict[str, Any]:
 
 
 def _checked(url: str, shown: str) -> dict[str, Any]:
-    scheme = url.partition("://")[0].lower() if "://" in url else ""
+    if "://" not in url:
+        # Not a URL at all: perhaps a password given where the URL belongs. Not one character of it
+        # is shown.
+        raise InvalidArgument(f"bad Redis URL: {NOT_A_URL}")
+    scheme = url.partition("://")[0].lower()
     if scheme not in ("redis", "rediss", "unix"):
         raise InvalidArgument(f"bad Redis URL {shown}: it must start with redis://, rediss:// or unix://")
     try:

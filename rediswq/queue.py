@@ -423,7 +423,7 @@ class Queue:
         if sentinel_auth and _topology.kind(url) != "sentinel":
             raise InvalidArgument(
                 "a sentinel password or user needs a redis+sentinel:// or rediss+sentinel:// URL, not "
-                f"{redact(url).partition(':')[0]}://"
+                + (f"{redact(url).partition(':')[0]}://" if "://" in url else "a text with no scheme://")
             )
         topology = _topology.is_topology_url(url)
         if not topology:

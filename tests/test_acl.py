@@ -97,8 +97,8 @@ def test_each_role_runs_the_commands_it_needs_and_is_refused_the_rest(
     queue, urls = users
     for name, argv, allowed in COMMANDS:
         _fill(queue, acl_server.port)
-        args = ["--url", urls[role], *(a.replace("{q}", queue) for a in argv)]
-        result = CliRunner().invoke(main, args)
+        args = [a.replace("{q}", queue) for a in argv]
+        result = CliRunner().invoke(main, args, env={"REDISWQ_URL": urls[role]})  # as a pod gives it
         if role in allowed:
             assert result.exit_code == 0, (role, name, result.output)
         else:
@@ -147,7 +147,7 @@ def test_a_user_of_another_queue_is_refused_with_one_line_naming_the_keys(
     users: tuple[str, dict[str, str]],
 ) -> None:
     _queue, urls = users
-    result = CliRunner().invoke(main, ["--url", urls["producer"], "enqueue", "not-mine", "x"])
+    result = CliRunner().invoke(main, ["enqueue", "not-mine", "x"], env={"REDISWQ_URL": urls["producer"]})
     assert result.exit_code == 2, result.output
     (line,) = result.output.strip().splitlines()
     assert "refused this user (the keys of queue 'not-mine' (rediswq:{not-mine}:* and not-mine))" in line

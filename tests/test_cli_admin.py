@@ -39,9 +39,15 @@ def invoke(url: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def spawn(url: str, *args: str) -> subprocess.Popen[str]:
+    """The command with the URL in $REDISWQ_URL, as a pod gives it (on the command line, a password
+    adds a warning line of its own: tests/test_secret_inputs.py)."""
     env = {k: v for k, v in os.environ.items() if k not in ("REDISWQ_URL", "REDIS_URL")}
     return subprocess.Popen(
-        [*COMMAND, "--url", url, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        [*COMMAND, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**env, "REDISWQ_URL": url},
     )
 
 

@@ -414,7 +414,8 @@ def test_the_exporter_exits_2_with_one_line_when_redis_refuses_the_password_and_
     try:
         wrong = f"redis://:not-s3cret-Pa55word@127.0.0.1:{server.port}/0"
         for args in (["q"], ["--all"]):
-            result = CliRunner().invoke(main, ["--url", wrong, "exporter", *args, "--port", str(free_port())])
+            exporter = ["exporter", *args, "--port", str(free_port())]
+            result = CliRunner().invoke(main, exporter, env={"REDISWQ_URL": wrong})
             assert result.exit_code == 2, result.output
             assert len(result.output.strip().splitlines()) == 1 and "refused the credentials" in result.output
             assert "s3cret" not in result.output

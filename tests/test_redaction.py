@@ -226,7 +226,7 @@ def test_a_real_worker_never_shows_a_password_while_redis_is_unreachable(tmp_pat
         ("redis://h:99999/0", "port"),
         ("redis://h:6379/zero", "the path must be a database number"),
         ("http://h:6379/0", "it must start with redis://, rediss:// or unix://"),
-        ("h:6379", "it must start with redis://, rediss:// or unix://"),
+        ("h:6379", "has no scheme:// and may be a password; expected redis://"),
     ],
 )
 def test_every_url_mistake_exits_2_with_one_line_naming_it(url: str, named: str) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +34,7 @@ from rediswq_worker.runners import (
     shell_script_with_braces,
 )
 from rediswq_worker.runtime import Options, Runtime, Summary
+from rediswq_worker.secrecy import make_undumpable, scrub_process_memory
 from rediswq_worker.work_help import EPILOG
 
 if TYPE_CHECKING:
@@ -311,6 +313,7 @@ class _Args:
 def _work(args: _Args) -> Summary:
     """Open the queue, set up the runner, the metrics and the log; run; log the summary."""
     _check_mode(args)
+    hidden = make_undumpable()  # first: nothing of ours may be read by what runs later
     queue = open_queue(
         args.queue_name,
         max_attempts=args.max_attempts,
@@ -320,9 +323,8 @@ def _work(args: _Args) -> Summary:
         socket_timeout=socket_timeout_secs(args.lease_secs),
         retry_settles=False,  # the runtime retries them itself, and tells unconfirmed ones apart
     )
-    for name in credential_variables(os.environ, settings().secrets(), args.pass_env):
-        del os.environ[name]
-    runner = _runner(args)
+    hidden = _hide_secrets(args.pass_env) and hidden
+    runner = _runner(args)  # imports a handler: user code runs from here on
     observer = _metrics(args.metrics_port, args.queue_name, queue.worker)
     log = logs.setup(
         "json" if args.log_format == "json" else "text",
@@ -330,6 +332,13 @@ def _work(args: _Args) -> Summary:
         context={"queue": args.queue_name, "worker": queue.worker},
     )
     _log_start(log, args, runner, queue.worker)
+    if not hidden and sys.platform.startswith("linux"):
+        log.warning(
+            "could not hide the Redis password from items (prctl or /proc/self/mem refused): an item "
+            "of this user may read it in /proc/%d/environ or cmdline",
+            os.getpid(),
+            extra={"fields": {"event": "secrets_exposed"}},
+        )
     runtime = Runtime(queue, runner, _options(args), log, observer)
     if observer is not None:
         observer.watch(runtime)
@@ -339,6 +348,17 @@ def _work(args: _Args) -> Summary:
         log.error(summary.error, extra={"fields": {"event": "error", "exit_code": summary.exit_code}})
     logging.shutdown()
     return summary
+
+
+def _hide_secrets(pass_env: tuple[str, ...]) -> bool:
+    """Take the Redis secrets out of what an item or a handler could read: os.environ (items inherit
+    it), and this process's argument and environment blocks (/proc/PID/cmdline and environ). A
+    variable given to --pass-env stays in os.environ for the items, but not in those blocks."""
+    secrets = settings().secrets()
+    scrubbed = scrub_process_memory(secrets, credential_variables(os.environ, secrets))
+    for name in credential_variables(os.environ, secrets, pass_env):
+        del os.environ[name]
+    return scrubbed
 
 
 def _check_mode(args: _Args) -> None:

@@ -14,7 +14,10 @@ Command mode (rediswq work QUEUE -- COMMAND [ARG]...):
   REDISCLI_AUTH, REDISWQ_TLS_KEY, REDISWQ_SENTINEL_PASSWORD and any variable
   holding the URL, its password or the sentinels' password are dropped from
   its environment (and from os.environ, in handler mode); --pass-env NAME
-  passes one on.
+  passes one on. Nor can it read the worker's: the worker is non-dumpable
+  (its /proc/PID/environ and memory are closed to its own user) and
+  overwrites the password in its command line and environment blocks. A
+  handler runs in the worker's process and can reach all it holds.
   Exit status 0 completes the item; anything else fails it (retried after a
   backoff, dead-lettered once --max-attempts are spent), with the exit
   status and the last 2000 bytes of its standard error kept as the error.

@@ -83,7 +83,9 @@ def secret_key(ctx: click.Context, param: click.Parameter, value: str | None) ->
 @click.option(
     "--dry-run",
     is_flag=True,
-    help="Print the Job as JSON (with --namespace, its metadata.namespace) and create nothing.",
+    help="Print the Job as JSON (with --namespace, its metadata.namespace) and create nothing. "
+    "Secret-looking --env values (a URL's password, a NAME holding PASSWORD, TOKEN, SECRET, KEY, AUTH "
+    "...) are shown as ***; $(NAME) references as they are.",
 )
 @kube_options
 def submit(
@@ -174,18 +176,22 @@ def _env_pairs(env: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     for item in env:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise click.BadParameter(f"expected NAME=VALUE, got {item!r}", param_hint="--env")
+            # Not echoed: a value given alone may be a password.
+            raise click.BadParameter("expected NAME=VALUE, got no NAME= in it", param_hint="--env")
         pairs.append((key, value))
     return tuple(pairs)
 
 
 def _print_job(body: object, namespace: str | None) -> None:
-    """--dry-run: the Job as the API would receive it, with --namespace's namespace if given."""
+    """--dry-run: the Job as the API would receive it, with --namespace's namespace if given, and
+    secret-looking environment values hidden (cli.kube.redact)."""
     import json
 
     from rediswq_cli.kube.cluster import to_json
+    from rediswq_cli.kube.redact import redact_containers
 
     shown = cast("dict[str, Any]", to_json(body))
+    redact_containers(shown)
     if namespace:
         shown["metadata"]["namespace"] = namespace
     click.echo(json.dumps(shown, indent=2))
