@@ -68,7 +68,7 @@ ITEM = """\
 {
   echo "== environ"; tr '\\0' ' ' < /proc/$PPID/environ; echo
   echo "== cmdline"; tr '\\0' ' ' < /proc/$PPID/cmdline; echo
-  echo "== ps"; ps -o args= -p $PPID
+  echo "== ps"; ps -ww -o args= -p $PPID
   echo "== own environment"; env
 } > item-saw.txt 2>&1
 """
@@ -82,7 +82,7 @@ def handle(lease):
     for name in ("environ", "cmdline"):
         with open(f"/proc/{pid}/{name}", "rb") as f:
             seen.append(f"== {name}\\n" + f.read().replace(b"\\0", b" ").decode(errors="replace"))
-    ps = subprocess.run(["ps", "-o", "args=", "-p", str(pid)], capture_output=True, text=True)
+    ps = subprocess.run(["ps", "-ww", "-o", "args=", "-p", str(pid)], capture_output=True, text=True)
     seen.append("== ps\\n" + ps.stdout + ps.stderr)
     seen.append("== os.environ\\n" + repr(dict(os.environ)))
     seen.append("== sys.argv\\n" + repr(sys.argv) + repr(getattr(sys, "orig_argv", [])))
