@@ -10,6 +10,8 @@ Exit codes (the same for every subcommand, and what the Kubernetes manifests' po
      (its leases were given back)
   4  `work --fail-on-dead`: the queue drained, but its dead letters are not empty (items that spent
      their attempts), so the work is not all done; the manifests' podFailurePolicy fails the Job on it
+  130, 143  `enqueue` stopped by SIGINT (Ctrl-C) or SIGTERM, after the reply to the batch in flight:
+     its last line says exactly how many items went in
 """
 
 from __future__ import annotations
@@ -36,6 +38,11 @@ EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_STOPPED = 3
 EXIT_DEAD = 4
+
+# `rediswq enqueue` stopped by a signal (128 + its number, as a shell reports it): the items counted
+# in its last line went in, and a re-run with --unique adds exactly the rest.
+EXIT_SIGINT = 130
+EXIT_SIGTERM = 143
 
 DEFAULT_URL = "redis://localhost:6379/0"
 

@@ -493,6 +493,7 @@ class Queue:
         batch_size: int = 2000,
         batch_bytes: int = 4 * 1024 * 1024,
         checkpoint: tuple[str, Callable[[int], str]] | None = None,
+        stop: threading.Event | None = None,
     ) -> Enqueued:
         """Add many items, one script call per batch; `ids` (aligned with `payloads`) makes it idempotent.
 
@@ -505,10 +506,14 @@ class Queue:
         `name` is set to `value_of(n)`, n being the items this call has taken from `payloads` so far
         (all of them are in that batch or before it). A producer killed at any point reads it back with
         `checkpoint(name)` and resumes after those items: exactly-once across restarts.
+
+        `stop`: once set (by a signal handler, say), no further batch is sent; the call returns when
+        the reply to the batch in flight has come, so `Enqueued` counts exactly what went in. Only
+        batches the sender has sent are in, so the checkpoint too says exactly where it stopped.
         """
         sender = _BatchSender(self._put_batch)
         try:
-            self._put_stream(sender, payloads, ids, batch_size, batch_bytes, checkpoint)
+            self._put_stream(sender, payloads, ids, batch_size, batch_bytes, checkpoint, stop)
         except RedisWQError as e:
             e.added = max(e.added, sender.added)  # NotReplicated counts its own batch, which went in
             raise
@@ -522,6 +527,7 @@ class Queue:
         batch_size: int,
         batch_bytes: int,
         checkpoint: tuple[str, Callable[[int], str]] | None,
+        stop: threading.Event | None,
     ) -> None:
         id_iter = iter(ids) if ids is not None else None
         limit = self.max_payload_bytes
@@ -542,6 +548,8 @@ class Queue:
                     batch.append(payload)
                     size += len(payload)
                     if len(batch) >= batch_size or size >= batch_bytes:
+                        if stop is not None and stop.is_set():
+                            return  # leaving `sender` waits for the reply to the batch in flight
                         sent += len(batch)
                         sender.send(batch, batch_ids, _mark(checkpoint, sent))
                         size, batch = 0, []
@@ -553,7 +561,7 @@ class Queue:
                 if batch and not sender.failed:
                     sender.send(batch, batch_ids, _mark(checkpoint, sent + len(batch)))
                 raise
-            if batch:
+            if batch and not (stop is not None and stop.is_set()):
                 sender.send(batch, batch_ids, _mark(checkpoint, sent + len(batch)))
 
     def _put_batch(
