@@ -155,8 +155,11 @@ def enqueue(
     On a terminal a progress line is drawn on stderr. At the end the summary `enqueued N, skipped M
     duplicates` goes to stdout (--quiet drops it). Exit codes: 0 every item is in; 1 a runtime
     error (Redis unreachable, the queue is closed); 2 bad usage or input (unreadable file, an item
-    over the size limit, bad URL or password). An error is one line on stderr, with the count of
-    items that went in before it. An input with no items at all (an empty stdin or file) is no
+    over the size limit, bad URL or password); 130 stopped by SIGINT (Ctrl-C), 143 by SIGTERM. An
+    error is one line on stderr, with the count of items that went in before it. A signal stops the
+    run after the reply to the batch in flight, and its one line on stderr (`interrupted by SIGINT:
+    enqueued N, skipped M duplicates`) counts exactly the items that went in; with --unique the same
+    command adds exactly the rest. An input with no items at all (an empty stdin or file) is no
     error, as a scheduled producer may find nothing new: it warns on stderr and exits 0.
 
     \b
