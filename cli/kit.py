@@ -15,6 +15,8 @@ Exit codes (the same for every subcommand, and what the Kubernetes manifests' po
      back its unstarted items, let the others finish and exited; the pod must be replaced
   6  `work`: the last --stop-after-failures items all failed with the same error (a broken handler
      or command): the worker stopped early instead of spending every item's attempts
+  130, 143  `enqueue` stopped by SIGINT (Ctrl-C) or SIGTERM, after the reply to the batch in flight:
+     its last line says exactly how many items went in
 """
 
 from __future__ import annotations
@@ -43,6 +45,11 @@ EXIT_STOPPED = 3
 EXIT_DEAD = 4
 EXIT_ITEM_TIMEOUT = 5
 EXIT_BROKEN = 6
+
+# `rediswq enqueue` stopped by a signal (128 + its number, as a shell reports it): the items counted
+# in its last line went in, and a re-run with --unique adds exactly the rest.
+EXIT_SIGINT = 130
+EXIT_SIGTERM = 143
 
 DEFAULT_URL = "redis://localhost:6379/0"
 

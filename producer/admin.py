@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import click
 
 import rediswq
 from rediswq_cli.kit import CONTEXT_SETTINGS, ConfigError, escape_controls, open_queue, queue_errors
-from rediswq_producer.show import echo_json, payload_json, payload_text, require_queue, table, utc
+from rediswq_producer.show import absent, echo_json, payload_json, payload_text, require_queue, table, utc
 
 _full = click.option("--full", is_flag=True, help="Show whole payloads (cut at 100 characters otherwise).")
 _json = click.option(
@@ -43,7 +41,8 @@ def dead() -> None:
 def dead_list(queue: str, limit: int, as_json: bool, full: bool) -> None:
     """List QUEUE's dead letters, oldest first: id, attempts, when, last error, payload.
 
-    Exit 1 if no such queue exists (nothing was ever added to it).
+    Exit 1 if no such queue exists (nothing was ever added to it), naming existing queues with a
+    close name.
 
     Payloads are shown as text when they are printable UTF-8, else as a Python bytes literal; in JSON
     as `payload` (text, or null when not UTF-8) and `payload_base64`.
@@ -56,7 +55,7 @@ def dead_list(queue: str, limit: int, as_json: bool, full: bool) -> None:
     q = open_queue(queue, one_shot=True)
     with queue_errors():
         stats = q.stats()
-        require_queue(queue, stats)
+        require_queue(q, stats)
         letters = q.dead_letters(limit or None)
         total = stats.dead if limit and len(letters) >= limit else len(letters)
     if as_json:
@@ -81,14 +80,15 @@ def dead_requeue(queue: str, ids: tuple[str, ...]) -> None:
     Ids that are not dead letters are ignored (the count printed says how many were requeued).
     A dead letter whose id was enqueued again meanwhile is dropped instead: the live item stays.
     Quarantined entries (ids malformed:SHA1: bytes that did not decode) and records that do not
-    decode stay: they are no item to run; `dead purge` deletes them.
+    decode stay: they are no item to run; `dead purge` deletes them. Exit 1 if no such queue exists
+    (nothing was ever added to it), naming existing queues with a close name; nothing is created.
 
     \b
     Examples:
       rediswq dead requeue jobs          # all of them
       rediswq dead requeue jobs 17 42    # two of them
     """
-    q = open_queue(queue, one_shot=True)
+    q = _existing(queue)
     with queue_errors():
         n = q.requeue_dead(list(ids) if ids else None)
     click.echo(f"requeued {n} dead letters" + (f" of {len(ids)} ids given" if ids else ""))
@@ -101,14 +101,15 @@ def dead_requeue(queue: str, ids: tuple[str, ...]) -> None:
 def dead_purge(queue: str, ids: tuple[str, ...], yes: bool) -> None:
     """Delete dead letters of QUEUE: those with the given IDS, or all of them with --yes.
 
-    Deleted dead letters are counted as `dropped` in the stats. Exit 2 if no IDS and no --yes.
+    Deleted dead letters are counted as `dropped` in the stats. Exit 2 if no IDS and no --yes; exit 1
+    if no such queue exists (nothing was ever added to it), naming existing queues with a close name.
 
     \b
     Examples:
       rediswq dead purge jobs 17 42      # two of them
       rediswq dead purge jobs --yes      # all of them
     """
-    q = open_queue(queue, one_shot=True)
+    q = _existing(queue)
     if not ids and not yes:
         with queue_errors():
             n = q.stats().dead
@@ -136,11 +137,13 @@ def _dead_row(d: rediswq.DeadLetter, full: bool) -> list[str]:
     return [escape_controls(d.id), str(d.attempts), utc(d.dead_at_ms), error, payload_text(d.payload, full)]
 
 
-def _on_queue(name: str, action: Callable[[rediswq.Queue], object]) -> None:
-    """Open the queue `name` and run `action` on it, its errors as one line and an exit code."""
+def _existing(name: str, advice: str = "") -> rediswq.Queue:
+    """The queue `name`, opened; exit 1 if nothing was ever added to it, naming queues with a close
+    name: an admin command on a typo'd name must neither create it nor look like it did its work."""
     queue = open_queue(name, one_shot=True)
     with queue_errors():
-        action(queue)
+        require_queue(queue, queue.stats(), advice)
+    return queue
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)
@@ -162,7 +165,7 @@ def peek(queue: str, count: int, as_json: bool, full: bool) -> None:
     Items pushed raw with `redis-cli rpush QUEUE ...` have no id until a worker's lease call takes
     them in (shown as `-`, or null in JSON). Payloads are shown as in `dead list`. An entry that does
     not decode shows its raw bytes under the id it gets once quarantined (malformed:SHA1). Exit 1 if
-    no such queue exists (nothing was ever added to it).
+    no such queue exists (nothing was ever added to it), naming existing queues with a close name.
 
     \b
     Examples:
@@ -171,7 +174,7 @@ def peek(queue: str, count: int, as_json: bool, full: bool) -> None:
     """
     q = open_queue(queue, one_shot=True)
     with queue_errors():
-        require_queue(queue, q.stats())
+        require_queue(q, q.stats())
         items = q.peek(count)
     if as_json:
         echo_json(
@@ -196,17 +199,33 @@ def peek(queue: str, count: int, as_json: bool, full: bool) -> None:
 
 @click.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("queue")
-def close(queue: str) -> None:
+@click.option(
+    "--create",
+    is_flag=True,
+    help="Close QUEUE even if nothing was ever added to it: it is made, empty and closed.",
+)
+def close(queue: str, create: bool) -> None:
     """Close QUEUE: no more items may be added (`enqueue` then fails with exit 1).
 
     Workers started with `--until closed` exit once the queue is closed and drained; `reopen` undoes it.
+    Exit 1 if no such queue exists (nothing was ever added to it), naming existing queues with a close
+    name, and nothing is created; with --create it is made, empty and closed: workers of a run that
+    had nothing to do (a producer that found no input, say) then exit 0 at once, drained.
 
     \b
-    Example:
+    Examples:
       rediswq close jobs
+      rediswq close --create jobs    # no producer this time: let the workers finish
     """
-    _on_queue(queue, rediswq.Queue.close)
-    click.echo(f"closed queue {queue!r}")
+    if create:
+        q = open_queue(queue, one_shot=True)
+        with queue_errors():
+            made = absent(q.stats())
+    else:
+        q, made = _existing(queue, f"`rediswq close --create {queue}` makes it, empty and closed"), False
+    with queue_errors():
+        q.close()
+    click.echo(f"closed queue {queue!r}" + (" (made it: it did not exist)" if made else ""))
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)
@@ -215,12 +234,16 @@ def reopen(queue: str) -> None:
     """Reopen a closed QUEUE so items may be added again (e.g. for a queue a CronJob refills).
 
     It also forgets the checkpoints of `enqueue --unique`, so the same input may be enqueued anew.
+    Exit 1 if no such queue exists (nothing was ever added to it), naming existing queues with a close
+    name (a queue nobody made needs no reopening: `enqueue` makes it).
 
     \b
     Example:
       rediswq reopen jobs
     """
-    _on_queue(queue, rediswq.Queue.reopen)
+    q = _existing(queue)
+    with queue_errors():
+        q.reopen()
     click.echo(f"reopened queue {queue!r}")
 
 
@@ -230,7 +253,8 @@ def reopen(queue: str) -> None:
 def purge(queue: str, yes: bool) -> None:
     """Delete QUEUE entirely: pending, leased and delayed items, dead letters, counters, closed flag.
 
-    Refuses (exit 2) without --yes. Workers holding leases will find them lost.
+    Refuses (exit 2) without --yes. Workers holding leases will find them lost. Exit 1 if no such
+    queue exists (nothing was ever added to it), naming existing queues with a close name.
 
     \b
     Example:
@@ -239,6 +263,7 @@ def purge(queue: str, yes: bool) -> None:
     q = open_queue(queue, one_shot=True)
     with queue_errors():
         s = q.stats()
+        require_queue(q, s)
     what = f"{s.pending} pending, {s.leased} leased, {s.delayed} delayed, {s.dead} dead"
     if not yes:
         raise ConfigError(f"refusing to delete queue {queue!r} ({what}) without --yes")

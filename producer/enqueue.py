@@ -14,6 +14,7 @@ import click
 import rediswq
 from rediswq_cli.kit import CONTEXT_SETTINGS, ConfigError, open_queue, queue_errors
 from rediswq_producer.checkpoint import SourceProgress
+from rediswq_producer.signals import DeferredSignals, Interrupted
 from rediswq_producer.sources import InputError, IntRange, ReadProgress, Sources
 
 UNIQUE_PREFIX = "c:"
@@ -34,6 +35,22 @@ class Tally:
     def summary(self) -> str:
         text = f"enqueued {self.added}, skipped {self.skipped} duplicates"
         return text + (f", {self.resumed} put in by an earlier run" if self.resumed else "")
+
+
+class Stopped(click.ClickException):
+    """The run was stopped by a signal: one line (no "Error:"), exit 130 (SIGINT) or 143 (SIGTERM)."""
+
+    def __init__(self, interrupted: Interrupted, tally: Tally, unique: bool) -> None:
+        text = f"interrupted by {interrupted.name}: {tally.summary()}"
+        if interrupted.unsure:
+            text += " (stopped again mid-call: more may have gone in)"
+        if unique:
+            text += "; the same command adds exactly the rest"
+        super().__init__(text)
+        self.exit_code = interrupted.exit_code  # type: ignore[misc]  # click reads it per instance
+
+    def show(self, file: Any = None) -> None:
+        click.echo(self.format_message(), err=True)
 
 
 class ProgressLine:
@@ -138,8 +155,11 @@ def enqueue(
     On a terminal a progress line is drawn on stderr. At the end the summary `enqueued N, skipped M
     duplicates` goes to stdout (--quiet drops it). Exit codes: 0 every item is in; 1 a runtime
     error (Redis unreachable, the queue is closed); 2 bad usage or input (unreadable file, an item
-    over the size limit, bad URL or password). An error is one line on stderr, with the count of
-    items that went in before it. An input with no items at all (an empty stdin or file) is no
+    over the size limit, bad URL or password); 130 stopped by SIGINT (Ctrl-C), 143 by SIGTERM. An
+    error is one line on stderr, with the count of items that went in before it. A signal stops the
+    run after the reply to the batch in flight, and its one line on stderr (`interrupted by SIGINT:
+    enqueued N, skipped M duplicates`) counts exactly the items that went in; with --unique the same
+    command adds exactly the rest. An input with no items at all (an empty stdin or file) is no
     error, as a scheduled producer may find nothing new: it warns on stderr and exits 0.
 
     \b
@@ -150,10 +170,33 @@ def enqueue(
       rediswq enqueue --unique jobs -f urls.txt      # re-runnable: adds only what is missing
       rediswq enqueue jobs --range 0:10000           # the items 0, 1, ..., 9999
     """
-    int_ranges = _ints(ranges)
-    files = _files_or_stdin(bool(items or int_ranges), files)
-    options: dict[str, Any] = {"max_payload_bytes": max_item_bytes} if max_item_bytes else {}
-    q = open_queue(queue, one_shot=True, **options)
+    with DeferredSignals().installed() as signals:
+        _enqueue(
+            queue, items, files, ranges, null, keep_blank, unique, close_after, max_item_bytes, quiet, signals
+        )
+
+
+def _enqueue(
+    queue: str,
+    items: tuple[str, ...],
+    files: tuple[str, ...],
+    ranges: tuple[str, ...],
+    null: bool,
+    keep_blank: bool,
+    unique: bool,
+    close_after: bool,
+    max_item_bytes: int | None,
+    quiet: bool,
+    signals: DeferredSignals,
+) -> None:
+    tally = Tally()
+    try:
+        int_ranges = _ints(ranges)
+        files = _files_or_stdin(bool(items or int_ranges), files)
+        options: dict[str, Any] = {"max_payload_bytes": max_item_bytes} if max_item_bytes else {}
+        q = open_queue(queue, one_shot=True, **options)
+    except Interrupted as e:
+        raise Stopped(e, tally, unique) from None
     progress = ReadProgress()
     sources = Sources(
         args=items,
@@ -165,16 +208,15 @@ def enqueue(
         progress=progress,
     )
     line = ProgressLine(queue, progress, enabled=sys.stderr.isatty())
-    tally = Tally()
     try:
-        _fill(q, sources, unique, close_after, tally, line)
+        _fill(q, sources, unique, close_after, tally, line, signals)
     except click.ClickException as e:
         line.clear()
         # The same class keeps the exit code: ConfigError (2) for bad input, 1 for runtime errors.
         raise type(e)(f"{e.message}; {_before(tally, e.__cause__)}") from e.__cause__
-    except KeyboardInterrupt:
+    except Interrupted as e:
         line.clear()
-        raise click.ClickException(f"interrupted; {_before(tally, None)}") from None
+        raise Stopped(e, tally, unique) from None
     line.clear()
     _finish(tally, quiet, f"; closed queue {q.name!r}" if close_after else "")
 
@@ -197,7 +239,13 @@ def _finish(tally: Tally, quiet: bool, closed: str) -> None:
 
 
 def _fill(
-    q: rediswq.Queue, sources: Sources, unique: bool, close_after: bool, tally: Tally, line: ProgressLine
+    q: rediswq.Queue,
+    sources: Sources,
+    unique: bool,
+    close_after: bool,
+    tally: Tally,
+    line: ProgressLine,
+    signals: DeferredSignals,
 ) -> None:
     """Put every source's items (then close the queue, if asked); errors as one line and a code."""
     with queue_errors():
@@ -207,9 +255,10 @@ def _fill(
             if not unique and q.stats().closed:
                 raise rediswq.QueueClosed(f"queue {q.name!r} is closed")
             for name, chunks in sources.streams():
-                _put_source(q, name, chunks, unique, tally, line)
+                _put_source(q, name, chunks, unique, tally, line, signals)
             if close_after:
-                q.close()
+                with signals.deferred():
+                    q.close()
         except InputError as e:
             raise ConfigError(str(e)) from e
         except rediswq.QueueClosed as e:
@@ -217,11 +266,18 @@ def _fill(
 
 
 def _put_source(
-    q: rediswq.Queue, name: str, chunks: Iterator[list[bytes]], unique: bool, tally: Tally, line: ProgressLine
+    q: rediswq.Queue,
+    name: str,
+    chunks: Iterator[list[bytes]],
+    unique: bool,
+    tally: Tally,
+    line: ProgressLine,
+    signals: DeferredSignals,
 ) -> None:
     """Put one source's items, one `put_many` call per list read (a pipe's trickle goes in as it comes).
 
-    put_many cuts each list into batches itself and sends them from a background thread.
+    put_many cuts each list into batches itself and sends them from a background thread. A signal
+    during the call stops it after the batch in flight (signals.py), and the tally counts that batch.
     """
     progress = SourceProgress(name, q.name)
     if unique:
@@ -232,21 +288,23 @@ def _put_source(
         if not items:
             continue
         tally.sent = True
-        try:
-            if unique:
-                before = progress.count
-                done = q.put_many(
-                    items,
-                    ids=[unique_id(item) for item in items],
-                    checkpoint=(name, lambda taken: progress.mark(items, taken, before)),  # noqa: B023
-                )
-            else:
-                done = q.put_many(items)
-        except rediswq.RedisWQError as e:
-            tally.added += e.added
-            raise
-        tally.added += done.added
-        tally.skipped += done.skipped
+        with signals.deferred():
+            try:
+                if unique:
+                    before = progress.count
+                    done = q.put_many(
+                        items,
+                        ids=[unique_id(item) for item in items],
+                        checkpoint=(name, lambda taken: progress.mark(items, taken, before)),  # noqa: B023
+                        stop=signals.stop,
+                    )
+                else:
+                    done = q.put_many(items, stop=signals.stop)
+            except rediswq.RedisWQError as e:
+                tally.added += e.added
+                raise
+            tally.added += done.added
+            tally.skipped += done.skipped
         line.update(tally)
     progress.finish()
 
@@ -254,8 +312,8 @@ def _put_source(
 def _before(tally: Tally, cause: BaseException | None) -> str:
     """How many items went in before a failure; after a lost reply, the batch in flight is unknown."""
     text = f"{tally.summary()} before that"
-    lost_reply = cause is None or (
-        isinstance(cause, rediswq.ConnectionFailed) and not isinstance(cause, rediswq.AuthenticationFailed)
+    lost_reply = isinstance(cause, rediswq.ConnectionFailed) and not isinstance(
+        cause, rediswq.AuthenticationFailed
     )
     if lost_reply and tally.sent:
         text += " (a batch in flight may have gone in too)"

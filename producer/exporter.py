@@ -70,7 +70,7 @@ class Discovery:
         client = self._client()
         for _ in range(SCAN_CALLS):
             if not self._left:
-                self._left = _masters(client)
+                self._left = rediswq.Queue.scan_nodes(client)
             try:
                 self._cursor, names = rediswq.Queue.scan_names(
                     client, self._cursor, SCAN_COUNT, node=self._left[0]
@@ -86,12 +86,6 @@ class Discovery:
                     self._known, self._walking = self._walking, set()
                     break
         return self._known | self._walking
-
-
-def _masters(client: Client) -> list[ClusterNode | None]:
-    if isinstance(client, RedisCluster):
-        return list(client.get_primaries())  # type: ignore[no-untyped-call]
-    return [None]
 
 
 class QueueCollector:

@@ -62,7 +62,14 @@ def table(rows: list[list[str]]) -> list[str]:
     ]
 
 
-def require_queue(name: str, stats: rediswq.Stats) -> None:
-    """Exit 1 on a queue nothing was ever added to: a typo'd name must not look like an empty queue."""
-    if not stats.exists:
-        raise click.ClickException(f"no such queue {name!r}")
+def absent(stats: rediswq.Stats) -> bool:
+    """Nothing was ever added to the queue and nothing is in it. (A queue whose counters are gone
+    while items remain is damaged, not absent: the admin commands still show and mend it.)"""
+    return not stats.exists and not (stats.pending or stats.leased or stats.delayed or stats.dead)
+
+
+def require_queue(q: rediswq.Queue, stats: rediswq.Stats, advice: str = "") -> None:
+    """Refuse a queue nothing was ever added to (`rediswq.QueueNotFound`: exit 1 under `queue_errors`),
+    naming the existing queues whose names are close: a typo'd name must not look like an empty queue."""
+    if absent(stats):
+        raise q.not_found(advice)

@@ -134,7 +134,7 @@ def stats(
     dead_lettered, released (given back without charging an attempt), dropped (dead letters purged
     or replaced), quarantined (entries that did not decode, moved to the dead letters). The queue is
     drained when it exists and nothing is pending, delayed or leased. Without --watch, exit 1 if no
-    such queue exists (nothing was ever added to it).
+    such queue exists (nothing was ever added to it), naming existing queues with a close name.
 
     The text view lists the live leases and their workers when there are at most 10 (--holders: up
     to 1000). --json prints one object with every count and counter, `drained` and `outstanding`
@@ -178,8 +178,8 @@ class _View:
     def show(self) -> None:
         with queue_errors():
             s = self.q.stats()
-        if not self.watch:
-            require_queue(self.name, s)
+            if not self.watch:
+                require_queue(self.q, s)
         current = self.rate.add(time.monotonic(), settled(s)) if self.watch else None
         listed = self._holders(s)
         now_ms = redis_now_ms(self.q) if listed else 0

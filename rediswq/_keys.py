@@ -116,8 +116,10 @@ class Keys:
         ]
 
 
-#: SCAN MATCH pattern of every queue's meta key (braces are literal in a Redis glob).
-META_PATTERN = f"{PREFIX}:{{*}}:meta"
+def meta_pattern(names: str = "*") -> str:
+    """SCAN MATCH pattern of the meta keys of the queues whose names match the glob `names` (braces
+    are literal in a Redis glob)."""
+    return f"{PREFIX}:{{{names}}}:meta"
 
 
 def queue_of_meta(key: bytes | str) -> str | None:

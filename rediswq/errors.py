@@ -121,12 +121,14 @@ class QueueNotFound(RedisWQError):
     A queue nobody has added to is not drained: a typo in a queue name must not look like finished
     work. With until="closed" a lease waits for a producer instead. A queue whose keys were deleted, or
     whose counters are gone while items remain (an evicting Redis, a failover to an empty replica),
-    is reported as vanished, never as drained.
+    is reported as vanished, never as drained. `similar`: names of existing queues close to this one's
+    (a typo's likely target; in the message too), empty when there are none or they could not be listed.
     """
 
-    def __init__(self, message: str, vanished: bool) -> None:
+    def __init__(self, message: str, vanished: bool, similar: list[str] | None = None) -> None:
         super().__init__(message)
         self.vanished = vanished
+        self.similar = similar or []
 
 
 class InvalidArgument(RedisWQError):

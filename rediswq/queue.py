@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import difflib
 import hashlib
 import math
 import os
@@ -25,7 +26,7 @@ from redis.retry import Retry
 
 from rediswq import _topology
 from rediswq._connection import Connection, check_url, describe, redact, tls_options
-from rediswq._keys import LEASED_SENTINEL, META_PATTERN, Keys, queue_of_meta
+from rediswq._keys import LEASED_SENTINEL, Keys, meta_pattern, queue_of_meta
 from rediswq._policy import check_eviction
 from rediswq._scripts import (
     DAMAGED,
@@ -63,6 +64,9 @@ _AUTO_ID = re.compile(r"[0-9]+")
 # Until, for the worker runtime, which paces its idle polls by the same limits.
 MIN_POLL_SECS = 0.05
 MAX_POLL_SECS = 0.5
+# How close (difflib's ratio) another queue's name must be to be suggested: "typoq2" finds "typoq"
+# (0.91), "jbos" finds "jobs" (0.75); two random names of the same length rarely come near.
+SIMILAR_CUTOFF = 0.75
 
 
 @dataclass(frozen=True)
@@ -163,6 +167,15 @@ class Stats:
 
 
 _MALFORMED = "malformed:"
+
+
+def did_you_mean(names: Sequence[str]) -> str:
+    """`did you mean 'a' or 'b'?` for the names given (closest first), or "" for none."""
+    if not names:
+        return ""
+    quoted = [repr(name) for name in names]
+    listed = quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
+    return f"did you mean {listed}?"
 
 
 def _malformed_id(raw: bytes) -> str:
@@ -480,6 +493,7 @@ class Queue:
         batch_size: int = 2000,
         batch_bytes: int = 4 * 1024 * 1024,
         checkpoint: tuple[str, Callable[[int], str]] | None = None,
+        stop: threading.Event | None = None,
     ) -> Enqueued:
         """Add many items, one script call per batch; `ids` (aligned with `payloads`) makes it idempotent.
 
@@ -492,10 +506,14 @@ class Queue:
         `name` is set to `value_of(n)`, n being the items this call has taken from `payloads` so far
         (all of them are in that batch or before it). A producer killed at any point reads it back with
         `checkpoint(name)` and resumes after those items: exactly-once across restarts.
+
+        `stop`: once set (by a signal handler, say), no further batch is sent; the call returns when
+        the reply to the batch in flight has come, so `Enqueued` counts exactly what went in. Only
+        batches the sender has sent are in, so the checkpoint too says exactly where it stopped.
         """
         sender = _BatchSender(self._put_batch)
         try:
-            self._put_stream(sender, payloads, ids, batch_size, batch_bytes, checkpoint)
+            self._put_stream(sender, payloads, ids, batch_size, batch_bytes, checkpoint, stop)
         except RedisWQError as e:
             e.added = max(e.added, sender.added)  # NotReplicated counts its own batch, which went in
             raise
@@ -509,6 +527,7 @@ class Queue:
         batch_size: int,
         batch_bytes: int,
         checkpoint: tuple[str, Callable[[int], str]] | None,
+        stop: threading.Event | None,
     ) -> None:
         id_iter = iter(ids) if ids is not None else None
         limit = self.max_payload_bytes
@@ -529,6 +548,8 @@ class Queue:
                     batch.append(payload)
                     size += len(payload)
                     if len(batch) >= batch_size or size >= batch_bytes:
+                        if stop is not None and stop.is_set():
+                            return  # leaving `sender` waits for the reply to the batch in flight
                         sent += len(batch)
                         sender.send(batch, batch_ids, _mark(checkpoint, sent))
                         size, batch = 0, []
@@ -540,7 +561,7 @@ class Queue:
                 if batch and not sender.failed:
                     sender.send(batch, batch_ids, _mark(checkpoint, sent + len(batch)))
                 raise
-            if batch:
+            if batch and not (stop is not None and stop.is_set()):
                 sender.send(batch, batch_ids, _mark(checkpoint, sent + len(batch)))
 
     def _put_batch(
@@ -718,10 +739,8 @@ class Queue:
                 vanished=True,
             )
         if until == "drained":
-            raise QueueNotFound(
-                f"no such queue {self.name!r} (nothing was ever added): a worker draining it would "
-                "finish at once; wait for a producer with until='closed'",
-                vanished=False,
+            raise self.not_found(
+                "a worker draining it would finish at once: wait for a producer with until='closed'"
             )
         return True
 
@@ -910,16 +929,33 @@ class Queue:
         )
 
     @staticmethod
+    def scan_nodes(client: Client) -> list[ClusterNode | None]:
+        """The nodes a walk of `scan_names` must visit: each master of a cluster, or [None] for one
+        server (a single Redis or a Sentinel-managed master)."""
+        if isinstance(client, RedisCluster):
+            return list(client.get_primaries())  # type: ignore[no-untyped-call]
+        return [None]
+
+    @staticmethod
     def scan_names(
-        client: Client, cursor: int = 0, count: int = 1000, *, node: ClusterNode | None = None
+        client: Client,
+        cursor: int = 0,
+        count: int = 1000,
+        *,
+        node: ClusterNode | None = None,
+        pattern: str = "*",
     ) -> tuple[int, list[str]]:
         """One SCAN step for the names of the queues on `client`'s Redis: (next cursor, names found).
 
         Start with cursor 0; the walk is complete when the next cursor is 0 again. `count` bounds the
         keys Redis looks at in one call (a hint, as SCAN's COUNT is); a name may come up twice. Each
         master of a cluster holds keys of its own: walk each, naming it as `node` (one of
-        `client.get_primaries()`); a node that does not answer makes the client re-read the cluster.
+        `scan_nodes(client)`); a node that does not answer makes the client re-read the cluster.
+        `pattern` (a Redis glob) keeps the names it matches.
         """
+        if "{" in pattern or "}" in pattern:
+            raise InvalidArgument(f"bad queue name pattern {pattern!r}: queue names hold no braces")
+        match = meta_pattern(pattern)
         conn = Connection(describe(client), client=client)
         if isinstance(client, RedisCluster):
             if node is None:
@@ -928,15 +964,61 @@ class Queue:
                 )
             # A cluster client answers with a cursor per node it scanned: here, the one.
             cursors, keys = conn.call(
-                lambda: client.scan(cursor, match=META_PATTERN, count=count, target_nodes=node),
+                lambda: client.scan(cursor, match=match, count=count, target_nodes=node),
                 idempotent=True,
             )
             next_cursor = cursors[node.name]  # type: ignore[index]
         else:
             next_cursor, keys = conn.call(
-                lambda: client.scan(cursor, match=META_PATTERN, count=count), idempotent=True
+                lambda: client.scan(cursor, match=match, count=count), idempotent=True
             )
         return int(next_cursor), [name for key in keys if (name := queue_of_meta(key)) is not None]
+
+    @staticmethod
+    def names(
+        client: Client, *, pattern: str = "*", limit: int = 1000, max_calls: int = 100, count: int = 1000
+    ) -> list[str]:
+        """The names of queues on `client`'s Redis (every master of a cluster), sorted: a bounded walk.
+
+        It stops once it has `limit` names or has made `max_calls` SCAN calls in all (each looks at
+        about `count` keys), so on a large keyspace the list may be partial; it never walks for long.
+        Raises what a call raises: `PermissionDenied` for a user who may not SCAN.
+        """
+        found: set[str] = set()
+        calls = 0
+        for node in Queue.scan_nodes(client):
+            cursor = 0
+            while calls < max_calls and len(found) < limit:
+                cursor, names = Queue.scan_names(client, cursor, count, node=node, pattern=pattern)
+                calls += 1
+                found.update(names)
+                if cursor == 0:
+                    break
+        return sorted(found)[:limit]
+
+    def not_found(self, advice: str = "") -> QueueNotFound:
+        """The error for this queue not existing: it names the existing queues closest to this name
+        (a typo's likely target, see `similar_names`), then `advice`."""
+        similar = self.similar_names()
+        text = f"no such queue {self.name!r} (nothing was ever added to it)"
+        if similar:
+            text += f"; {did_you_mean(similar)}" + (f" {advice[:1].upper()}{advice[1:]}" if advice else "")
+        elif advice:
+            text += f"; {advice}"
+        return QueueNotFound(text, vanished=False, similar=similar)
+
+    def similar_names(self, limit: int = 3) -> list[str]:
+        """Names of other queues close to this one's, closest first, for "did you mean ...?".
+
+        A bounded `names` walk; [] when it fails (a user whose ACL role refuses SCAN, a Redis
+        error): a suggestion is a courtesy, never a reason for an error of its own.
+        """
+        try:
+            names = Queue.names(self.client)
+        except RedisWQError:
+            return []
+        names = [name for name in names if name != self.name]
+        return difflib.get_close_matches(self.name, names, n=limit, cutoff=SIMILAR_CUTOFF)
 
     # -- looking inside -------------------------------------------------------------------------
 

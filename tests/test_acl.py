@@ -151,3 +151,23 @@ def test_a_user_of_another_queue_is_refused_with_one_line_naming_the_keys(
     assert result.exit_code == 2, result.output
     (line,) = result.output.strip().splitlines()
     assert "refused this user (the keys of queue 'not-mine' (rediswq:{not-mine}:* and not-mine))" in line
+
+
+@pytest.mark.parametrize("role", rediswq.ROLES)
+def test_a_role_that_may_not_scan_still_gets_no_such_queue_without_suggestions(
+    role: str, users: tuple[str, dict[str, str]], acl_server: RedisServer
+) -> None:
+    queue, urls = users
+    close_name = rediswq.Queue(acl_server.client(), queue + "s")
+    close_name.put(b"x")  # the default user would be told "did you mean ...?"
+    try:
+        result = CliRunner().invoke(main, ["--url", urls[role], "dead", "requeue", queue])
+        assert result.exit_code == 1, result.output
+        assert result.output == f"Error: no such queue '{queue}' (nothing was ever added to it)\n"
+        if role in WORKERS:
+            with pytest.raises(rediswq.QueueNotFound) as caught:
+                rediswq.Queue.from_url(urls[role], queue).lease(1)
+            assert caught.value.similar == [] and "did you mean" not in str(caught.value)
+        assert rediswq.Queue(acl_server.client(), queue).similar_names() == [close_name.name]
+    finally:
+        close_name.purge()

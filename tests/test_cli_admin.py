@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 from click.testing import CliRunner
 from redis_server import RedisServer, free_port
 
@@ -168,6 +169,7 @@ def test_peek_shows_the_next_items_and_binary_as_a_bytes_literal(redis_url: str,
 
 
 def test_close_then_reopen(redis_url: str, queue: Queue) -> None:
+    queue.put(b"first")
     assert invoke(redis_url, "close", queue.name).stdout == f"closed queue {queue.name!r}\n"
     assert queue.stats().closed
     assert invoke(redis_url, "enqueue", queue.name, "x").returncode == 1
@@ -320,3 +322,53 @@ def test_global_options_may_follow_the_subcommand_but_never_a_double_dash() -> N
     assert job["spec"]["template"]["spec"]["containers"][0]["args"][-4:] == ["--", "run", "--url", "x"]
     missing = CliRunner().invoke(main, ["stats", "q", "--url"])
     assert missing.exit_code == 2 and "Option '--url' requires an argument." in missing.output
+
+
+# -- a typo'd name: which queue was meant, and nothing made by mistake (the installed command) ----------
+
+# The commands that act on a queue: on a name nothing was ever added to, each exits 1 and makes nothing.
+ACTING = [
+    ["close"],
+    ["reopen"],
+    ["dead", "requeue"],
+    ["dead", "requeue", "--", "id-1"],
+    ["dead", "purge", "--yes"],
+    ["dead", "purge"],
+    ["purge", "--yes"],
+    ["purge"],
+]
+
+
+def keys_of(client: redis.Redis, name: str) -> list[bytes]:
+    return [key for key in client.keys("*") if name.encode() in key]
+
+
+@pytest.mark.parametrize("command", ACTING, ids=" ".join)
+def test_an_admin_command_on_a_typod_name_exits_1_names_the_close_queue_and_makes_nothing(
+    client: redis.Redis, redis_url: str, queue: Queue, command: list[str]
+) -> None:
+    queue.put(b"x")
+    typo = queue.name + "2"
+    dashdash = command.index("--") if "--" in command else len(command)
+    result = finish(spawn(redis_url, *command[:dashdash], typo, *command[dashdash + 1 :]))
+    assert result.returncode == 1, result
+    line = f"Error: no such queue '{typo}' (nothing was ever added to it); did you mean '{queue.name}'"
+    assert result.stderr.startswith(line), result.stderr
+    assert len(result.stderr.splitlines()) == 1 and result.stdout == ""
+    assert keys_of(client, typo) == []
+    assert queue.stats().pending == 1
+
+
+def test_close_create_makes_a_closed_empty_queue_that_work_reports_drained(
+    client: redis.Redis, redis_url: str, queue_name: str
+) -> None:
+    made = finish(spawn(redis_url, "close", "--create", queue_name))
+    assert (made.returncode, made.stdout) == (0, f"closed queue '{queue_name}' (made it: it did not exist)\n")
+    stats = Queue(client, queue_name).stats()
+    assert stats.exists and stats.closed and stats.drained and stats.enqueued == 0
+    again = finish(spawn(redis_url, "close", "--create", queue_name))
+    assert (again.returncode, again.stdout) == (0, f"closed queue '{queue_name}'\n")
+    worked = finish(spawn(redis_url, "work", queue_name, "--", "true"))
+    assert worked.returncode == 0, worked
+    assert f"queue '{queue_name}' drained" in worked.stderr
+    Queue(client, queue_name).purge()

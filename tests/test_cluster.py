@@ -199,6 +199,17 @@ def test_discovery_walks_the_masters_one_after_another_a_few_scan_calls_a_step(
         queue.purge()
 
 
+def test_queue_names_and_close_names_are_found_on_every_master(cluster: Cluster, name: str) -> None:
+    queues = queues_on_every_master(cluster, name)
+    client = queues[0].client
+    mine = sorted(queue.name for queue in queues)
+    assert Queue.names(client, pattern=f"{name}*") == mine
+    typo = Queue(client, mine[-1] + "x")
+    assert typo.similar_names()[0] == mine[-1]
+    for queue in queues:
+        queue.purge()
+
+
 @pytest.mark.parametrize(
     ("url", "says"),
     [

@@ -10,12 +10,15 @@ from __future__ import annotations
 import collections
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import redis
 import yaml
 
 from rediswq import Queue
@@ -144,3 +147,82 @@ def test_sigkilled_producer_reruns_process_every_line_exactly_once(
     assert (stats.enqueued, stats.completed) == (lines, lines)
     print(f"20 SIGKILLs, {mid_stream} of them with a partial checkpoint; {lines} lines, each once")
     assert mid_stream >= 5, "too few kills landed while the producer was mid-stream to prove anything"
+
+
+SUMMARY = re.compile(r"enqueued (\d+), skipped (\d+) duplicates(?:, (\d+) put in by an earlier run)?")
+
+
+def _stop_at_random(q: Queue, command: list[str], signum: int, delay: float, streaming: bool) -> list[object]:
+    """Run `command`; `delay` seconds after its start (`streaming`: after its first items went in),
+    send it `signum`. Returns [exit code, stdout, stderr]."""
+    before = q.stats().pending
+    producer = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while streaming and producer.poll() is None and q.stats().pending == before:
+        time.sleep(0.002)
+    time.sleep(delay)
+    producer.send_signal(signum)
+    out, err = producer.communicate(timeout=60)
+    return [producer.returncode, out, err]
+
+
+def test_sigint_and_sigterm_stop_enqueue_with_the_exact_count_and_unique_reruns_add_the_rest(
+    redis_url: str, client: redis.Redis, queue_name: str, tmp_path: Path
+) -> None:
+    lines = 200_000
+    path = tmp_path / "items.txt"
+    path.write_bytes(b"".join(b"item-%07d\n" % n for n in range(lines)))
+    plain, unique = Queue(client, queue_name + "-plain"), Queue(client, queue_name + "-unique")
+    # How long a whole run takes, and its streaming part: the signals fall anywhere within them.
+    started = time.monotonic()
+    timing = subprocess.Popen([RQ, "--url", redis_url, "enqueue", plain.name, "-f", str(path)])
+    while timing.poll() is None and plain.stats().pending == 0:
+        time.sleep(0.002)
+    streamed = time.monotonic()
+    assert timing.wait(60) == 0
+    whole_run, streaming = time.monotonic() - started, time.monotonic() - streamed
+    plain.purge()
+    rng = random.Random(int(os.environ.get("REDISWQ_TEST_SEED", "11")))
+    counted = {plain.name: 0, unique.name: 0}
+    landed = 0  # signals that stopped a run part-way, with its count
+    try:
+        for kill in range(10):  # a plain and a --unique run side by side: 20 signals
+            # One pair in three anywhere (starting, streaming, ending), the others while streaming.
+            mid_stream = kill % 3 != 0
+            runs = [
+                (
+                    q,
+                    [RQ, "--url", redis_url, "enqueue", *flag, q.name, "-f", str(path)],
+                    rng.choice([signal.SIGINT, signal.SIGTERM]),
+                    rng.uniform(0, 0.6 * streaming if mid_stream else whole_run),
+                    mid_stream,
+                )
+                for q, flag in ((plain, []), (unique, ["--unique"]))
+            ]
+            with ThreadPoolExecutor(2) as pool:
+                results = list(pool.map(lambda run: _stop_at_random(*run), runs))
+            for (q, _command, signum, _delay, _), (code, out, err) in zip(runs, results, strict=True):
+                assert isinstance(out, str) and isinstance(err, str)
+                held = q.stats().pending
+                said = SUMMARY.search(out + err)
+                if said is None:  # stopped before its handlers were set: it sent nothing
+                    assert code in (-signum, 1) and held == counted[q.name], (code, out, err)
+                    continue
+                counted[q.name] += int(said.group(1))
+                assert held == counted[q.name], (signum, code, out, err, held)
+                if out:  # it ran to the end; a signal as the process exits may still set its code
+                    assert code in (0, -signum, 1), (code, out, err)
+                    continue
+                landed += 1
+                assert code == 128 + signum, (code, out, err)
+                (line,) = err.splitlines()
+                assert line.startswith(f"interrupted by {signal.Signals(signum).name}: enqueued "), line
+        rest = run(redis_url, "enqueue", "--unique", unique.name, "-f", str(path))
+        assert rest.returncode == 0, rest
+        assert unique.stats().pending == unique.stats().enqueued == lines
+        earlier = SUMMARY.search(rest.stdout)
+        assert earlier is not None and int(earlier.group(1)) == lines - counted[unique.name], rest.stdout
+    finally:
+        plain.purge()
+        unique.purge()
+    print(f"20 signals, {landed} of them mid-run; the counts printed matched the queues")
+    assert landed >= 6, "too few signals landed while enqueue was running to prove anything"

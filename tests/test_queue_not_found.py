@@ -62,13 +62,44 @@ def test_counters_gone_while_items_remain_is_damaged_and_nothing_is_written(
     assert {key: client.dump(key) for key in queue.keys.all()} == before
 
 
-@pytest.mark.parametrize("command", [["stats"], ["peek"], ["dead", "list"]])
-def test_admin_commands_on_a_queue_that_does_not_exist_exit_1(
-    redis_url: str, queue_name: str, command: list[str]
+# -- a typo'd name: which queue was meant, and nothing made by mistake ---------------------------------
+
+
+def test_a_lease_draining_a_typod_name_names_the_queue_close_to_it(client: redis.Redis, queue: Queue) -> None:
+    queue.put(b"x")
+    typo = Queue(client, queue.name + "2")
+    with pytest.raises(QueueNotFound, match=f"did you mean '{queue.name}'.*until='closed'") as caught:
+        typo.lease(30)
+    assert caught.value.similar[0] == queue.name and not caught.value.vanished
+
+
+def test_queue_names_are_found_by_a_walk_bounded_by_its_limit_and_its_calls(
+    client: redis.Redis, queue_name: str
 ) -> None:
-    result = CliRunner().invoke(main, ["--url", redis_url, *command, queue_name])
+    made = [Queue(client, f"{queue_name}-{i}") for i in range(6)]
+    for q in made:
+        q.put(b"x")
+    try:
+        mine = [q.name for q in made]
+        assert Queue.names(client, pattern=f"{queue_name}-*") == mine
+        assert set(mine) <= set(Queue.names(client))
+        assert len(Queue.names(client, pattern=f"{queue_name}-*", limit=2)) == 2
+        # One call that looks at about one key cannot find six queues.
+        assert len(Queue.names(client, pattern=f"{queue_name}-*", max_calls=1, count=1)) < 6
+    finally:
+        for q in made:
+            q.purge()
+
+
+@pytest.mark.parametrize("command", [["stats"], ["peek"], ["dead", "list"]])
+def test_a_look_at_a_queue_that_does_not_exist_exits_1_naming_the_close_one(
+    redis_url: str, queue: Queue, command: list[str]
+) -> None:
+    queue.put(b"x")
+    result = CliRunner().invoke(main, ["--url", redis_url, *command, queue.name + "2"])
     assert result.exit_code == 1
-    assert result.output.strip().splitlines()[-1] == f"Error: no such queue '{queue_name}'"
+    said = f"no such queue '{queue.name}2' (nothing was ever added to it); did you mean '{queue.name}'"
+    assert result.output.strip().splitlines()[-1].startswith(f"Error: {said}")
 
 
 def test_work_on_a_queue_that_does_not_exist_exits_2_with_how_to_wait(
