@@ -123,6 +123,10 @@ def submit(
 
     With --watch it shows the queue (done/total, rate, ETA; from --url) and the pods (active,
     succeeded, failed; from the Job's status) until the Job completes (exit 0) or fails (exit 1).
+
+    The template's pods use the bundled Redis of k8s/ as its user rediswq-worker: for a QUEUE that
+    user's key patterns (as packaged) do not cover, submit exits 2 and --dry-run warns (k8s/README.md,
+    "The queue's name"), unless the URL is yours (--url-from-secret, or -e REDISWQ_URL=...).
     """
     from rediswq_cli.kube.bundled import refusal
     from rediswq_cli.kube.manifest import ManifestError, WorkerJob, build
