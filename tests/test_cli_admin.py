@@ -318,7 +318,7 @@ def test_global_options_may_follow_the_subcommand_but_never_a_double_dash() -> N
     command = ["job", "submit", "q", "--image", "i", "-p", "1", "--dry-run", "--allow-eviction"]
     result = CliRunner().invoke(main, [*command, "--url", "redis://h:1/0", "--", "run", "--url", "x"])
     assert result.exit_code == 0, result.output
-    job = json.loads(result.output)
+    job = json.loads(result.stdout)
     assert job["spec"]["template"]["spec"]["containers"][0]["args"][-4:] == ["--", "run", "--url", "x"]
     missing = CliRunner().invoke(main, ["stats", "q", "--url"])
     assert missing.exit_code == 2 and "Option '--url' requires an argument." in missing.output

@@ -41,6 +41,9 @@ from kubernetes.client.exceptions import ApiException  # noqa: E402
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "k8s" / "base" / "worker-job.yaml"
 RWQ = [sys.executable, "-m", "rediswq_cli"]
+# The tests' queues have random names, which the bundled Redis's users (for queue `jobs`) do not cover:
+# the template's own URL, given with -e, says the Redis the Job targets names them (as submit suggests).
+OWN_REDIS = ["-e", "REDISWQ_URL=redis://rediswq-worker:$(REDIS_PASSWORD)@rediswq-redis:6379/0"]
 
 
 @dataclass
@@ -188,7 +191,7 @@ def test_submit_creates_the_job_from_the_packaged_template_with_only_the_request
     emulator: Emulator, redis_url: str
 ) -> None:
     result = run(
-        "--url", redis_url, "job", "submit", "thumbs", "--image", "example/thumbs:1.4", "-p", "7",
+        "--url", redis_url, "job", "submit", "jobs", "--image", "example/thumbs:1.4", "-p", "7",
         "--name", "thumbs-run", *emulator.kube_args(), "--", "python", "-m", "thumbs", "{}",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -200,7 +203,7 @@ def test_submit_creates_the_job_from_the_packaged_template_with_only_the_request
     expected["spec"]["parallelism"] = 7
     container = worker_of(expected)
     container["image"] = "example/thumbs:1.4"
-    container["args"] = ["thumbs", "--", "python", "-m", "thumbs", "{}"]
+    container["args"] = ["jobs", "--", "python", "-m", "thumbs", "{}"]
     # The client's model fills in the API's documented default for a pod-condition pattern's status.
     for rule in expected["spec"]["podFailurePolicy"]["rules"]:
         for pattern in rule.get("onPodConditions", []):
@@ -214,7 +217,7 @@ def test_submit_creates_the_job_from_the_packaged_template_with_only_the_request
 
 
 def test_submit_of_a_job_that_exists_fails_with_one_line_and_exit_1(emulator: Emulator) -> None:
-    args = ["job", "submit", "q", "--image", "img", "-p", "1", *emulator.kube_args(), "--", "true"]
+    args = ["job", "submit", "jobs", "--image", "img", "-p", "1", *emulator.kube_args(), "--", "true"]
     assert run(*args).exit_code == 0
     result = run(*args)
     assert result.exit_code == 1
@@ -229,7 +232,7 @@ def test_submit_watch_with_a_bad_redis_url_fails_before_creating_the_job(emulato
         "nonsense://x",
         "job",
         "submit",
-        "q",
+        "jobs",
         "--image",
         "i",
         "-p",
@@ -245,11 +248,22 @@ def test_submit_watch_with_a_bad_redis_url_fails_before_creating_the_job(emulato
     assert not exists(emulator, "rediswq-worker")
 
 
+def test_submit_of_a_queue_the_bundled_redis_would_refuse_exits_2_and_creates_nothing(
+    emulator: Emulator,
+) -> None:
+    result = run("job", "submit", "thumbs", "--image", "i", "-p", "1", *emulator.kube_args(), "--", "true")
+    assert result.exit_code == 2
+    assert result.output.startswith("Error: the bundled Redis's ACL refuses user rediswq-worker")
+    assert len(result.output.splitlines()) == 1
+    assert emulator.requests("post") == []
+    assert not exists(emulator, "rediswq-worker")
+
+
 def watch_process(emulator: Emulator, redis_url: str, queue_name: str, name: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [
             *RWQ, "--url", redis_url, "job", "submit", queue_name, "--image", "img", "-p", "2",
-            "--name", name, "--watch", "--interval", "0.1", *emulator.kube_args(), "--", "true",
+            "--name", name, "--watch", "--interval", "0.1", *emulator.kube_args(), *OWN_REDIS, "--", "true",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -318,7 +332,17 @@ def test_status_shows_conditions_pods_parallelism_and_the_queue_named_in_the_job
     assert first is not None and queue.lease(60, worker="w") is not None
     queue.complete(first)
     submitted = run(
-        "job", "submit", queue.name, "--image", "img", "-p", "3", *emulator.kube_args(), "--", "true"
+        "job",
+        "submit",
+        queue.name,
+        "--image",
+        "img",
+        "-p",
+        "3",
+        *emulator.kube_args(),
+        *OWN_REDIS,
+        "--",
+        "true",
     )
     assert submitted.exit_code == 0
     emulator.set_status("rediswq-worker", active=2, succeeded=1, failed=1)
@@ -366,7 +390,17 @@ def test_a_redis_password_in_the_url_is_never_printed(emulator: Emulator, queue_
     try:
         assert (
             run(
-                "job", "submit", queue_name, "--image", "img", "-p", "1", *emulator.kube_args(), "--", "true"
+                "job",
+                "submit",
+                queue_name,
+                "--image",
+                "img",
+                "-p",
+                "1",
+                *emulator.kube_args(),
+                *OWN_REDIS,
+                "--",
+                "true",
             ).exit_code
             == 0
         )
@@ -389,7 +423,7 @@ def test_a_redis_password_in_the_url_is_never_printed(emulator: Emulator, queue_
 
 def submit(emulator: Emulator, queue_name: str, name: str, parallelism: int) -> None:
     args = ["job", "submit", queue_name, "--image", "img", "-p", str(parallelism), "--name", name]
-    assert run(*args, *emulator.kube_args(), "--", "true").exit_code == 0
+    assert run(*args, *emulator.kube_args(), *OWN_REDIS, "--", "true").exit_code == 0
 
 
 def scale_once(emulator: Emulator, redis_url: str, name: str, *options: str) -> Any:
@@ -503,7 +537,9 @@ def test_scale_of_a_finished_job_changes_nothing(emulator: Emulator, redis_url: 
 @pytest.mark.parametrize("propagation", ["Background", "Foreground"])
 def test_delete_removes_the_job_and_asks_for_its_pods_to_go_too(emulator: Emulator, propagation: str) -> None:
     assert (
-        run("job", "submit", "q", "--image", "img", "-p", "2", *emulator.kube_args(), "--", "true").exit_code
+        run(
+            "job", "submit", "jobs", "--image", "img", "-p", "2", *emulator.kube_args(), "--", "true"
+        ).exit_code
         == 0
     )
     args = ["job", "delete", "rediswq-worker", *emulator.kube_args()]

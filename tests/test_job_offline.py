@@ -149,7 +149,7 @@ def test_submit_dry_run_prints_the_job_the_client_would_send() -> None:
         "job", "submit", "jobs", "--image", "img:1", "-p", "3", "--until", "closed", "--dry-run", "--", "wc"
     )
     assert result.exit_code == 0, result.output
-    job = json.loads(result.output)
+    job = json.loads(result.stdout)
     assert job["metadata"]["name"] == "rediswq-worker"
     assert job["spec"]["parallelism"] == 3
     assert container(job)["args"] == ["jobs", "--until", "closed", "--", "wc"]
@@ -166,15 +166,15 @@ def test_submit_dry_run_shows_the_namespace_given_with_n() -> None:
     submit = ["job", "submit", "q", "--image", "i", "-p", "1", "--dry-run", "--", "wc"]
     result = run(*submit[:2], "-n", "batch", *submit[2:])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["metadata"]["namespace"] == "batch"
-    assert "namespace" not in json.loads(run(*submit).output)["metadata"]
+    assert json.loads(result.stdout)["metadata"]["namespace"] == "batch"
+    assert "namespace" not in json.loads(run(*submit).stdout)["metadata"]
 
 
 def test_submit_url_from_secret_gives_the_pods_the_env_the_external_redis_component_gives() -> None:
     submit = ["job", "submit", "q", "--image", "i", "-p", "2", "--dry-run"]
     result = run(*submit, "--url-from-secret", "rediswq-redis", "--", "wc")
     assert result.exit_code == 0, result.output
-    job = json.loads(result.output)
+    job = json.loads(result.stdout)
     for version in VERSIONS:
         assert schema_errors([job], version) == []
     overlay = find(kustomize("overlays/cluster"), "Job", "rediswq-worker")
@@ -216,7 +216,7 @@ def test_the_args_submit_writes_are_ones_rediswq_work_accepts() -> None:
         "job", "submit", "q", "--image", "i", "-p", "1", *options, "--dry-run", "--", "sh", "-c", "x {}"
     )
     assert result.exit_code == 0, result.output
-    args = container(json.loads(result.output))["args"]
+    args = container(json.loads(result.stdout))["args"]
     params = work.make_context("work", list(args)).params
     assert params["queue_name"] == "q"
     assert params["command"] == ("sh", "-c", "x {}")
@@ -238,6 +238,70 @@ def test_submit_with_a_bad_name_exits_2_with_one_line() -> None:
     assert result.exit_code == 2
     assert result.output.startswith("Error: bad Job name 'Bad_Name'")
     assert len(result.output.splitlines()) == 1
+
+
+# -- the bundled Redis's users: submit refuses a queue they do not cover --------------------------------
+
+
+def test_submit_dry_run_warns_in_one_line_when_the_bundled_redis_would_refuse_the_queue() -> None:
+    result = run("job", "submit", "thumbs", "--image", "i", "-p", "1", "--dry-run", "--", "wc")
+    assert result.exit_code == 0, result.output
+    assert container(json.loads(result.stdout))["args"][0] == "thumbs"
+    warning = result.stderr.splitlines()
+    assert len(warning) == 1 and warning[0].startswith("warning: the bundled Redis's ACL refuses user")
+    assert "queue 'thumbs'" in warning[0] and "~rediswq:{jobs}:* ~jobs" in warning[0]
+    assert "k8s/base/queue.yaml or in an overlay" in warning[0]
+
+
+def test_submit_refuses_a_queue_the_bundled_redis_would_refuse_with_exit_2_before_the_cluster(
+    tmp_path: Path,
+) -> None:
+    # No kubeconfig: had it got as far as the cluster, it would say that instead.
+    env = {"KUBECONFIG": str(tmp_path / "missing"), "KUBERNETES_SERVICE_HOST": None}
+    result = run("job", "submit", "thumbs", "--image", "i", "-p", "1", "--", "wc", env=env)
+    assert result.exit_code == 2, result.output
+    assert len(result.output.splitlines()) == 1
+    assert result.output.startswith("Error: the bundled Redis's ACL refuses user rediswq-worker the keys")
+    assert "-e 'REDISWQ_URL=redis://rediswq-worker:$(REDIS_PASSWORD)@rediswq-redis:6379/0'" in result.output
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["jobs"],  # the queue the shipped users cover
+        ["jobs", "--secret", "other"],  # the same Redis, the password from another Secret
+        ["thumbs", "--url-from-secret", "redis"],  # a Redis of the caller's
+        ["thumbs", "-e", "REDISWQ_URL=redis://rediswq-worker:$(REDIS_PASSWORD)@rediswq-redis:6379/0"],
+    ],
+)
+def test_submit_says_nothing_of_the_acl_when_the_users_cover_the_queue_or_the_url_is_the_callers(
+    args: list[str],
+) -> None:
+    result = run("job", "submit", *args, "--image", "i", "-p", "1", "--dry-run", "--", "wc")
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ""
+
+
+@pytest.mark.parametrize(
+    ("pattern", "key", "matches"),
+    [
+        ("rediswq:{jobs}:*", "rediswq:{jobs}:*", True),
+        ("*", "rediswq:{thumbs}:*", True),
+        ("rediswq:{jobs}:*", "rediswq:{jobs2}:*", False),
+        ("jobs", "jobs2", False),
+        ("a\\*b", "a*b", True),  # an escaped star matches a star only
+        ("a\\*b", "axb", False),
+        ("q[0-9]", "q7", True),
+        ("q[^0-9]", "q7", False),
+        ("q?", "qq", True),
+    ],
+)
+def test_the_bundled_acl_check_reads_key_patterns_as_redis_globs(
+    pattern: str, key: str, matches: bool
+) -> None:
+    from rediswq_cli.kube.bundled import _glob_matches
+
+    assert _glob_matches(pattern, key) is matches
 
 
 # -- configuration errors -----------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from test_k8s_support import (
     OLDEST,
     ROOT,
     Doc,
+    acl_users,
     builtin,
     container,
     find,
@@ -504,18 +505,40 @@ def test_redis_is_probed_by_a_ping_only_user_with_no_password_near_it(docs: list
     assert "REDIS_PASSWORD" not in " ".join(c["command"])
 
 
-def test_the_redis_users_are_the_ones_rediswq_acl_prints() -> None:
-    from click.testing import CliRunner
+def installed_acl(queue: str, role: str) -> list[str]:
+    """The rules the installed `rediswq acl` prints for `role` on `queue` (aclfile format), key patterns
+    last, as k8s/tools/generate-users writes them."""
+    rediswq = Path(sys.executable).parent / "rediswq"
+    printed = subprocess.run(
+        [str(rediswq), "acl", queue, "--role", role, "--format", "aclfile"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout.split()
+    keys = [rule for rule in printed if rule.startswith("~")]
+    return [rule for rule in printed if not rule.startswith("~")] + keys
 
-    from rediswq_cli.main import main
 
-    users = find(raw_base(), "ConfigMap", "rediswq-redis-config")["data"]["users.acl"].splitlines()
-    expected = []
-    for role in ("worker", "producer"):
-        printed = CliRunner().invoke(main, ["acl", "jobs", "--role", role, "--format", "aclfile"])
-        assert printed.exit_code == 0
-        expected.append(printed.output.strip())
-    assert users == expected
+def test_the_redis_users_are_the_ones_the_installed_rediswq_acl_prints() -> None:
+    config = find(raw_base(), "ConfigMap", "rediswq-redis-config")["data"]
+    assert [line.split() for line in acl_users(config)] == [
+        installed_acl("jobs", role) for role in ("worker", "producer")
+    ]
+
+
+def test_generate_users_check_agrees_and_finds_a_stale_user(tmp_path: Path) -> None:
+    """k8s/tools/generate-users --check passes on k8s/ as shipped, and fails once a rule is dropped."""
+    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(tmp_path)}
+    script = [sys.executable, str(K8S / "tools" / "generate-users"), "--check"]
+    assert subprocess.run(script, env=env, capture_output=True, timeout=60).returncode == 0
+    tree = tmp_path / "k8s"
+    shutil.copytree(K8S, tree)
+    config = tree / "base" / "redis-config.yaml"
+    config.write_text(config.read_text().replace(" +zmscore", "", 1))
+    stale = [sys.executable, str(tree / "tools" / "generate-users"), "--check"]
+    done = subprocess.run(stale, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "run k8s/tools/generate-users" in done.stdout
 
 
 # -- the fill-and-drain overlay, the nightly CronJob, the overlays' own settings ----------------------
@@ -655,31 +678,86 @@ def test_the_cluster_overlay_s_example_url_is_one_rediswq_parses() -> None:
     assert parsed.kind == "cluster" and len(parsed.hosts) == 3 and parsed.password == "REPLACE-ME"
 
 
+def queue_names(docs: list[Doc]) -> dict[str, str]:
+    """Where a build names the queue -> the name it gives there (the users' by their key patterns)."""
+    from rediswq._keys import Keys
+
+    named: dict[str, str] = {}
+    for kind, name, container_name, field in (
+        ("Job", "rediswq-worker", "worker", "args"),
+        ("Job", "rediswq-producer", "producer", "command"),
+        ("Deployment", "rediswq-exporter", "exporter", "command"),
+    ):
+        for d in docs:
+            if d["kind"] == kind and d["metadata"]["name"] == name:
+                c = container(d["spec"]["template"], container_name)
+                named[f"{kind} {name}"] = c[field][0 if field == "args" else 2]
+    for scaled in find_all(docs, "ScaledJob"):
+        named["ScaledJob args"] = container(scaled["spec"]["jobTargetRef"]["template"], "worker")["args"][0]
+        lists = {t["name"]: t["metadata"]["listName"] for t in scaled["spec"]["triggers"]}
+        named["ScaledJob inbox"] = lists["inbox"]
+        # The pending list's key, back to the queue's name it is the key of.
+        queue = lists["pending"].removeprefix("rediswq:{").removesuffix("}:pending")
+        assert lists["pending"] == Keys.for_queue(queue).pending
+        named["ScaledJob pending"] = queue
+    for config in (
+        d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "rediswq-redis-config"
+    ):
+        for line in acl_users(config["data"]):
+            user = line.split()[1]
+            keys = [rule for rule in line.split() if rule.startswith("~")]
+            # The user covers exactly one queue's keys: the ones `rediswq acl` gives for that name.
+            queue = keys[-1].removeprefix("~")
+            assert line.split() == installed_acl(queue, user.removeprefix("rediswq-"))
+            named[f"user {user}"] = queue
+    return named
+
+
+def build_copy(tree: Path, directory: str) -> list[Doc]:
+    """`kubectl kustomize` of a directory of a changed copy of k8s/ (`tree`)."""
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tree.parent), "KUBECONFIG": str(tree.parent / "none")}
+    built = subprocess.run(
+        [str(kubectl()), "kustomize", str(tree / directory)], env=env, capture_output=True, text=True
+    )
+    assert built.returncode == 0, built.stderr
+    return [d for d in yaml.safe_load_all(built.stdout) if d]
+
+
 def test_the_queue_name_is_set_in_one_place(tmp_path: Path) -> None:
-    """base/queue.yaml's name reaches every command that names the queue, in every overlay."""
+    """base/queue.yaml's name reaches the users and every command and list that names the queue."""
     tree = tmp_path / "k8s"
     shutil.copytree(K8S, tree)
     queue_file = tree / "base" / "queue.yaml"
     queue_file.write_text(queue_file.read_text().replace("  name: jobs\n", "  name: thumbs\n"))
-    for overlay in ("overlays/example", "overlays/autoscaled"):
-        env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "KUBECONFIG": str(tmp_path / "none")}
-        built = subprocess.run(
-            [str(kubectl()), "kustomize", str(tree / overlay)], env=env, capture_output=True, text=True
-        )
-        assert built.returncode == 0, built.stderr
-        docs = [d for d in yaml.safe_load_all(built.stdout) if d]
-        named = []
-        for kind, name, container_name, field in (
-            ("Job", "rediswq-worker", "worker", "args"),
-            ("Job", "rediswq-producer", "producer", "command"),
-            ("Deployment", "rediswq-exporter", "exporter", "command"),
-        ):
-            found = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
-            if found:
-                c = container(found[0]["spec"]["template"], container_name)
-                named.append(c[field][0 if field == "args" else 2])
-        for scaled in find_all(docs, "ScaledJob"):
-            named.append(container(scaled["spec"]["jobTargetRef"]["template"], "worker")["args"][0])
-            inbox = next(t for t in scaled["spec"]["triggers"] if t["name"] == "inbox")
-            named.append(inbox["metadata"]["listName"])
-        assert len(named) >= 3 and set(named) == {"thumbs"}, (overlay, named)
+    for directory, places in (("base", 3), ("overlays/example", 5), ("overlays/autoscaled", 6)):
+        named = queue_names(build_copy(tree, directory))
+        assert len(named) == places and set(named.values()) == {"thumbs"}, (directory, named)
+
+
+def test_the_thumbs_overlay_renames_the_queue_in_the_users_and_every_command() -> None:
+    named = queue_names(kustomize("overlays/thumbs"))
+    assert set(named) == {
+        "Job rediswq-worker",
+        "Job rediswq-producer",
+        "Deployment rediswq-exporter",
+        "user rediswq-worker",
+        "user rediswq-producer",
+    }
+    assert set(named.values()) == {"thumbs"}, named
+    assert set(queue_names(kustomize("overlays/example")).values()) == {"jobs"}
+
+
+def test_one_configmap_generator_renames_the_queue_of_the_keda_overlay(tmp_path: Path) -> None:
+    """The edit overlays/thumbs makes, on overlays/autoscaled: KEDA's lists follow it too."""
+    tree = tmp_path / "k8s"
+    shutil.copytree(K8S, tree)
+    overlay = tree / "overlays" / "autoscaled" / "kustomization.yaml"
+    rename = "configMapGenerator:\n  - name: rediswq-queue\n    behavior: merge\n    literals: [name=img-2]\n"
+    overlay.write_text(overlay.read_text() + rename)
+    named = queue_names(build_copy(tree, "overlays/autoscaled"))
+    assert len(named) == 6 and set(named.values()) == {"img-2"}, named
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_the_thumbs_overlay_passes_strict_schema_validation(version: str) -> None:
+    assert schema_errors(kustomize("overlays/thumbs"), version) == []

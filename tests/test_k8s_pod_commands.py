@@ -26,9 +26,11 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from redis_server import RedisServer, find_binary, free_port
 from test_k8s_support import (
+    ACL_KEYS,
     K8S,
     ROOT,
     Doc,
+    acl_users,
     command_line,
     container,
     container_env,
@@ -58,8 +60,7 @@ def server() -> Iterator[RedisServer]:
     k8s-*), every password PASSWORD; the default user keeps PASSWORD too, for the tests' own checks."""
     s = RedisServer(password=PASSWORD)
     admin = s.client()
-    users = find(raw_base(), "ConfigMap", "rediswq-redis-config")["data"]["users.acl"]
-    for line in users.splitlines():
+    for line in acl_users(find(raw_base(), "ConfigMap", "rediswq-redis-config")["data"]):
         rules = line.replace("~rediswq:{jobs}:* ~jobs", "~rediswq:{k8s-*}:* ~k8s-*").split()[1:]
         admin.execute_command("ACL", "SETUSER", *rules, f">{PASSWORD}")
     admin.execute_command("ACL", "SETUSER", "rediswq-admin", "on", f">{PASSWORD}", "~*", "&*", "+@all")
@@ -330,7 +331,8 @@ def redis_pod(tmp_path: Path) -> Iterator[tuple[list[str], dict[str, str], Doc, 
     (etc / "redis.conf").write_text(conf)
     script = config["start.sh"].replace("/run/redis/", f"{run}/").replace("/etc/redis/", f"{etc}/")
     (etc / "start.sh").write_text(script)
-    (etc / "users.acl").write_text(config["users.acl"])
+    for key in ACL_KEYS:
+        (etc / key).write_text(config[key])
     argv = [str(etc / "start.sh") if a == "/etc/redis/start.sh" else a for a in c["command"]]
     binary = Path(find_binary()).parent
     env = {"PATH": f"{binary}:/usr/bin:/bin", "HOME": str(tmp_path)}

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from test_k8s_manifests import matches
-from test_k8s_support import K8S, ROOT, Doc, find, kustomize, load, pod_templates
+from test_k8s_support import ACL_KEYS, K8S, ROOT, Doc, find, kustomize, load, pod_templates
 
 from rediswq import Queue
 
@@ -172,7 +172,8 @@ def test_with_tls_the_manifests_redis_and_worker_run_for_real(tmp_path: Path) ->
     (etc / "redis.conf").write_text(
         conf.replace("dir /data\n", f"dir {data}\n").replace("/run/redis/", f"{run}/")
     )
-    (etc / "users.acl").write_text(config["users.acl"])
+    for key in ACL_KEYS:
+        (etc / key).write_text(config[key])
     tls_conf = find(docs, "ConfigMap", "rediswq-redis-tls-config")["data"]["tls.conf"]
     tls_conf = tls_conf.replace("tls-port 6379", f"tls-port {port}")
     for name, file in (("tls.crt", "server.pem"), ("tls.key", "server.key"), ("ca.crt", "ca.pem")):

@@ -34,6 +34,8 @@ OLDEST, NEWEST = "1.29", "1.37"
 KUSTOMIZATIONS = ("base", "overlays/example", "overlays/nightly")
 
 Doc = dict[str, Any]
+# The keys of ConfigMap rediswq-redis-config holding the Redis users' lines (start.sh reads them).
+ACL_KEYS = ("rediswq-worker.acl", "rediswq-producer.acl")
 
 
 def kubectl() -> Path:
@@ -194,3 +196,8 @@ def command_line(c: Doc, entrypoint: list[str], env: dict[str, str]) -> list[str
     """The process a container runs: command (else the image's ENTRYPOINT) + args, `$(VAR)` expanded."""
     command = c.get("command") or entrypoint
     return [expand(str(part), env) for part in [*command, *c.get("args", [])]]
+
+
+def acl_users(config_data: Doc) -> list[str]:
+    """The Redis users' lines of ConfigMap rediswq-redis-config's `data`, the worker's first."""
+    return [str(config_data[key]).strip() for key in ACL_KEYS]

@@ -125,7 +125,12 @@ def submit(
 
     With --watch it shows the queue (done/total, rate, ETA; from --url) and the pods (active,
     succeeded, failed; from the Job's status) until the Job completes (exit 0) or fails (exit 1).
+
+    The template's pods use the bundled Redis of k8s/ as its user rediswq-worker: for a QUEUE that
+    user's key patterns (as packaged) do not cover, submit exits 2 and --dry-run warns (k8s/README.md,
+    "The queue's name"), unless the URL is yours (--url-from-secret, or -e REDISWQ_URL=...).
     """
+    from rediswq_cli.kube.bundled import refusal
     from rediswq_cli.kube.manifest import ManifestError, WorkerJob, build
 
     check_target(handler, command)
@@ -155,9 +160,14 @@ def submit(
         body = _to_model(manifest)
     except ManifestError as e:
         raise ConfigError(str(e)) from e
+    refused = refusal(request, manifest)
     if dry_run:
+        if refused:
+            click.echo(f"warning: {refused}", err=True)
         _print_job(body, namespace)
         return
+    if refused:
+        raise ConfigError(refused)
     watched = open_queue(queue) if watch else None  # a bad --url fails here, before the Job exists
     cluster = connect(kubeconfig, context, namespace, request_timeout_secs)
     _create(cluster, body, manifest["metadata"]["name"], request_timeout_secs)
