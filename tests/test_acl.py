@@ -161,7 +161,7 @@ def test_a_role_that_may_not_scan_still_gets_no_such_queue_without_suggestions(
     close_name = rediswq.Queue(acl_server.client(), queue + "s")
     close_name.put(b"x")  # the default user would be told "did you mean ...?"
     try:
-        result = CliRunner().invoke(main, ["--url", urls[role], "dead", "requeue", queue])
+        result = CliRunner().invoke(main, ["dead", "requeue", queue], env={"REDISWQ_URL": urls[role]})
         assert result.exit_code == 1, result.output
         assert result.output == f"Error: no such queue '{queue}' (nothing was ever added to it)\n"
         if role in WORKERS:
