@@ -8,8 +8,15 @@ Exit codes (the same for every subcommand, and what the Kubernetes manifests' po
      not importable, a Redis whose maxmemory-policy may evict queue keys (unless --allow-eviction)
   3  `work` stopped before the queue drained, on purpose: --max-items reached, or SIGTERM/SIGINT
      (its leases were given back)
-  4  `work --fail-on-dead`: the queue drained, but its dead letters are not empty (items that spent
-     their attempts), so the work is not all done; the manifests' podFailurePolicy fails the Job on it
+  4  `work`: the queue drained, but its dead letters are not empty (items that spent their attempts),
+     so the work is not all done (unless --allow-dead); the manifests' podFailurePolicy fails the Job
+  5  `work --item-timeout`: an item overran it and its handler thread could not be stopped: the pod
+     must be replaced (podFailurePolicy: Ignore; the item was charged an attempt, so its retries are
+     bounded by --max-attempts)
+  6  `work`: the last items all failed with the same error (a broken handler or command): stopped
+     early instead of dead-lettering the whole queue (podFailurePolicy: FailJob)
+  7  `work --until closed --max-wait`: nothing to lease for that long on a queue still open and
+     empty: its producer is missing (podFailurePolicy: FailJob)
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_STOPPED = 3
 EXIT_DEAD = 4
+EXIT_IDLE = 7
 
 DEFAULT_URL = "redis://localhost:6379/0"
 

@@ -181,12 +181,34 @@ def socket_timeout_secs(lease_secs: float) -> float:
     help="How long to keep retrying while Redis is unreachable (at start or mid-run) before exit 1.",
 )
 @click.option(
-    "--fail-on-dead",
-    is_flag=True,
+    "--fail-on-dead/--allow-dead",
+    default=True,
     envvar=_env("FAIL_ON_DEAD"),
     show_envvar=True,
-    help="Once the queue drained, exit 4 instead of 0 if it holds dead letters, so a Job that "
-    "left items undone is marked Failed (the manifests' podFailurePolicy does this).",
+    help="Once the queue drained, exit 4 if it holds dead letters (items that spent their "
+    "attempts): exit 0 means every item was done. --allow-dead (or REDISWQ_FAIL_ON_DEAD=false) "
+    "exits 0 all the same.",
+)
+@click.option(
+    "--progress-secs",
+    metavar="SECS",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    envvar=_env("PROGRESS_SECS"),
+    show_envvar=True,
+    help="Log a progress line this often: done, failed, running, rate, the queue's pending and "
+    "leased, and what the worker waits for (one Redis call each). 0: off.",
+)
+@click.option(
+    "--max-wait",
+    "max_wait_secs",
+    metavar="SECS",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    envvar=_env("MAX_WAIT"),
+    show_envvar=True,
+    help="With --until closed: exit 7 once nothing was leased for this long and the queue is "
+    "still open (its producer is missing). Default: wait for ever.",
 )
 @click.option(
     "--worker-name",
@@ -263,6 +285,8 @@ class _Args:
     grace_secs: float
     reconnect_secs: float
     fail_on_dead: bool
+    progress_secs: float
+    max_wait_secs: float | None
     worker_name: str | None
     log_format: str
     pass_env: tuple[str, ...]
@@ -328,6 +352,8 @@ def _options(args: _Args) -> Options:
         grace_secs=args.grace_secs,
         reconnect_secs=args.reconnect_secs,
         fail_on_dead=args.fail_on_dead,
+        progress_secs=args.progress_secs,
+        max_wait_secs=args.max_wait_secs,
     )
 
 

@@ -13,12 +13,13 @@ from __future__ import annotations
 import time
 
 import rediswq
-from rediswq_cli.kit import EXIT_DEAD, EXIT_ERROR, EXIT_OK, EXIT_STOPPED, EXIT_USAGE
+from rediswq_cli.kit import EXIT_DEAD, EXIT_ERROR, EXIT_IDLE, EXIT_OK, EXIT_STOPPED, EXIT_USAGE
 from rediswq_worker.runtime.calls import Fatal, Interrupted
 from rediswq_worker.runtime.leases import Beat, Leases
 from rediswq_worker.runtime.ledger import Ledger
 from rediswq_worker.runtime.options import Options
 from rediswq_worker.runtime.pacing import Pacing
+from rediswq_worker.runtime.progress import Progress
 from rediswq_worker.runtime.signals import Signals
 from rediswq_worker.runtime.state import Phase, State
 from rediswq_worker.runtime.stopping import Stopper
@@ -44,6 +45,7 @@ class Keeper:
         self.signals: Signals = stopper.signals
         self.beat: Beat = stopper.beat
         self.log = leases.log
+        self.progress = Progress(queue, options, self.ledger, self.phase, leases.calls, self.log)
 
     def run(self) -> None:
         """Serve until the run ends, record why in the Summary; never raises."""
@@ -109,6 +111,11 @@ class Keeper:
             return self._drained_exit()
         if poll:
             leases.lease(by_slot=False)
+        idle = self.progress.tick()
+        if idle is not None:
+            outcome, error = idle
+            self.ledger.end(outcome, EXIT_IDLE, error)
+            return outcome, EXIT_IDLE
         return None
 
     def _poll_locked(self) -> bool:
@@ -126,7 +133,7 @@ class Keeper:
         now = time.monotonic()
         # The beat is always on the clock: a slot may lease while this thread sleeps, and its new
         # leases must be renewed in time without waking anyone.
-        waits = [1.0, self.beat.next - now]
+        waits = [1.0, self.beat.next - now, self.progress.next_due() - now]
         with self.ledger.cv:
             if self.pacing.keeper_should_poll_locked():
                 waits.append(self.pacing.next_poll - now)
@@ -143,7 +150,7 @@ class Keeper:
         return f"stopped after --max-items {self.options.max_items}", EXIT_STOPPED
 
     def _drained_exit(self, stats: rediswq.Stats | None = None) -> tuple[str, int]:
-        """The queue is done: exit 0, or with `fail_on_dead` exit 4 if it holds dead letters.
+        """The queue is done: exit 0, or exit 4 if it holds dead letters (unless not `fail_on_dead`).
 
         The queue's count, not this run's: a Job is done only when no item of it ended as a dead
         letter, whichever pod dead-lettered it.
@@ -158,7 +165,7 @@ class Keeper:
         with self.ledger.cv:
             self.ledger.summary.dead_letters = stats.dead
         if stats.dead and self.options.fail_on_dead:
-            return f"drained with {stats.dead} dead letters (--fail-on-dead)", EXIT_DEAD
+            return f"drained with {stats.dead} dead letters", EXIT_DEAD
         return "drained", EXIT_OK
 
 

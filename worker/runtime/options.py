@@ -20,7 +20,9 @@ class Options:
     max_items: int | None = None
     grace_secs: float = 25.0
     reconnect_secs: float = 60.0
-    fail_on_dead: bool = False  # drained with dead letters in the queue: exit 4, not 0
+    fail_on_dead: bool = True  # drained with dead letters in the queue: exit 4, not 0
+    progress_secs: float = 30.0  # log a progress line this often (worker.runtime.progress); 0: never
+    max_wait_secs: float | None = None  # until="closed": exit 7 after this long idle on an open queue
     install_signals: bool = True
 
 

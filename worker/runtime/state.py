@@ -9,14 +9,19 @@
 
 Why a run ends (the exit code, rediswq_cli.kit's codes), by the transition that ends it:
   DRAINING -> STOPPED   0  the queue is drained and this worker holds nothing: the whole queue is done,
-                           not just this worker's share; 4 with `fail_on_dead` if it holds dead
-                           letters; 3 if --max-items was reached and the queue is not drained
+                           not just this worker's share; 4 if it holds dead letters (0 all the same
+                           without `fail_on_dead`: --allow-dead); 3 if --max-items was reached and
+                           the queue is not drained
+  WAITING -> STOPPING   7  until="closed" with `max_wait_secs`: this worker held and leased nothing for
+                           that long and the queue is still open and empty (worker.runtime.progress)
   * -> STOPPING         3  SIGTERM or SIGINT: unstarted items are given back at once, running ones get
                            --grace-secs to finish, the rest are killed and given back (no attempt is
                            charged), then STOPPING -> STOPPED
                         1  Redis stayed unreachable for `reconnect_secs`, answered with an error, or
                            the queue's state vanished (its keys deleted)
                         2  Redis refused the credentials, or no such queue exists (until="drained")
+                        5  an item overran --item-timeout and its thread cannot be stopped
+                        6  the last items all failed with the same error: stopped early
 A transition not in the table is ignored: a lease call answered after the stop began cannot start
 the worker leasing again, and nothing leaves STOPPED.
 """
