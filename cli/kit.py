@@ -107,6 +107,14 @@ def check_target(handler: str | None, command: Sequence[str], timeout_secs: floa
         raise click.UsageError("--timeout applies to commands only: a Python handler cannot be stopped")
 
 
+def check_max_wait(until: str | None, max_wait_secs: float | None) -> None:
+    """--max-wait bounds the wait for a queue's close: it means nothing without --until closed."""
+    if max_wait_secs is not None and until != "closed":
+        raise click.UsageError(
+            "--max-wait applies with --until closed only (it bounds the wait for the close)"
+        )
+
+
 def settings() -> Settings:
     return click.get_current_context().find_object(Settings) or Settings(DEFAULT_URL)
 

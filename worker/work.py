@@ -18,6 +18,7 @@ from rediswq_cli.kit import (
     CONTEXT_SETTINGS,
     EXIT_OK,
     ConfigError,
+    check_max_wait,
     check_target,
     open_queue,
     parse_prefetch,
@@ -329,6 +330,7 @@ def _work(args: _Args) -> Summary:
 
 def _check_mode(args: _Args) -> None:
     check_target(args.handler, args.command, args.timeout_secs)
+    check_max_wait(args.until, args.max_wait_secs)
     if not args.handler and not args.command:
         raise click.UsageError("give a COMMAND after -- (e.g. rediswq work jobs -- ./run.sh {}) or --handler")
 
