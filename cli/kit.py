@@ -8,13 +8,17 @@ Exit codes (the same for every subcommand, and what the Kubernetes manifests' po
      not importable, a Redis whose maxmemory-policy may evict queue keys (unless --allow-eviction)
   3  `work` stopped before the queue drained, on purpose: --max-items reached, or SIGTERM/SIGINT
      (its leases were given back)
-  4  `work --fail-on-dead`: the queue drained, but its dead letters are not empty (items that spent
-     their attempts), so the work is not all done; the manifests' podFailurePolicy fails the Job on it
+  4  `work`: the queue drained, but its dead letters are not empty (items that spent their attempts),
+     so the work is not all done (unless --allow-dead); the manifests' podFailurePolicy fails the Job
   5  `work`: an item overran --item-timeout and its handler thread could not be stopped: the item
      was failed (an attempt charged, so its retries are bounded by --max-attempts), the worker gave
      back its unstarted items, let the others finish and exited; the pod must be replaced
+     (podFailurePolicy: Ignore)
   6  `work`: the last --stop-after-failures items all failed with the same error (a broken handler
      or command): the worker stopped early instead of spending every item's attempts
+     (podFailurePolicy: FailJob)
+  7  `work --until closed --max-wait`: nothing to lease for that long on a queue still open and
+     empty: its producer is missing (podFailurePolicy: FailJob)
   130, 143  `enqueue` stopped by SIGINT (Ctrl-C) or SIGTERM, after the reply to the batch in flight:
      its last line says exactly how many items went in
 """
@@ -45,6 +49,7 @@ EXIT_STOPPED = 3
 EXIT_DEAD = 4
 EXIT_ITEM_TIMEOUT = 5
 EXIT_BROKEN = 6
+EXIT_IDLE = 7
 
 # `rediswq enqueue` stopped by a signal (128 + its number, as a shell reports it): the items counted
 # in its last line went in, and a re-run with --unique adds exactly the rest.
@@ -129,6 +134,14 @@ def check_target(handler: str | None, command: Sequence[str]) -> None:
     """A worker runs a Python handler or a COMMAND, not both."""
     if handler and command:
         raise click.UsageError("give either --handler or a COMMAND after --, not both")
+
+
+def check_max_wait(until: str | None, max_wait_secs: float | None) -> None:
+    """--max-wait bounds the wait for a queue's close: it means nothing without --until closed."""
+    if max_wait_secs is not None and until != "closed":
+        raise click.UsageError(
+            "--max-wait applies with --until closed only (it bounds the wait for the close)"
+        )
 
 
 def settings() -> Settings:

@@ -210,9 +210,10 @@ def main(
     """rediswq: a Redis work queue for Kubernetes batch Jobs.
 
     Fill a queue with `rediswq enqueue`, drain it with `rediswq work` in every pod of a Job, and
-    watch it with `rediswq stats`. Exit codes: 0 success (for `work`: the queue is drained), 1 runtime
-    error, 2 usage or configuration error, 3 `work` stopped before the queue drained, 4 `work
-    --fail-on-dead`: drained with dead letters.
+    watch it with `rediswq stats`. Exit codes: 0 success (for `work`: the queue is drained, every
+    item done), 1 runtime error, 2 usage or configuration error, 3 `work` stopped before the queue
+    drained, 4 `work`: drained with dead letters, 5 `work`: an item's thread could not be stopped,
+    6 `work`: stopped early on a broken handler, 7 `work --max-wait`: the queue was never closed.
     """
     url_from = _url_from(ctx)
     if url_file:

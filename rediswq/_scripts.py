@@ -256,10 +256,11 @@ class Scripts:
     def purge(self) -> int:
         return int(self._purge(keys=self._keys, args=[]))
 
-    def stats(self) -> tuple[int, int, int, int, dict[str, int], int]:
-        """Returns (pending with the inbox, leased, delayed, dead, meta hash, inbox alone)."""
+    def stats(self) -> tuple[int, int, int, int, dict[str, int], int, int]:
+        """Returns (pending with the inbox, leased, delayed, dead, meta hash, inbox alone, ms to the
+        next retry or -1)."""
         with _named_key_errors():
-            pending, leased, delayed, dead, flat, inbox = self._stats(keys=self._keys, args=[])
+            pending, leased, delayed, dead, flat, inbox, next_retry = self._stats(keys=self._keys, args=[])
         meta = {}
         for name, value in zip(flat[::2], flat[1::2], strict=True):
             try:
@@ -268,4 +269,4 @@ class Scripts:
                 raise redis.exceptions.ResponseError(
                     f"key {self._meta} field {name!r} holds {value[:40]!r}, not an integer"
                 ) from None
-        return int(pending), int(leased), int(delayed), int(dead), meta, int(inbox)
+        return int(pending), int(leased), int(delayed), int(dead), meta, int(inbox), int(next_retry)

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from itertools import islice
 from typing import Any, ClassVar, Literal, TypeVar
@@ -141,6 +141,9 @@ class Stats:
     dropped: int
     quarantined: int = 0  # malformed entries moved to the dead letters (ids malformed:<sha1>)
     exists: bool = True  # the queue has counters, or items in its inbox: something was ever added
+    # Time to the earliest delayed item's retry on Redis's clock (None: nothing delayed). A moment's
+    # reading, not a count: left out of comparisons, so two snapshots of the same counts are equal.
+    next_retry_in_ms: int | None = field(default=None, compare=False)
 
     # The lifetime counters among the fields (the rest are counts of now), in the order views list them.
     COUNTERS: ClassVar[tuple[str, ...]] = (
@@ -915,7 +918,7 @@ class Queue:
 
     def stats(self) -> Stats:
         """Counts and lifetime counters, read in one script call so they agree with each other."""
-        pending, leased, delayed, dead, meta, inbox = self._call(
+        pending, leased, delayed, dead, meta, inbox, next_retry_ms = self._call(
             lambda: self._scripts.stats(), idempotent=True
         )
         return Stats(
@@ -925,6 +928,7 @@ class Queue:
             dead=dead,
             closed="closed" in meta,
             exists=bool(meta) or inbox > 0,
+            next_retry_in_ms=None if next_retry_ms < 0 else next_retry_ms,
             **{name: meta.get(name, 0) for name in Stats.COUNTERS},
         )
 

@@ -160,6 +160,9 @@ def test_submit_dry_run_prints_the_job_the_client_would_send() -> None:
     assert container(job)["resources"] == container(template)["resources"]
     assert job["spec"]["template"]["spec"]["volumes"] == template["spec"]["template"]["spec"]["volumes"]
     assert job["spec"]["backoffLimit"] == template["spec"]["backoffLimit"]
+    # Every Job ends: the template's deadline and exit-code rules (0-7) come along.
+    assert job["spec"]["activeDeadlineSeconds"] == template["spec"]["activeDeadlineSeconds"] > 0
+    assert job["spec"]["podFailurePolicy"] == template["spec"]["podFailurePolicy"]
 
 
 def test_submit_dry_run_shows_the_namespace_given_with_n() -> None:
@@ -212,6 +215,7 @@ def test_the_args_submit_writes_are_ones_rediswq_work_accepts() -> None:
     work = pytest.importorskip("rediswq_worker.work", reason="the `work` command is not in this tree").work
     options = ["--until", "closed", "--lease-secs", "0.5", "--timeout", "9", "--concurrency", "4"]
     options += ["--prefetch", "10", "--max-attempts", "3", "--log-format", "json"]
+    options += ["--max-wait", "600", "--allow-dead"]
     result = run(
         "job", "submit", "q", "--image", "i", "-p", "1", *options, "--dry-run", "--", "sh", "-c", "x {}"
     )
@@ -223,6 +227,13 @@ def test_the_args_submit_writes_are_ones_rediswq_work_accepts() -> None:
     assert (params["until"], params["lease_secs"], params["item_timeout_secs"]) == ("closed", 0.5, 9.0)
     assert (params["concurrency"], params["prefetch"], params["max_attempts"]) == (4, 10, 3)
     assert params["log_format"] == "json"
+    assert (params["max_wait_secs"], params["fail_on_dead"]) == (600.0, False)
+
+
+def test_submit_max_wait_without_until_closed_is_a_usage_error_with_one_line() -> None:
+    result = run("job", "submit", "q", "--image", "i", "-p", "1", "--max-wait", "60", "--dry-run", "--", "wc")
+    assert result.exit_code == 2, result.output
+    assert "--max-wait applies with --until closed only" in result.output
 
 
 def test_submit_with_both_a_handler_and_a_command_is_a_usage_error() -> None:

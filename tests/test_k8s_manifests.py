@@ -179,12 +179,19 @@ def test_pod_failure_policies_follow_the_worker_exit_codes(docs: list[Doc]) -> N
         worker = any(is_worker(c) for c in pod["containers"])
         # A worker stopped on purpose (SIGTERM, --max-items) gave its leases back: not a failure.
         assert actions.get(clikit.EXIT_STOPPED) == ("Ignore" if worker else None), owner
-        # A queue drained with dead letters (REDISWQ_FAIL_ON_DEAD) marks the Job Failed, not Complete.
-        assert actions.get(clikit.EXIT_DEAD) == ("FailJob" if worker else None), owner
+        # A queue drained with dead letters (the worker's default: exit 4) marks the Job Failed, a
+        # broken handler (6) and a producer that never closed the queue (7) too; a pod whose item
+        # thread could not be stopped (5) is replaced, not counted.
+        for code, action in ((clikit.EXIT_DEAD, "FailJob"), (5, "Ignore"), (6, "FailJob")):
+            assert actions.get(code) == (action if worker else None), (owner, code)
+        assert actions.get(clikit.EXIT_IDLE) == ("FailJob" if worker else None), owner
         for c in pod["containers"]:
             if is_worker(c):
                 env = {v["name"]: v.get("value") for v in c.get("env", [])}
-                assert env.get("REDISWQ_FAIL_ON_DEAD") == "true", owner
+                assert "REDISWQ_FAIL_ON_DEAD" not in env, owner  # the default now: nothing to set
+                # Every worker Job ends, even one that hangs where no exit code can tell.
+                assert isinstance(spec.get("activeDeadlineSeconds"), int), owner
+                assert spec["activeDeadlineSeconds"] > 0, owner
         disruption = [
             rule["action"]
             for rule in spec["podFailurePolicy"]["rules"]
@@ -557,6 +564,8 @@ def test_the_producer_fills_the_queue_the_workers_drain_and_they_wait_for_its_cl
     assert "--" not in workers, "no placeholder command: the user's own goes after --"
     options = workers[1:]
     assert options[options.index("--until") + 1] == "closed"
+    # A producer that fails before closing the queue ends the workers (exit 7), not leaves them waiting.
+    assert float(options[options.index("--max-wait") + 1]) > 0
     # Without the producer the workers run in the default mode: exit once the queue is drained.
     assert "--until" not in worker_args(find(raw_base(), "Job", "rediswq-worker"))
 
@@ -577,7 +586,7 @@ def test_the_nightly_overlay_runs_a_forbid_cronjob_on_a_fresh_queue_per_run() ->
     script = c["command"][2]
     assert 'rediswq enqueue "$QUEUE" --unique --close' in script
     # The item command is the container's args, the user's own: none is shipped.
-    assert 'exec rediswq work "$QUEUE" --until closed -- "$@"' in script
+    assert 'exec rediswq work "$QUEUE" --until closed --max-wait 1800 -- "$@"' in script
     assert "args" not in c
 
 

@@ -162,6 +162,8 @@ def test_the_scaled_job_replaces_the_worker_job_and_runs_its_pod_template(built:
     assert worker["args"] == base_worker["args"]
     assert worker["env"][: len(base_worker["env"])] == base_worker["env"]
     assert scaled["jobTargetRef"]["podFailurePolicy"] == base["podFailurePolicy"]
+    # Every Job KEDA starts ends, by the same deadline as the base's.
+    assert scaled["jobTargetRef"]["activeDeadlineSeconds"] == base["activeDeadlineSeconds"] > 0
     assert scaled["jobTargetRef"]["template"]["spec"]["restartPolicy"] == "Never"
     # One pod per Job: KEDA decides how many Jobs, each pod drains until the queue is done.
     assert scaled["jobTargetRef"]["parallelism"] == 1 and "completions" not in scaled["jobTargetRef"]

@@ -109,7 +109,7 @@ def test_payload_bytes_that_are_not_utf8_reach_the_argument_unchanged_and_a_nul_
     nul_id = queue.put(b"a\0b")
     out = tmp_path / "arg"
     result = run(work("--max-attempts", "3", "--", "sh", "-c", f'printf %s "$1" > {out}', "sh", "{}"), env)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 4, result.stderr  # drained, with dead letters
     assert out.read_bytes() == binary
     [dead] = queue.dead_letters()
     assert dead.id == nul_id and dead.attempts == 1  # not retried: it can never succeed
@@ -128,7 +128,7 @@ def test_failing_command_is_retried_then_dead_lettered_with_its_exit_code_and_st
     result = run(
         work("--max-attempts", "3", "--log-format", "json", "--", "sh", "-c", script, "sh", "{}"), env
     )
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 4, result.stderr  # drained, with dead letters
     assert (tmp_path / "attempts.bad").read_text().split() == ["1", "2", "3"]
     [dead] = queue.dead_letters()
     assert dead.id == bad and dead.attempts == 3
@@ -158,7 +158,7 @@ def test_timeout_kills_the_whole_process_group_of_an_overrunning_item_and_fails_
         ),
         env,
     )  # fmt: skip
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 4, result.stderr  # drained, with dead letters
     assert time.monotonic() - began < 10
     [dead] = queue.dead_letters()
     assert "time limit of 0.5 s exceeded" in dead.error
@@ -201,7 +201,7 @@ def test_handler_gets_each_lease_and_a_raising_handler_is_retried_then_dead_lett
     good = [queue.put(f"item-{n}") for n in range(3)]
     bad = queue.put("bad-1")
     result = run(work("--handler", "myhandlers:handle", "--max-attempts", "2"), handler_env)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 4, result.stderr  # drained, with dead letters
     lines = sorted((tmp_path / "out").read_text().splitlines())
     assert lines == sorted(f"{i} item-{n} 1" for n, i in enumerate(good))
     [dead] = queue.dead_letters()

@@ -1,4 +1,4 @@
-"""Dead letters are loud: the summary line says how many, and --fail-on-dead makes `work` exit 4."""
+"""Dead letters are loud: the summary line says how many, and `work` exits 4 unless --allow-dead."""
 
 from __future__ import annotations
 
@@ -33,14 +33,14 @@ def summary_line(result: subprocess.CompletedProcess[str]) -> str:
     return next(line for line in reversed(result.stderr.splitlines()) if "items/s" in line)
 
 
-def test_fail_on_dead_exits_4_once_the_queue_drains_with_dead_letters(
+def test_a_queue_drained_with_dead_letters_exits_4_by_default(
     redis_url: str, queue: Queue, env: dict[str, str]
 ) -> None:
     queue.put_many(["ok1", "bad", "ok2"])
-    result = work(redis_url, queue.name, env, "--fail-on-dead")
+    result = work(redis_url, queue.name, env)
     assert result.returncode == clikit.EXIT_DEAD == 4, result.stderr
     line = summary_line(result)
-    assert "drained with 1 dead letters (--fail-on-dead): 2 done, 1 failed, 1 dead-lettered" in line
+    assert "drained with 1 dead letters: 2 done, 1 failed, 1 dead-lettered" in line
     assert f"the queue holds 1 dead letters (rediswq dead list {queue.name})" in line
     stats = queue.stats()
     assert (stats.drained, stats.completed, stats.dead) == (True, 2, 1)
@@ -50,7 +50,7 @@ def test_it_is_the_queue_that_counts_a_worker_that_dead_lettered_nothing_exits_4
     redis_url: str, queue: Queue, env: dict[str, str]
 ) -> None:
     queue.put_many(["bad"])
-    assert work(redis_url, queue.name, env).returncode == 0  # without the option: exit 0, as before
+    assert work(redis_url, queue.name, env).returncode == 4
     queue.put_many(["ok"])
     result = work(redis_url, queue.name, {**env, "REDISWQ_FAIL_ON_DEAD": "true"})
     assert result.returncode == 4, result.stderr
@@ -62,11 +62,16 @@ def test_it_is_the_queue_that_counts_a_worker_that_dead_lettered_nothing_exits_4
     assert "dead letters" not in summary_line(result)
 
 
-def test_without_the_option_a_drained_queue_with_dead_letters_exits_0_and_says_so(
-    redis_url: str, queue: Queue, env: dict[str, str]
+@pytest.mark.parametrize(
+    ("option", "variable"), [("--allow-dead", None), (None, "false"), ("--allow-dead", "true")]
+)
+def test_allow_dead_exits_0_with_dead_letters_and_still_says_so(
+    redis_url: str, queue: Queue, env: dict[str, str], option: str | None, variable: str | None
 ) -> None:
     queue.put_many(["bad", "ok"])
-    result = work(redis_url, queue.name, env)
+    if variable is not None:
+        env = {**env, "REDISWQ_FAIL_ON_DEAD": variable}  # the option wins over the variable
+    result = work(redis_url, queue.name, env, *filter(None, [option]))
     assert result.returncode == 0, result.stderr
     line = summary_line(result)
     assert "drained: 1 done, 1 failed, 1 dead-lettered" in line
@@ -75,8 +80,8 @@ def test_without_the_option_a_drained_queue_with_dead_letters_exits_0_and_says_s
 
 def test_exit_code_4_is_documented_where_the_exit_codes_are() -> None:
     help_text = CliRunner().invoke(main, ["work", "--help"]).output
-    assert "4  with --fail-on-dead: the queue drained, but it holds dead letters" in help_text
-    assert "--fail-on-dead" in help_text and "REDISWQ_FAIL_ON_DEAD" in help_text
-    assert "4  `work --fail-on-dead`" in (clikit.__doc__ or "")
+    assert "4  the queue drained, but it holds dead letters" in help_text
+    assert "--fail-on-dead / --allow-dead" in help_text and "REDISWQ_FAIL_ON_DEAD" in help_text
+    assert "4  `work`: the queue drained, but its dead letters are not empty" in (clikit.__doc__ or "")
     readme = (Path(__file__).parent.parent / "README.md").read_text()
-    assert "`4`\ndrained with dead letters, with `work --fail-on-dead`" in readme
+    assert "| `4` | `work`: the queue drained, but it holds dead letters" in readme

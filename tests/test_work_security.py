@@ -188,7 +188,7 @@ def test_peek_dead_list_and_text_logs_escape_control_characters(
         "exit 3",
     ]
     done = subprocess.run(argv, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=30)
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 4, done.stderr  # drained, with dead letters
     assert "\x1b" not in done.stderr
     assert not any(line.startswith("2026 INFO forged") for line in done.stderr.splitlines())
     assert "\\n2026 INFO forged line\\x1b[2J" in done.stderr

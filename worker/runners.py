@@ -8,6 +8,7 @@ Runners are called from the runtime's slot threads, several at once when --concu
 from __future__ import annotations
 
 import ctypes
+import errno
 import importlib
 import os
 import re
@@ -251,7 +252,8 @@ class CommandRunner:
     The payload is the child's standard input, and replaces every `{}` in the arguments: as UTF-8 text,
     with bytes that are not UTF-8 passed through unchanged (Python's surrogateescape, undone by the
     exec), so an argument carries exactly the payload's bytes. A payload with a NUL byte cannot be an
-    argument at all; such an item is dead-lettered at once (it can never succeed).
+    argument at all, nor can one over the system's limit on arguments (exec fails with E2BIG); such an
+    item is dead-lettered at once (it can never succeed).
 
     The child's standard output is the worker's; its standard error is copied through to the worker's
     as it comes, and its last bytes are kept for the error text of a failed item. Children are started
@@ -319,6 +321,8 @@ class CommandRunner:
         try:
             return self._spawn(lease, argv, env, meanwhile)
         except OSError as e:
+            if e.errno == errno.E2BIG and self._substitute:
+                return too_big_for_arguments(len(lease.payload))
             return Outcome(False, f"cannot run {argv[0]!r}: {e.strerror or e}")
 
     def _spawn(
@@ -359,6 +363,18 @@ class CommandRunner:
             children = [self._children[lease] for lease in leases if lease in self._children]
         for child in children:
             child.kill()
+
+
+def too_big_for_arguments(payload_bytes: int) -> Outcome:
+    """exec refused the arguments (E2BIG): the same payload fails the same way every time, so the item
+    is dead-lettered at once instead of retried until its attempts are spent."""
+    return Outcome(
+        False,
+        f"the command's arguments are too long for the system (Argument list too long): the payload "
+        f"({payload_bytes} bytes) in place of {{}} is over the limit on one argument (128 KiB on "
+        "Linux) or on all of them; read the payload from standard input instead of {}",
+        retry=False,
+    )
 
 
 def _nothing() -> None:

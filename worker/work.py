@@ -19,6 +19,7 @@ from rediswq_cli.kit import (
     CONTEXT_SETTINGS,
     EXIT_OK,
     ConfigError,
+    check_max_wait,
     check_target,
     open_queue,
     parse_prefetch,
@@ -218,12 +219,34 @@ def socket_timeout_secs(lease_secs: float) -> float:
     help="How long to keep retrying while Redis is unreachable (at start or mid-run) before exit 1.",
 )
 @click.option(
-    "--fail-on-dead",
-    is_flag=True,
+    "--fail-on-dead/--allow-dead",
+    default=True,
     envvar=_env("FAIL_ON_DEAD"),
     show_envvar=True,
-    help="Once the queue drained, exit 4 instead of 0 if it holds dead letters, so a Job that "
-    "left items undone is marked Failed (the manifests' podFailurePolicy does this).",
+    help="Once the queue drained, exit 4 if it holds dead letters (items that spent their "
+    "attempts): exit 0 means every item was done. --allow-dead (or REDISWQ_FAIL_ON_DEAD=false) "
+    "exits 0 all the same.",
+)
+@click.option(
+    "--progress-secs",
+    metavar="SECS",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    envvar=_env("PROGRESS_SECS"),
+    show_envvar=True,
+    help="Log a progress line this often: done, failed, running, rate, the queue's pending and "
+    "leased, and what the worker waits for (one Redis call each). 0: off.",
+)
+@click.option(
+    "--max-wait",
+    "max_wait_secs",
+    metavar="SECS",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    envvar=_env("MAX_WAIT"),
+    show_envvar=True,
+    help="With --until closed: exit 7 once nothing was leased for this long and the queue is "
+    "still open (its producer is missing). Default: wait for ever.",
 )
 @click.option(
     "--worker-name",
@@ -303,6 +326,8 @@ class _Args:
     grace_secs: float
     reconnect_secs: float
     fail_on_dead: bool
+    progress_secs: float
+    max_wait_secs: float | None
     worker_name: str | None
     log_format: str
     pass_env: tuple[str, ...]
@@ -363,6 +388,7 @@ def _hide_secrets(pass_env: tuple[str, ...]) -> bool:
 
 def _check_mode(args: _Args) -> None:
     check_target(args.handler, args.command)
+    check_max_wait(args.until, args.max_wait_secs)
     if not args.handler and not args.command:
         raise click.UsageError("give a COMMAND after -- (e.g. rediswq work jobs -- ./run.sh {}) or --handler")
 
@@ -394,6 +420,8 @@ def _options(args: _Args) -> Options:
         item_timeout_secs=_item_timeout(args),
         warn_after_secs=args.warn_after_secs,
         stop_after_failures=args.stop_after_failures,
+        progress_secs=args.progress_secs,
+        max_wait_secs=args.max_wait_secs,
     )
 
 

@@ -7,8 +7,10 @@ EPILOG = """\b
 Command mode (rediswq work QUEUE -- COMMAND [ARG]...):
   Each item runs COMMAND in a new session, with the payload on standard
   input and in place of every {} in the arguments (as UTF-8; bytes that are
-  not UTF-8 pass through unchanged; an item whose payload has a NUL byte
-  cannot be an argument and is dead-lettered at once). Its environment adds
+  not UTF-8 pass through unchanged; an item whose payload has a NUL byte,
+  or is too long for an argument (exec fails with "Argument list too long":
+  128 KiB on Linux), is dead-lettered at once: read such payloads from
+  standard input instead of {}). Its environment adds
   REDISWQ_QUEUE, REDISWQ_ITEM_ID and REDISWQ_ATTEMPT (1 on the first lease).
   The item gets no Redis credentials: REDISWQ_URL, REDIS_URL, REDIS_PASSWORD,
   REDISCLI_AUTH, REDISWQ_TLS_KEY, REDISWQ_SENTINEL_PASSWORD and any variable
@@ -37,7 +39,8 @@ Command mode (rediswq work QUEUE -- COMMAND [ARG]...):
 
 \b
 Handler mode (rediswq work QUEUE --handler package.module:function):
-  Calls function(lease) for each item in one of --concurrency threads; the
+  Calls function(lease) for each item (a rediswq.Lease, not the payload) in
+  one of --concurrency threads; the
   current directory is searched for the module while it is imported, then
   taken off sys.path (an import inside the handler never finds a file that
   lies in the current directory). lease.payload is the
@@ -88,6 +91,18 @@ Redis outages:
   --lease-secs (at most 5 s), so renewals resume before leases run out.
 
 \b
+Progress and waiting:
+  Every --progress-secs (30 s) a line says this run's done and failed, the
+  items running, the rate since the last line, the queue's pending and
+  leased (one Redis call), and what the worker waits for when it has
+  nothing to run: "waiting for the queue to be closed", "waiting for 2
+  items leased by other workers", "waiting for 3 retries due in 12 s".
+  With --until closed a queue that is never closed would keep the worker
+  waiting for ever: --max-wait SECS ends it with exit 7 once it held and
+  leased nothing for that long and the queue is still open and empty
+  (nothing pending, leased or delayed).
+
+\b
 Summary:
   At exit one line says what this run did (done, failed, dead-lettered,
   given back, lost) and, once the queue drained, how many dead letters the
@@ -106,12 +121,14 @@ Exit codes:
      to it: --until closed waits for a producer)
   3  stopped before the queue drained: --max-items reached, SIGTERM or
      SIGINT
-  4  with --fail-on-dead: the queue drained, but it holds dead letters
-     (items that spent their attempts, whichever worker ran them)
-  5  an item overran --item-timeout and its handler could not be stopped:
-     the item was failed, the pod must be replaced
-  6  the last --stop-after-failures items all failed with the same error:
-     the handler or command looks broken
+  4  the queue drained, but it holds dead letters (items that spent their
+     attempts, whichever worker ran them); --allow-dead exits 0 instead
+  5  an item overran --item-timeout and its handler thread could not be
+     stopped: replace the pod (the item was charged an attempt)
+  6  the last --stop-after-failures items all failed with the same error
+     (a broken handler or command): stopped early
+  7  --until closed with --max-wait: nothing to lease for that long and
+     the queue is still open and empty (its producer is missing)
 """
 
 __all__ = ["EPILOG"]

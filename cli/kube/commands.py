@@ -11,7 +11,14 @@ from typing import TYPE_CHECKING, Any, cast
 
 import click
 
-from rediswq_cli.kit import ConfigError, check_target, open_queue, parse_prefetch, queue_errors
+from rediswq_cli.kit import (
+    ConfigError,
+    check_max_wait,
+    check_target,
+    open_queue,
+    parse_prefetch,
+    queue_errors,
+)
 from rediswq_cli.kube.group import EXIT_CODES, connect, exit_after_watch, job, kube_options
 
 if TYPE_CHECKING:
@@ -44,6 +51,20 @@ def secret_key(ctx: click.Context, param: click.Parameter, value: str | None) ->
     type=click.FloatRange(min=0, min_open=True),
     metavar="SECS",
     help="Per-item timeout, passed to `rediswq work` (as --item-timeout).",
+)
+@click.option(
+    "--max-wait",
+    "max_wait_secs",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="SECS",
+    help="With --until closed: exit 7 (the Job fails) once the queue stayed open and empty this long; "
+    "passed to `rediswq work`.",
+)
+@click.option(
+    "--allow-dead",
+    is_flag=True,
+    default=None,
+    help="The Job completes even if the queue drained with dead letters; passed to `rediswq work`.",
 )
 @click.option("--concurrency", type=click.IntRange(min=1), metavar="N", help="Passed to `rediswq work`.")
 @click.option("--prefetch", callback=parse_prefetch, metavar="N|auto", help="Passed to `rediswq work`.")
@@ -97,6 +118,8 @@ def submit(
     until: str | None,
     lease_secs: float | None,
     item_timeout: float | None,
+    max_wait_secs: float | None,
+    allow_dead: bool | None,
     concurrency: int | None,
     prefetch: int | None,
     max_attempts: int | None,
@@ -134,8 +157,11 @@ def submit(
     from rediswq_cli.kube.manifest import ManifestError, WorkerJob, build
 
     check_target(handler, command)
+    check_max_wait(until, max_wait_secs)
     worker_options = {
         "--until": until,
+        "--max-wait": max_wait_secs,
+        "--allow-dead": allow_dead or None,
         "--lease-secs": lease_secs,
         "--item-timeout": item_timeout,
         "--concurrency": concurrency,
@@ -178,7 +204,11 @@ def submit(
 def _options_text(options: Mapping[str, object]) -> tuple[str, ...]:
     """The `rediswq work` options given, as the container's args spell them."""
     given = [(flag, value) for flag, value in options.items() if value is not None]
-    return tuple(word for flag, value in given for word in (flag, _number_text(value)))
+    return tuple(
+        word
+        for flag, value in given
+        for word in ((flag,) if value is True else (flag, _number_text(value)))  # True: a flag alone
+    )
 
 
 def _env_pairs(env: tuple[str, ...]) -> tuple[tuple[str, str], ...]:

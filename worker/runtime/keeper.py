@@ -18,6 +18,7 @@ from rediswq_cli.kit import (
     EXIT_BROKEN,
     EXIT_DEAD,
     EXIT_ERROR,
+    EXIT_IDLE,
     EXIT_ITEM_TIMEOUT,
     EXIT_OK,
     EXIT_STOPPED,
@@ -29,6 +30,7 @@ from rediswq_worker.runtime.ledger import Ledger
 from rediswq_worker.runtime.options import Options
 from rediswq_worker.runtime.overruns import LIMIT_GRACE_SECS, Overruns
 from rediswq_worker.runtime.pacing import Pacing
+from rediswq_worker.runtime.progress import Progress
 from rediswq_worker.runtime.signals import Signals
 from rediswq_worker.runtime.state import Phase, State
 from rediswq_worker.runtime.stopping import Stopper
@@ -61,6 +63,7 @@ class Keeper:
         self.beat: Beat = stopper.beat
         self.overruns = overruns
         self.log = leases.log
+        self.progress = Progress(queue, options, self.ledger, self.phase, leases.calls, self.log)
 
     def run(self) -> None:
         """Serve until the run ends, record why in the Summary; never raises."""
@@ -134,6 +137,11 @@ class Keeper:
             return self._drained_exit()
         if poll:
             leases.lease(by_slot=False)
+        idle = self.progress.tick()
+        if idle is not None:
+            outcome, error = idle
+            self.ledger.end(outcome, EXIT_IDLE, error)
+            return outcome, EXIT_IDLE
         return None
 
     def _poll_locked(self) -> bool:
@@ -151,7 +159,7 @@ class Keeper:
         now = time.monotonic()
         # The beat is always on the clock: a slot may lease while this thread sleeps, and its new
         # leases must be renewed in time without waking anyone.
-        waits = [1.0, self.beat.next - now]
+        waits = [1.0, self.beat.next - now, self.progress.next_due() - now]
         with self.ledger.cv:
             if self.pacing.keeper_should_poll_locked():
                 waits.append(self.pacing.next_poll - now)
@@ -198,7 +206,7 @@ class Keeper:
         return f"stopped after --max-items {self.options.max_items}", EXIT_STOPPED
 
     def _drained_exit(self, stats: rediswq.Stats | None = None) -> tuple[str, int]:
-        """The queue is done: exit 0, or with `fail_on_dead` exit 4 if it holds dead letters.
+        """The queue is done: exit 0, or exit 4 if it holds dead letters (unless not `fail_on_dead`).
 
         The queue's count, not this run's: a Job is done only when no item of it ended as a dead
         letter, whichever pod dead-lettered it.
@@ -213,7 +221,7 @@ class Keeper:
         with self.ledger.cv:
             self.ledger.summary.dead_letters = stats.dead
         if stats.dead and self.options.fail_on_dead:
-            return f"drained with {stats.dead} dead letters (--fail-on-dead)", EXIT_DEAD
+            return f"drained with {stats.dead} dead letters", EXIT_DEAD
         return "drained", EXIT_OK
 
 

@@ -20,10 +20,12 @@ class Options:
     max_items: int | None = None
     grace_secs: float = 25.0
     reconnect_secs: float = 60.0
-    fail_on_dead: bool = False  # drained with dead letters in the queue: exit 4, not 0
+    fail_on_dead: bool = True  # drained with dead letters in the queue: exit 4, not 0
     item_timeout_secs: float | None = None  # an item's time limit (worker.runtime.overruns)
     warn_after_secs: float | None = None  # warn of an item running this long; None: lease_secs; 0: never
     stop_after_failures: int = 10  # stop once this many items in a row failed alike; 0: never
+    progress_secs: float = 30.0  # log a progress line this often (worker.runtime.progress); 0: never
+    max_wait_secs: float | None = None  # until="closed": exit 7 after this long idle on an open queue
     install_signals: bool = True
 
 

@@ -9,8 +9,11 @@
 
 Why a run ends (the exit code, rediswq_cli.kit's codes), by the transition that ends it:
   DRAINING -> STOPPED   0  the queue is drained and this worker holds nothing: the whole queue is done,
-                           not just this worker's share; 4 with `fail_on_dead` if it holds dead
-                           letters; 3 if --max-items was reached and the queue is not drained
+                           not just this worker's share; 4 if it holds dead letters (0 all the same
+                           without `fail_on_dead`: --allow-dead); 3 if --max-items was reached and
+                           the queue is not drained
+  WAITING -> STOPPING   7  until="closed" with `max_wait_secs`: this worker held and leased nothing for
+                           that long and the queue is still open and empty (worker.runtime.progress)
   * -> STOPPING         3  SIGTERM or SIGINT: unstarted items are given back at once, running ones get
                            --grace-secs to finish, the rest are killed and given back (no attempt is
                            charged), then STOPPING -> STOPPED
