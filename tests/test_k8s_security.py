@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from redis_server import needs_tls
 from test_k8s_manifests import matches
 from test_k8s_support import ACL_KEYS, K8S, ROOT, Doc, find, kustomize, load, pod_templates
 
@@ -149,6 +150,7 @@ def test_with_tls_redis_loads_the_tls_settings_and_is_probed_over_tls() -> None:
         assert "redis-cli --tls --cacert /etc/redis-tls/certs/ca.crt" in " ".join(c[probe]["exec"]["command"])
 
 
+@needs_tls()
 def test_with_tls_the_manifests_redis_and_worker_run_for_real(tmp_path: Path) -> None:
     """The TLS overlay's Redis start script, TLS settings and probes, and its worker's command and env,
     run as local processes with a CA made here (only the Service name, port and paths substituted)."""

