@@ -130,6 +130,19 @@ class QueueNotFound(RedisWQError):
         self.vanished = vanished
         self.similar = similar or []
 
+    def suggestion(self) -> str:
+        """`did you mean 'a'?` for the close names, or "" when there are none."""
+        return did_you_mean(self.similar)
+
+
+def did_you_mean(names: Sequence[str]) -> str:
+    """`did you mean 'a' or 'b'?` for the names given (closest first), or "" for none."""
+    if not names:
+        return ""
+    quoted = [repr(name) for name in names]
+    listed = quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
+    return f"did you mean {listed}?"
+
 
 class InvalidArgument(RedisWQError):
     """An argument that can never succeed: a bad URL, queue name, item id, payload or duration."""

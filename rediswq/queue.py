@@ -50,6 +50,7 @@ from rediswq.errors import (
     QueueNotFound,
     RedisWQError,
     ServerError,
+    did_you_mean,
 )
 from rediswq.heartbeat import Heartbeat
 from rediswq.lease import Lease
@@ -170,15 +171,6 @@ class Stats:
 
 
 _MALFORMED = "malformed:"
-
-
-def did_you_mean(names: Sequence[str]) -> str:
-    """`did you mean 'a' or 'b'?` for the names given (closest first), or "" for none."""
-    if not names:
-        return ""
-    quoted = [repr(name) for name in names]
-    listed = quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
-    return f"did you mean {listed}?"
 
 
 def _malformed_id(raw: bytes) -> str:

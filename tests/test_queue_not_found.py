@@ -113,6 +113,14 @@ def test_work_on_a_queue_that_does_not_exist_exits_2_with_how_to_wait(
     assert time.monotonic() - started < 5
 
 
+def test_work_on_a_typod_name_exits_2_naming_the_queue_close_to_it(redis_url: str, queue: Queue) -> None:
+    queue.put(b"x")
+    result = CliRunner().invoke(main, ["--url", redis_url, "work", queue.name + "2", "--", "true"])
+    assert result.exit_code == 2
+    said = f"no such queue '{queue.name}2' (nothing was ever added to it); did you mean '{queue.name}'? "
+    assert said + "use --until closed to wait for a producer" in result.output, result.output
+
+
 def test_work_exits_1_when_the_queue_vanishes_under_it(
     client: redis.Redis, redis_url: str, queue: Queue
 ) -> None:

@@ -78,11 +78,12 @@ class Keeper:
             if e.vanished:
                 end("stopped: its state vanished", EXIT_ERROR, str(e))
             else:
+                typo = f"{e.suggestion()} " if e.similar else ""
                 end(
                     "not found",
                     EXIT_USAGE,
                     f"no such queue {self.queue.name!r} (nothing was ever added to it); "
-                    "use --until closed to wait for a producer",
+                    f"{typo}use --until closed to wait for a producer",
                 )
             stopper.abandon()
         except (
