@@ -27,7 +27,7 @@ PASSWORD = "acl-test-Pw-93217"
 # purge` for the producer (the commands of enqueueing).
 COMMANDS: list[tuple[str, list[str], set[str]]] = [
     ("enqueue", ["enqueue", "{q}", "a", "b"], {"producer", "admin"}),
-    ("work", ["work", "{q}", "--", "true"], {"worker", "admin"}),
+    ("work", ["work", "{q}", "--allow-dead", "--", "true"], {"worker", "admin"}),  # dead letters: planted
     ("stats", ["stats", "{q}"], {"worker", "producer", "admin"}),
     ("peek", ["peek", "{q}"], {"worker", "producer", "admin"}),
     ("dead list", ["dead", "list", "{q}"], {"producer", "admin"}),

@@ -10,6 +10,7 @@ up yet at start-up: test_reach.py.) Every test here that uses the cluster runs o
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import threading
@@ -125,7 +126,9 @@ def test_a_plain_client_on_a_node_without_the_slot_keeps_moved_and_the_owner_in_
 
 
 def cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([ENTRY_POINT, "--url", url, *args], capture_output=True, text=True, timeout=60)
+    """The command with `url` in $REDISWQ_URL, as a pod gives it (a password in --url adds a warning)."""
+    env = {**os.environ, "REDISWQ_URL": url}
+    return subprocess.run([ENTRY_POINT, *args], capture_output=True, text=True, timeout=60, env=env)
 
 
 def test_the_cli_takes_a_cluster_url_with_several_seeds(cluster: Cluster, name: str) -> None:

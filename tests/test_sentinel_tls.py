@@ -82,11 +82,11 @@ def test_workers_drain_through_tls_sentinels_given_their_password_in_the_environ
 ) -> None:
     items = 300
     env = {**tls_env(pki), "REDISWQ_SENTINEL_PASSWORD": SENTINEL_PASSWORD}
-    done, _ = rediswq_cli("--url", sentinels.url, "enqueue", name, "--range", f"0:{items}", env=env)
+    done, _ = rediswq_cli("enqueue", name, "--range", f"0:{items}", env={**env, "REDISWQ_URL": sentinels.url})
     assert done.returncode == 0, done.stderr
     handler = ["--handler", "helpers_topology_handler:handle", "--prefetch", "10"]
     log = {"PYTHONPATH": str(Path(__file__).parent), "REDISWQ_TEST_LOG": str(tmp_path / "processed")}
-    done, _ = rediswq_cli("--url", sentinels.url, "work", name, *handler, env={**env, **log})
+    done, _ = rediswq_cli("work", name, *handler, env={**env, **log, "REDISWQ_URL": sentinels.url})
     assert done.returncode == 0, done.stderr
     processed = [line for path in tmp_path.glob("processed.*") for line in path.read_bytes().splitlines()]
     assert sorted(processed) == sorted(str(i).encode() for i in range(items))
@@ -102,9 +102,9 @@ def test_an_items_command_never_sees_the_sentinels_password(
         "REDISWQ_SENTINEL_PASSWORD": SENTINEL_PASSWORD,
         "MY_COPY": f"pw={SENTINEL_PASSWORD}",
     }
-    done, _ = rediswq_cli("--url", sentinels.url, "enqueue", name, "one", env=env)
+    done, _ = rediswq_cli("enqueue", name, "one", env={**env, "REDISWQ_URL": sentinels.url})
     assert done.returncode == 0, done.stderr
-    done, _ = rediswq_cli("--url", sentinels.url, "work", name, "--", "sh", "-c", f'env > "{out}"', env=env)
+    done, _ = rediswq_cli("work", name, "--", "sh", "-c", f'env > "{out}"', env={**env, "REDISWQ_URL": sentinels.url})
     assert done.returncode == 0, done.stderr
     seen = out.read_text()
     assert "REDISWQ_QUEUE=" in seen and "REDISWQ_TLS_CA=" in seen  # it ran, with the harmless ones
@@ -127,7 +127,7 @@ def test_a_missing_or_wrong_sentinel_password_exits_2_at_once_with_one_line(
 ) -> None:
     env = {**tls_env(pki), **({"REDISWQ_SENTINEL_PASSWORD": password} if password else {})}
     argv = {"stats": ["stats", name], "work": ["work", name, "--reconnect-secs", "60", "--", "true"]}[command]
-    done, secs = rediswq_cli("--url", sentinels.url, *argv, env=env)
+    done, secs = rediswq_cli(*argv, env={**env, "REDISWQ_URL": sentinels.url})
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
     assert "the sentinels of rediss+sentinel://:***@127.0.0.1:" in lines[-1] and said in lines[-1], lines
@@ -139,7 +139,7 @@ def test_a_missing_or_wrong_sentinel_password_exits_2_at_once_with_one_line(
 def test_a_certificate_from_another_ca_exits_2_at_once(sentinels: SentinelSet, pki: PKI, name: str) -> None:
     env = {**tls_env(pki, ca=pki.other_ca), "REDISWQ_SENTINEL_PASSWORD": SENTINEL_PASSWORD}
     for command in (["stats", name], ["work", name, "--reconnect-secs", "60", "--", "true"]):
-        done, secs = rediswq_cli("--url", sentinels.url, *command, env=env)
+        done, secs = rediswq_cli(*command, env={**env, "REDISWQ_URL": sentinels.url})
         assert done.returncode == 2, (command, done.stderr)
         last = done.stderr.strip().splitlines()[-1]
         assert "TLS with the sentinels of rediss+sentinel://" in last and "certificate verify failed" in last
