@@ -23,7 +23,7 @@ from typing import Any
 
 from _common import BENCH_DIR, REPO, RESULTS_DIR, Target, fmt, targets_table, verdict
 
-SCRIPTS = ["drain_one", "drain_batched", "worker_runtime", "enqueue", "flat_cost", "memory", "recovery"]
+SCRIPTS = ["drain_one", "drain_batched", "worker_runtime", "enqueue", "flat_cost", "memory", "recovery", "ls"]
 
 # Sizes for --tiny: every code path runs, nothing is measured worth the name.
 TINY: dict[str, list[str]] = {
@@ -36,6 +36,7 @@ TINY: dict[str, list[str]] = {
         "flat_cost": "--small 200 --big 5000 --few-leases 2 --many-leases 100 --expired 300 --sample 200 "
         "--round 100",
         "memory": "--items 5000 --leased 500",
+        "ls": "--queues 50 --repeat 1",
         "recovery": "--kills 1 --lease-secs 0.3 --idle-secs 1.2 --warmup-secs 1",
     }.items()
 }

@@ -30,8 +30,10 @@ _PRODUCER = (
     "exists", "rpush", "sadd", "scard", "hget", "hmget", "hdel", "hincrby", "hset", "hgetall", "hlen",
     "hscan", "llen", "lrange", "type", "zcard", "zrange", "zscore",
 )  # fmt: skip
-# Everything, plus DEL: purge.lua, and reopen (which forgets the enqueue checkpoints).
-_ADMIN = (*_WORKER, *_PRODUCER, "del")
+# Everything, plus DEL: purge.lua, and reopen (which forgets the enqueue checkpoints); and SCAN, for
+# `rediswq ls` (rediswq.survey) and "did you mean": it lists every key's name, other queues' too (the
+# numbers of queues beyond the user's keys stay refused), so it is the admin's alone.
+_ADMIN = (*_WORKER, *_PRODUCER, "del", "scan")
 
 _COMMANDS: dict[Role, tuple[str, ...]] = {"worker": _WORKER, "producer": _PRODUCER, "admin": _ADMIN}
 

@@ -7,6 +7,7 @@ drift from what the code runs: a new command in a script fails here first.
 
 from __future__ import annotations
 
+import json
 import shlex
 import uuid
 from collections.abc import Callable, Iterator
@@ -27,7 +28,11 @@ PASSWORD = "acl-test-Pw-93217"
 # purge` for the producer (the commands of enqueueing).
 COMMANDS: list[tuple[str, list[str], set[str]]] = [
     ("enqueue", ["enqueue", "{q}", "a", "b"], {"producer", "admin"}),
-    ("work", ["work", "{q}", "--allow-dead", "--", "true"], {"worker", "admin"}),  # dead letters: planted
+    (
+        "work",
+        ["work", "{q}", "--allow-dead", "--", "true"],
+        {"worker", "admin"},
+    ),  # _fill leaves a dead letter
     ("stats", ["stats", "{q}"], {"worker", "producer", "admin"}),
     ("peek", ["peek", "{q}"], {"worker", "producer", "admin"}),
     ("dead list", ["dead", "list", "{q}"], {"producer", "admin"}),
@@ -36,6 +41,7 @@ COMMANDS: list[tuple[str, list[str], set[str]]] = [
     ("close", ["close", "{q}"], {"worker", "producer", "admin"}),
     ("reopen", ["reopen", "{q}"], {"admin"}),
     ("purge", ["purge", "{q}", "--yes"], {"admin"}),
+    ("ls", ["ls"], {"admin"}),  # SCAN shows every queue's name: the admin's alone
 ]
 
 WORKERS = {"worker", "admin"}
@@ -153,7 +159,7 @@ def test_a_user_of_another_queue_is_refused_with_one_line_naming_the_keys(
     assert "refused this user (the keys of queue 'not-mine' (rediswq:{not-mine}:* and not-mine))" in line
 
 
-@pytest.mark.parametrize("role", rediswq.ROLES)
+@pytest.mark.parametrize("role", ["worker", "producer"])
 def test_a_role_that_may_not_scan_still_gets_no_such_queue_without_suggestions(
     role: str, users: tuple[str, dict[str, str]], acl_server: RedisServer
 ) -> None:
@@ -171,3 +177,31 @@ def test_a_role_that_may_not_scan_still_gets_no_such_queue_without_suggestions(
         assert rediswq.Queue(acl_server.client(), queue).similar_names() == [close_name.name]
     finally:
         close_name.purge()
+
+
+def test_the_admin_of_one_queue_lists_it_and_is_told_how_many_others_it_may_not_read(
+    users: tuple[str, dict[str, str]], acl_server: RedisServer
+) -> None:
+    queue, urls = users
+    _fill(queue, acl_server.port)
+    other = rediswq.Queue(acl_server.client(), queue + "-other")
+    other.put(b"x")
+    try:
+        result = CliRunner().invoke(main, ["ls", f"{queue}*", "--json"], env={"REDISWQ_URL": urls["admin"]})
+        assert result.exit_code == 0, result.output
+        assert [q["name"] for q in json.loads(result.stdout)] == [queue]
+        assert "1 queue(s) not shown: this Redis user may not read them" in result.stderr
+    finally:
+        other.purge()
+
+
+@pytest.mark.parametrize("role", ["worker", "producer"])
+def test_a_role_without_scan_is_refused_ls_with_one_line_saying_it_needs_the_admin_role(
+    role: str, users: tuple[str, dict[str, str]]
+) -> None:
+    _queue, urls = users
+    result = CliRunner().invoke(main, ["ls"], env={"REDISWQ_URL": urls[role]})
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith("Error: listing queues needs SCAN, which only the admin role grants"), line
+    assert PASSWORD not in line

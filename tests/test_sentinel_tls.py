@@ -104,7 +104,8 @@ def test_an_items_command_never_sees_the_sentinels_password(
     }
     done, _ = rediswq_cli("enqueue", name, "one", env={**env, "REDISWQ_URL": sentinels.url})
     assert done.returncode == 0, done.stderr
-    done, _ = rediswq_cli("work", name, "--", "sh", "-c", f'env > "{out}"', env={**env, "REDISWQ_URL": sentinels.url})
+    item = ["--", "sh", "-c", f'env > "{out}"']
+    done, _ = rediswq_cli("work", name, *item, env={**env, "REDISWQ_URL": sentinels.url})
     assert done.returncode == 0, done.stderr
     seen = out.read_text()
     assert "REDISWQ_QUEUE=" in seen and "REDISWQ_TLS_CA=" in seen  # it ran, with the harmless ones
