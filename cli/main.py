@@ -243,9 +243,10 @@ from rediswq_producer.admin import close, dead, peek, purge, reopen  # noqa: E40
 from rediswq_producer.dashboard.command import dashboard  # noqa: E402
 from rediswq_producer.enqueue import enqueue  # noqa: E402
 from rediswq_producer.exporter import exporter  # noqa: E402
+from rediswq_producer.ls import ls  # noqa: E402
 from rediswq_producer.stats import stats  # noqa: E402
 from rediswq_worker.work import work  # noqa: E402
 
-for command in (enqueue, stats, dead, peek, close, reopen, purge, acl, work, demo, job, exporter):
+for command in (enqueue, stats, ls, dead, peek, close, reopen, purge, acl, work, demo, job, exporter):
     main.add_command(command)
 main.add_command(dashboard)

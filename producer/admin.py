@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 import rediswq
+from rediswq_cli.complete import complete_queue
 from rediswq_cli.kit import CONTEXT_SETTINGS, ConfigError, escape_controls, open_queue, queue_errors
 from rediswq_producer.show import absent, echo_json, payload_json, payload_text, require_queue, table, utc
 
@@ -27,7 +28,7 @@ def dead() -> None:
 
 
 @dead.command("list")
-@click.argument("queue")
+@click.argument("queue", shell_complete=complete_queue)
 @click.option(
     "--limit",
     type=click.IntRange(min=0),
@@ -72,7 +73,7 @@ def dead_list(queue: str, limit: int, as_json: bool, full: bool) -> None:
 
 
 @dead.command("requeue")
-@click.argument("queue")
+@click.argument("queue", shell_complete=complete_queue)
 @click.argument("ids", nargs=-1)
 def dead_requeue(queue: str, ids: tuple[str, ...]) -> None:
     """Put dead letters of QUEUE (those with the given IDS, or all) back on the queue, attempts reset.
@@ -95,7 +96,7 @@ def dead_requeue(queue: str, ids: tuple[str, ...]) -> None:
 
 
 @dead.command("purge")
-@click.argument("queue")
+@click.argument("queue", shell_complete=complete_queue)
 @click.argument("ids", nargs=-1)
 @click.option("--yes", is_flag=True, help="Needed to delete all of them (no IDS given).")
 def dead_purge(queue: str, ids: tuple[str, ...], yes: bool) -> None:
@@ -147,7 +148,7 @@ def _existing(name: str, advice: str = "") -> rediswq.Queue:
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)
-@click.argument("queue")
+@click.argument("queue", shell_complete=complete_queue)
 @click.option(
     "-n",
     "--count",
@@ -198,7 +199,7 @@ def peek(queue: str, count: int, as_json: bool, full: bool) -> None:
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)
-@click.argument("queue")
+@click.argument("queue", shell_complete=complete_queue)
 @click.option(
     "--create",
     is_flag=True,
@@ -229,7 +230,7 @@ def close(queue: str, create: bool) -> None:
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)
-@click.argument("queue")
+@click.argument("queue", shell_complete=complete_queue)
 def reopen(queue: str) -> None:
     """Reopen a closed QUEUE so items may be added again (e.g. for a queue a CronJob refills).
 
@@ -248,7 +249,7 @@ def reopen(queue: str) -> None:
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)
-@click.argument("queue")
+@click.argument("queue", shell_complete=complete_queue)
 @click.option("--yes", is_flag=True, help="Really delete (required).")
 def purge(queue: str, yes: bool) -> None:
     """Delete QUEUE entirely: pending, leased and delayed items, dead letters, counters, closed flag.

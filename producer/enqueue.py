@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 import rediswq
+from rediswq_cli.complete import complete_queue
 from rediswq_cli.kit import CONTEXT_SETTINGS, ConfigError, open_queue, queue_errors
 from rediswq_producer.checkpoint import SourceProgress
 from rediswq_producer.signals import DeferredSignals, Interrupted
@@ -90,7 +91,7 @@ def _ints(values: tuple[str, ...]) -> list[IntRange]:
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)
-@click.argument("queue")
+@click.argument("queue", shell_complete=complete_queue)
 @click.argument("items", nargs=-1, metavar="[ITEM]...")
 @click.option(
     "-f",

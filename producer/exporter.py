@@ -23,6 +23,7 @@ from redis.cluster import ClusterNode, RedisCluster
 
 import rediswq
 from rediswq_cli import prom
+from rediswq_cli.complete import complete_queue
 from rediswq_cli.kit import CONTEXT_SETTINGS, open_queue, queue_errors
 
 if TYPE_CHECKING:
@@ -170,7 +171,7 @@ class QueueCollector:
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)
-@click.argument("queue_names", nargs=-1, metavar="[QUEUE]...")
+@click.argument("queue_names", nargs=-1, metavar="[QUEUE]...", shell_complete=complete_queue)
 @click.option(
     "--all",
     "all_queues",

@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 import rediswq
+from rediswq_cli.complete import complete_queue
 from rediswq_cli.kit import CONTEXT_SETTINGS, open_queue, queue_errors
 from rediswq_cli.progress import Rate, duration, eta_secs, settled
 from rediswq_producer.show import echo_json, require_queue, table
@@ -102,7 +103,7 @@ def log_line(name: str, s: rediswq.Stats, rate: float | None) -> str:
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)
-@click.argument("queue")
+@click.argument("queue", shell_complete=complete_queue)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object (with --watch, one per line).")
 @click.option(
     "--holders", is_flag=True, help=f"List every live lease (up to {HOLDERS_LIMIT}) and its worker."

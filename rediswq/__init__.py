@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rediswq._connection import redact, url_secrets
+from rediswq._survey import QueueSummary, Survey, survey
 from rediswq.acl import ROLES, acl_rules
 from rediswq.compat import RedisWQ
 from rediswq.consume import Consumer
@@ -48,12 +49,15 @@ __all__ = [
     "Queue",
     "QueueClosed",
     "QueueNotFound",
+    "QueueSummary",
     "RedisWQ",
     "RedisWQError",
     "ServerError",
     "Stats",
+    "Survey",
     "TLSFailed",
     "acl_rules",
     "redact",
+    "survey",
     "url_secrets",
 ]

@@ -256,17 +256,26 @@ class Scripts:
     def purge(self) -> int:
         return int(self._purge(keys=self._keys, args=[]))
 
-    def stats(self) -> tuple[int, int, int, int, dict[str, int], int, int]:
+    def stats(self) -> StatsReply:
         """Returns (pending with the inbox, leased, delayed, dead, meta hash, inbox alone, ms to the
         next retry or -1)."""
         with _named_key_errors():
-            pending, leased, delayed, dead, flat, inbox, next_retry = self._stats(keys=self._keys, args=[])
-        meta = {}
-        for name, value in zip(flat[::2], flat[1::2], strict=True):
-            try:
-                meta[name.decode(errors="replace")] = int(value)
-            except ValueError:
-                raise redis.exceptions.ResponseError(
-                    f"key {self._meta} field {name!r} holds {value[:40]!r}, not an integer"
-                ) from None
-        return int(pending), int(leased), int(delayed), int(dead), meta, int(inbox), int(next_retry)
+            return stats_reply(self._stats(keys=self._keys, args=[]), self._meta)
+
+
+StatsReply = tuple[int, int, int, int, dict[str, int], int, int]
+
+
+def stats_reply(reply: Sequence[Any], meta_key: str) -> StatsReply:
+    """stats.lua's raw reply as `Scripts.stats` returns it; a meta field that is no integer is an
+    error naming it (also for `rediswq._survey`, which sends the script itself, pipelined)."""
+    pending, leased, delayed, dead, flat, inbox, next_retry = reply
+    meta = {}
+    for name, value in zip(flat[::2], flat[1::2], strict=True):
+        try:
+            meta[name.decode(errors="replace")] = int(value)
+        except ValueError:
+            raise redis.exceptions.ResponseError(
+                f"key {meta_key} field {name!r} holds {value[:40]!r}, not an integer"
+            ) from None
+    return int(pending), int(leased), int(delayed), int(dead), meta, int(inbox), int(next_retry)

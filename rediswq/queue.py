@@ -36,6 +36,7 @@ from rediswq._scripts import (
     OUT_OF_MEMORY,
     LeaseReply,
     Scripts,
+    StatsReply,
     read_handle,
     wrong_type,
 )
@@ -168,6 +169,21 @@ class Stats:
     def outstanding(self) -> int:
         """Items not yet settled: pending, delayed or leased."""
         return self.pending + self.leased + self.delayed
+
+
+def stats_of(reply: StatsReply) -> Stats:
+    """`Stats` from what `Scripts.stats` (or `stats_reply`) returns."""
+    pending, leased, delayed, dead, meta, inbox, next_retry_ms = reply
+    return Stats(
+        pending=pending,
+        leased=leased,
+        delayed=delayed,
+        dead=dead,
+        closed="closed" in meta,
+        exists=bool(meta) or inbox > 0,
+        next_retry_in_ms=None if next_retry_ms < 0 else next_retry_ms,
+        **{name: meta.get(name, 0) for name in Stats.COUNTERS},
+    )
 
 
 _MALFORMED = "malformed:"
@@ -910,19 +926,7 @@ class Queue:
 
     def stats(self) -> Stats:
         """Counts and lifetime counters, read in one script call so they agree with each other."""
-        pending, leased, delayed, dead, meta, inbox, next_retry_ms = self._call(
-            lambda: self._scripts.stats(), idempotent=True
-        )
-        return Stats(
-            pending=pending,
-            leased=leased,
-            delayed=delayed,
-            dead=dead,
-            closed="closed" in meta,
-            exists=bool(meta) or inbox > 0,
-            next_retry_in_ms=None if next_retry_ms < 0 else next_retry_ms,
-            **{name: meta.get(name, 0) for name in Stats.COUNTERS},
-        )
+        return stats_of(self._call(lambda: self._scripts.stats(), idempotent=True))
 
     @staticmethod
     def scan_nodes(client: Client) -> list[ClusterNode | None]:

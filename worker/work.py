@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from rediswq_cli import prom
+from rediswq_cli.complete import complete_queue
 from rediswq_cli.kit import (
     CONTEXT_SETTINGS,
     EXIT_OK,
@@ -70,7 +71,7 @@ def socket_timeout_secs(lease_secs: float) -> float:
 
 
 @click.command(epilog=EPILOG, context_settings={**CONTEXT_SETTINGS, "show_default": True})
-@click.argument("queue_name", metavar="QUEUE", envvar=_env("QUEUE"))
+@click.argument("queue_name", metavar="QUEUE", envvar=_env("QUEUE"), shell_complete=complete_queue)
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="[-- COMMAND [ARG]...]")
 @click.option(
     "--handler",
