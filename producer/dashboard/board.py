@@ -70,7 +70,7 @@ class Board:
         at = self._clock()
         try:
             stats = self.reader.read()
-            error = ""
+            error = self.scrub("; ".join(self.reader.problems))
         except rediswq.RedisWQError as e:
             stats, error = None, self.scrub(str(e))
         with self._lock:

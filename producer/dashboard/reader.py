@@ -1,7 +1,8 @@
 """Reading the numbers of many queues at once: the one place that knows how the library offers it.
 
-A thin adapter, so the dashboard follows the library's many-queue read with a small change here: today
-a bounded `Queue.names` walk (every master of a cluster) and one `stats()` script call per queue.
+A thin adapter over the library: every queue is `rediswq.survey` (a bounded SCAN walk and one pipeline
+per master, however many queues); queues named on the command line are read with one `stats()` call
+each (no SCAN: a Redis user limited to their keys may run the dashboard).
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ class Reader:
         self._names = sorted(set(names))
         self._limit = limit
         self._queues: dict[str, rediswq.Queue] = {}
+        # What the last read could not show: queues it could not read, and a walk cut short.
+        self.problems: list[str] = []
 
     def queue(self, name: str) -> rediswq.Queue:
         """The queue `name` (made once: a queue checks the eviction policy in its first call only)."""
@@ -39,12 +42,18 @@ class Reader:
             q = self._queues[name] = self._open(self._client(), name)
         return q
 
-    def names(self) -> list[str]:
-        return self._names or rediswq.Queue.names(self._client(), limit=self._limit)
-
     def read(self) -> dict[str, rediswq.Stats]:
-        """One read cycle: the names, then each queue's counts and counters."""
-        names = self.names()
-        for gone in set(self._queues) - set(names):
+        """One read cycle: each queue's counts and counters, by name."""
+        if self._names:
+            self.problems = []
+            return {name: self.queue(name).stats() for name in self._names}
+        found = rediswq.survey(self._client(), limit=self._limit)
+        self.problems = [f"queue {q.name!r}: {q.error}" for q in found.queues if q.stats is None]
+        if not found.complete:
+            self.problems.append(f"more queues than shown (the walk stops at {self._limit})")
+        if found.refused:
+            self.problems.append(f"{found.refused} queue(s) this Redis user may not read")
+        stats = {q.name: q.stats for q in found.queues if q.stats is not None}
+        for gone in set(self._queues) - set(stats):
             del self._queues[gone]
-        return {name: self.queue(name).stats() for name in names}
+        return stats
