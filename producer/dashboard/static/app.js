@@ -122,7 +122,7 @@ function queuePage(q) {
   parts.push(table("holders", [["item", "text"], ["worker", "text"], ["attempt"], ["held for"], ["expires in"]],
     q.holders.map((h) => el("tr", {}, el("td", { class: "text", text: h.id }), el("td", { class: "text", text: h.worker || h.error }),
       el("td", { text: String(h.attempt) }), el("td", { text: secs(h.held_secs) }),
-      el("td", { text: h.expires_in_secs >= 0 ? secs(h.expires_in_secs) : "expired" })))),
+      el("td", { text: h.expires_in_secs >= 0 ? secs(h.expires_in_secs) : "expired" }))),
     "Nobody holds an item."));
   parts.push(el("h2", { text: `Dead letters (${q.dead_letters.length} of ${q.dead_total}, newest first)` }));
   if (actionsOn && q.dead_total) {
