@@ -10,7 +10,7 @@ import click
 from click.core import ParameterSource
 
 import rediswq
-from rediswq_cli.kit import CONTEXT_SETTINGS, DEFAULT_URL, ConfigError, Settings, read_url_file
+from rediswq_kit import CONTEXT_SETTINGS, DEFAULT_URL, ConfigError, Settings, read_url_file
 
 
 class _Root(click.Group):

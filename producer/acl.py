@@ -7,7 +7,7 @@ import shlex
 import click
 
 import rediswq
-from rediswq_cli.kit import CONTEXT_SETTINGS, queue_errors
+from rediswq_kit import CONTEXT_SETTINGS, queue_errors
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)

@@ -14,8 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from rediswq_cli import prom
-from rediswq_cli.kit import (
+from rediswq_kit import (
     CONTEXT_SETTINGS,
     EXIT_OK,
     ConfigError,
@@ -23,6 +22,7 @@ from rediswq_cli.kit import (
     check_target,
     open_queue,
     parse_prefetch,
+    prom,
     settings,
 )
 from rediswq_worker import logs

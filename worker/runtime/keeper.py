@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 
 import rediswq
-from rediswq_cli.kit import (
+from rediswq_kit import (
     EXIT_BROKEN,
     EXIT_DEAD,
     EXIT_ERROR,

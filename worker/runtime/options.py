@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rediswq.queue import Until
-from rediswq_cli.kit import EXIT_OK
+from rediswq_kit import EXIT_OK
 
 
 @dataclass(frozen=True)

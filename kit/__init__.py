@@ -1,5 +1,9 @@
 """What every `rediswq` subcommand shares: the --url option's value, opening a queue, exit codes.
 
+The command kit (installed as rediswq_kit) sits below both sides of the command line: producer/ and
+worker/ import it, the root group (cli/) too, and it imports nothing of theirs, only rediswq's public
+API and click. Beside it: progress.py (rates, durations) and prom.py (serving Prometheus metrics).
+
 Exit codes (the same for every subcommand, and what the Kubernetes manifests' podFailurePolicy uses):
   0  success; for `work`, the queue is drained (with --until closed: drained and closed)
   1  a runtime error: Redis unreachable after retries, a closed queue, a Redis error
