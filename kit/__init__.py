@@ -41,6 +41,7 @@ from typing import Any
 import click
 
 import rediswq
+from rediswq.urls import url_secrets
 
 #: Every command's context settings: `-h` as well as `--help`, whether it runs under `rediswq` or is
 #: parsed on its own (click keeps the help option of the first context a command sees).
@@ -78,7 +79,7 @@ class Settings:
 
     def secrets(self) -> list[str]:
         """What must never be shown nor passed on to an item: the URL's secrets, the sentinels' password."""
-        return [*rediswq.url_secrets(self.url), *filter(None, [self.sentinel_password])]
+        return [*url_secrets(self.url), *filter(None, [self.sentinel_password])]
 
     def url_origin(self) -> str:
         """Where the URL came from, for an error that names it: a default nobody chose misleads."""

@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 import rediswq
+from rediswq.acl import acl_rules
 from rediswq_cli.kube.manifest import URL_VARIABLE, WorkerJob
 
 CONFIG = "base/redis-config.yaml"
@@ -35,7 +36,7 @@ def refusal(request: WorkerJob, manifest: dict[str, Any]) -> str | None:
     if not patterns:
         return None  # not a user of the bundled ACL: nothing to check it against
     try:
-        needed = _patterns(rediswq.acl_rules(request.queue, "worker"))
+        needed = _patterns(acl_rules(request.queue, "worker"))
     except rediswq.InvalidArgument:
         return None  # `rediswq work` refuses such a name itself, with its own message
     # Covered: each pattern `rediswq acl` gives for the queue is one of the user's, or within one.

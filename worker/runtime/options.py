@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from rediswq.queue import Until
+from rediswq import Until
 from rediswq_kit import EXIT_OK
 
 
