@@ -153,17 +153,32 @@ def settings() -> Settings:
     return click.get_current_context().find_object(Settings) or Settings(DEFAULT_URL)
 
 
+# The library's messages name its parameters; the command line adds the options that set them here.
+# (error type, the parameter its message names) -> the options' names.
+FLAGS: dict[tuple[type[rediswq.RedisWQError], str], str] = {
+    (rediswq.EvictingRedis, "allow_eviction="): "rediswq --allow-eviction or REDISWQ_ALLOW_EVICTION=1",
+    (rediswq.TLSFailed, "tls_cert="): "--tls-cert and --tls-key",
+}
+
+
+def message(error: rediswq.RedisWQError) -> str:
+    """The library's message, and the command-line options that set the parameters it names."""
+    text = str(error)
+    flags = [flag for (kind, name), flag in FLAGS.items() if isinstance(error, kind) and name in text]
+    return f"{text}; on the command line: {', '.join(flags)}" if flags else text
+
+
 @contextmanager
 def queue_errors() -> Iterator[None]:
     """Turn rediswq's errors into one clear line and the documented exit code; never a traceback."""
     try:
         yield
     except (rediswq.AuthenticationFailed, rediswq.InvalidArgument, rediswq.EvictingRedis) as e:
-        raise ConfigError(str(e)) from e
+        raise ConfigError(message(e)) from e
     except rediswq.ConnectionFailed as e:
-        raise click.ClickException(f"{e} (URL {settings().url_origin()})") from e
+        raise click.ClickException(f"{message(e)} (URL {settings().url_origin()})") from e
     except rediswq.RedisWQError as e:
-        raise click.ClickException(str(e)) from e
+        raise click.ClickException(message(e)) from e
 
 
 def _loopback_address(url: str) -> tuple[str, int] | None:

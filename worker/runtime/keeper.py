@@ -23,6 +23,7 @@ from rediswq_kit import (
     EXIT_OK,
     EXIT_STOPPED,
     EXIT_USAGE,
+    message,
 )
 from rediswq_worker.runtime.calls import Fatal, Interrupted
 from rediswq_worker.runtime.leases import Beat, Leases
@@ -91,7 +92,7 @@ class Keeper:
             rediswq.EvictingRedis,
             rediswq.InvalidArgument,
         ) as e:  # configuration: exit 2
-            end("stopped", EXIT_USAGE, str(e))
+            end("stopped", EXIT_USAGE, message(e))
             stopper.abandon()
         except BaseException as e:  # a bug: say so in one place, and still end the run
             self.log.exception("the worker runtime failed")
