@@ -225,8 +225,20 @@ def test_no_library_message_names_a_command_line_option() -> None:
     assert found == []
 
 
+def with_probe(monkeypatch: pytest.MonkeyPatch, folder: str, code: str) -> None:
+    """The walk sees one more module in `folder`, `_probe.py`, holding `code` (no file is written)."""
+    probe = REPO / folder / "_probe.py"
+    real_sources, real_read = sources, Path.read_text
+    monkeypatch.setattr(
+        sys.modules[__name__],
+        "sources",
+        lambda name: [*real_sources(name), probe] if name == folder else real_sources(name),
+    )
+    monkeypatch.setattr(Path, "read_text", lambda p, **kw: code if p == probe else real_read(p, **kw))
+
+
 @pytest.mark.parametrize(
-    ("folder", "line", "rule"),
+    ("folder", "code", "rule"),
     [
         ("worker", "from rediswq_cli.main import main", "a layer above it"),
         ("producer", "import rediswq_worker.runtime", "a layer above it, or beside"),
@@ -236,24 +248,15 @@ def test_no_library_message_names_a_command_line_option() -> None:
     ],
 )
 def test_the_layer_check_catches_an_upward_import(
-    folder: str, line: str, rule: str, monkeypatch: pytest.MonkeyPatch
+    folder: str, code: str, rule: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The checks themselves, on a module that imports what it may not (it exists only in the walk)."""
-    extra = REPO / folder / "_layer_probe.py"
-    real = sources
-
-    def with_probe(name: str) -> list[Path]:
-        return [*real(name), extra] if name == folder else real(name)
-
-    original = Path.read_text
-    monkeypatch.setattr(sys.modules[__name__], "sources", with_probe)
-    monkeypatch.setattr(Path, "read_text", lambda p, **kw: line if p == extra else original(p, **kw))
+    with_probe(monkeypatch, folder, code)
     found = violations_of_layers()
-    assert len(found) == 1 and rule in found[0] and "_layer_probe.py:1" in found[0], found
+    assert len(found) == 1 and rule in found[0] and "_probe.py:1" in found[0], found
 
 
 @pytest.mark.parametrize(
-    "line",
+    "code",
     [
         "from rediswq.queue import Until",
         "from rediswq._connection import redact",
@@ -264,16 +267,8 @@ def test_the_layer_check_catches_an_upward_import(
     ],
 )
 def test_the_privacy_check_catches_a_private_or_unlisted_name(
-    line: str, monkeypatch: pytest.MonkeyPatch
+    code: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    extra = REPO / "worker" / "_privacy_probe.py"
-    real = sources
-
-    def with_probe(name: str) -> list[Path]:
-        return [*real(name), extra] if name == "worker" else real(name)
-
-    original = Path.read_text
-    monkeypatch.setattr(sys.modules[__name__], "sources", with_probe)
-    monkeypatch.setattr(Path, "read_text", lambda p, **kw: line if p == extra else original(p, **kw))
+    with_probe(monkeypatch, "worker", code)
     found = violations_of_privacy()
-    assert len(found) == 1 and "_privacy_probe.py" in found[0], found
+    assert len(found) == 1 and "_probe.py" in found[0], found
