@@ -42,6 +42,7 @@ COPY pyproject.toml README.md ./
 COPY rediswq/ rediswq/
 COPY producer/ producer/
 COPY worker/ worker/
+COPY kit/ kit/
 COPY cli/ cli/
 COPY k8s/ k8s/
 # No build isolation: the wheel is built with build.txt's pinned setuptools, not whatever PyPI serves.

@@ -20,7 +20,7 @@ import click
 import rediswq
 from rediswq import Lease
 from rediswq_cli.embedded import EmbeddedUnavailable, embedded_redis
-from rediswq_cli.kit import CONTEXT_SETTINGS, ConfigError, queue_errors, settings
+from rediswq_kit import CONTEXT_SETTINGS, ConfigError, queue_errors, settings
 
 QUEUE = "demo"
 # The handler's pause per item: long enough that a worker is always caught holding a lease.

@@ -9,8 +9,8 @@ from itertools import islice
 import click
 from click.core import ParameterSource
 
-import rediswq
-from rediswq_cli.kit import CONTEXT_SETTINGS, DEFAULT_URL, ConfigError, Settings, read_url_file
+from rediswq.urls import url_secrets
+from rediswq_kit import CONTEXT_SETTINGS, DEFAULT_URL, ConfigError, Settings, read_url_file
 
 
 class _Root(click.Group):
@@ -81,7 +81,7 @@ def _warn_of_passwords_in_argv(ctx: click.Context, url: str) -> None:
     """One line on standard error (no secret in it) when a password came on the command line, where
     `ps` shows it to every user of the machine for as long as the command runs."""
     given = {}
-    if ctx.get_parameter_source("url") == ParameterSource.COMMANDLINE and rediswq.url_secrets(url):
+    if ctx.get_parameter_source("url") == ParameterSource.COMMANDLINE and url_secrets(url):
         given["--url"] = "--url-file or $REDISWQ_URL"
     if ctx.get_parameter_source("sentinel_password") == ParameterSource.COMMANDLINE:
         given["--sentinel-password"] = "$REDISWQ_SENTINEL_PASSWORD"

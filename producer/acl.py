@@ -6,15 +6,15 @@ import shlex
 
 import click
 
-import rediswq
-from rediswq_cli.kit import CONTEXT_SETTINGS, queue_errors
+from rediswq.acl import ROLES, Role, acl_rules
+from rediswq_kit import CONTEXT_SETTINGS, queue_errors
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("queue")
 @click.option(
     "--role",
-    type=click.Choice(rediswq.ROLES),
+    type=click.Choice(ROLES),
     default="worker",
     show_default=True,
     help="worker: `rediswq work`; producer: enqueue, close, stats, peek, dead list; admin: all commands.",
@@ -28,7 +28,7 @@ from rediswq_cli.kit import CONTEXT_SETTINGS, queue_errors
     show_default=True,
     help="A command for redis-cli (command), or a line for an ACL file (aclfile).",
 )
-def acl(queue: str, role: rediswq.acl.Role, user: str | None, style: str) -> None:
+def acl(queue: str, role: Role, user: str | None, style: str) -> None:
     """Print the ACL SETUSER rules that let a Redis user do ROLE's work on QUEUE, and nothing more.
 
     Only QUEUE's keys, only the commands that role's calls run (scripts run with EVALSHA; no EVAL,
@@ -43,7 +43,7 @@ def acl(queue: str, role: rediswq.acl.Role, user: str | None, style: str) -> Non
       rediswq acl jobs --role producer --format aclfile --user feeder >> users.acl
     """
     with queue_errors():
-        rules = rediswq.acl_rules(queue, role)
+        rules = acl_rules(queue, role)
     name = user or f"rediswq-{role}"
     if style == "aclfile":
         click.echo(" ".join(["user", name, *rules]))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 
 import rediswq
-from rediswq_cli.complete import complete_queue
-from rediswq_cli.kit import CONTEXT_SETTINGS, ConfigError, escape_controls, open_queue, queue_errors
+from rediswq_kit import CONTEXT_SETTINGS, ConfigError, escape_controls, open_queue, queue_errors
+from rediswq_kit.complete import complete_queue
 from rediswq_producer.show import absent, echo_json, payload_json, payload_text, require_queue, table, utc
 
 _full = click.option("--full", is_flag=True, help="Show whole payloads (cut at 100 characters otherwise).")

@@ -12,8 +12,8 @@ from typing import Any
 import click
 
 import rediswq
-from rediswq_cli.complete import complete_queue
-from rediswq_cli.kit import CONTEXT_SETTINGS, ConfigError, open_queue, queue_errors
+from rediswq_kit import CONTEXT_SETTINGS, ConfigError, open_queue, queue_errors
+from rediswq_kit.complete import complete_queue
 from rediswq_producer.checkpoint import SourceProgress
 from rediswq_producer.signals import DeferredSignals, Interrupted
 from rediswq_producer.sources import InputError, IntRange, ReadProgress, Sources

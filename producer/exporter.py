@@ -22,9 +22,8 @@ import redis
 from redis.cluster import ClusterNode, RedisCluster
 
 import rediswq
-from rediswq_cli import prom
-from rediswq_cli.complete import complete_queue
-from rediswq_cli.kit import CONTEXT_SETTINGS, open_queue, queue_errors
+from rediswq_kit import CONTEXT_SETTINGS, open_queue, prom, queue_errors
+from rediswq_kit.complete import complete_queue
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric

@@ -10,9 +10,9 @@ from typing import Any
 import click
 
 import rediswq
-from rediswq_cli.complete import complete_queue
-from rediswq_cli.kit import CONTEXT_SETTINGS, ConfigError, open_queue, queue_errors
-from rediswq_cli.progress import Rate, eta_secs, eta_text, settled
+from rediswq_kit import CONTEXT_SETTINGS, ConfigError, open_queue, queue_errors
+from rediswq_kit.complete import complete_queue
+from rediswq_kit.progress import Rate, eta_secs, eta_text, settled
 from rediswq_producer.show import echo_json, table
 
 DEFAULT_LIMIT = 10_000

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
 
-from rediswq_cli.kit import EXIT_SIGINT, EXIT_SIGTERM
+from rediswq_kit import EXIT_SIGINT, EXIT_SIGTERM
 
 EXIT_CODES = {signal.SIGINT: EXIT_SIGINT, signal.SIGTERM: EXIT_SIGTERM}
 

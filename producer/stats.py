@@ -10,9 +10,9 @@ from typing import Any
 import click
 
 import rediswq
-from rediswq_cli.complete import complete_queue
-from rediswq_cli.kit import CONTEXT_SETTINGS, open_queue, queue_errors
-from rediswq_cli.progress import Rate, duration, eta_secs, settled
+from rediswq_kit import CONTEXT_SETTINGS, open_queue, queue_errors
+from rediswq_kit.complete import complete_queue
+from rediswq_kit.progress import Rate, duration, eta_secs, settled
 from rediswq_producer.show import echo_json, require_queue, table
 
 # Below this many leases the text view lists who holds them; --holders lists them anyway.

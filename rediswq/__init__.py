@@ -1,10 +1,24 @@
-"""rediswq: a Redis-backed, lease-based work queue for Kubernetes batch Jobs."""
+"""rediswq: a Redis-backed, lease-based work queue for Kubernetes batch Jobs.
+
+What a user of the library meets, and nothing more:
+
+- `Queue`, the one entry point, and `Lease`, what a lease call hands out;
+- the result types its calls return: `Enqueued` (put_many), `Stats` (stats), `Item` (peek),
+  `LeaseInfo` (holders), `DeadLetter` (dead_letters), `Handoff` (complete_and_lease), `Consumer`
+  (consume: iterated, with counts), and `Until`, the type of every `until=` parameter;
+- `Heartbeat`, which keeps a custom worker's leases alive in the background;
+- `RedisWQ`, the Kubernetes docs example's interface (`rediswq.RedisWQ(name, host=...)` runs its
+  `worker.py` unchanged);
+- every error (the tree is drawn in rediswq.errors) and `InsecureTLSWarning`, which callers catch.
+
+Helpers for code built around the library live in public submodules, imported from there:
+`rediswq.urls` (`redact`, `url_secrets`: showing a URL without its secrets) and `rediswq.acl`
+(`acl_rules`, `ROLES`: least-privilege Redis ACL users). Every other module is private.
+"""
 
 from __future__ import annotations
 
-from rediswq._connection import redact, url_secrets
 from rediswq._survey import QueueSummary, Survey, survey
-from rediswq.acl import ROLES, acl_rules
 from rediswq.compat import RedisWQ
 from rediswq.consume import Consumer
 from rediswq.errors import (
@@ -25,10 +39,9 @@ from rediswq.errors import (
 )
 from rediswq.heartbeat import Heartbeat
 from rediswq.lease import Lease
-from rediswq.queue import DeadLetter, Enqueued, Handoff, Item, LeaseInfo, Queue, Stats
+from rediswq.queue import DeadLetter, Enqueued, Handoff, Item, LeaseInfo, Queue, Stats, Until
 
 __all__ = [
-    "ROLES",
     "AuthenticationFailed",
     "ConnectionFailed",
     "Consumer",
@@ -56,8 +69,6 @@ __all__ = [
     "Stats",
     "Survey",
     "TLSFailed",
-    "acl_rules",
-    "redact",
+    "Until",
     "survey",
-    "url_secrets",
 ]

@@ -496,7 +496,7 @@ class Connection:
                 raise
             raise TLSFailed(
                 f"TLS with Redis at {self.url} failed: the server wants a client certificate "
-                f"(--tls-cert and --tls-key, or tls_cert= and tls_key=): {wanted}"
+                f"(tls_cert= and tls_key=): {wanted}"
             ) from e
 
     def _sentinel_error(self, refusal: Exception) -> Exception:

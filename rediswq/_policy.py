@@ -66,6 +66,5 @@ def check_eviction(client: redis.Redis, url: str, queue: str) -> None:
     if policy and policy not in SAFE_POLICIES:
         raise EvictingRedis(
             f"Redis at {url} runs maxmemory-policy {policy}, which may evict the keys of queue "
-            f"{queue!r} and lose items: set it to noeviction (or allow it explicitly: "
-            "allow_eviction=True, rediswq --allow-eviction)"
+            f"{queue!r} and lose items: set it to noeviction (or allow it explicitly: allow_eviction=True)"
         )

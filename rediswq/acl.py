@@ -15,6 +15,8 @@ from rediswq._keys import Keys
 Role = Literal["worker", "producer", "admin"]
 ROLES: tuple[Role, ...] = ("worker", "producer", "admin")
 
+__all__ = ["ROLES", "Role", "acl_rules"]
+
 # EVALSHA and SCRIPT LOAD run the scripts; INFO is how a queue's first call checks that Redis does not
 # evict keys (maxmemory-policy): it shows server figures, no keys or values.
 _SCRIPTS = ("evalsha", "script|load", "info")

@@ -18,6 +18,7 @@ from click.testing import CliRunner
 from redis_server import RedisServer, every_binary, version_of
 
 import rediswq
+from rediswq.acl import ROLES
 from rediswq_cli.main import main
 
 PASSWORD = "acl-test-Pw-93217"
@@ -74,7 +75,7 @@ def users(acl_server: RedisServer) -> Iterator[tuple[str, dict[str, str]]]:
     queue = f"acl-{uuid.uuid4().hex[:8]}"
     admin = acl_server.client()
     urls = {}
-    for role in rediswq.ROLES:
+    for role in ROLES:
         printed = CliRunner().invoke(main, ["acl", queue, "--role", role])
         assert printed.exit_code == 0, printed.output
         words = shlex.split(printed.output)
@@ -82,7 +83,7 @@ def users(acl_server: RedisServer) -> Iterator[tuple[str, dict[str, str]]]:
         admin.execute_command(*words, f">{PASSWORD}")
         urls[role] = f"redis://{words[2]}:{PASSWORD}@127.0.0.1:{acl_server.port}/0"
     yield queue, urls
-    for role in rediswq.ROLES:
+    for role in ROLES:
         admin.execute_command("ACL", "DELUSER", f"rediswq-{role}")
     rediswq.Queue(admin, queue).purge()
 
@@ -96,7 +97,7 @@ def _fill(queue: str, port: int) -> None:
         q.fail(lease, "boom", retry=False)
 
 
-@pytest.mark.parametrize("role", rediswq.ROLES)
+@pytest.mark.parametrize("role", ROLES)
 def test_each_role_runs_the_commands_it_needs_and_is_refused_the_rest(
     role: str, users: tuple[str, dict[str, str]], acl_server: RedisServer
 ) -> None:
@@ -116,7 +117,7 @@ def test_each_role_runs_the_commands_it_needs_and_is_refused_the_rest(
             assert PASSWORD not in result.output
 
 
-@pytest.mark.parametrize("role", rediswq.ROLES)
+@pytest.mark.parametrize("role", ROLES)
 def test_each_role_makes_the_library_calls_it_needs_and_is_refused_the_rest(
     role: str, users: tuple[str, dict[str, str]], acl_server: RedisServer
 ) -> None:

@@ -308,7 +308,7 @@ def test_a_refused_connection_on_loopback_is_reported_at_once_naming_where_the_u
 
 
 def test_the_default_url_is_named_as_the_default_nobody_chose() -> None:
-    from rediswq_cli.kit import DEFAULT_URL, Settings
+    from rediswq_kit import DEFAULT_URL, Settings
 
     assert Settings(DEFAULT_URL).url_origin() == "the default: no --url, $REDISWQ_URL or $REDIS_URL given"
     assert Settings(DEFAULT_URL, url_from="$REDIS_URL").url_origin() == "from $REDIS_URL"

@@ -276,14 +276,15 @@ PACKAGED = {
     "rediswq": "rediswq",
     "producer": "rediswq_producer",
     "worker": "rediswq_worker",
+    "kit": "rediswq_kit",
     "cli": "rediswq_cli",
     "k8s": "rediswq_cli/kube/manifests",
 }
 SOURCE_SUFFIXES = (".py", ".lua", ".yaml")
 HASH_INSTALLED = (
-    "import hashlib, json, pathlib, rediswq, rediswq_cli, rediswq_producer, rediswq_worker\n"
+    "import hashlib, json, pathlib, rediswq, rediswq_cli, rediswq_kit, rediswq_producer, rediswq_worker\n"
     "out = {}\n"
-    "for pkg in (rediswq, rediswq_producer, rediswq_worker, rediswq_cli):\n"
+    "for pkg in (rediswq, rediswq_producer, rediswq_worker, rediswq_kit, rediswq_cli):\n"
     "    root = pathlib.Path(pkg.__file__).parent\n"
     "    for p in root.rglob('*'):\n"
     f"        if p.suffix in {SOURCE_SUFFIXES!r} and '__pycache__' not in p.parts:\n"

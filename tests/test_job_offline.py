@@ -19,7 +19,7 @@ from rediswq import LeaseInfo
 from rediswq_cli.kube.manifest import ManifestError, WorkerJob, build, load_template, split_args
 from rediswq_cli.kube.scale import desired_parallelism, holding_pods
 from rediswq_cli.main import main
-from rediswq_cli.progress import Rate, eta_text
+from rediswq_kit.progress import Rate, eta_text
 
 K8S_TEMPLATE = Path(__file__).resolve().parent.parent / "k8s" / "base" / "worker-job.yaml"
 

@@ -42,7 +42,7 @@ from test_k8s_support import (
     resource_files,
 )
 
-from rediswq_cli import kit as clikit
+import rediswq_kit as clikit
 
 VERSIONS = (OLDEST, NEWEST)
 # What each set of manifests is: the base's files as written, and each kustomize build.

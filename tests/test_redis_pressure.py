@@ -39,9 +39,11 @@ def small_noeviction() -> Iterator[RedisServer]:
 
 def test_a_queue_on_an_evicting_redis_refuses_its_first_call(evicting: RedisServer) -> None:
     q = Queue(evicting.client(), "ev")
-    with pytest.raises(EvictingRedis, match="allkeys-lru"):
+    with pytest.raises(EvictingRedis, match="allkeys-lru") as refused:
         q.put("x")
     assert evicting.client().exists(q.keys.pending) == 0
+    # The library names its own parameter, not the command line's option.
+    assert "allow_eviction=True" in str(refused.value) and "--" not in str(refused.value)
 
 
 def test_allow_eviction_lets_a_queue_use_an_evicting_redis(evicting: RedisServer) -> None:
@@ -99,6 +101,7 @@ def test_the_cli_exits_2_on_an_evicting_redis_unless_allowed(evicting: RedisServ
     refused = subprocess.run(run, capture_output=True, text=True, timeout=30)
     assert refused.returncode == 2, refused.stderr
     assert "maxmemory-policy allkeys-lru" in refused.stderr
+    assert "on the command line: rediswq --allow-eviction or REDISWQ_ALLOW_EVICTION=1" in refused.stderr
     assert "Traceback" not in refused.stderr
     allowed = subprocess.run([RQ, "--allow-eviction", *run[1:]], capture_output=True, text=True, timeout=30)
     assert allowed.returncode == 0, allowed.stderr
@@ -114,6 +117,7 @@ def test_the_cli_exits_2_on_an_evicting_redis_unless_allowed(evicting: RedisServ
         timeout=30,
     )
     assert work.returncode == 2 and "maxmemory-policy allkeys-lru" in work.stderr, work.stderr
+    assert "rediswq --allow-eviction" in work.stderr, work.stderr
 
 
 # -- settles after a lost reply ---------------------------------------------------------------

@@ -31,6 +31,8 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rediswq-tests"
 WHEELHOUSE_MAX_AGE_SECS = 7 * 24 * 3600
+# Every top-level package the wheel installs (each source folder under a name of its own).
+PACKAGES = ("rediswq", "rediswq_kit", "rediswq_producer", "rediswq_worker", "rediswq_cli")
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -138,10 +140,11 @@ def test_wheel_carries_every_lua_script(built: Built) -> None:
     assert scripts <= in_wheel
 
 
-def test_wheel_carries_every_python_module_of_the_four_packages(built: Built) -> None:
+def test_wheel_carries_every_python_module_of_the_five_packages(built: Built) -> None:
     # Each source folder and the name it installs under.
     installed = {
         "rediswq": "rediswq",
+        "kit": "rediswq_kit",
         "producer": "rediswq_producer",
         "worker": "rediswq_worker",
         "cli": "rediswq_cli",
@@ -154,13 +157,13 @@ def test_wheel_carries_every_python_module_of_the_four_packages(built: Built) ->
 
 
 def test_wheel_carries_py_typed_for_every_package(built: Built) -> None:
-    typed = {f"{name}/py.typed" for name in ("rediswq", "rediswq_worker", "rediswq_producer", "rediswq_cli")}
+    typed = {f"{name}/py.typed" for name in PACKAGES}
     assert typed <= built.names
 
 
 def test_wheel_installs_no_top_level_worker_or_producer_package(built: Built) -> None:
     tops = {name.split("/", 1)[0] for name in built.names if not name.startswith("rediswq_k8s-")}
-    assert tops == {"rediswq", "rediswq_worker", "rediswq_producer", "rediswq_cli"}
+    assert tops == set(PACKAGES)
 
 
 def test_wheel_carries_every_k8s_manifest_under_the_kube_commands(built: Built) -> None:
@@ -176,8 +179,7 @@ def test_installed_package_is_the_wheel_not_the_source_tree(built: Built) -> Non
     result = built.run(
         "python",
         "-c",
-        "import rediswq, rediswq_worker, rediswq_producer, rediswq_cli\n"
-        "print(rediswq.__file__, rediswq_worker.__file__, rediswq_producer.__file__, rediswq_cli.__file__)",
+        f"import {', '.join(PACKAGES)}\nprint({', '.join(name + '.__file__' for name in PACKAGES)})",
     )
     assert result.returncode == 0, result.stderr
     site_packages = next((built.venv / "lib").glob("python3*/site-packages"))

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+import rediswq_kit as clikit
 from rediswq import Queue
-from rediswq_cli import kit as clikit
 from rediswq_cli.main import main
 
 REDISWQ = str(Path(sys.executable).with_name("rediswq"))

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from rediswq_cli.kit import EXIT_ERROR, EXIT_STOPPED
+from rediswq_kit import EXIT_ERROR, EXIT_STOPPED
 from rediswq_worker.runtime.ledger import Ledger
 from rediswq_worker.runtime.options import Options
 from rediswq_worker.runtime.pacing import Pacing

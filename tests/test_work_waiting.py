@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
+import rediswq_kit as clikit
 from rediswq import Queue, Stats
-from rediswq_cli import kit as clikit
 from rediswq_worker.runtime.progress import waiting_for
 
 REDISWQ = str(Path(sys.executable).with_name("rediswq"))

@@ -15,7 +15,7 @@ import sys
 import time
 from typing import Any, Literal
 
-from rediswq_cli.kit import escape_controls
+from rediswq_kit import escape_controls
 
 LogFormat = Literal["text", "json"]
 

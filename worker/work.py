@@ -14,9 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from rediswq_cli import prom
-from rediswq_cli.complete import complete_queue
-from rediswq_cli.kit import (
+from rediswq_kit import (
     CONTEXT_SETTINGS,
     EXIT_OK,
     ConfigError,
@@ -24,8 +22,10 @@ from rediswq_cli.kit import (
     check_target,
     open_queue,
     parse_prefetch,
+    prom,
     settings,
 )
+from rediswq_kit.complete import complete_queue
 from rediswq_worker import logs
 from rediswq_worker.runners import (
     CommandRunner,

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 
 import click
 
-from rediswq_cli.kit import EXIT_ERROR, EXIT_OK, ConfigError, open_queue, queue_errors
 from rediswq_cli.kube.group import EXIT_CODES, EXIT_INTERRUPTED, connect, job, kube_options
+from rediswq_kit import EXIT_ERROR, EXIT_OK, ConfigError, open_queue, queue_errors
 
 if TYPE_CHECKING:
     import rediswq

@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 import rediswq
+from rediswq.acl import acl_rules
 from rediswq_cli.kube.manifest import URL_VARIABLE, WorkerJob
 
 CONFIG = "base/redis-config.yaml"
@@ -28,18 +29,13 @@ CONFIG_MAP = "rediswq-redis-config"
 
 def refusal(request: WorkerJob, manifest: dict[str, Any]) -> str | None:
     """Why the bundled Redis would refuse the Job `manifest` (built from `request`) its queue, or None."""
-    if request.url_secret is not None or any(name == URL_VARIABLE for name, _ in request.env):
+    if _url_given(request):
         return None
     user = _user(manifest)
     patterns = _key_patterns(user) if user else None
-    if not patterns:
+    if not user or not patterns:
         return None  # not a user of the bundled ACL: nothing to check it against
-    try:
-        needed = _patterns(rediswq.acl_rules(request.queue, "worker"))
-    except rediswq.InvalidArgument:
-        return None  # `rediswq work` refuses such a name itself, with its own message
-    # Covered: each pattern `rediswq acl` gives for the queue is one of the user's, or within one.
-    if all(any(p == n or _glob_matches(p, n) for p in patterns) for n in needed):
+    if _covered(request.queue, patterns):
         return None
     return (
         f"the bundled Redis's ACL refuses user {user} the keys of queue {request.queue!r} (it allows "
@@ -47,6 +43,23 @@ def refusal(request: WorkerJob, manifest: dict[str, Any]) -> str | None:
         'overlay and apply it, its users follow (k8s/README.md, "The queue\'s name"); if the Redis '
         f"you applied names it already, give its URL: -e '{URL_VARIABLE}={_url(manifest)}'"
     )
+
+
+def _url_given(request: WorkerJob) -> bool:
+    """The Job names its Redis itself (a Secret or -e REDISWQ_URL): not the template's bundled one."""
+    return request.url_secret is not None or any(name == URL_VARIABLE for name, _ in request.env)
+
+
+def _covered(queue: str, patterns: list[str]) -> bool:
+    """Each key pattern `rediswq acl` gives for `queue` is one of `patterns`, or within one.
+
+    A name the library refuses counts as covered: `rediswq work` refuses it itself, with its own message.
+    """
+    try:
+        needed = _patterns(acl_rules(queue, "worker"))
+    except rediswq.InvalidArgument:
+        return True
+    return all(any(p == n or _glob_matches(p, n) for p in patterns) for n in needed)
 
 
 def _url(manifest: dict[str, Any]) -> str:

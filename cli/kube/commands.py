@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any, cast
 
 import click
 
-from rediswq_cli.kit import (
+from rediswq_cli.kube.group import EXIT_CODES, connect, exit_after_watch, job, kube_options
+from rediswq_kit import (
     ConfigError,
     check_max_wait,
     check_target,
@@ -19,7 +20,6 @@ from rediswq_cli.kit import (
     parse_prefetch,
     queue_errors,
 )
-from rediswq_cli.kube.group import EXIT_CODES, connect, exit_after_watch, job, kube_options
 
 if TYPE_CHECKING:
     from rediswq_cli.kube.cluster import Cluster

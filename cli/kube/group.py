@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from rediswq_cli.kit import CONTEXT_SETTINGS, ConfigError
+from rediswq_kit import CONTEXT_SETTINGS, ConfigError
 
 if TYPE_CHECKING:
     import rediswq

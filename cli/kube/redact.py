@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import rediswq
+from rediswq.urls import redact
 
 #: Words in a variable's name that mark its value as a secret (PASSWD, PASSPHRASE, API_KEY, AUTH_TOKEN
 #: ...). Broad on purpose: a dry run that hides a harmless value costs a look at the flag.
@@ -29,8 +29,8 @@ def shown_value(name: str, value: str) -> str:
         return value
     if any(word in name.upper() for word in SECRET_NAME_WORDS):
         return HIDDEN
-    if "://" in plain and rediswq.redact(plain) != plain:
-        return rediswq.redact(value)
+    if "://" in plain and redact(plain) != plain:
+        return redact(value)
     return value
 
 

@@ -17,7 +17,7 @@ from kubernetes.client.exceptions import ApiException
 
 import rediswq
 from rediswq_cli.kube.cluster import Cluster, api_errors, describe_failure, finished, pod_counts
-from rediswq_cli.progress import Rate, eta_text, settled
+from rediswq_kit.progress import Rate, eta_text, settled
 
 
 def queue_text(name: str, stats: rediswq.Stats, rate: float | None) -> str:

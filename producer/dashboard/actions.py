@@ -83,22 +83,13 @@ class Action:
 
     @classmethod
     def parse(cls, body: bytes) -> Action:
-        try:
-            data = json.loads(body)
-        except ValueError:
-            raise Refused(400, "the body is not JSON") from None
-        if not isinstance(data, dict):
-            raise Refused(400, "the body is not a JSON object")
-        verb, queue, ids = data.get("action"), data.get("queue"), data.get("ids")
+        data = _json_object(body)
+        verb, queue = data.get("action"), data.get("queue")
         if verb not in ACTIONS:
             raise Refused(400, f"unknown action; one of {', '.join(ACTIONS)}")
         if not isinstance(queue, str) or not queue:
             raise Refused(400, "name the queue")
-        if ids is not None and not (isinstance(ids, list) and all(isinstance(i, str) for i in ids)):
-            raise Refused(400, "ids must be a list of strings")
-        if ids is not None and verb not in ("requeue", "purge"):
-            raise Refused(400, f"{verb} takes no ids")
-        return cls(verb, queue, ids)
+        return cls(verb, queue, _ids(verb, data.get("ids")))
 
     def describe(self) -> str:
         """For the log: never a payload, never a secret (ids are the caller's, shown quoted)."""
@@ -118,6 +109,27 @@ class Action:
             return "queue closed"
         q.reopen()
         return "queue reopened"
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        raise Refused(400, "the body is not JSON") from None
+    if not isinstance(data, dict):
+        raise Refused(400, "the body is not a JSON object")
+    return data
+
+
+def _ids(verb: str, ids: Any) -> list[str] | None:
+    """The dead letters' ids an action names (None: all of them), checked."""
+    if ids is None:
+        return None
+    if not (isinstance(ids, list) and all(isinstance(i, str) for i in ids)):
+        raise Refused(400, "ids must be a list of strings")
+    if verb not in ("requeue", "purge"):
+        raise Refused(400, f"{verb} takes no ids")
+    return ids
 
 
 def perform(

@@ -19,7 +19,7 @@ from typing import Any
 import redis
 
 import rediswq
-from rediswq_cli.progress import RATE_WINDOW_SECS, duration, eta_secs, settled
+from rediswq_kit.progress import RATE_WINDOW_SECS, duration, eta_secs, settled
 from rediswq_producer.dashboard.reader import Reader
 from rediswq_producer.show import payload_text
 

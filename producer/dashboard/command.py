@@ -12,7 +12,8 @@ from types import FrameType
 import click
 
 import rediswq
-from rediswq_cli.kit import CONTEXT_SETTINGS, ConfigError, open_queue, queue_errors, settings
+from rediswq.urls import redact
+from rediswq_kit import CONTEXT_SETTINGS, ConfigError, open_queue, queue_errors, settings
 from rediswq_producer.dashboard.actions import MIN_TOKEN_CHARS, Guard
 from rediswq_producer.dashboard.board import Board
 from rediswq_producer.dashboard.reader import Client, Reader
@@ -109,7 +110,7 @@ def dashboard(
     shown_host = f"[{host}]" if ":" in host else host
     address = f"http://{shown_host}:{server.server_address[1]}/"
     which = ", ".join(queues) if queues else "every queue"
-    _log(f"serving {address} ({which} on {rediswq.redact(chosen.url)}, every {interval:g}s)")
+    _log(f"serving {address} ({which} on {redact(chosen.url)}, every {interval:g}s)")
     if token is not None:
         where = f"the token is ${TOKEN_ENV}'s" if os.environ.get(TOKEN_ENV) else f"token {token}"
         _log(f"actions on; {where} (open {address}#token=TOKEN, or the page asks once per tab)")

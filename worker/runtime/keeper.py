@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 
 import rediswq
-from rediswq_cli.kit import (
+from rediswq_kit import (
     EXIT_BROKEN,
     EXIT_DEAD,
     EXIT_ERROR,
@@ -23,6 +23,7 @@ from rediswq_cli.kit import (
     EXIT_OK,
     EXIT_STOPPED,
     EXIT_USAGE,
+    message,
 )
 from rediswq_worker.runtime.calls import Fatal, Interrupted
 from rediswq_worker.runtime.leases import Beat, Leases
@@ -91,7 +92,7 @@ class Keeper:
             rediswq.EvictingRedis,
             rediswq.InvalidArgument,
         ) as e:  # configuration: exit 2
-            end("stopped", EXIT_USAGE, str(e))
+            end("stopped", EXIT_USAGE, message(e))
             stopper.abandon()
         except BaseException as e:  # a bug: say so in one place, and still end the run
             self.log.exception("the worker runtime failed")
@@ -113,15 +114,27 @@ class Keeper:
 
     def _turn(self) -> tuple[str, int] | None:
         """One round of the keeper's chores; (outcome, exit code) if the run ends here."""
-        leases, ledger = self.leases, self.ledger
+        ended = self._stop_early_if_due()
+        if ended is not None:
+            return ended
+        self._upkeep()
+        if self.ledger.limit_reached():
+            return self._stop_at_limit() if self.ledger.idle() else None
+        return self._drain_or_poll() or self._idle_limit()
+
+    def _stop_early_if_due(self) -> tuple[str, int] | None:
+        """Failures settled; an item that could not be stopped, or a broken handler, ends the run."""
         stuck = self.overruns.check()
-        leases.settle_failures()
+        self.leases.settle_failures()
         if stuck:
             return self._stuck(stuck)
-        with ledger.cv:
-            broken = ledger.streak.broken
-        if broken:
-            return self._broken()
+        with self.ledger.cv:
+            broken = self.ledger.streak.broken
+        return self._broken() if broken else None
+
+    def _upkeep(self) -> None:
+        """Give back what waited too long, renew the leases when due, complete what waited FLUSH_SECS."""
+        leases, ledger = self.leases, self.ledger
         leases.give_back_waited()
         leases.give_back_late()
         self.beat.if_due()
@@ -129,21 +142,26 @@ class Keeper:
             flush = ledger.done_since is not None and time.monotonic() - ledger.done_since >= FLUSH_SECS
         if flush:
             leases.flush()
-        if ledger.limit_reached():
-            return self._stop_at_limit() if ledger.idle() else None
-        with ledger.cv:
-            drained = self.phase.state is State.DRAINING and ledger.idle_locked()
+
+    def _drain_or_poll(self) -> tuple[str, int] | None:
+        """The run ends once the queue is drained and nothing is held here; else poll when due."""
+        with self.ledger.cv:
+            drained = self.phase.state is State.DRAINING and self.ledger.idle_locked()
             poll = not drained and self._poll_locked()
         if drained:
             return self._drained_exit()
         if poll:
-            leases.lease(by_slot=False)
-        idle = self.progress.tick()
-        if idle is not None:
-            outcome, error = idle
-            self.ledger.end(outcome, EXIT_IDLE, error)
-            return outcome, EXIT_IDLE
+            self.leases.lease(by_slot=False)
         return None
+
+    def _idle_limit(self) -> tuple[str, int] | None:
+        """The progress line when due; the run ends (exit 7) once idle past `max_wait_secs`."""
+        idle = self.progress.tick()
+        if idle is None:
+            return None
+        outcome, error = idle
+        self.ledger.end(outcome, EXIT_IDLE, error)
+        return outcome, EXIT_IDLE
 
     def _poll_locked(self) -> bool:
         """Make a lease call now: the poll is due, or a slot asked for the look-ahead (sets `leasing`)."""

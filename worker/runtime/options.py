@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from rediswq.queue import Until
-from rediswq_cli.kit import EXIT_OK
+from rediswq import Until
+from rediswq_kit import EXIT_OK
 
 
 @dataclass(frozen=True)

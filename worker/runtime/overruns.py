@@ -54,19 +54,30 @@ class Overruns:
         stuck: list[Lease] = []
         for lease, began in running:
             took = now - began
-            if self.limit_secs is not None and took >= self.limit_secs:
-                if took >= self.limit_secs + LIMIT_GRACE_SECS:
-                    stuck.append(lease)
-                elif lease not in self.stopped:
-                    self.stopped.add(lease)
-                    if self.interrupt is not None:
-                        self.interrupt(lease, self.limit_secs)
-            due = self.warned.get(lease, -math.inf) + self.every_secs
-            if self.warn_secs is not None and took >= self.warn_secs and now >= due:
-                self.warned[lease] = now
-                self._warn(lease, took)
+            if self._limit(lease, took):
+                stuck.append(lease)
+            self._warn_if_due(lease, now, took)
         self._forget({lease for lease, _ in running})
         return [lease for lease in stuck if self._abandon(lease)]
+
+    def _limit(self, lease: Lease, took: float) -> bool:
+        """Interrupt an item past its time limit (once); True if it is past the grace too: stuck."""
+        if self.limit_secs is None or took < self.limit_secs:
+            return False
+        if took >= self.limit_secs + LIMIT_GRACE_SECS:
+            return True
+        if lease not in self.stopped:
+            self.stopped.add(lease)
+            if self.interrupt is not None:
+                self.interrupt(lease, self.limit_secs)
+        return False
+
+    def _warn_if_due(self, lease: Lease, now: float, took: float) -> None:
+        """The long-running warning, once per lease period after --warn-after."""
+        due = self.warned.get(lease, -math.inf) + self.every_secs
+        if self.warn_secs is not None and took >= self.warn_secs and now >= due:
+            self.warned[lease] = now
+            self._warn(lease, took)
 
     def _warn(self, lease: Lease, took: float) -> None:
         limit = "no time limit" if self.limit_secs is None else f"time limit {self.limit_secs:g} s"

@@ -1,7 +1,8 @@
 """When to lease and how much: --prefetch auto, the look-ahead, the idle poll's back-off.
 
-An idle worker asks for work at most 20 times a second, backing off to twice a second (the same
-bounds the library's own blocking lease uses), and at once when one of its items finishes.
+An idle worker asks for work at most 20 times a second (MIN_POLL_SECS), backing off to twice a second
+(MAX_POLL_SECS), and at once when one of its items finishes. The bounds are the runtime's own (the
+library's blocking lease happens to use the same ones: a worker polls no harder than a user's loop).
 
 --prefetch auto (Options.prefetch None): while items take under AUTO_BATCH_SECS, a lease call brings
 about that much work, at most AUTO_BATCH_MAX items, so a quick command costs a fraction of a round
@@ -20,11 +21,12 @@ from __future__ import annotations
 
 import queue as stdqueue
 
-from rediswq.queue import MAX_POLL_SECS, MIN_POLL_SECS
 from rediswq_worker.runtime.ledger import Ledger
 from rediswq_worker.runtime.options import Options
 from rediswq_worker.runtime.state import Phase, State
 
+MIN_POLL_SECS = 0.05
+MAX_POLL_SECS = 0.5
 LOOKAHEAD_MIN_SECS = 0.0005
 LOOKAHEAD_MAX_SECS = 0.1
 AUTO_BATCH_SECS = 0.05

@@ -7,7 +7,7 @@
   STOPPING  a signal or an error: start nothing more (see worker.runtime.stopping)
   STOPPED   the run is over; the slots end
 
-Why a run ends (the exit code, rediswq_cli.kit's codes), by the transition that ends it:
+Why a run ends (the exit code, rediswq_kit's codes), by the transition that ends it:
   DRAINING -> STOPPED   0  the queue is drained and this worker holds nothing: the whole queue is done,
                            not just this worker's share; 4 if it holds dead letters (0 all the same
                            without `fail_on_dead`: --allow-dead); 3 if --max-items was reached and

@@ -24,7 +24,7 @@ import threading
 import time
 
 import rediswq
-from rediswq_cli.kit import EXIT_STOPPED
+from rediswq_kit import EXIT_STOPPED
 from rediswq_worker.runners import Runner
 from rediswq_worker.runtime.calls import Calls, Fatal, Interrupted
 from rediswq_worker.runtime.leases import Beat, Leases

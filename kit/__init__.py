@@ -1,5 +1,9 @@
 """What every `rediswq` subcommand shares: the --url option's value, opening a queue, exit codes.
 
+The command kit (installed as rediswq_kit) sits below both sides of the command line: producer/ and
+worker/ import it, the root group (cli/) too, and it imports nothing of theirs, only rediswq's public
+API and click. Beside it: progress.py (rates, durations) and prom.py (serving Prometheus metrics).
+
 Exit codes (the same for every subcommand, and what the Kubernetes manifests' podFailurePolicy uses):
   0  success; for `work`, the queue is drained (with --until closed: drained and closed)
   1  a runtime error: Redis unreachable after retries, a closed queue, a Redis error
@@ -37,6 +41,7 @@ from typing import Any
 import click
 
 import rediswq
+from rediswq.urls import url_secrets
 
 #: Every command's context settings: `-h` as well as `--help`, whether it runs under `rediswq` or is
 #: parsed on its own (click keeps the help option of the first context a command sees).
@@ -74,7 +79,7 @@ class Settings:
 
     def secrets(self) -> list[str]:
         """What must never be shown nor passed on to an item: the URL's secrets, the sentinels' password."""
-        return [*rediswq.url_secrets(self.url), *filter(None, [self.sentinel_password])]
+        return [*url_secrets(self.url), *filter(None, [self.sentinel_password])]
 
     def url_origin(self) -> str:
         """Where the URL came from, for an error that names it: a default nobody chose misleads."""
@@ -148,17 +153,32 @@ def settings() -> Settings:
     return click.get_current_context().find_object(Settings) or Settings(DEFAULT_URL)
 
 
+# The library's messages name its parameters; the command line adds the options that set them here.
+# (error type, the parameter its message names) -> the options' names.
+FLAGS: dict[tuple[type[rediswq.RedisWQError], str], str] = {
+    (rediswq.EvictingRedis, "allow_eviction="): "rediswq --allow-eviction or REDISWQ_ALLOW_EVICTION=1",
+    (rediswq.TLSFailed, "tls_cert="): "--tls-cert and --tls-key",
+}
+
+
+def message(error: rediswq.RedisWQError) -> str:
+    """The library's message, and the command-line options that set the parameters it names."""
+    text = str(error)
+    flags = [flag for (kind, name), flag in FLAGS.items() if isinstance(error, kind) and name in text]
+    return f"{text}; on the command line: {', '.join(flags)}" if flags else text
+
+
 @contextmanager
 def queue_errors() -> Iterator[None]:
     """Turn rediswq's errors into one clear line and the documented exit code; never a traceback."""
     try:
         yield
     except (rediswq.AuthenticationFailed, rediswq.InvalidArgument, rediswq.EvictingRedis) as e:
-        raise ConfigError(str(e)) from e
+        raise ConfigError(message(e)) from e
     except rediswq.ConnectionFailed as e:
-        raise click.ClickException(f"{e} (URL {settings().url_origin()})") from e
+        raise click.ClickException(f"{message(e)} (URL {settings().url_origin()})") from e
     except rediswq.RedisWQError as e:
-        raise click.ClickException(str(e)) from e
+        raise click.ClickException(message(e)) from e
 
 
 def _loopback_address(url: str) -> tuple[str, int] | None:

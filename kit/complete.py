@@ -19,7 +19,7 @@ from click.core import ParameterSource
 from click.shell_completion import CompletionItem
 
 import rediswq
-from rediswq_cli.kit import read_url_file
+from rediswq_kit import read_url_file
 
 COMPLETION_SECS = 0.8
 SOCKET_SECS = 0.5

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib.util
 from typing import TYPE_CHECKING
 
-from rediswq_cli.kit import ConfigError
+from rediswq_kit import ConfigError
 
 if TYPE_CHECKING:
     from prometheus_client.registry import Collector
