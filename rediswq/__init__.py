@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rediswq._connection import redact, url_secrets
+from rediswq._retry import RetryPolicy
 from rediswq.acl import ROLES, acl_rules
 from rediswq.compat import RedisWQ
 from rediswq.consume import Consumer
@@ -50,6 +51,7 @@ __all__ = [
     "QueueNotFound",
     "RedisWQ",
     "RedisWQError",
+    "RetryPolicy",
     "ServerError",
     "Stats",
     "TLSFailed",
