@@ -6,7 +6,8 @@ What a user of the library meets, and nothing more:
 - the result types its calls return: `Enqueued` (put_many), `Stats` (stats), `Item` (peek),
   `LeaseInfo` (holders), `DeadLetter` (dead_letters), `Handoff` (complete_and_lease), `Consumer`
   (consume: iterated, with counts), and `Until`, the type of every `until=` parameter;
-- `Heartbeat`, which keeps a custom worker's leases alive in the background;
+- `Heartbeat`, which keeps a custom worker's leases alive in the background, and `RetryPolicy`, the
+  library's one retry policy, for a retry loop of one's own;
 - `RedisWQ`, the Kubernetes docs example's interface (`rediswq.RedisWQ(name, host=...)` runs its
   `worker.py` unchanged);
 - every error (the tree is drawn in rediswq.errors) and `InsecureTLSWarning`, which callers catch.
@@ -18,6 +19,7 @@ Helpers for code built around the library live in public submodules, imported fr
 
 from __future__ import annotations
 
+from rediswq._retry import RetryPolicy
 from rediswq._survey import QueueSummary, Survey, survey
 from rediswq.compat import RedisWQ
 from rediswq.consume import Consumer
@@ -65,6 +67,7 @@ __all__ = [
     "QueueSummary",
     "RedisWQ",
     "RedisWQError",
+    "RetryPolicy",
     "ServerError",
     "Stats",
     "Survey",

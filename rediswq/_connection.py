@@ -1,4 +1,6 @@
-"""The boundary with redis-py: URL checks and redaction, error wrapping, and retries of idempotent calls.
+"""The boundary with redis-py: URL checks and redaction, and `Connection`, which runs every call.
+
+How a call is retried is rediswq/_retry.py's; how redis-py's errors read, rediswq/_redis_errors.py's.
 
 Every URL, redis-py error text and connection description that rediswq shows goes through `Redactor`,
 so a password can reach neither a message nor a log line, whatever shape the URL has.
@@ -6,11 +8,10 @@ so a password can reach neither a message nor a log line, whatever shape the URL
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import importlib.resources
+import math
 import os
 import re
+import time
 import urllib.parse
 import warnings
 from collections.abc import Callable, Iterable
@@ -20,20 +21,12 @@ import redis
 import redis.cluster
 import redis.exceptions
 import redis.sentinel
-from redis.backoff import ExponentialBackoff
-from redis.retry import Retry
 
 from rediswq import _topology
-from rediswq._tls import certificate_wanted, closed_at_once, is_tls_failure
-from rediswq.errors import (
-    AuthenticationFailed,
-    ConnectionFailed,
-    InsecureTLSWarning,
-    InvalidArgument,
-    PermissionDenied,
-    ServerError,
-    TLSFailed,
-)
+from rediswq._redis_errors import REDIS_ERRORS, sentinel_error, translate
+from rediswq._retry import RetryPolicy
+from rediswq._tls import certificate_wanted, closed_at_once
+from rediswq.errors import InsecureTLSWarning, InvalidArgument, TLSFailed
 
 T = TypeVar("T")
 
@@ -117,30 +110,6 @@ class Redactor:
         for secret in self._secrets:
             text = text.replace(secret, "***")
         return text
-
-
-# Replies of a cluster or a replicated set in the middle of a change (a slot migrating, a failover, a
-# promoted replica loading its data, a cluster client whose redirections ran out: "TTL exhausted"):
-# the command did not run, and it will once the change is over. Named by the code Redis sent, which
-# redis-py strips from the message. (LOADING is redis-py's BusyLoadingError, a ConnectionError.)
-_TOPOLOGY_CODES: tuple[tuple[type[Exception], str], ...] = (
-    (redis.exceptions.MovedError, "MOVED"),
-    (redis.exceptions.AskError, "ASK"),
-    (redis.exceptions.TryAgainError, "TRYAGAIN"),
-    (redis.exceptions.MasterDownError, "MASTERDOWN"),
-    (redis.exceptions.ClusterDownError, "CLUSTERDOWN"),
-    (redis.exceptions.ReadOnlyError, "READONLY"),
-    (redis.exceptions.ClusterError, ""),  # "TTL exhausted."
-    (redis.exceptions.RedisClusterException, ""),  # "Redis Cluster cannot be connected ..."
-)
-_TOPOLOGY_ERRORS = tuple(kind for kind, _code in _TOPOLOGY_CODES)
-
-# A cluster URL aimed at a server that is not in a cluster: a mistake in the URL, not a change.
-_NOT_A_CLUSTER = "Cluster mode is not enabled"
-
-
-def _not_a_cluster(error: BaseException) -> bool:
-    return isinstance(error, redis.exceptions.RedisClusterException) and _NOT_A_CLUSTER in str(error)
 
 
 def redact(url: str) -> str:
@@ -336,104 +305,12 @@ def _query_options(query: str, shown: str, *, tls: bool) -> dict[str, Any]:
     return options
 
 
-def _underlying(error: BaseException) -> BaseException:
-    """The error that says what went wrong. A cluster client that reached no node (at start-up, or
-    re-reading its slot map) raises RedisClusterException from the last node's error: a refused
-    connection is then an outage, a refused password a refusal, as they are from one server."""
-    cause = error.__cause__
-    if isinstance(error, redis.exceptions.RedisClusterException) and isinstance(
-        cause, redis.exceptions.RedisError | OSError
-    ):
-        return cause
-    return error
-
-
-def _is_transient(error: Exception) -> bool:
-    underlying = _underlying(error)
-    return (
-        not _not_a_cluster(error)
-        and isinstance(underlying, _CONNECTION_ERRORS + _TOPOLOGY_ERRORS)
-        and not isinstance(underlying, redis.exceptions.AuthenticationError)
-        and not is_tls_failure(underlying)
-    )
-
-
-def _is_permission_error(error: redis.exceptions.ResponseError) -> bool:
-    # Outside a script redis-py raises NoPermissionError; inside one, Redis wraps the NOPERM reply, and
-    # 6.2 says only "can't run this command" (about the command or key that was refused).
-    text = str(error)
-    if isinstance(error, redis.exceptions.NoPermissionError):
-        return True
-    return "NOPERM" in text or "no permissions" in text or "can't run this command" in text
-
-
-# Where a script was refused: Redis 7 says "script: SHA, on @user_script:LINE", 6.2 "(call to f_SHA):
-# @user_script:LINE".
-_SCRIPT_LINE = re.compile(r"(?:script: |call to f_)([0-9a-f]{40})\)?[,:] (?:on )?@user_script:([0-9]+)")
-_CALLED = re.compile(r"redis\.p?call\('([A-Za-z]+)'")
-_COMMAND = re.compile(
-    r"run the '([^']+)' command|access the '([^']+)' key|keys? (?:used|accessed) .*?'([^']+)'"
-)
-
-
-def _denied(text: str, keys: str) -> str:
-    """What was refused, in words: the command (and script line) or key the message names; Redis does
-    not name a refused key, so a key refusal names the keys this connection's calls use."""
-    if "permissions to access one of the keys" in text or "access at least one of the keys" in text:
-        return f"(the keys {keys})" if keys else "(a key it was not granted)"
-    if found := _SCRIPT_LINE.search(text):
-        where = _script_lines().get(found.group(1))
-        if where is not None:
-            name, lines = where
-            number = int(found.group(2))
-            line = lines[number - 1] if 0 < number <= len(lines) else ""
-            called = _CALLED.search(line)
-            what = f"the command {called.group(1)}" if called else "a command or key"
-            return f"({what}, in {name}.lua line {number})"
-    if found := _COMMAND.search(text):
-        command, key, other = found.groups()
-        return f"(the command {command.upper()})" if command else f"(the key {key or other})"
-    return "(a command or key it was not granted)"
-
-
-@functools.cache
-def _script_lines() -> dict[str, tuple[str, list[str]]]:
-    """sha1 -> (script name, source lines) of every script rediswq ships."""
-    found = {}
-    for entry in importlib.resources.files("rediswq.lua").iterdir():
-        if entry.name.endswith(".lua"):
-            source = entry.read_text(encoding="utf-8")
-            sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
-            found[sha] = (entry.name.removesuffix(".lua"), source.splitlines())
-    return found
-
-
-def _node(error: Exception) -> str:
-    """ " (node HOST:PORT)" when the error knows the server it came from and does not name it already."""
-    where = getattr(error, "connection", None)
-    host, port = getattr(where, "host", None), getattr(where, "port", None)
-    if not host or not port or f"{host}:{port}" in str(error):
-        return ""
-    return f" (node {host}:{port})"
-
-
-def _topology_change(error: Exception) -> str:
-    """The error as Redis sent it ("MOVED 1234 10.0.0.7:6379"), naming the node it points to."""
-    code = next(code for kind, code in _TOPOLOGY_CODES if isinstance(error, kind))
-    text = str(error)
-    return text if text.startswith(code) else f"{code} {text}"
-
-
-# What Redis answers a client that sent no credentials to a Redis that needs them (NOAUTH).
-_NO_CREDENTIALS = ("Authentication required", "HELLO must be called with the client already authenticated")
-
-
 class Connection:
-    """Runs calls against Redis, turning redis-py's errors into rediswq's, redacted.
+    """Runs calls against Redis, turning redis-py's errors into rediswq's (_redis_errors.py), redacted.
 
-    Idempotent calls are retried with exponential backoff (redis-py's own `Retry`); the others run
-    once, because a retry after a lost reply could apply them twice. Refused credentials, permissions
-    and certificates are never retried: waiting cannot fix them.
+    Idempotent calls are retried as rediswq/_retry.py says: `retries` times, pausing 0.2 s doubling to
+    2 s; the others run once, because a retry after a lost reply could apply them twice. Refused
+    credentials, permissions and certificates are never retried: waiting cannot fix them.
 
     `client`, the client the calls use, if given: the passwords it holds are hidden too, and when its
     sentinels name no master they are asked why (redis-py keeps only the type of their errors).
@@ -449,9 +326,9 @@ class Connection:
         hidden: Iterable[str] = (),
     ) -> None:
         self.keys = keys  # which keys the calls touch, in words, for a refusal by the ACL
-        self._retry = Retry(
-            ExponentialBackoff(cap=2.0, base=0.1), retries, _CONNECTION_ERRORS + _TOPOLOGY_ERRORS
-        )
+        # No window: the count bounds a call's retries (about 5 s for 5); callers that wait out an
+        # outage (consume, the worker) retry on top of this with a window of their own.
+        self._policy = RetryPolicy(math.inf, first_pause_secs=0.2, max_pause_secs=2.0, max_retries=retries)
         self._given = url
         self._hidden = list(hidden)
         self.adopt(client)
@@ -466,15 +343,25 @@ class Connection:
         self.url = self._redactor.url
 
     def call(self, fn: Callable[[], T], *, idempotent: bool) -> T:
-        explained = functools.partial(self._explained, fn)
-        try:
-            if idempotent:
-                return self._retry.call_with_retry(explained, lambda _error: None, is_retryable=_is_transient)
-            return explained()
-        except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException) as e:
-            raise self.wrap(e) from e
-        except OSError as e:
-            raise self.wrap(e) from e
+        """`fn()`, retried if `idempotent` while the policy says so; errors as rediswq's."""
+        retries = 0
+        while True:
+            try:
+                return self._explained(fn)
+            except REDIS_ERRORS as e:
+                error = self.wrap(e)
+                wait = self._wait(error, retries) if idempotent else None
+                if wait is None:
+                    raise error from e
+            retries += 1
+            time.sleep(wait)
+
+    def _wait(self, error: Exception, retries: int) -> float | None:
+        """How long to wait before trying an idempotent call again after `error`; None: raise it."""
+        if not self._policy.retryable(error):
+            return None
+        now = time.monotonic()
+        return self._policy.wait_secs(retries, now, now)
 
     def _explained(self, fn: Callable[[], T]) -> T:
         """`fn()`; errors whose cause redis-py hides are asked about again and, when it is a refusal,
@@ -489,7 +376,7 @@ class Connection:
                 raise
             if isinstance(why, redis.sentinel.MasterNotFoundError):
                 raise why from e  # sentinels down, or a failover: retried as before
-            raise self._sentinel_error(why) from e
+            raise sentinel_error(why, self.url, self._redactor.text) from e
         except redis.exceptions.ConnectionError as e:
             wanted = certificate_wanted(self._client) if closed_at_once(e) else None
             if wanted is None:
@@ -499,51 +386,6 @@ class Connection:
                 f"(tls_cert= and tls_key=): {wanted}"
             ) from e
 
-    def _sentinel_error(self, refusal: Exception) -> Exception:
-        text = self._redactor.text(str(refusal))
-        sentinels = f"the sentinels of {self.url}"
-        if is_tls_failure(refusal):
-            return TLSFailed(f"TLS with {sentinels} failed: {text}")
-        if any(words in text for words in _NO_CREDENTIALS):
-            return AuthenticationFailed(
-                f"{sentinels} need a password, and none was given for them (the URL's password is the "
-                "master's; give the sentinels' as sentinel_password, or $REDISWQ_SENTINEL_PASSWORD)"
-            )
-        return AuthenticationFailed(f"{sentinels} refused the sentinel password or user: {text}")
-
     def wrap(self, e: BaseException) -> Exception:
         """redis-py's error `e` as rediswq's, its text redacted."""
-        e = _underlying(e)
-        text = self._redactor.text(str(e))
-        url = self.url
-        if isinstance(e, _CONNECTION_ERRORS + _TOPOLOGY_ERRORS) and is_tls_failure(e):
-            # First: a cluster client's own errors ("cannot be connected") may hold a refused certificate.
-            return TLSFailed(f"TLS with Redis at {url} failed: {text}")
-        if _not_a_cluster(e):
-            return InvalidArgument(
-                f"bad Redis URL {url}: the server is not in a cluster (cluster mode is not enabled "
-                "there); name one server with redis:// or rediss://"
-            )
-        if isinstance(e, _TOPOLOGY_ERRORS):
-            # Connection trouble, for the retries above and for a worker's reconnect window.
-            change = self._redactor.text(_topology_change(e))
-            return ConnectionFailed(f"Redis at {url} is changing: {change}{_node(e)}")
-        if any(words in text for words in _NO_CREDENTIALS):
-            # NOAUTH: none were sent. Redis's own text (HELLO's especially) does not say that.
-            return AuthenticationFailed(
-                f"Redis needs a password, and none was given for {url} (put it in the URL: "
-                "redis://:PASSWORD@HOST:PORT, or USER:PASSWORD@ for an ACL user)"
-            )
-        if isinstance(e, redis.exceptions.AuthenticationError):
-            return AuthenticationFailed(f"Redis at {url} refused the credentials: {text}")
-        if isinstance(e, redis.exceptions.ResponseError):
-            if "NOAUTH" in text or "WRONGPASS" in text:
-                return AuthenticationFailed(f"Redis at {url} refused the credentials: {text}")
-            if _is_permission_error(e):
-                return PermissionDenied(
-                    f"Redis at {url} refused this user {_denied(text, self.keys)}: {text}"
-                )
-            return ServerError(f"Redis at {url} refused the command: {text}")
-        if isinstance(e, _CONNECTION_ERRORS):
-            return ConnectionFailed(f"cannot reach Redis at {url}: {text}{_node(e)}")
-        return ServerError(f"Redis at {url} answered with an error: {text}")
+        return translate(e, self.url, self._redactor.text, self.keys)

@@ -41,7 +41,8 @@ from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, TypeVar
 
-from rediswq.errors import AuthenticationFailed, ConnectionFailed, InvalidArgument, LeaseLost
+from rediswq._retry import RetryPolicy
+from rediswq.errors import ConnectionFailed, InvalidArgument, LeaseLost
 from rediswq.heartbeat import Heartbeat
 from rediswq.lease import Lease
 
@@ -52,7 +53,6 @@ log = logging.getLogger("rediswq")
 T = TypeVar("T")
 
 _ERROR_CHARS = 8000  # the end of a traceback is the part that says what failed
-_MAX_PAUSE_SECS = 5.0
 
 
 def describe_error(error: BaseException) -> str:
@@ -77,7 +77,7 @@ class Consumer:
         self._lease_secs = lease_secs
         self._prefetch = prefetch
         self._until: Until = until
-        self._reconnect_secs = reconnect_secs
+        self._policy = RetryPolicy(reconnect_secs)
         self._buffer: deque[Lease] = deque()
         self._done: list[Lease] = []
         self._current: Lease | None = None
@@ -189,30 +189,30 @@ class Consumer:
             self._gone.add(id(lease))
 
     def _retrying(self, op: Callable[[], T]) -> tuple[T, bool]:
-        """Run `op`, again while Redis is unreachable, for up to `reconnect_secs`.
+        """Run `op`, again while Redis is unreachable, as rediswq/_retry.py says (for `reconnect_secs`).
 
         Returns its result and whether an earlier try failed on the way (so may have been applied).
         Every call made here names its leases by handle, so a try applied twice changes nothing.
         """
-        give_up = time.monotonic() + self._reconnect_secs
-        pause = 0.1
-        resent = False
+        policy = self._policy
+        since = time.monotonic()
+        retries = 0
         while True:
             try:
-                return op(), resent
+                return op(), retries > 0
             except LeaseLost as e:
-                e.unconfirmed = e.unconfirmed or resent
-                raise
-            except AuthenticationFailed:
+                e.unconfirmed = e.unconfirmed or retries > 0
                 raise
             except ConnectionFailed as e:
-                if not resent:
-                    log.warning("%s; retrying for up to %g s", e, self._reconnect_secs)
-                if time.monotonic() + pause > give_up:
+                if not policy.retryable(e):
                     raise
-                resent = True
-                time.sleep(pause)
-                pause = min(pause * 2, _MAX_PAUSE_SECS)
+                if not retries:
+                    log.warning("%s; retrying for up to %g s", e, policy.reconnect_secs)
+                wait = policy.wait_secs(retries, since, time.monotonic())
+                if wait is None:
+                    raise
+                retries += 1
+                time.sleep(wait)
 
     # -- ending ---------------------------------------------------------------------------------
 

@@ -3,10 +3,12 @@
 - One call at a time (the Redis lock): a renewal then never races the completion of the same lease,
   and the accounting after each call is done under the same lock.
 - A slot tries a call once (`once`); on an error it leaves the retrying, and its reporting, to the
-  keeper. The keeper retries (`retry`) while Redis is unreachable, for up to `reconnect_secs` (or,
-  once shutting down, until the grace period ends), pausing 0.1 s doubling to 5 s (or a sixth of the
-  lease if less: once Redis is back, the next renewal comes before the leases expire). This is the
-  only retry layer of the runtime: the queue is opened with retry_settles=False.
+  keeper. The keeper retries (`retry`) what the library's `RetryPolicy` says is worth retrying (Redis
+  unreachable or mid-change), for up to `reconnect_secs` from the start of the outage (or, once
+  shutting down, until the grace period ends), pausing 0.1 s doubling to 5 s (or a sixth of the
+  lease if less: once Redis is back, the next renewal comes before the leases expire), never past
+  either end. This is the only retry layer of the runtime: the queue is opened with
+  retry_settles=False.
 - Retrying is safe for every call the runtime makes, idempotent or not: each names its leases by
   handle, so a retried completion that went through the first time reports that lease as no longer
   held and changes nothing.
@@ -21,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 import redis.exceptions
 
@@ -33,8 +35,14 @@ from rediswq_worker.runtime.signals import Signals
 
 T = TypeVar("T")
 
-_FIRST_PAUSE_SECS = 0.1
 _MAX_RETRY_PAUSE_SECS = 5.0
+# Not retried and not Fatal: a configuration error, which ends the run with exit code 2.
+_CONFIGURATION = (
+    rediswq.AuthenticationFailed,
+    rediswq.EvictingRedis,
+    rediswq.InvalidArgument,
+    rediswq.QueueNotFound,
+)
 
 
 class Fatal(Exception):
@@ -47,7 +55,7 @@ class Interrupted(Exception):
 
 def unreachable(error: BaseException) -> bool:
     """Redis could not be reached (worth retrying), as opposed to refusing the credentials."""
-    return isinstance(error, rediswq.ConnectionFailed) and not isinstance(error, rediswq.AuthenticationFailed)
+    return rediswq.RetryPolicy.retryable(error)
 
 
 class Calls:
@@ -62,8 +70,10 @@ class Calls:
         self.outage = outage
         self.observer = observer
         self.signals = signals
-        self.reconnect_secs = options.reconnect_secs
-        self.max_pause_secs = min(_MAX_RETRY_PAUSE_SECS, max(0.1, options.lease_secs / 6))
+        self.policy = rediswq.RetryPolicy(
+            options.reconnect_secs,
+            max_pause_secs=min(_MAX_RETRY_PAUSE_SECS, max(0.1, options.lease_secs / 6)),
+        )
         self.give_up_at: float | None = None
 
     @contextmanager
@@ -103,23 +113,18 @@ class Calls:
         if give_up_at is None:
             give_up_at = self.give_up_at
         self._give_up_if_late(give_up_at, time.monotonic())
-        attempt, pause = 1, _FIRST_PAUSE_SECS
+        attempt = 1
         while True:
             try:
                 return self.once(functools.partial(op, attempt))
-            except (
-                rediswq.AuthenticationFailed,
-                rediswq.EvictingRedis,
-                rediswq.InvalidArgument,
-                rediswq.QueueNotFound,
-            ):
-                raise
-            except rediswq.ConnectionFailed as e:
-                self._give_up_if_late(give_up_at, time.monotonic())
-                self._pause(pause, e)
-                attempt, pause = attempt + 1, min(pause * 2, self.max_pause_secs)
             except (rediswq.RedisWQError, redis.exceptions.RedisError) as e:
-                raise self.fatal(e) from e  # Redis answered with an error: retrying will not help
+                if self.policy.retryable(e):
+                    self._pause(self._wait_secs(attempt - 1, give_up_at, e), e)
+                    attempt += 1
+                elif isinstance(e, _CONFIGURATION):
+                    raise
+                else:
+                    raise self.fatal(e) from e  # Redis answered with an error: retrying will not help
 
     def fatal(self, error: Exception) -> Fatal:
         """Redis answered with an error (OOM, a key of the wrong type), perhaps passed through unwrapped."""
@@ -136,11 +141,22 @@ class Calls:
 
     def _give_up_if_late(self, give_up_at: float | None, now: float) -> None:
         """Raise Fatal once Redis has been unreachable for `reconnect_secs` (or past `give_up_at`)."""
-        since, error = self.outage.since, self.outage.error
-        if since is None:
-            return
-        if now >= since + self.reconnect_secs or (give_up_at is not None and now >= give_up_at):
-            raise Fatal(f"{error} (gave up after {now - since:.1f} s)")
+        since = self.outage.since
+        if since is not None and self.policy.window_over(since, now, give_up_at):
+            self._give_up(since, now)
+
+    def _wait_secs(self, retries: int, give_up_at: float | None, error: Exception) -> float:
+        """The pause before the next try, as the policy says; Fatal if the window is over."""
+        now = time.monotonic()
+        since = self.outage.since
+        since = now if since is None else since  # another thread's call went through meanwhile
+        wait = self.policy.wait_secs(retries, since, now, give_up_at)
+        if wait is None:
+            self._give_up(since, now, error)
+        return wait
+
+    def _give_up(self, since: float, now: float, error: Exception | None = None) -> NoReturn:
+        raise Fatal(f"{self.outage.error or error} (gave up after {now - since:.1f} s)")
 
 
 __all__ = ["Calls", "Fatal", "Interrupted", "unreachable"]
