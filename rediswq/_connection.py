@@ -23,7 +23,7 @@ import redis.sentinel
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from rediswq import _topology
+from rediswq import _library, _topology
 from rediswq._tls import certificate_wanted, closed_at_once, is_tls_failure
 from rediswq.errors import (
     AuthenticationFailed,
@@ -359,6 +359,8 @@ def _is_permission_error(error: redis.exceptions.ResponseError) -> bool:
 # Where a script was refused: Redis 7 says "script: SHA, on @user_script:LINE", 6.2 "(call to f_SHA):
 # @user_script:LINE".
 _SCRIPT_LINE = re.compile(r"(?:script: |call to f_)([0-9a-f]{40})\)?[,:] (?:on )?@user_script:([0-9]+)")
+# Where a function of rediswq's library was refused: "script: rediswq_lease, on @user_function:LINE".
+_FUNCTION_LINE = re.compile(r"script: rediswq_\w+, on @user_function:([0-9]+)")
 _CALLED = re.compile(r"redis\.p?call\('([A-Za-z]+)'")
 _COMMAND = re.compile(
     r"run the '([^']+)' command|access the '([^']+)' key|keys? (?:used|accessed) .*?'([^']+)'"
@@ -379,6 +381,14 @@ def _denied(text: str, keys: str) -> str:
             called = _CALLED.search(line)
             what = f"the command {called.group(1)}" if called else "a command or key"
             return f"({what}, in {name}.lua line {number})"
+    if found := _FUNCTION_LINE.search(text):
+        in_library = _library.library().where(int(found.group(1)))
+        if in_library is not None:
+            operation, at = in_library
+            text_lines = _library.source(operation).splitlines()
+            refused = _CALLED.search(text_lines[at - 1]) if 0 < at <= len(text_lines) else None
+            what = f"the command {refused.group(1)}" if refused else "a command or key"
+            return f"({what}, in {operation}.lua line {at})"
     if found := _COMMAND.search(text):
         command, key, other = found.groups()
         return f"(the command {command.upper()})" if command else f"(the key {key or other})"

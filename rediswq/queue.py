@@ -315,6 +315,7 @@ class Queue:
             url or (describe(made) if made else "Redis"), retries, keys, client=made, hidden=hidden
         )
         self._policy_checked = allow_eviction
+        self._prepared = False
         self._retry_settles = retry_settles
         self._seen = False  # a lease call has found this queue: a later MISSING means it vanished
         self.replicas = replicas
@@ -353,14 +354,19 @@ class Queue:
         return self._ready()[1]
 
     def _call(self, fn: Callable[[], T], *, idempotent: bool) -> T:
-        """Every Redis call of the queue: the first one checks the eviction policy (see `_policy`)."""
-        if self._policy_checked:
+        """Every Redis call of the queue: the first one checks the eviction policy (see `_policy`) and
+        whether the function library serves (`Scripts.prepare`)."""
+        if self._prepared:
             return self._conn.call(fn, idempotent=idempotent)
 
         def checked() -> T:
-            # On a cluster, the node that holds the queue.
-            check_eviction(_topology.node_client(self._client, self.keys.meta), self._conn.url, self.name)
-            self._policy_checked = True
+            if not self._policy_checked:
+                # On a cluster, the node that holds the queue.
+                node = _topology.node_client(self._client, self.keys.meta)
+                check_eviction(node, self._conn.url, self.name)
+                self._policy_checked = True
+            self._scripts.prepare()
+            self._prepared = True
             return fn()
 
         return self._conn.call(checked, idempotent=idempotent)
