@@ -7,7 +7,7 @@ import shlex
 import click
 
 import rediswq
-from rediswq_cli.kit import CONTEXT_SETTINGS, queue_errors
+from rediswq_cli.kit import CONTEXT_SETTINGS, open_queue, queue_errors
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)
@@ -19,6 +19,13 @@ from rediswq_cli.kit import CONTEXT_SETTINGS, queue_errors
     show_default=True,
     help="worker: `rediswq work`; producer: enqueue, close, stats, peek, dead list; admin: all commands.",
 )
+@click.option(
+    "--redis-version",
+    type=click.Choice(rediswq.acl.REDIS_VERSIONS),
+    default="7",
+    show_default=True,
+    help="7: FCALL of rediswq's functions (run `rediswq install` once); 6.2: scripts (EVALSHA), weaker.",
+)
 @click.option("--user", metavar="NAME", help="The Redis user name.  [default: rediswq-ROLE]")
 @click.option(
     "--format",
@@ -28,14 +35,17 @@ from rediswq_cli.kit import CONTEXT_SETTINGS, queue_errors
     show_default=True,
     help="A command for redis-cli (command), or a line for an ACL file (aclfile).",
 )
-def acl(queue: str, role: rediswq.acl.Role, user: str | None, style: str) -> None:
+def acl(
+    queue: str, role: rediswq.acl.Role, redis_version: rediswq.acl.RedisVersion, user: str | None, style: str
+) -> None:
     """Print the ACL SETUSER rules that let a Redis user do ROLE's work on QUEUE, and nothing more.
 
-    Only QUEUE's keys, only the commands that role's calls run (scripts run with EVALSHA; no EVAL,
-    no admin commands; INFO, for the check that Redis does not evict keys). Redis grants commands, not
-    scripts: the worker role can also close the queue, and the producer role requeue or delete dead
-    letters (the same commands). The
-    rules hold no password: add one with `>PASSWORD`.
+    Only QUEUE's keys, only the commands that role's calls run. Redis 7: FCALL of the role's own
+    functions (no SCRIPT LOAD, EVAL or EVALSHA), reads of the queue's keys, and each write only on the
+    keys the role writes it to (selectors); the library is loaded once by an admin (`rediswq install`).
+    Redis 6.2: scripts (EVALSHA, so any Lua) and flat rules. Which one was printed is said on stderr.
+    The README's security section lists what each forbids. The rules hold no password: add one with
+    `>PASSWORD`.
 
     \b
     Examples:
@@ -43,9 +53,25 @@ def acl(queue: str, role: rediswq.acl.Role, user: str | None, style: str) -> Non
       rediswq acl jobs --role producer --format aclfile --user feeder >> users.acl
     """
     with queue_errors():
-        rules = rediswq.acl_rules(queue, role)
+        rules = rediswq.acl_rules(queue, role, redis_version)
+    kind = "functions (FCALL)" if redis_version == "7" else "scripts (EVALSHA), a weaker guarantee"
+    click.echo(f"rediswq acl: rules for Redis {redis_version}+: {kind}", err=True)
     name = user or f"rediswq-{role}"
     if style == "aclfile":
         click.echo(" ".join(["user", name, *rules]))
     else:
         click.echo(" ".join(["ACL", "SETUSER", *(shlex.quote(word) for word in [name, *rules])]))
+
+
+@click.command(context_settings=CONTEXT_SETTINGS)
+def install() -> None:
+    """Load (or replace) rediswq's function library on the Redis of --url (every master of a cluster).
+
+    Redis 7+, as a user allowed FUNCTION LOAD (the admin role, or the default user). Idempotent: run
+    it at deploy time and after each upgrade of rediswq; a worker whose version differs from the
+    loaded library's exits 2 and says to run it. A client allowed FUNCTION LOAD loads a missing
+    library by itself on first use.
+    """
+    with queue_errors():
+        version = open_queue("install", one_shot=True).install()
+    click.echo(f"rediswq function library version {version} loaded")

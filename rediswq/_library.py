@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from importlib import resources
 
 import redis
+import redis.cluster
 
 from rediswq.errors import LibraryMismatch
 
@@ -121,3 +122,14 @@ def not_loaded(error: redis.exceptions.ResponseError) -> Exception:
     if "already exists" in text:
         return LibraryMismatch(f"Redis holds another version of rediswq's function library: {INSTALL}")
     return error
+
+
+def install(client: redis.Redis | redis.cluster.RedisCluster) -> str:
+    """Load (or replace) rediswq's function library on the server, or on every master of a cluster
+    (replicas copy it); its version. What `rediswq install` runs, as an admin."""
+    if isinstance(client, redis.cluster.RedisCluster):
+        for node in client.get_primaries():  # type: ignore[no-untyped-call]
+            load(client.get_redis_connection(node), replace=True)
+    else:
+        load(client, replace=True)
+    return library().version

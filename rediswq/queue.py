@@ -23,7 +23,7 @@ from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
 from redis.retry import Retry
 
-from rediswq import _topology
+from rediswq import _library, _topology
 from rediswq._connection import Connection, check_url, describe, redact, tls_options
 from rediswq._keys import LEASED_SENTINEL, META_PATTERN, Keys, queue_of_meta
 from rediswq._policy import check_eviction
@@ -872,12 +872,14 @@ class Queue:
         self._call(self._close, idempotent=True)
 
     def _close(self) -> None:
+        # A count, not a flag: the roles' ACLs let them only count in meta (rediswq/acl.py), so no
+        # role but admin can clear it; any value is "closed".
         if self._wait is None:
-            self._client.hset(self.keys.meta, "closed", 1)
+            self._client.hincrby(self.keys.meta, "closed", 1)
             return
         # WAIT counts the writes of its own connection: both go down one pipeline, to the owning node.
         with _topology.node_client(self._client, self.keys.meta).pipeline(transaction=False) as pipe:
-            pipe.hset(self.keys.meta, "closed", 1)
+            pipe.hincrby(self.keys.meta, "closed", 1)
             pipe.execute_command("WAIT", *self._wait)  # type: ignore[no-untyped-call]
             acked = int(pipe.execute()[1])
         self._check_replicated(acked, "the close", 0)
@@ -890,6 +892,11 @@ class Queue:
             self._client.delete(self.keys.checkpoints)
 
         self._call(reopen, idempotent=True)
+
+    def install(self) -> str:
+        """Load (or replace) rediswq's function library where this queue lives (every master of a
+        cluster); its version. Redis 7+, as a user allowed FUNCTION LOAD: `rediswq install`."""
+        return self._conn.call(lambda: _library.install(self._client), idempotent=True)
 
     def checkpoint(self, name: str) -> str | None:
         """The value `put_many(checkpoint=(name, ...))` last wrote with a batch, None if none."""
