@@ -10,7 +10,8 @@ can do, and do on Redis 7 (functions, key permissions and selectors):
 - read commands only at the root (FCALL needs write access to every key it is passed: `~`), and each
   write command only on the keys the role's functions write it to (one selector per key):
   a worker may not write the inbox but to trim it, nor the meta hash but to count (HINCRBY): it
-  cannot reopen a closed queue, delete or overwrite a meta field (closing is a count too: `closed` stays truthy), or push into the inbox;
+  cannot reopen a closed queue, delete or overwrite a meta field (closing is a count too: `closed`
+  stays truthy), or push into the inbox;
 - no INFO, CONFIG or other server commands: the maxmemory-policy check is `rediswq install`'s (an
   admin's); WAIT for `--min-replicas`; the cluster introspection redis-py's cluster client needs
   (CLUSTER SLOTS/SHARDS/NODES/MYID/INFO, COMMAND, READONLY, ASKING).
