@@ -65,13 +65,23 @@ def acl(
 
 @click.command(context_settings=CONTEXT_SETTINGS)
 def install() -> None:
-    """Load (or replace) rediswq's function library on the Redis of --url (every master of a cluster).
+    """Check the Redis of --url, and load (or replace) rediswq's function library there (every master
+    of a cluster).
 
-    Redis 7+, as a user allowed FUNCTION LOAD (the admin role, or the default user). Idempotent: run
-    it at deploy time and after each upgrade of rediswq; a worker whose version differs from the
-    loaded library's exits 2 and says to run it. A client allowed FUNCTION LOAD loads a missing
-    library by itself on first use.
+    As a user allowed FUNCTION LOAD and INFO (the admin role, or the default user). First the check
+    the worker and producer roles may not make: a maxmemory-policy that may evict queue keys exits 2
+    (unless --allow-eviction). Then, on Redis 7+, the library; on 6.2 there is none (the scripts
+    load on first use). Idempotent: run it at deploy time and after each upgrade of rediswq; a
+    worker whose version differs from the loaded library's exits 2 and says to run it. A client
+    allowed FUNCTION LOAD loads a missing library by itself on first use.
     """
     with queue_errors():
-        version = open_queue("install", one_shot=True).install()
-    click.echo(f"rediswq function library version {version} loaded")
+        version = open_queue(_NO_QUEUE, one_shot=True).install()
+    if version is None:
+        click.echo("Redis without functions (6.2): nothing to load, the scripts load on first use")
+    else:
+        click.echo(f"rediswq function library version {version} loaded")
+
+
+# `install` touches no queue's keys: a Queue is only how the library reaches a Redis of --url.
+_NO_QUEUE = "rediswq-install"

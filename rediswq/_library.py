@@ -19,6 +19,7 @@ from __future__ import annotations
 import bisect
 import functools
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 
@@ -124,12 +125,23 @@ def not_loaded(error: redis.exceptions.ResponseError) -> Exception:
     return error
 
 
-def install(client: redis.Redis | redis.cluster.RedisCluster) -> str:
+def install(
+    client: redis.Redis | redis.cluster.RedisCluster, before: Callable[[redis.Redis], None] | None = None
+) -> str | None:
     """Load (or replace) rediswq's function library on the server, or on every master of a cluster
-    (replicas copy it); its version. What `rediswq install` runs, as an admin."""
+    (replicas copy it), calling `before` with each first; its version, None on a Redis without
+    functions (6.2: the scripts load on first use). What `rediswq install` runs, as an admin."""
     if isinstance(client, redis.cluster.RedisCluster):
-        for node in client.get_primaries():  # type: ignore[no-untyped-call]
-            load(client.get_redis_connection(node), replace=True)
+        nodes = [client.get_redis_connection(node) for node in client.get_primaries()]  # type: ignore[no-untyped-call]
     else:
-        load(client, replace=True)
+        nodes = [client]
+    for node in nodes:
+        if before is not None:
+            before(node)
+        try:
+            load(node, replace=True)
+        except redis.exceptions.ResponseError as e:
+            if "unknown command" in str(e):
+                return None
+            raise
     return library().version

@@ -893,10 +893,17 @@ class Queue:
 
         self._call(reopen, idempotent=True)
 
-    def install(self) -> str:
-        """Load (or replace) rediswq's function library where this queue lives (every master of a
-        cluster); its version. Redis 7+, as a user allowed FUNCTION LOAD: `rediswq install`."""
-        return self._conn.call(lambda: _library.install(self._client), idempotent=True)
+    def install(self) -> str | None:
+        """Load (or replace) rediswq's function library on this queue's Redis (every master of a
+        cluster), after checking each one's maxmemory-policy (`EvictingRedis`, unless allow_eviction):
+        the check worker and producer users may not make. Its version; None on Redis 6.2 (no
+        functions: the scripts load on first use). As a user allowed FUNCTION LOAD: `rediswq install`."""
+
+        def check(node: redis.Redis) -> None:
+            if not self._policy_checked:
+                check_eviction(node, self._conn.url, None)
+
+        return self._conn.call(lambda: _library.install(self._client, check), idempotent=True)
 
     def checkpoint(self, name: str) -> str | None:
         """The value `put_many(checkpoint=(name, ...))` last wrote with a batch, None if none."""
