@@ -328,12 +328,19 @@ def _query_options(query: str, shown: str, *, tls: bool) -> dict[str, Any]:
 def _underlying(error: BaseException) -> BaseException:
     """The error that says what went wrong. A cluster client that reached no node (at start-up, or
     re-reading its slot map) raises RedisClusterException from the last node's error: a refused
-    connection is then an outage, a refused password a refusal, as they are from one server."""
-    cause = error.__cause__
-    if isinstance(error, redis.exceptions.RedisClusterException) and isinstance(
-        cause, redis.exceptions.RedisError | OSError
-    ):
-        return cause
+    connection is then an outage, a refused password a refusal, as they are from one server. A user
+    refused CLUSTER SLOTS by its ACL makes redis-py say "Cluster mode is not enabled" while handling
+    the refusal: the refusal is what went wrong (it names the command), not the URL."""
+    while isinstance(error, redis.exceptions.RedisClusterException):
+        cause, context = error.__cause__, error.__context__
+        if isinstance(cause, redis.exceptions.RedisError | OSError):
+            return cause
+        if isinstance(cause, redis.exceptions.RedisClusterException):
+            error = cause  # "cannot be connected ... : Cluster mode is not enabled", from the refusal
+        elif isinstance(context, redis.exceptions.ResponseError) and _is_permission_error(context):
+            return context
+        else:
+            break
     return error
 
 
