@@ -30,7 +30,9 @@ from rediswq.errors import LibraryMismatch
 
 NAME = "rediswq"
 #: The operations, each a `rediswq/lua/<name>.lua` file and a function `rediswq_<name>`.
-OPERATIONS = ("put", "lease", "fail", "extend", "release", "requeue_dead", "purge_dead", "purge", "stats")
+OPERATIONS = (
+    "put", "lease", "fail", "extend", "release", "requeue_dead", "purge_dead", "purge", "reopen", "stats",
+)  # fmt: skip
 #: Functions that write nothing: callable with FCALL_RO (on a replica too).
 READ_ONLY = frozenset({"stats", "version"})
 #: The error a function answers when the caller's version differs from the library's.

@@ -187,6 +187,7 @@ class Scripts:
         self._requeue_dead = _Operation(client, "requeue_dead")
         self._purge_dead = _Operation(client, "purge_dead")
         self._purge = _Operation(client, "purge")
+        self._reopen = _Operation(client, "reopen")
         self._stats = _Operation(client, "stats")
         self.functions = False
 
@@ -222,7 +223,7 @@ class Scripts:
             )
         for operation in (self._fail, self._extend, self._release, self._requeue_dead, self._purge_dead):
             operation.use_function()
-        for operation in (self._purge, self._stats):
+        for operation in (self._purge, self._reopen, self._stats):
             operation.use_function()
         self._put.use_function(_library.function_name("put"))
         self._lease.use_function(_library.function_name("lease"))
@@ -335,6 +336,11 @@ class Scripts:
     def purge(self) -> int:
         with _named_key_errors():
             return int(self._purge(keys=self._keys, args=[]))
+
+    def reopen(self) -> bool:
+        """Undo close and forget the checkpoints; True if the queue was closed."""
+        with _named_key_errors():
+            return bool(self._reopen(keys=self._keys, args=[]))
 
     def stats(self) -> tuple[int, int, int, int, dict[str, int], int]:
         """Returns (pending with the inbox, leased, delayed, dead, meta hash, inbox alone)."""

@@ -885,13 +885,11 @@ class Queue:
         self._check_replicated(acked, "the close", 0)
 
     def reopen(self) -> None:
-        """Undo `close`, e.g. for a queue a CronJob fills again each run; forgets the checkpoints too."""
+        """Undo `close`, e.g. for a queue a CronJob fills again each run; forgets the checkpoints too.
 
-        def reopen() -> None:
-            self._client.hdel(self.keys.meta, "closed")
-            self._client.delete(self.keys.checkpoints)
-
-        self._call(reopen, idempotent=True)
+        One atomic operation (reopen.lua), an admin's: the worker and producer roles are refused it
+        before anything is written, so a closed queue stays closed for them."""
+        self._call(self._scripts.reopen, idempotent=True)
 
     def install(self) -> str | None:
         """Load (or replace) rediswq's function library on this queue's Redis (every master of a
