@@ -515,6 +515,8 @@ class Connection:
                 f"{sentinels} need a password, and none was given for them (the URL's password is the "
                 "master's; give the sentinels' as sentinel_password, or $REDISWQ_SENTINEL_PASSWORD)"
             )
+        if isinstance(refusal, redis.exceptions.NoPermissionError):
+            return PermissionDenied(f"{sentinels} refused this sentinel user {_denied(text, '')}: {text}")
         return AuthenticationFailed(f"{sentinels} refused the sentinel password or user: {text}")
 
     def wrap(self, e: BaseException) -> Exception:

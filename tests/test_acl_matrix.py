@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import shlex
 import shutil
 import subprocess
@@ -23,7 +24,6 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis
@@ -56,7 +56,7 @@ class Cell:
     node_of: Callable[[str, str], redis.Redis]  # (role, key) -> a client of the node holding key
     admins: list[redis.Redis]  # the default user on every data node
     stop: Callable[[], None]
-    clients: list[Any] = field(default_factory=list)
+    sentinels: list[redis.Redis] = field(default_factory=list)  # the default user on each sentinel
 
 
 def _make_users(cell_version: str, admins: list[redis.Redis]) -> None:
@@ -135,7 +135,8 @@ def _sentinel(pki: PKI) -> Cell:
         return sentinels.url.replace("rediss+sentinel://", f"rediss+sentinel://rediswq-{role}:{PASSWORD}@")
 
     options = [*pki.client.cli_options(), "--min-replicas", "1"]
-    return Cell("7", url, options, node_of, admins, sentinels.stop)
+    watchers = [sentinels.sentinel(port) for port in sentinels.sentinel_ports]
+    return Cell("7", url, options, node_of, admins, sentinels.stop, watchers)
 
 
 @pytest.fixture(scope="module")
@@ -166,8 +167,12 @@ def cells(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], 
 
 
 def _rediswq(cell: Cell, role: str, *argv: str) -> subprocess.CompletedProcess[str]:
+    return _rediswq_env(cell, role, {}, *argv)
+
+
+def _rediswq_env(cell: Cell, role: str, env: dict[str, str], *argv: str) -> subprocess.CompletedProcess[str]:
     args = [REDISWQ, "--url", cell.url(role), *cell.options, *argv]
-    return subprocess.run(args, capture_output=True, text=True, timeout=60)
+    return subprocess.run(args, capture_output=True, text=True, timeout=60, env={**os.environ, **env})
 
 
 # Each role's own work, in the order a deployment runs it: (role, argv, what stdout says).
@@ -262,7 +267,7 @@ MOVES: list[tuple[str, Move, set[str], set[str]]] = [
     ("LPUSH inbox", _on(K.inbox, lambda c: c.lpush(K.inbox, b"injected")), WP, BOTH),
     ("RPUSH inbox", _on(K.inbox, lambda c: c.rpush(K.inbox, b"injected")), WP, BOTH),
     ("HDEL meta closed", _on(K.meta, lambda c: c.hdel(K.meta, "closed")), WP, BOTH),
-    ("HSET meta closed", _on(K.meta, lambda c: c.hset(K.meta, "closed", "")), WP, BOTH),
+    ("HSET meta closed", _on(K.meta, lambda c: c.hset(K.meta, "closed", 0)), WP, BOTH),
     ("another queue's keys", _on(OTHER.pending, lambda c: c.lpush(OTHER.pending, b"x")), set(ROLES), BOTH),
     ("reading another queue", _on(OTHER.meta, lambda c: c.hgetall(OTHER.meta)), set(ROLES), BOTH),
     ("FLUSHALL", _on(K.meta, lambda c: c.flushall()), set(ROLES), BOTH),
@@ -273,6 +278,7 @@ MOVES: list[tuple[str, Move, set[str], set[str]]] = [
      WP, {"7"}),
     ("DEL meta (purge's command)", _on(K.meta, lambda c: c.delete(K.meta)), WP, BOTH),
     ("purge", lambda cell, role, k: _as_queue(cell, role).purge(), WP, BOTH),
+    ("FCALL rediswq_reopen", _on(K.meta, lambda c: c.fcall("rediswq_reopen", 1, K.meta, "v")), WP, {"7"}),
     ("reopen", lambda cell, role, k: _as_queue(cell, role).reopen(), WP, BOTH),
     ("FCALL rediswq_lease", _on(K.meta, lambda c: c.fcall("rediswq_lease", 1, K.meta, "v")), {"producer"},
      {"7"}),
@@ -317,6 +323,10 @@ def test_each_role_is_refused_the_moves_it_must_not_make(
 ) -> None:
     cell = cells(name)
     admin = _closed_queue(cell)
+    if role in WP:  # refused before it writes anything, on 6.2 too (reopen.lua's DEL comes first)
+        with pytest.raises(rediswq.PermissionDenied):
+            _as_queue(cell, role).reopen()
+        assert admin.stats().closed, (name, role)
     wrong = []
     for move, run, forbidden, versions in MOVES:
         if role not in forbidden or cell.version not in versions:
@@ -329,7 +339,7 @@ def test_each_role_is_refused_the_moves_it_must_not_make(
             )
     assert not wrong, (name, role, wrong)
     if role in WP:  # their rules let them count in meta: a count down leaves a value, so still closed
-        _refused(lambda: cell.node_of(role, K.meta).hincrby(K.meta, "closed", -1))
+        cell.node_of(role, K.meta).hincrby(K.meta, "closed", -1)
     # Whatever the role did, the queue is still closed (on 6.2 the HDEL above is an exception).
     assert admin.stats().closed or (cell.version == "6.2" and role in WP), (name, role)
     admin.purge()
@@ -350,3 +360,29 @@ def test_a_cluster_user_refused_cluster_slots_is_told_which_command_not_that_it_
     (line,) = said.stderr.strip().splitlines()
     assert "refused this user (the command CLUSTER|SLOTS)" in line, line
     assert "not in a cluster" not in line and PASSWORD not in line
+
+
+# What rediswq asks the sentinels (redis-py's master and replica discovery): the README's sentinel user.
+SENTINEL_RULES = ["reset", "on", "resetchannels", "-@all", "+sentinel|masters", "+sentinel|replicas",
+                  "+sentinel|slaves"]  # fmt: skip
+
+
+def test_a_sentinel_user_allowed_only_what_rediswq_asks_serves_every_role(
+    cells: Callable[[str], Cell],
+) -> None:
+    cell = cells("sentinel-7-tls")
+    rediswq.Queue(cell.node_of("admin", K.meta), QUEUE).install()
+    for sentinel in cell.sentinels:
+        sentinel.execute_command("ACL", "SETUSER", "rediswq-sentinel", *SENTINEL_RULES, f">{PASSWORD}-s")
+    env = {"REDISWQ_SENTINEL_USERNAME": "rediswq-sentinel", "REDISWQ_SENTINEL_PASSWORD": f"{PASSWORD}-s"}
+    for role, argv in [("producer", ["enqueue", QUEUE, "s"]), ("worker", ["work", QUEUE, "--", "true"])]:
+        done = _rediswq_env(cell, role, env, *argv)
+        assert done.returncode == 0, (role, done.stderr)
+    for sentinel in cell.sentinels:
+        sentinel.execute_command("ACL", "SETUSER", "rediswq-sentinel", "-sentinel|masters")
+    refused = _rediswq_env(cell, "producer", env, "stats", QUEUE)
+    assert refused.returncode == 2, refused.stderr
+    (line,) = refused.stderr.strip().splitlines()[-1:]
+    assert "sentinels of" in line, line
+    assert "refused this sentinel user (the command SENTINEL|MASTERS)" in line, line
+    assert PASSWORD not in refused.stderr
