@@ -6,7 +6,7 @@ can do, and do on Redis 7 (functions, key permissions and selectors):
 
 - no Lua of the role's own: FCALL of the role's named functions only (`+fcall|rediswq_lease`: the
   first-argument form, which Redis 7.0 accepts), no SCRIPT LOAD, EVAL or EVALSHA; a worker's FCALL of
-  purge or a producer's of lease is refused before any Lua runs;
+  purge or reopen, or a producer's of lease, is refused before any Lua runs;
 - read commands only at the root (FCALL needs write access to every key it is passed: `~`), and each
   write command only on the keys the role's functions write it to (one selector per key):
   a worker may not write the inbox but to trim it, nor the meta hash but to count (HINCRBY): it
@@ -17,13 +17,16 @@ can do, and do on Redis 7 (functions, key permissions and selectors):
   (CLUSTER SLOTS/SHARDS/NODES/MYID/INFO, COMMAND, READONLY, ASKING).
 
 What remains possible with a role's own writes (Redis cannot tell a function's call from a raw one): a
-worker can push an envelope into pending or move leases (release and reclaim need LPUSH and ZADD); a
-producer can push items without the closed check (put needs RPUSH). The admin role is trusted: it
+worker can push an envelope into pending, even on a closed queue, trim pending or move leases (release,
+reclaim and lease need LPUSH, LTRIM and ZADD); a producer can push items without the closed check (put
+needs RPUSH). lease.lua cannot tell such an item from one put back or put before the close (whatever
+mark put added, the producer could forge). The admin role is trusted: it
 loads the library (FUNCTION LOAD runs any Lua) and has every command on the queue's keys.
 
 On Redis 6.2 (no functions, no selectors) the rules are one flat list: EVALSHA and SCRIPT LOAD (so any
 Lua), and each command on every key of the queue. What each role can and cannot do is pinned by
-tests/test_acl.py and tests/test_roles.py against real servers.
+tests/test_acl.py and tests/test_acl_matrix.py against real servers; the README's security
+section shows these rules (tests/acldoc.py).
 """
 
 from __future__ import annotations
