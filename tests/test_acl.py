@@ -22,9 +22,9 @@ from rediswq_cli.main import main
 PASSWORD = "acl-test-Pw-93217"
 
 # Every CLI command, as (name, argv after the queue name's place), and the roles it must work for.
-# Redis grants commands, not scripts: close also works for the worker (HSET, as in its own scripts),
-# peek too (LRANGE: lease.lua reads the head of pending before it writes), and `dead requeue`/`dead
-# purge` for the producer (the commands of enqueueing).
+# Redis checks the commands a function runs against the caller: close also works for the worker
+# (HINCRBY meta, as its own functions count), peek and dead list too (reads are granted on all the
+# queue's keys); `dead requeue`/`dead purge` are the producer's functions.
 COMMANDS: list[tuple[str, list[str], set[str]]] = [
     ("enqueue", ["enqueue", "{q}", "a", "b"], {"producer", "admin"}),
     ("work", ["work", "{q}", "--", "true"], {"worker", "admin"}),
