@@ -283,6 +283,8 @@ MOVES: list[tuple[str, Move, set[str], set[str]]] = [
     ("FCALL rediswq_lease", _on(K.meta, lambda c: c.fcall("rediswq_lease", 1, K.meta, "v")), {"producer"},
      {"7"}),
     ("lease", lambda cell, role, k: _as_queue(cell, role).lease(10), {"producer"}, BOTH),
+    ("ZADD leased (lease's)", _on(K.leased, lambda c: c.zadd(K.leased, {"h": 1})), {"producer"}, BOTH),
+    ("LTRIM pending (lease's)", _on(K.pending, lambda c: c.ltrim(K.pending, 1, -1)), {"producer"}, BOTH),
 ]  # fmt: skip
 
 # Moves a role must not make but that its rules cannot forbid, as the README's security section says.
