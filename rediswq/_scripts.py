@@ -141,6 +141,10 @@ class _Operation:
         self._script = client.register_script(_library.source(operation))
         self._function = False
 
+    @property
+    def sha(self) -> str:
+        return str(self._script.sha)
+
     def use_function(self) -> None:
         self._function = True
 

