@@ -137,13 +137,16 @@ def install(
         nodes = [client.get_redis_connection(node) for node in client.get_primaries()]  # type: ignore[no-untyped-call]
     else:
         nodes = [client]
+    functions = True
     for node in nodes:
         if before is not None:
-            before(node)
+            before(node)  # on every node, with functions or not
+        if not functions:
+            continue
         try:
             load(node, replace=True)
         except redis.exceptions.ResponseError as e:
-            if "unknown command" in str(e):
-                return None
-            raise
-    return library().version
+            if "unknown command" not in str(e):
+                raise
+            functions = False
+    return library().version if functions else None
