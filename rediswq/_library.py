@@ -35,6 +35,14 @@ OPERATIONS = (
 )  # fmt: skip
 #: Functions that write nothing: callable with FCALL_RO (on a replica too).
 READ_ONLY = frozenset({"stats", "version"})
+#: Functions Redis runs on a full (maxmemory) server, as it runs scripts: they settle or free, the
+#: rest (put, requeue_dead, lease) are refused before they run. A script on a full Redis is refused
+#: only its first write when it has written nothing (rediswq/lua/README.md, Out of memory); a function
+#: is refused whole unless flagged `allow-oom`, and then is refused nothing. So lease, whose first write
+#: decides, has a twin: `rediswq_settle`, lease.lua with count 0 (the completions only, under allow-oom),
+#: which a client calls when Redis refuses `rediswq_lease` for memory.
+ALLOW_OOM = frozenset({"fail", "extend", "release", "purge_dead", "purge", "reopen"})
+SETTLE = "settle"
 #: The error a function answers when the caller's version differs from the library's.
 MISMATCH = "RWQVERSION"
 INSTALL = "run `rediswq install` (as a user allowed FUNCTION LOAD) to load this one"
@@ -89,11 +97,16 @@ def library() -> Library:
         "end",
     ]
     for op in OPERATIONS:
-        flags = "{'no-writes'}" if op in READ_ONLY else "{}"
+        flags = "{'no-writes'}" if op in READ_ONLY else "{'allow-oom'}" if op in ALLOW_OOM else "{}"
         lines.append(
             f"redis.register_function{{function_name='{function_name(op)}', callback=versioned({op}), "
             f"flags={flags}}}"
         )
+    lines += [
+        "-- lease's completions on a full Redis: count 0, whatever the caller sent (it takes no item).",
+        f"redis.register_function{{function_name='{function_name(SETTLE)}', callback=versioned("
+        "function(keys, args) args[1] = '0' return lease(keys, args) end), flags={'allow-oom'}}",
+    ]
     lines.append(
         f"redis.register_function{{function_name='{function_name('version')}', "
         "callback=function() return VERSION end, flags={'no-writes'}}"

@@ -135,9 +135,9 @@ def _named_key_errors() -> Iterator[None]:
 class _Operation:
     """One operation: its registered script (EVALSHA), or after `use_function` an FCALL of its function."""
 
-    def __init__(self, client: Client, operation: str) -> None:
+    def __init__(self, client: Client, operation: str, *, function: str | None = None) -> None:
         self._client = client
-        self._operation = operation
+        self._operation = function or operation  # the function's name, when it is not the file's
         self._script = client.register_script(_library.source(operation))
         self._function = False
 
@@ -192,6 +192,7 @@ class Scripts:
         self._purge_dead = _Operation(client, "purge_dead")
         self._purge = _Operation(client, "purge")
         self._reopen = _Operation(client, "reopen")
+        self._settle = _Operation(client, "lease", function=_library.SETTLE)  # functions only
         self._stats = _Operation(client, "stats")
         self.functions = False
 
@@ -227,7 +228,7 @@ class Scripts:
             )
         for operation in (self._fail, self._extend, self._release, self._requeue_dead, self._purge_dead):
             operation.use_function()
-        for operation in (self._purge, self._reopen, self._stats):
+        for operation in (self._purge, self._reopen, self._stats, self._settle):
             operation.use_function()
         self._put.use_function(_library.function_name("put"))
         self._lease.use_function(_library.function_name("lease"))
@@ -289,11 +290,17 @@ class Scripts:
         complete: Sequence[bytes] = (),
     ) -> LeaseReply:
         """Complete the leases of the `complete` handles, then lease up to `count` items."""
+        args = (count, lease_ms, max_attempts, reclaim_limit, worker, 1 if until_closed else 0, *complete)
         with _named_key_errors():
-            reply = self._lease(
-                self._keys,
-                (count, lease_ms, max_attempts, reclaim_limit, worker, 1 if until_closed else 0, *complete),
-            )
+            try:
+                reply = self._lease(self._keys, args)
+            except redis.exceptions.OutOfMemoryError:
+                if not self.functions:
+                    raise
+                # Redis 7 refused the function whole (a script is refused only its first write):
+                # do the completions alone, and answer what lease.lua answers then.
+                reply = list(self._settle(keys=self._keys, args=args))
+                reply[0] = OUT_OF_MEMORY
         n_lost = reply[3]
         lost = _positions(reply[4 : 4 + n_lost])
         pairs = reply[4 + n_lost :]

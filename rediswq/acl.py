@@ -72,9 +72,9 @@ _WRITES: dict[Role, dict[str, tuple[str, ...]]] = {
     },
 }
 _FUNCTIONS: dict[Role, tuple[str, ...]] = {
-    "worker": ("lease", "fail", "extend", "release"),
+    "worker": ("lease", _library.SETTLE, "fail", "extend", "release"),
     "producer": ("put", "requeue_dead", "purge_dead"),
-    "admin": _library.OPERATIONS,
+    "admin": (*_library.OPERATIONS, _library.SETTLE),
 }
 
 
