@@ -238,7 +238,7 @@ def main(
 from rediswq_cli.demo import demo  # noqa: E402
 from rediswq_cli.kube import autoscale, commands  # noqa: E402, F401  (they register the job subcommands)
 from rediswq_cli.kube.group import job  # noqa: E402
-from rediswq_producer.acl import acl  # noqa: E402
+from rediswq_producer.acl import acl, install  # noqa: E402
 from rediswq_producer.admin import close, dead, peek, purge, reopen  # noqa: E402
 from rediswq_producer.dashboard.command import dashboard  # noqa: E402
 from rediswq_producer.enqueue import enqueue  # noqa: E402
@@ -247,6 +247,21 @@ from rediswq_producer.ls import ls  # noqa: E402
 from rediswq_producer.stats import stats  # noqa: E402
 from rediswq_worker.work import work  # noqa: E402
 
-for command in (enqueue, stats, ls, dead, peek, close, reopen, purge, acl, work, demo, job, exporter):
+for command in (
+    enqueue,
+    stats,
+    ls,
+    dead,
+    peek,
+    close,
+    reopen,
+    purge,
+    acl,
+    install,
+    work,
+    demo,
+    job,
+    exporter,
+    dashboard,
+):
     main.add_command(command)
-main.add_command(dashboard)

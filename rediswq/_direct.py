@@ -15,7 +15,9 @@ the thousand leak nothing). On a cluster, the pool is that of the node owning th
 from the cluster client's slot map: a MOVED updates the map and the call goes to the new owner, an
 ASK goes once to the node it names (with ASKING), and a node that stops answering has the map re-read
 before the next call. A NOSCRIPT (a restarted Redis) loads the script on the same connection and runs
-it again. When another thread is using the connection, the call takes a pooled connection instead of
+it again. After `use_function` (Redis 7+) the call is an FCALL of the library's function instead; a node
+without the library (a new cluster node, a flushed server) has it loaded there, as a script would be.
+When another thread is using the connection, the call takes a pooled connection instead of
 waiting, so threads sharing a queue still run side by side.
 
 `wait=(replicas, timeout_ms)` sends Redis's WAIT right after the script, on the same connection (WAIT
@@ -44,7 +46,7 @@ from redis.exceptions import (
     TimeoutError as RedisTimeoutError,
 )
 
-from rediswq import _topology
+from rediswq import _library, _topology
 from rediswq._topology import Client
 
 try:
@@ -109,6 +111,11 @@ class DirectScript:
         self._own_pool: ConnectionPool | None = None
         self._give_back: weakref.finalize[Any, Any] | None = None
         self._pid = os.getpid()
+        self._function: str | None = None
+
+    def use_function(self, name: str) -> None:
+        """Call the library function `name` (rediswq/_library.py) instead of the script."""
+        self._function = name
 
     @property
     def sha(self) -> str:
@@ -117,7 +124,11 @@ class DirectScript:
     def __call__(
         self, keys: Sequence[str], args: Sequence[Arg], *, wait: tuple[int, int] | None = None
     ) -> Any:
-        commands: list[Command] = [("EVALSHA", self._sha, len(keys), *keys, *args)]
+        if self._function is None:
+            commands: list[Command] = [("EVALSHA", self._sha, len(keys), *keys, *args)]
+        else:
+            version = _library.library().version
+            commands = [("FCALL", self._function, len(keys), *keys, version, *args)]
         if wait is not None:
             commands.append(("WAIT", *wait))
         mine = self._lock.acquire(blocking=False)
@@ -205,6 +216,12 @@ class DirectScript:
         if any(isinstance(reply, NoScriptError) for reply in replies):
             # The script did not run: load it on this very server, and run it again.
             self._send(connection, [("SCRIPT", "LOAD", self._source)])
+            replies = self._send(connection, commands)
+        elif any(_library.is_missing(reply) for reply in replies):
+            # The library is not on this server: load it (a refusal is raised below), run it again.
+            (loaded,) = self._send(connection, [("FUNCTION", "LOAD", _library.library().code)])
+            if isinstance(loaded, ResponseError):
+                raise _library.not_loaded(loaded)
             replies = self._send(connection, commands)
         for reply in replies:
             if isinstance(reply, ResponseError):

@@ -45,7 +45,7 @@ def read_policy(client: redis.Redis) -> str:
     return next((_text(v) for k, v in reply.items() if _text(k) == "maxmemory-policy"), "")
 
 
-def check_eviction(client: redis.Redis, url: str, queue: str) -> None:
+def check_eviction(client: redis.Redis, url: str, queue: str | None) -> None:
     """Raise `EvictingRedis` if the server may evict queue keys (read once per client).
 
     Runs inside the queue's first call (redis-py's errors pass through to its retry and wrapping).
@@ -59,12 +59,15 @@ def check_eviction(client: redis.Redis, url: str, queue: str) -> None:
             _policies[client] = policy
         if not policy and first:
             log.warning(
-                "cannot read maxmemory-policy of Redis at %s (neither INFO nor CONFIG GET allowed): "
-                "run it with noeviction, or an evicting Redis may drop queue keys",
+                "cannot read maxmemory-policy of Redis at %s (neither INFO nor CONFIG GET allowed, as "
+                "for the worker and producer roles): run it with noeviction, or an evicting Redis may "
+                "drop queue keys; `rediswq install`, run as the admin role, checks it",
                 url,
             )
     if policy and policy not in SAFE_POLICIES:
         raise EvictingRedis(
-            f"Redis at {url} runs maxmemory-policy {policy}, which may evict the keys of queue "
-            f"{queue!r} and lose items: set it to noeviction (or allow it explicitly: allow_eviction=True)"
+            f"Redis at {url} runs maxmemory-policy {policy}, which may evict "
+            f"{'queue keys' if queue is None else f'the keys of queue {queue!r}'} and lose items: set it "
+            "to noeviction (or allow it explicitly: "
+            "allow_eviction=True)"
         )

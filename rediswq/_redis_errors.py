@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import redis.exceptions
 
+from rediswq import _library
 from rediswq._tls import is_tls_failure
 from rediswq.errors import (
     AuthenticationFailed,
@@ -116,6 +117,8 @@ def sentinel_error(refusal: Exception, url: str, hide: Hide) -> Exception:
             f"{sentinels} need a password, and none was given for them (the URL's password is the "
             "master's; give the sentinels' as sentinel_password, or $REDISWQ_SENTINEL_PASSWORD)"
         )
+    if isinstance(refusal, redis.exceptions.NoPermissionError):
+        return PermissionDenied(f"{sentinels} refused this sentinel user {_denied(text, '')}: {text}")
     return AuthenticationFailed(f"{sentinels} refused the sentinel password or user: {text}")
 
 
@@ -126,12 +129,19 @@ def _not_a_cluster(error: BaseException) -> bool:
 def _underlying(error: BaseException) -> BaseException:
     """The error that says what went wrong. A cluster client that reached no node (at start-up, or
     re-reading its slot map) raises RedisClusterException from the last node's error: a refused
-    connection is then an outage, a refused password a refusal, as they are from one server."""
-    cause = error.__cause__
-    if isinstance(error, redis.exceptions.RedisClusterException) and isinstance(
-        cause, redis.exceptions.RedisError | OSError
-    ):
-        return cause
+    connection is then an outage, a refused password a refusal, as they are from one server. A user
+    refused CLUSTER SLOTS by its ACL makes redis-py say "Cluster mode is not enabled" while handling
+    the refusal: the refusal is what went wrong (it names the command), not the URL."""
+    while isinstance(error, redis.exceptions.RedisClusterException):
+        cause, context = error.__cause__, error.__context__
+        if isinstance(cause, redis.exceptions.RedisError | OSError):
+            return cause
+        if isinstance(cause, redis.exceptions.RedisClusterException):
+            error = cause  # "cannot be connected ... : Cluster mode is not enabled", from the refusal
+        elif isinstance(context, redis.exceptions.ResponseError) and _is_permission_error(context):
+            return context
+        else:
+            break
     return error
 
 
@@ -147,6 +157,8 @@ def _is_permission_error(error: redis.exceptions.ResponseError) -> bool:
 # Where a script was refused: Redis 7 says "script: SHA, on @user_script:LINE", 6.2 "(call to f_SHA):
 # @user_script:LINE".
 _SCRIPT_LINE = re.compile(r"(?:script: |call to f_)([0-9a-f]{40})\)?[,:] (?:on )?@user_script:([0-9]+)")
+# Where a function of rediswq's library was refused: "script: rediswq_lease, on @user_function:LINE".
+_FUNCTION_LINE = re.compile(r"script: rediswq_\w+, on @user_function:([0-9]+)")
 _CALLED = re.compile(r"redis\.p?call\('([A-Za-z]+)'")
 _COMMAND = re.compile(
     r"run the '([^']+)' command|access the '([^']+)' key|keys? (?:used|accessed) .*?'([^']+)'"
@@ -159,7 +171,7 @@ def _denied(text: str, keys: str) -> str:
     not name a refused key, so a key refusal names the keys this connection's calls use."""
     if any(words in text for words in _KEY_REFUSED):
         return f"(the keys {keys})" if keys else "(a key it was not granted)"
-    return _in_script(text) or _named(text) or "(a command or key it was not granted)"
+    return _in_script(text) or _in_function(text) or _named(text) or "(a command or key it was not granted)"
 
 
 def _in_script(text: str) -> str | None:
@@ -174,6 +186,20 @@ def _in_script(text: str) -> str | None:
     called = _CALLED.search(line)
     what = f"the command {called.group(1)}" if called else "a command or key"
     return f"({what}, in {name}.lua line {number})"
+
+
+def _in_function(text: str) -> str | None:
+    """ "(the command X, in NAME.lua line N)" when the message points into rediswq's function library
+    (its lines map back to the operation's file)."""
+    found = _FUNCTION_LINE.search(text)
+    where = _library.library().where(int(found.group(1))) if found else None
+    if where is None:
+        return None
+    operation, number = where
+    lines = _library.source(operation).splitlines()
+    called = _CALLED.search(lines[number - 1]) if 0 < number <= len(lines) else None
+    what = f"the command {called.group(1)}" if called else "a command or key"
+    return f"({what}, in {operation}.lua line {number})"
 
 
 def _named(text: str) -> str | None:

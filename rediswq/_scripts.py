@@ -1,7 +1,10 @@
 """The one typed façade in front of the Lua scripts: callers never see KEYS, ARGV or a script by name.
 
-Each script is registered once with `register_script`, so redis-py sends EVALSHA and reloads the
-script by itself after a Redis restart empties the script cache (NOSCRIPT).
+On Redis 7+ each operation is an FCALL of rediswq's function library (rediswq/_library.py), so ACL
+users need no SCRIPT LOAD or EVALSHA; `prepare` (a queue's first call) finds out which applies, and
+loads the library when it is missing and this user may. On Redis 6.2 (or for a user granted scripts,
+not functions) each script is registered once with `register_script`, so redis-py sends EVALSHA and
+reloads the script by itself after a Redis restart empties the script cache (NOSCRIPT).
 """
 
 from __future__ import annotations
@@ -10,15 +13,19 @@ import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 
 import msgpack
 import redis
 
+from rediswq import _library, _topology
 from rediswq._direct import DirectScript
 from rediswq._keys import Keys
 from rediswq._topology import Client
+from rediswq.errors import LibraryMismatch
+
+#: Use the function library where Redis has functions (tests turn it off to run the scripts on 7).
+FUNCTIONS = True
 
 # Status codes of lease.lua (see its header).
 LEASED, NOTHING_NOW, DRAINED, MISSING, DAMAGED, OUT_OF_MEMORY = 0, 1, 2, 3, 4, 5
@@ -100,20 +107,87 @@ def _leased(handle: bytes, kept_apart: bytes | None) -> tuple[str, int, bytes, b
 
 
 # A script's own error (rediswq/lua/README.md), inside what Redis wraps it in: 6.2 says "Error running
-# script (call to f_...): @user_script:9: user_script:9: key ...", 7 "ERR user_script:9: key ... script: ...".
-_NAMED_KEY = re.compile(r"(key \S+ (?:holds|field) .*?)(?: script: [0-9a-f]+, on @\S+)?$", re.S)
+# script (call to f_...): @user_script:9: user_script:9: key ...", 7 "ERR user_script:9: key ... script: ...",
+# and a function "ERR user_function:9: key ... script: rediswq_lease, on @user_function:9.".
+_NAMED_KEY = re.compile(r"(key \S+ (?:holds|field) .*?)(?: script: \S+, on @\S+)?$", re.S)
 
 
 @contextmanager
 def _named_key_errors() -> Iterator[None]:
-    """A script's error about one of its keys, as one line without Redis's wrapping."""
+    """A script's error about one of its keys, as one line without Redis's wrapping; a library of
+    another version as `LibraryMismatch`."""
     try:
         yield
     except redis.exceptions.ResponseError as e:
-        found = _NAMED_KEY.search(str(e))
+        text = str(e)
+        if text.startswith(_library.MISMATCH):
+            loaded, _, wanted = text.removeprefix(_library.MISMATCH).strip().partition(" ")
+            raise LibraryMismatch(
+                f"Redis holds rediswq's function library version {loaded}, this rediswq is version "
+                f"{wanted}: {_library.INSTALL}"
+            ) from None
+        found = _NAMED_KEY.search(text)
         if found is None:
             raise
         raise redis.exceptions.ResponseError(found.group(1)) from e
+
+
+class _Operation:
+    """One operation: its registered script (EVALSHA), or after `use_function` an FCALL of its function."""
+
+    def __init__(self, client: Client, operation: str, *, function: str | None = None) -> None:
+        self._client = client
+        self._operation = function or operation  # the function's name, when it is not the file's
+        self._script = client.register_script(_library.source(operation))
+        self._function = False
+
+    @property
+    def sha(self) -> str:
+        return str(self._script.sha)
+
+    def use_function(self) -> None:
+        self._function = True
+
+    def __call__(self, *, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        if not self._function:
+            return self._script(keys=keys, args=args)
+        command = "FCALL_RO" if self._operation in _library.READ_ONLY else "FCALL"
+        name = _library.function_name(self._operation)
+        call = (command, name, len(keys), *keys, _library.library().version, *args)
+        try:
+            return self._client.execute_command(*call)  # type: ignore[no-untyped-call]
+        except redis.exceptions.ResponseError as e:
+            if not _library.is_missing(e):
+                raise
+        # A server without the library (a new cluster node, a flushed one): load it there, call again.
+        _library.load(_topology.node_client(self._client, keys[-1]))
+        return self._client.execute_command(*call)  # type: ignore[no-untyped-call]
+
+
+def functions_on(node: redis.Redis) -> bool:
+    """Whether to call rediswq's function library on this server (loading it when it is missing and
+    this user may): False on Redis 6.2 ("unknown command") and for a user given the scripts' rules
+    (NOPERM), who keep the scripts; `LibraryMismatch` when another version is loaded, or it is missing
+    and this user may not load it."""
+    if not FUNCTIONS:
+        return False
+    try:
+        loaded = node.execute_command("FCALL_RO", _library.function_name("version"), 0)  # type: ignore[no-untyped-call]
+    except redis.exceptions.ResponseError as e:
+        text = str(e)
+        if "unknown command" in text or "NOPERM" in text or isinstance(e, redis.exceptions.NoPermissionError):
+            return False
+        if not _library.is_missing(e):
+            raise
+        loaded = _library.load(node)
+    loaded = loaded.decode() if isinstance(loaded, bytes) else str(loaded)
+    wanted = _library.library().version
+    if loaded != wanted:
+        raise LibraryMismatch(
+            f"Redis holds rediswq's function library version {loaded}, this rediswq is version "
+            f"{wanted}: {_library.INSTALL}"
+        )
+    return True
 
 
 def wrong_type(client: Client, key: str, kind: str) -> str | None:
@@ -121,10 +195,6 @@ def wrong_type(client: Client, key: str, kind: str) -> str | None:
     held = client.type(key)
     held_text = held.decode() if isinstance(held, bytes) else str(held)
     return None if held_text == kind else f"key {key} holds a {held_text}, not a {kind}"
-
-
-def _source(name: str) -> str:
-    return resources.files("rediswq.lua").joinpath(f"{name}.lua").read_text(encoding="utf-8")
 
 
 def _positions(one_based: Sequence[int]) -> list[int]:
@@ -139,15 +209,35 @@ class Scripts:
         self._client = client
         self._meta = keys.meta
         # On one connection, so that WAIT can follow it; checked first, since a put may not be retried.
-        self._put = DirectScript(client, _source("put"), check=True)
-        self._lease = DirectScript(client, _source("lease"))  # once per item: the lean path
-        self._fail = client.register_script(_source("fail"))
-        self._extend = client.register_script(_source("extend"))
-        self._release = client.register_script(_source("release"))
-        self._requeue_dead = client.register_script(_source("requeue_dead"))
-        self._purge_dead = client.register_script(_source("purge_dead"))
-        self._purge = client.register_script(_source("purge"))
-        self._stats = client.register_script(_source("stats"))
+        self._put = DirectScript(client, _library.source("put"), check=True)
+        self._lease = DirectScript(client, _library.source("lease"))  # once per item: the lean path
+        self._fail = _Operation(client, "fail")
+        self._extend = _Operation(client, "extend")
+        self._release = _Operation(client, "release")
+        self._requeue_dead = _Operation(client, "requeue_dead")
+        self._purge_dead = _Operation(client, "purge_dead")
+        self._purge = _Operation(client, "purge")
+        self._reopen = _Operation(client, "reopen")
+        self._settle = _Operation(client, "lease", function=_library.SETTLE)  # functions only
+        self._stats = _Operation(client, "stats")
+        self.functions = False
+
+    def prepare(self) -> None:
+        """Use the function library where Redis has functions and this user may call them; load it
+        when it is missing (`LibraryMismatch` if this user may not, or another version is loaded).
+
+        Redis 6.2 has no FCALL_RO ("unknown command"), and a user given the scripts' rules is refused
+        it (NOPERM): both keep the scripts. Asked of the server holding the queue.
+        """
+        if not functions_on(_topology.node_client(self._client, self._meta)):
+            return
+        for operation in (self._fail, self._extend, self._release, self._requeue_dead, self._purge_dead):
+            operation.use_function()
+        for operation in (self._purge, self._reopen, self._stats, self._settle):
+            operation.use_function()
+        self._put.use_function(_library.function_name("put"))
+        self._lease.use_function(_library.function_name("lease"))
+        self.functions = True
 
     def put(
         self,
@@ -205,11 +295,17 @@ class Scripts:
         complete: Sequence[bytes] = (),
     ) -> LeaseReply:
         """Complete the leases of the `complete` handles, then lease up to `count` items."""
+        args = (count, lease_ms, max_attempts, reclaim_limit, worker, 1 if until_closed else 0, *complete)
         with _named_key_errors():
-            reply = self._lease(
-                self._keys,
-                (count, lease_ms, max_attempts, reclaim_limit, worker, 1 if until_closed else 0, *complete),
-            )
+            try:
+                reply = self._lease(self._keys, args)
+            except redis.exceptions.OutOfMemoryError:
+                if not self.functions:
+                    raise
+                # Redis 7 refused the function whole (a script is refused only its first write):
+                # do the completions alone, and answer what lease.lua answers then.
+                reply = list(self._settle(keys=self._keys, args=args))
+                reply[0] = OUT_OF_MEMORY
         n_lost = reply[3]
         lost = _positions(reply[4 : 4 + n_lost])
         pairs = reply[4 + n_lost :]
@@ -254,7 +350,13 @@ class Scripts:
             return int(self._purge_dead(keys=self._keys, args=list(ids)))
 
     def purge(self) -> int:
-        return int(self._purge(keys=self._keys, args=[]))
+        with _named_key_errors():
+            return int(self._purge(keys=self._keys, args=[]))
+
+    def reopen(self) -> bool:
+        """Undo close and forget the checkpoints; True if the queue was closed."""
+        with _named_key_errors():
+            return bool(self._reopen(keys=self._keys, args=[]))
 
     def stats(self) -> StatsReply:
         """Returns (pending with the inbox, leased, delayed, dead, meta hash, inbox alone, ms to the

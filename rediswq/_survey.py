@@ -23,14 +23,16 @@ from typing import Any
 import redis
 from redis.cluster import ClusterNode, RedisCluster
 
+from rediswq import _library
 from rediswq._connection import Connection, describe
 from rediswq._keys import Keys
-from rediswq._scripts import _NAMED_KEY, _source, stats_reply
+from rediswq._scripts import _NAMED_KEY, functions_on, stats_reply
 from rediswq._topology import Client
 from rediswq.errors import InvalidArgument, PermissionDenied, RedisWQError
 from rediswq.queue import Queue, Stats, stats_of
 
-_STATS = _source("stats")
+_STATS = _library.source("stats")
+_STATS_FUNCTION = _library.function_name("stats")
 _STATS_SHA = hashlib.sha1(_STATS.encode(), usedforsecurity=False).hexdigest()
 
 
@@ -132,11 +134,20 @@ _MOVED = (redis.exceptions.MovedError, redis.exceptions.AskError)
 def _read(server: redis.Redis, names: Sequence[str]) -> tuple[list[QueueSummary], list[QueueSummary], int]:
     """One pipeline to one server: the queues read, those whose slot moved away meanwhile (MOVED or
     ASK: no stats yet), and how many the user may not read."""
+    functions = functions_on(server)  # Redis 7: FCALL_RO of the library; 6.2: the script
     with server.pipeline(transaction=False) as pipe:
-        pipe.script_load(_STATS)
+        if functions:
+            pipe.execute_command("FCALL_RO", _library.function_name("version"), 0)  # type: ignore[no-untyped-call]
+        else:
+            pipe.script_load(_STATS)
         pipe.time()
         for name in names:
-            pipe.evalsha(_STATS_SHA, 9, *Keys.for_queue(name).all())
+            keys = Keys.for_queue(name).all()
+            if functions:
+                call = ("FCALL_RO", _STATS_FUNCTION, len(keys), *keys, _library.library().version)
+                pipe.execute_command(*call)  # type: ignore[no-untyped-call]
+            else:
+                pipe.evalsha(_STATS_SHA, len(keys), *keys)
         replies = pipe.execute(raise_on_error=False)
     loaded, now = replies[:2]
     for reply in (loaded, now):

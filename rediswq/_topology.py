@@ -214,8 +214,8 @@ def why_no_master(client: Client) -> Exception | None:
         where = "{host}:{port}".format(**sentinel.connection_pool.connection_kwargs)
         try:
             sentinel.sentinel_masters()
-        except redis.exceptions.AuthenticationError as e:
-            return e
+        except (redis.exceptions.AuthenticationError, redis.exceptions.NoPermissionError) as e:
+            return e  # refused: the sentinels' password or user, or their ACL (NOPERM)
         except (redis.exceptions.RedisError, OSError) as e:
             if is_tls_failure(e):
                 return e

@@ -1,52 +1,131 @@
 """The Redis ACL rules each rediswq role needs on one queue: its keys, and the commands its calls run.
 
-Redis checks commands run inside a script as well, so a role needs every command its scripts call,
-plus EVALSHA and SCRIPT LOAD (to reload scripts after a restart); EVAL is never used. Redis grants
-commands, not scripts: a role that may run HSET for its leases may also close the queue with it. What
-each role can and cannot do is pinned by tests/test_acl.py against a real Redis.
+Redis checks every command a script or function runs against the caller's ACL, so a role needs the
+commands its operations run: a role cannot be given a write only through a function. What the rules
+can do, and do on Redis 7 (functions, key permissions and selectors):
+
+- no Lua of the role's own: FCALL of the role's named functions only (`+fcall|rediswq_lease`: the
+  first-argument form, which Redis 7.0 accepts), no SCRIPT LOAD, EVAL or EVALSHA; a worker's FCALL of
+  purge or reopen, or a producer's of lease, is refused before any Lua runs;
+- read commands only at the root (FCALL needs write access to every key it is passed: `~`), and each
+  write command only on the keys the role's functions write it to (one selector per key):
+  a worker may not write the inbox but to trim it, nor the meta hash but to count (HINCRBY): it
+  cannot reopen a closed queue, delete or overwrite a meta field (closing is a count too: `closed`
+  stays truthy), or push into the inbox;
+- no INFO, CONFIG or other server commands: the maxmemory-policy check is `rediswq install`'s (an
+  admin's); WAIT for `--min-replicas`; the cluster introspection redis-py's cluster client needs
+  (CLUSTER SLOTS/SHARDS/NODES/MYID/INFO, COMMAND, READONLY, ASKING).
+
+What remains possible with a role's own writes (Redis cannot tell a function's call from a raw one): a
+worker can push an envelope into pending, even on a closed queue, trim pending or move leases (release,
+reclaim and lease need LPUSH, LTRIM and ZADD); a producer can push items without the closed check (put
+needs RPUSH). lease.lua cannot tell such an item from one put back or put before the close (whatever
+mark put added, the producer could forge). The admin role is trusted: it
+loads the library (FUNCTION LOAD runs any Lua) and has every command on the queue's keys.
+
+On Redis 6.2 (no functions, no selectors) the rules are one flat list: EVALSHA and SCRIPT LOAD (so any
+Lua), and each command on every key of the queue. What each role can and cannot do is pinned by
+tests/test_acl.py and tests/test_acl_matrix.py against real servers; the README's security
+section shows these rules (tests/acldoc.py).
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
+from rediswq import _library
 from rediswq._keys import Keys
 
 Role = Literal["worker", "producer", "admin"]
 ROLES: tuple[Role, ...] = ("worker", "producer", "admin")
+RedisVersion = Literal["7", "6.2"]
+REDIS_VERSIONS: tuple[RedisVersion, ...] = ("7", "6.2")
 
-__all__ = ["ROLES", "Role", "acl_rules"]
+__all__ = ["REDIS_VERSIONS", "ROLES", "RedisVersion", "Role", "acl_rules"]
 
-# EVALSHA and SCRIPT LOAD run the scripts; INFO is how a queue's first call checks that Redis does not
-# evict keys (maxmemory-policy): it shows server figures, no keys or values.
-_SCRIPTS = ("evalsha", "script|load", "info")
-# lease.lua (complete_and_lease too), fail, extend, release and stats.lua: what `rediswq work` runs.
-# Their checks read before they write (rediswq/lua/README.md): EXISTS, HMGET, LLEN, HLEN, SCARD.
-_WORKER = (
-    "time", "type", "exists", "lrange", "ltrim", "lpush", "llen", "hget", "hmget", "hset", "hdel",
-    "hincrby", "hgetall", "hlen", "scard", "srem", "zadd", "zrem", "zscore", "zmscore", "zcard", "zrange",
-    "zrangebyscore",
+# What redis-py's cluster client runs to learn the slots and route commands (harmless elsewhere).
+_CLUSTER = ("cluster|slots", "cluster|nodes", "cluster|myid", "cluster|info", "command", "readonly", "asking")
+_CLUSTER_7 = (*_CLUSTER, "cluster|shards")
+# Reads the operations and the readers (peek, holders, dead list, checkpoint) run; TIME is Redis's clock.
+_READS = (
+    "time", "type", "exists", "lrange", "llen", "hget", "hmget", "hgetall", "hlen", "hscan", "scard",
+    "zcard", "zrange", "zrangebyscore", "zscore", "zmscore",
 )  # fmt: skip
-# put.lua and its id counter, stats.lua, `peek` (pending and inbox), `holders`, `dead list`, close.
-_PRODUCER = (
-    "exists", "rpush", "sadd", "scard", "hget", "hmget", "hdel", "hincrby", "hset", "hgetall", "hlen",
-    "hscan", "llen", "lrange", "type", "zcard", "zrange", "zscore",
-)  # fmt: skip
-# Everything, plus DEL: purge.lua, and reopen (which forgets the enqueue checkpoints); and SCAN, for
-# `rediswq ls` (rediswq.survey) and "did you mean": it lists every key's name, other queues' too (the
-# numbers of queues beyond the user's keys stay refused), so it is the admin's alone.
-_ADMIN = (*_WORKER, *_PRODUCER, "del", "scan")
+# Each role's writes, per key (the names of rediswq/_keys.py's fields): what its functions write there.
+_WRITES: dict[Role, dict[str, tuple[str, ...]]] = {
+    # lease (complete and reclaim too), fail, extend, release.
+    "worker": {
+        "inbox": ("ltrim",),
+        "pending": ("lpush", "ltrim"),
+        "leased": ("zadd", "zrem"),
+        "payloads": ("hset", "hdel"),
+        "delayed": ("zadd", "zrem"),
+        "dead": ("hset",),
+        "ids": ("srem",),
+        "meta": ("hincrby",),
+    },
+    # put (checkpoints too), requeue_dead, purge_dead, close (a count: HINCRBY meta closed 1).
+    "producer": {
+        "pending": ("rpush",),
+        "ids": ("sadd",),
+        "dead": ("hdel",),
+        "meta": ("hincrby",),
+        "checkpoints": ("hset",),
+    },
+}
+_FUNCTIONS: dict[Role, tuple[str, ...]] = {
+    "worker": ("lease", _library.SETTLE, "fail", "extend", "release"),
+    "producer": ("put", "requeue_dead", "purge_dead"),
+    "admin": (*_library.OPERATIONS, _library.SETTLE),
+}
 
-_COMMANDS: dict[Role, tuple[str, ...]] = {"worker": _WORKER, "producer": _PRODUCER, "admin": _ADMIN}
 
-
-def acl_rules(queue: str, role: Role) -> list[str]:
+def acl_rules(queue: str, role: Role, redis_version: RedisVersion = "7") -> list[str]:
     """The ACL SETUSER rules (without a password) that give `role` what it needs on `queue`, nothing more."""
     keys = Keys.for_queue(queue)
-    prefix = _glob_escaped(keys.meta.rsplit(":", 1)[0])
-    commands = sorted(set(_SCRIPTS) | set(_COMMANDS[role]))
-    key_rules = [f"~{prefix}:*", f"~{_glob_escaped(keys.inbox)}"]
-    return ["reset", "on", "resetchannels", *key_rules, "-@all", *(f"+{c}" for c in commands)]
+    prefix = _glob_escaped(keys.meta.rsplit(":", 1)[0]) + ":*"
+    inbox = _glob_escaped(keys.inbox)
+    if redis_version == "6.2":
+        return _flat_rules(prefix, inbox, role)
+    head = ["reset", "on", "resetchannels"]
+    cluster = [f"+{c}" for c in _CLUSTER_7]
+    calls = [f"+fcall|{_library.function_name(f)}" for f in _FUNCTIONS[role]]
+    calls += [f"+fcall_ro|{_library.function_name(f)}" for f in ("version", "stats")]
+    reads = [f"+{c}" for c in _READS]
+    if role == "admin":
+        # Trusted: loads the library (`rediswq install`: FUNCTION LOAD, and INFO or CONFIG GET for the
+        # maxmemory-policy check), every write of the others, DEL (purge) and HDEL (reopen); and SCAN,
+        # for `rediswq ls` (rediswq.survey) and "did you mean": it lists every key's name, other
+        # queues' too (their numbers stay refused), so it is the admin's alone.
+        writes = sorted(
+            {c for w in _WRITES.values() for commands in w.values() for c in commands} | {"del", "hdel"}
+        )
+        extra = [
+            "+function|load",
+            "+function|list",
+            "+info",
+            "+config|get",
+            "+scan",
+            *(f"+{c}" for c in writes),
+        ]
+        return [*head, f"~{prefix}", f"~{inbox}", "-@all", *reads, *calls, *extra, "+wait", *cluster]
+    selectors = [
+        f"(~{_glob_escaped(getattr(keys, key))} {' '.join('+' + c for c in commands)})"
+        for key, commands in _WRITES[role].items()
+    ]
+    return [*head, f"~{prefix}", f"~{inbox}", "-@all", *reads, *calls, "+wait", *cluster, *selectors]
+
+
+def _flat_rules(prefix: str, inbox: str, role: Role) -> list[str]:
+    """Redis 6.2: scripts (EVALSHA, SCRIPT LOAD), and every command the role's scripts run, on every key."""
+    writes = {c for key, commands in _WRITES.get(role, {}).items() for c in commands}
+    if role == "admin":
+        writes = {c for w in _WRITES.values() for commands in w.values() for c in commands}
+        writes |= {"del", "hdel", "scan"}  # scan: for `rediswq ls`, as on Redis 7
+    if role == "producer":
+        writes |= {"hset"}  # close on a 6.2-era client; harmless here: the rules are flat anyway
+    commands = sorted({"evalsha", "script|load", "wait", *_READS, *_CLUSTER, *writes})
+    return ["reset", "on", "resetchannels", f"~{prefix}", f"~{inbox}", "-@all", *(f"+{c}" for c in commands)]
 
 
 def _glob_escaped(text: str) -> str:

@@ -4,6 +4,7 @@ RedisWQError
 ├── ConnectionFailed   Redis cannot be reached or is mid-failover/migration, or the URL is wrong
 │   └── AuthenticationFailed   Redis refused us in a way no retry can fix
 │       ├── PermissionDenied   the ACL user may not run a command or touch a key (NOPERM)
+│       ├── LibraryMismatch    Redis 7+: rediswq's function library is not loaded, or another version
 │       └── TLSFailed          the TLS handshake failed: certificate, host name, client certificate
 ├── ServerError        Redis answered with an error (out of memory, a key of the wrong type)
 ├── EvictingRedis      Redis may evict queue keys (maxmemory-policy): refused unless allowed
@@ -47,6 +48,11 @@ class AuthenticationFailed(ConnectionFailed):
 
 class PermissionDenied(AuthenticationFailed):
     """Redis's ACL refused a command or key to this user (NOPERM); the message names which."""
+
+
+class LibraryMismatch(AuthenticationFailed):
+    """Redis 7+: rediswq's function library is missing (and this user may not load it) or is another
+    version than this client's; `rediswq install` (an admin) loads this one. No retry can fix it."""
 
 
 class TLSFailed(AuthenticationFailed):

@@ -24,7 +24,7 @@ from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
 from redis.retry import Retry
 
-from rediswq import _topology
+from rediswq import _library, _topology
 from rediswq._connection import Connection, check_url, describe, redact, tls_options
 from rediswq._keys import LEASED_SENTINEL, Keys, meta_pattern, queue_of_meta
 from rediswq._policy import check_eviction
@@ -339,6 +339,7 @@ class Queue:
             url or (describe(made) if made else "Redis"), retries, keys, client=made, hidden=hidden
         )
         self._policy_checked = allow_eviction
+        self._prepared = False
         self._retry_settles = retry_settles
         self._seen = False  # a lease call has found this queue: a later MISSING means it vanished
         self.replicas = replicas
@@ -377,14 +378,19 @@ class Queue:
         return self._ready()[1]
 
     def _call(self, fn: Callable[[], T], *, idempotent: bool) -> T:
-        """Every Redis call of the queue: the first one checks the eviction policy (see `_policy`)."""
-        if self._policy_checked:
+        """Every Redis call of the queue: the first one checks the eviction policy (see `_policy`) and
+        whether the function library serves (`Scripts.prepare`)."""
+        if self._prepared:
             return self._conn.call(fn, idempotent=idempotent)
 
         def checked() -> T:
-            # On a cluster, the node that holds the queue.
-            check_eviction(_topology.node_client(self._client, self.keys.meta), self._conn.url, self.name)
-            self._policy_checked = True
+            if not self._policy_checked:
+                # On a cluster, the node that holds the queue.
+                node = _topology.node_client(self._client, self.keys.meta)
+                check_eviction(node, self._conn.url, self.name)
+                self._policy_checked = True
+            self._scripts.prepare()
+            self._prepared = True
             return fn()
 
         return self._conn.call(checked, idempotent=idempotent)
@@ -896,24 +902,36 @@ class Queue:
         self._call(self._close, idempotent=True)
 
     def _close(self) -> None:
+        # A count, not a flag: the roles' ACLs let them only count in meta (rediswq/acl.py), so no
+        # role but admin can clear it; any value is "closed".
         if self._wait is None:
-            self._client.hset(self.keys.meta, "closed", 1)
+            self._client.hincrby(self.keys.meta, "closed", 1)
             return
         # WAIT counts the writes of its own connection: both go down one pipeline, to the owning node.
         with _topology.node_client(self._client, self.keys.meta).pipeline(transaction=False) as pipe:
-            pipe.hset(self.keys.meta, "closed", 1)
+            pipe.hincrby(self.keys.meta, "closed", 1)
             pipe.execute_command("WAIT", *self._wait)  # type: ignore[no-untyped-call]
             acked = int(pipe.execute()[1])
         self._check_replicated(acked, "the close", 0)
 
     def reopen(self) -> None:
-        """Undo `close`, e.g. for a queue a CronJob fills again each run; forgets the checkpoints too."""
+        """Undo `close`, e.g. for a queue a CronJob fills again each run; forgets the checkpoints too.
 
-        def reopen() -> None:
-            self._client.hdel(self.keys.meta, "closed")
-            self._client.delete(self.keys.checkpoints)
+        One atomic operation (reopen.lua), an admin's: the worker and producer roles are refused it
+        before anything is written, so a closed queue stays closed for them."""
+        self._call(self._scripts.reopen, idempotent=True)
 
-        self._call(reopen, idempotent=True)
+    def install(self) -> str | None:
+        """Load (or replace) rediswq's function library on this queue's Redis (every master of a
+        cluster), after checking each one's maxmemory-policy (`EvictingRedis`, unless allow_eviction):
+        the check worker and producer users may not make. Its version; None on Redis 6.2 (no
+        functions: the scripts load on first use). As a user allowed FUNCTION LOAD: `rediswq install`."""
+
+        def check(node: redis.Redis) -> None:
+            if not self._policy_checked:
+                check_eviction(node, self._conn.url, None)
+
+        return self._conn.call(lambda: _library.install(self._client, check), idempotent=True)
 
     def checkpoint(self, name: str) -> str | None:
         """The value `put_many(checkpoint=(name, ...))` last wrote with a batch, None if none."""

@@ -87,9 +87,11 @@ def existing_keys(client: redis.Redis, keys: Keys) -> set[str]:
 
 
 def evalsha_calls(client: redis.Redis) -> int:
-    """How many EVALSHA (and EVAL) calls the server has run since its start: counts script calls."""
+    """How many script and function calls (EVALSHA, EVAL, FCALL, FCALL_RO) the server has run since its
+    start."""
     stats = client.info("commandstats")
-    return sum(int(stats.get(f"cmdstat_{cmd}", {}).get("calls", 0)) for cmd in ("evalsha", "eval"))
+    commands = ("evalsha", "eval", "fcall", "fcall_ro")
+    return sum(int(stats.get(f"cmdstat_{cmd}", {}).get("calls", 0)) for cmd in commands)
 
 
 class PortRedis:

@@ -32,6 +32,8 @@ from rediswq import Lease, LeaseLost, LeaseTimeout, Queue, RedisWQError, ServerE
 from rediswq._keys import Keys
 from rediswq_cli.main import main
 
+pytestmark = pytest.mark.usefixtures("lua_path")
+
 KEYS = ("inbox", "pending", "leased", "payloads", "delayed", "dead", "ids", "meta", "checkpoints")
 KINDS = ("wrong_type", "garbage", "truncated", "arity", "huge")
 HUGE = b"\xc1" * 300_000  # 0xc1 is never used by msgpack

@@ -249,3 +249,22 @@ def test_a_checkpoint_key_of_the_wrong_type_adds_nothing(queue: Queue, client: r
     with pytest.raises(ServerError, match="WRONGTYPE"):
         queue.put_many([b"x"] * 10, checkpoint=("in", str))
     assert queue.stats().pending == 0
+
+
+def test_install_checks_the_eviction_policy_the_roles_cannot_read_and_exits_2_unless_allowed(
+    evicting: RedisServer,
+) -> None:
+    """Worker and producer users may not run INFO or CONFIG GET: `rediswq install`, an admin's, checks."""
+    evicting.client().execute_command("FUNCTION", "FLUSH")  # earlier tests' queues loaded it
+    refused = subprocess.run(
+        [RQ, "--url", evicting.url, "install"], capture_output=True, text=True, timeout=30
+    )
+    assert refused.returncode == 2, refused.stderr
+    (line,) = refused.stderr.strip().splitlines()
+    assert "maxmemory-policy allkeys-lru, which may evict queue keys" in line and "--allow-eviction" in line
+    assert evicting.client().execute_command("FUNCTION", "LIST") == []  # checked before anything loads
+    allowed = subprocess.run(
+        [RQ, "--url", evicting.url, "--allow-eviction", "install"], capture_output=True, text=True, timeout=30
+    )
+    assert allowed.returncode == 0, allowed.stderr
+    assert "function library version" in allowed.stdout

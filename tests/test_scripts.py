@@ -31,6 +31,8 @@ from rediswq import LeaseLost, LeaseTimeout, Queue, QueueClosed
 from rediswq._keys import EMBED_LIMIT, LEASED_SENTINEL, Keys
 from rediswq._scripts import DRAINED, LEASED, MISSING, NOTHING_NOW, Scripts, envelope
 
+pytestmark = pytest.mark.usefixtures("lua_path")
+
 MakeQueue = Callable[..., Queue]
 
 
@@ -333,6 +335,7 @@ def test_lease_status_tells_drained_from_nothing_now_with_a_wait_hint(
 ) -> None:
     q = make_queue(retry_backoff_secs=2)
     scripts = Scripts(client, q.keys)
+    scripts.prepare()
 
     def lease_now(until_closed: bool = False) -> Any:
         return scripts.lease(

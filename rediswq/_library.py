@@ -1,0 +1,165 @@
+"""The scripts as one Redis function library (Redis 7+), generated from the same `rediswq/lua/*.lua` files.
+
+Why functions: `FUNCTION LOAD` is done once, by an admin (`rediswq install`, or the first call of a
+client allowed to load it), and is persisted and replicated with the data. A role then gets `FCALL` of
+named functions and no `SCRIPT LOAD`/`EVAL`/`EVALSHA`: it cannot run Lua of its own (an endless loop
+that blocks the server, forged log lines, writes kept from the replicas). On Redis 6.2 the same files
+run as scripts (EVALSHA), with that weaker guarantee.
+
+Each operation's file becomes the body of a local Lua function `(KEYS, ARGV)`, its contract header
+intact, so one source serves both; the registered function `rediswq_<name>` checks the library's
+version (its first argument) and calls it with the rest. The version is a hash of the library's own
+code: a client whose files differ gets one clear error and is told to run `rediswq install`, instead
+of calling a function with other semantics. Lines of the library map back to the file and line of the
+operation (`where`), for error messages.
+"""
+
+from __future__ import annotations
+
+import bisect
+import functools
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import resources
+
+import redis
+import redis.cluster
+
+from rediswq.errors import LibraryMismatch
+
+NAME = "rediswq"
+#: The operations, each a `rediswq/lua/<name>.lua` file and a function `rediswq_<name>`.
+OPERATIONS = (
+    "put", "lease", "fail", "extend", "release", "requeue_dead", "purge_dead", "purge", "reopen", "stats",
+)  # fmt: skip
+#: Functions that write nothing: callable with FCALL_RO (on a replica too).
+READ_ONLY = frozenset({"stats", "version"})
+#: Functions Redis runs on a full (maxmemory) server, as it runs scripts: they settle or free, the
+#: rest (put, requeue_dead, lease) are refused before they run. A script on a full Redis is refused
+#: only its first write when it has written nothing (rediswq/lua/README.md, Out of memory); a function
+#: is refused whole unless flagged `allow-oom`, and then is refused nothing. So lease, whose first write
+#: decides, has a twin: `rediswq_settle`, lease.lua with count 0 (the completions only, under allow-oom),
+#: which a client calls when Redis refuses `rediswq_lease` for memory.
+ALLOW_OOM = frozenset({"fail", "extend", "release", "purge_dead", "purge", "reopen"})
+SETTLE = "settle"
+#: The error a function answers when the caller's version differs from the library's.
+MISMATCH = "RWQVERSION"
+INSTALL = "run `rediswq install` (as a user allowed FUNCTION LOAD) to load this one"
+
+
+def function_name(operation: str) -> str:
+    return f"{NAME}_{operation}"
+
+
+def source(operation: str) -> str:
+    return resources.files("rediswq.lua").joinpath(f"{operation}.lua").read_text(encoding="utf-8")
+
+
+@dataclass(frozen=True)
+class Library:
+    code: str  # what FUNCTION LOAD takes
+    version: str
+    starts: list[int]  # the library line just before each operation's first line, in OPERATIONS order
+
+    def where(self, line: int) -> tuple[str, int] | None:
+        """(operation, line in its .lua file) of a line of the library; None outside the operations."""
+        i = bisect.bisect_right(self.starts, line - 1) - 1
+        if i < 0:
+            return None
+        operation = OPERATIONS[i]
+        number = line - self.starts[i]
+        return (operation, number) if number <= source(operation).count("\n") + 1 else None
+
+
+@functools.cache
+def library() -> Library:
+    """The library's code, built once from the shipped files."""
+    bodies = [source(op) for op in OPERATIONS]
+    version = hashlib.sha1("\0".join(bodies).encode(), usedforsecurity=False).hexdigest()[:16]
+    lines = [f"#!lua name={NAME}", f"local VERSION = '{version}'"]
+    starts = []
+    for op, body in zip(OPERATIONS, bodies, strict=True):
+        lines.append(f"local function {op}(KEYS, ARGV)")
+        starts.append(len(lines))
+        lines.extend(body.rstrip("\n").split("\n"))
+        lines.append("end")
+    lines += [
+        "-- The caller's version comes first: a client with other files gets an error, not other semantics.",
+        "local function versioned(operation)",
+        "  return function(keys, args)",
+        "    if args[1] ~= VERSION then",
+        f"      return redis.error_reply('{MISMATCH} ' .. VERSION .. ' ' .. tostring(args[1]))",
+        "    end",
+        "    table.remove(args, 1)",
+        "    return operation(keys, args)",
+        "  end",
+        "end",
+    ]
+    for op in OPERATIONS:
+        flags = "{'no-writes'}" if op in READ_ONLY else "{'allow-oom'}" if op in ALLOW_OOM else "{}"
+        lines.append(
+            f"redis.register_function{{function_name='{function_name(op)}', callback=versioned({op}), "
+            f"flags={flags}}}"
+        )
+    lines += [
+        "-- lease's completions on a full Redis: count 0, whatever the caller sent (it takes no item).",
+        f"redis.register_function{{function_name='{function_name(SETTLE)}', callback=versioned("
+        "function(keys, args) args[1] = '0' return lease(keys, args) end), flags={'allow-oom'}}",
+    ]
+    lines.append(
+        f"redis.register_function{{function_name='{function_name('version')}', "
+        "callback=function() return VERSION end, flags={'no-writes'}}"
+    )
+    return Library("\n".join(lines) + "\n", version, starts)
+
+
+def is_missing(reply: object) -> bool:
+    """True for Redis's answer to an FCALL of a function no loaded library has."""
+    return isinstance(reply, Exception) and "Function not found" in str(reply)
+
+
+def load(node: redis.Redis, *, replace: bool = False) -> str:
+    """Load rediswq's function library on one server; its version. `LibraryMismatch` when this user
+    may not, or (without `replace`) another version is loaded."""
+    args = ("FUNCTION", "LOAD", *(["REPLACE"] if replace else []), library().code)
+    try:
+        node.execute_command(*args)  # type: ignore[no-untyped-call]
+    except redis.exceptions.ResponseError as e:
+        raise not_loaded(e) from None
+    return library().version
+
+
+def not_loaded(error: redis.exceptions.ResponseError) -> Exception:
+    """Why FUNCTION LOAD failed, as `LibraryMismatch` when the fix is `rediswq install`."""
+    text = str(error)
+    if "NOPERM" in text or isinstance(error, redis.exceptions.NoPermissionError):
+        return LibraryMismatch(f"rediswq's function library is not loaded on this Redis: {INSTALL}")
+    if "already exists" in text:
+        return LibraryMismatch(f"Redis holds another version of rediswq's function library: {INSTALL}")
+    return error
+
+
+def install(
+    client: redis.Redis | redis.cluster.RedisCluster, before: Callable[[redis.Redis], None] | None = None
+) -> str | None:
+    """Load (or replace) rediswq's function library on the server, or on every master of a cluster
+    (replicas copy it), calling `before` with each first; its version, None on a Redis without
+    functions (6.2: the scripts load on first use). What `rediswq install` runs, as an admin."""
+    if isinstance(client, redis.cluster.RedisCluster):
+        nodes = [client.get_redis_connection(node) for node in client.get_primaries()]  # type: ignore[no-untyped-call]
+    else:
+        nodes = [client]
+    functions = True
+    for node in nodes:
+        if before is not None:
+            before(node)  # on every node, with functions or not
+        if not functions:
+            continue
+        try:
+            load(node, replace=True)
+        except redis.exceptions.ResponseError as e:
+            if "unknown command" not in str(e):
+                raise
+            functions = False
+    return library().version if functions else None
