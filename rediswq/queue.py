@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Literal, TypeVar
+from typing import Literal
 
 from rediswq import _client, _inspect, _topology
 from rediswq._client import QueueClient
@@ -37,7 +37,6 @@ from rediswq.heartbeat import Heartbeat
 from rediswq.lease import Lease
 
 Until = Literal["drained", "closed"]
-T = TypeVar("T")
 
 # An idle worker polls at most 20 times a second, backing off to twice a second; it wakes when the
 # next lease deadline or retry falls due, since the lease script says when that is. Public, with
@@ -158,11 +157,7 @@ class Queue:
         return self._redis.connected()
 
     @property
-    def _client(self) -> Client:
-        return self._redis.client
-
-    @property
-    def _scripts(self) -> Scripts:
+    def _scripts(self) -> Scripts:  # for tests that wrap a script
         return self._redis.scripts
 
     # -- adding items (rediswq/_put.py) ---------------------------------------------------------
