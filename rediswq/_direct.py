@@ -208,25 +208,27 @@ class DirectScript:
 
     def _run(self, connection: ConnectionInterface, commands: list[Command]) -> list[Any]:
         replies = self._send(connection, commands)
-        for reply in replies:
-            if isinstance(reply, ResponseError):
-                break
-        else:
+        if not any(isinstance(reply, ResponseError) for reply in replies):
             return replies
-        if any(isinstance(reply, NoScriptError) for reply in replies):
-            # The script did not run: load it on this very server, and run it again.
-            self._send(connection, [("SCRIPT", "LOAD", self._source)])
-            replies = self._send(connection, commands)
-        elif any(_library.is_missing(reply) for reply in replies):
-            # The library is not on this server: load it (a refusal is raised below), run it again.
-            (loaded,) = self._send(connection, [("FUNCTION", "LOAD", _library.library().code)])
-            if isinstance(loaded, ResponseError):
-                raise _library.not_loaded(loaded)
+        if self._load_missing(connection, replies):
             replies = self._send(connection, commands)
         for reply in replies:
             if isinstance(reply, ResponseError):
                 raise reply
         return replies
+
+    def _load_missing(self, connection: ConnectionInterface, replies: list[Any]) -> bool:
+        """Load the script or the library on this very server if a reply says it is not there (a
+        restart emptied the script cache, a new node has no library); True: run the calls again."""
+        if any(isinstance(reply, NoScriptError) for reply in replies):
+            self._send(connection, [("SCRIPT", "LOAD", self._source)])
+            return True
+        if any(_library.is_missing(reply) for reply in replies):
+            (loaded,) = self._send(connection, [("FUNCTION", "LOAD", _library.library().code)])
+            if isinstance(loaded, ResponseError):
+                raise _library.not_loaded(loaded)
+            return True
+        return False
 
     @staticmethod
     def _send(connection: ConnectionInterface, commands: list[Command]) -> list[Any]:

@@ -136,28 +136,22 @@ def _read(server: redis.Redis, names: Sequence[str]) -> tuple[list[QueueSummary]
     ASK: no stats yet), and how many the user may not read."""
     functions = functions_on(server)  # Redis 7: FCALL_RO of the library; 6.2: the script
     with server.pipeline(transaction=False) as pipe:
-        if functions:
-            pipe.execute_command("FCALL_RO", _library.function_name("version"), 0)  # type: ignore[no-untyped-call]
-        else:
+        if not functions:
             pipe.script_load(_STATS)
         pipe.time()
         for name in names:
-            keys = Keys.for_queue(name).all()
-            if functions:
-                call = ("FCALL_RO", _STATS_FUNCTION, len(keys), *keys, _library.library().version)
-                pipe.execute_command(*call)  # type: ignore[no-untyped-call]
-            else:
-                pipe.evalsha(_STATS_SHA, len(keys), *keys)
+            _read_stats(pipe, Keys.for_queue(name).all(), functions=functions)
         replies = pipe.execute(raise_on_error=False)
-    loaded, now = replies[:2]
-    for reply in (loaded, now):
+    head, replies = replies[: len(replies) - len(names)], replies[len(replies) - len(names) :]
+    for reply in head:
         if isinstance(reply, Exception):
             raise reply
+    now = head[-1]
     read_at_ms = int(now[0]) * 1000 + int(now[1]) // 1000
     read: list[QueueSummary] = []
     moved: list[QueueSummary] = []
     denied = 0
-    for name, reply in zip(names, replies[2:], strict=True):
+    for name, reply in zip(names, replies, strict=True):
         if isinstance(reply, _MOVED):
             moved.append(QueueSummary(name, None, read_at_ms, "moved"))
         elif isinstance(reply, redis.exceptions.NoPermissionError) or _is_noperm(reply):
@@ -167,6 +161,14 @@ def _read(server: redis.Redis, names: Sequence[str]) -> tuple[list[QueueSummary]
         else:
             read.append(_summary(name, reply, read_at_ms))
     return read, moved, denied
+
+
+def _read_stats(pipe: Any, keys: list[str], *, functions: bool) -> None:
+    """One queue's stats call, queued on `pipe`."""
+    if functions:
+        pipe.execute_command("FCALL_RO", _STATS_FUNCTION, len(keys), *keys, _library.library().version)
+    else:
+        pipe.evalsha(_STATS_SHA, len(keys), *keys)
 
 
 def _summary(name: str, reply: Any, read_at_ms: int) -> QueueSummary:

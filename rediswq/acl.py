@@ -93,22 +93,7 @@ def acl_rules(queue: str, role: Role, redis_version: RedisVersion = "7") -> list
     calls += [f"+fcall_ro|{_library.function_name(f)}" for f in ("version", "stats")]
     reads = [f"+{c}" for c in _READS]
     if role == "admin":
-        # Trusted: loads the library (`rediswq install`: FUNCTION LOAD, and INFO or CONFIG GET for the
-        # maxmemory-policy check), every write of the others, DEL (purge) and HDEL (reopen); and SCAN,
-        # for `rediswq ls` (rediswq.survey) and "did you mean": it lists every key's name, other
-        # queues' too (their numbers stay refused), so it is the admin's alone.
-        writes = sorted(
-            {c for w in _WRITES.values() for commands in w.values() for c in commands} | {"del", "hdel"}
-        )
-        extra = [
-            "+function|load",
-            "+function|list",
-            "+info",
-            "+config|get",
-            "+scan",
-            *(f"+{c}" for c in writes),
-        ]
-        return [*head, f"~{prefix}", f"~{inbox}", "-@all", *reads, *calls, *extra, "+wait", *cluster]
+        return [*head, f"~{prefix}", f"~{inbox}", "-@all", *reads, *calls, *_admin_extra(), "+wait", *cluster]
     selectors = [
         f"(~{_glob_escaped(getattr(keys, key))} {' '.join('+' + c for c in commands)})"
         for key, commands in _WRITES[role].items()
@@ -116,12 +101,26 @@ def acl_rules(queue: str, role: Role, redis_version: RedisVersion = "7") -> list
     return [*head, f"~{prefix}", f"~{inbox}", "-@all", *reads, *calls, "+wait", *cluster, *selectors]
 
 
+def _admin_extra() -> list[str]:
+    """The admin's rules beyond reads and calls. Trusted: it loads the library (`rediswq install`:
+    FUNCTION LOAD, and INFO or CONFIG GET for the maxmemory-policy check), has every write of the
+    others, DEL (purge) and HDEL (reopen); and SCAN, for `rediswq ls` (rediswq.survey) and "did you
+    mean": it lists every key's name, other queues' too (their numbers stay refused), so it is the
+    admin's alone."""
+    loading = ["+function|load", "+function|list", "+info", "+config|get", "+scan"]
+    return [*loading, *(f"+{c}" for c in sorted(_every_write()))]
+
+
+def _every_write() -> set[str]:
+    """Every write command of every role's functions, and the admin's own: DEL (purge), HDEL (reopen)."""
+    return {c for w in _WRITES.values() for commands in w.values() for c in commands} | {"del", "hdel"}
+
+
 def _flat_rules(prefix: str, inbox: str, role: Role) -> list[str]:
     """Redis 6.2: scripts (EVALSHA, SCRIPT LOAD), and every command the role's scripts run, on every key."""
     writes = {c for key, commands in _WRITES.get(role, {}).items() for c in commands}
     if role == "admin":
-        writes = {c for w in _WRITES.values() for commands in w.values() for c in commands}
-        writes |= {"del", "hdel", "scan"}  # scan: for `rediswq ls`, as on Redis 7
+        writes = _every_write() | {"scan"}  # scan: for `rediswq ls`, as on Redis 7
     if role == "producer":
         writes |= {"hset"}  # close on a 6.2-era client; harmless here: the rules are flat anyway
     commands = sorted({"evalsha", "script|load", "wait", *_READS, *_CLUSTER, *writes})

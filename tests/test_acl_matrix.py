@@ -171,8 +171,10 @@ def _rediswq(cell: Cell, role: str, *argv: str) -> subprocess.CompletedProcess[s
 
 
 def _rediswq_env(cell: Cell, role: str, env: dict[str, str], *argv: str) -> subprocess.CompletedProcess[str]:
-    args = [REDISWQ, "--url", cell.url(role), *cell.options, *argv]
-    return subprocess.run(args, capture_output=True, text=True, timeout=60, env={**os.environ, **env})
+    # The URL (with its password) in $REDISWQ_URL, as a pod gives it: in --url it adds a warning line.
+    args = [REDISWQ, *cell.options, *argv]
+    env = {**os.environ, "REDISWQ_URL": cell.url(role), **env}
+    return subprocess.run(args, capture_output=True, text=True, timeout=60, env=env)
 
 
 # Each role's own work, in the order a deployment runs it: (role, argv).
