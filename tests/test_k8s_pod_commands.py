@@ -61,7 +61,8 @@ def server() -> Iterator[RedisServer]:
     s = RedisServer(password=PASSWORD)
     admin = s.client()
     for line in acl_users(find(raw_base(), "ConfigMap", "rediswq-redis-config")["data"]):
-        rules = line.replace("~rediswq:{jobs}:* ~jobs", "~rediswq:{k8s-*}:* ~k8s-*").split()[1:]
+        # The users' template with the pattern k8s-* for the queue's name: every test queue's keys.
+        rules = line.replace("QUEUE_NAME", "k8s-*").split()[1:]
         admin.execute_command("ACL", "SETUSER", *rules, f">{PASSWORD}")
     admin.execute_command("ACL", "SETUSER", "rediswq-admin", "on", f">{PASSWORD}", "~*", "&*", "+@all")
     yield s
@@ -335,7 +336,8 @@ def redis_pod(tmp_path: Path) -> Iterator[tuple[list[str], dict[str, str], Doc, 
         (etc / key).write_text(config[key])
     argv = [str(etc / "start.sh") if a == "/etc/redis/start.sh" else a for a in c["command"]]
     binary = Path(find_binary()).parent
-    env = {"PATH": f"{binary}:/usr/bin:/bin", "HOME": str(tmp_path)}
+    queue = {v["name"]: v.get("value") for v in c["env"]}["REDISWQ_QUEUE"]
+    env = {"PATH": f"{binary}:/usr/bin:/bin", "HOME": str(tmp_path), "REDISWQ_QUEUE": queue}
     yield argv, env, c, port
 
 

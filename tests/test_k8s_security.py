@@ -188,7 +188,12 @@ def test_with_tls_the_manifests_redis_and_worker_run_for_real(tmp_path: Path) ->
         "REDIS_WORKER_PASSWORD": "worker-pw-1234",
         "REDIS_PRODUCER_PASSWORD": "producer-pw-1234",
     }
-    env = {"PATH": f"{Path(find_binary()).parent}:/usr/bin:/bin", "HOME": str(tmp_path), **passwords}
+    env = {
+        "PATH": f"{Path(find_binary()).parent}:/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "REDISWQ_QUEUE": "jobs",
+        **passwords,
+    }
     redis_process = subprocess.Popen(
         ["sh", str(etc / "start.sh")], env=env, stderr=subprocess.PIPE, text=True
     )
