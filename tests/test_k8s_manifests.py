@@ -55,6 +55,8 @@ USERS = {
     "Job rediswq-worker": ("rediswq-worker", "worker-password"),
     "Job rediswq-producer": ("rediswq-producer", "producer-password"),
     "CronJob rediswq-nightly": ("rediswq-admin", "password"),
+    # Loads the function library (FUNCTION LOAD): the admin's alone, and it runs no items.
+    "Job rediswq-install": ("rediswq-admin", "password"),
     # Reads queue jobs's stats: the producer's ACL covers them (components/exporter).
     "Deployment rediswq-exporter": ("rediswq-producer", "producer-password"),
     # Reads queue jobs's stats, holders and dead letters: the producer's ACL covers them too.
@@ -469,7 +471,7 @@ def test_worker_and_producer_pods_run_as_the_image_user() -> None:
             context = template["spec"]["securityContext"]
             assert (context["runAsUser"], context["runAsGroup"]) == (uid, gid), owner
             checked += 1
-    assert checked == 3
+    assert checked == 4  # the install Job, the worker, the producer, the CronJob
 
 
 # -- Redis --------------------------------------------------------------------------------------------

@@ -125,7 +125,7 @@ def test_with_tls_every_client_uses_rediss_and_trusts_the_ca_alone() -> None:
             "items": [{"key": "ca.crt", "path": "ca.crt"}],
         }
         clients += 1
-    assert clients == 3  # the worker, the producer and the exporter
+    assert clients == 4  # the install Job, the worker, the producer and the exporter
 
 
 def test_with_tls_redis_loads_the_tls_settings_and_is_probed_over_tls() -> None:
