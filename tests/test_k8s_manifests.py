@@ -28,7 +28,6 @@ from test_k8s_support import (
     OLDEST,
     ROOT,
     Doc,
-    acl_users,
     builtin,
     container,
     find,
@@ -40,6 +39,7 @@ from test_k8s_support import (
     pod_templates,
     raw_base,
     resource_files,
+    started_users,
 )
 
 import rediswq_kit as clikit
@@ -55,6 +55,8 @@ USERS = {
     "Job rediswq-worker": ("rediswq-worker", "worker-password"),
     "Job rediswq-producer": ("rediswq-producer", "producer-password"),
     "CronJob rediswq-nightly": ("rediswq-admin", "password"),
+    # Loads the function library (FUNCTION LOAD): the admin's alone, and it runs no items.
+    "Job rediswq-install": ("rediswq-admin", "password"),
     # Reads queue jobs's stats: the producer's ACL covers them (components/exporter).
     "Deployment rediswq-exporter": ("rediswq-producer", "producer-password"),
     # Reads queue jobs's stats, holders and dead letters: the producer's ACL covers them too.
@@ -469,7 +471,7 @@ def test_worker_and_producer_pods_run_as_the_image_user() -> None:
             context = template["spec"]["securityContext"]
             assert (context["runAsUser"], context["runAsGroup"]) == (uid, gid), owner
             checked += 1
-    assert checked == 3
+    assert checked == 4  # the install Job, the worker, the producer, the CronJob
 
 
 # -- Redis --------------------------------------------------------------------------------------------
@@ -515,25 +517,32 @@ def test_redis_is_probed_by_a_ping_only_user_with_no_password_near_it(docs: list
 
 
 def installed_acl(queue: str, role: str) -> list[str]:
-    """The rules the installed `rediswq acl` prints for `role` on `queue` (aclfile format), key patterns
-    last, as k8s/tools/generate-users writes them."""
+    """The rules the installed `rediswq acl` prints for `role` on `queue` (aclfile format)."""
     rediswq = Path(sys.executable).parent / "rediswq"
-    printed = subprocess.run(
+    return subprocess.run(
         [str(rediswq), "acl", queue, "--role", role, "--format", "aclfile"],
         capture_output=True,
         text=True,
         check=True,
         timeout=60,
     ).stdout.split()
-    keys = [rule for rule in printed if rule.startswith("~")]
-    return [rule for rule in printed if not rule.startswith("~")] + keys
 
 
 def test_the_redis_users_are_the_ones_the_installed_rediswq_acl_prints() -> None:
     config = find(raw_base(), "ConfigMap", "rediswq-redis-config")["data"]
-    assert [line.split() for line in acl_users(config)] == [
+    assert [line.split() for line in started_users(config, "jobs")] == [
         installed_acl("jobs", role) for role in ("worker", "producer")
     ]
+
+
+@pytest.mark.parametrize("queue", ["thumbs", "img-2.v1", "a*b?[c]\\d", "QUEUE_NAME-x"])
+def test_the_redis_container_writes_the_users_rediswq_acl_prints_for_any_queue_name(queue: str) -> None:
+    """start.sh puts the name in the key patterns and in every selector, glob characters escaped as
+    `rediswq acl` escapes them, and leaves no trace of the shipped name."""
+    config = find(raw_base(), "ConfigMap", "rediswq-redis-config")["data"]
+    users = started_users(config, queue)
+    assert [line.split() for line in users] == [installed_acl(queue, role) for role in ("worker", "producer")]
+    assert not any("jobs" in line or "QUEUE_NAME}" in line for line in users)
 
 
 def test_generate_users_check_agrees_and_finds_a_stale_user(tmp_path: Path) -> None:
@@ -715,11 +724,13 @@ def queue_names(docs: list[Doc]) -> dict[str, str]:
     for config in (
         d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "rediswq-redis-config"
     ):
-        for line in acl_users(config["data"]):
+        redis = container(find(docs, "StatefulSet", "rediswq-redis")["spec"]["template"], "redis")
+        given = {v["name"]: v.get("value") for v in redis["env"]}["REDISWQ_QUEUE"]
+        for line in started_users(config["data"], given):
             user = line.split()[1]
-            keys = [rule for rule in line.split() if rule.startswith("~")]
-            # The user covers exactly one queue's keys: the ones `rediswq acl` gives for that name.
-            queue = keys[-1].removeprefix("~")
+            # The user covers exactly one queue's keys: the ones `rediswq acl` gives for that name,
+            # in its key patterns and in every selector.
+            queue = line.split()[6].removeprefix("~")
             assert line.split() == installed_acl(queue, user.removeprefix("rediswq-"))
             named[f"user {user}"] = queue
     return named

@@ -39,8 +39,10 @@ from test_k8s_support import (
     kustomize,
     load,
     raw_base,
+    started_users,
 )
 
+import rediswq
 from rediswq import Queue
 
 PASSWORD = secrets.token_hex(16)
@@ -61,11 +63,30 @@ def server() -> Iterator[RedisServer]:
     s = RedisServer(password=PASSWORD)
     admin = s.client()
     for line in acl_users(find(raw_base(), "ConfigMap", "rediswq-redis-config")["data"]):
-        rules = line.replace("~rediswq:{jobs}:* ~jobs", "~rediswq:{k8s-*}:* ~k8s-*").split()[1:]
+        # The users' template with the pattern k8s-* for the queue's name: every test queue's keys.
+        rules = line.replace("QUEUE_NAME", "k8s-*").split()[1:]
         admin.execute_command("ACL", "SETUSER", *rules, f">{PASSWORD}")
     admin.execute_command("ACL", "SETUSER", "rediswq-admin", "on", f">{PASSWORD}", "~*", "&*", "+@all")
+    # The deploy step before any worker: the base's install Job loads the function library.
+    done = run_install_job(s.port)
+    assert done.returncode == 0, done.stderr
     yield s
     s.stop()
+
+
+def run_install_job(port: int) -> subprocess.CompletedProcess[str]:
+    """The base's rediswq-install Job's container, run as the kubelet would, against Redis on `port`."""
+    c = container(find(raw_base(), "Job", "rediswq-install")["spec"]["template"], "install")
+    env = container_env(
+        c,
+        secrets={("rediswq-redis", "password"): PASSWORD},
+        fields={},
+        base={"PATH": f"{BIN}:/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.UTF-8"},
+    )
+    assert env["REDISWQ_URL"].startswith("redis://rediswq-admin:") and SERVICE in env["REDISWQ_URL"]
+    env["REDISWQ_URL"] = env["REDISWQ_URL"].replace(SERVICE, f"@127.0.0.1:{port}/")
+    argv = command_line(c, ["rediswq", "work"], env)
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
 
 
 @pytest.fixture
@@ -335,7 +356,8 @@ def redis_pod(tmp_path: Path) -> Iterator[tuple[list[str], dict[str, str], Doc, 
         (etc / key).write_text(config[key])
     argv = [str(etc / "start.sh") if a == "/etc/redis/start.sh" else a for a in c["command"]]
     binary = Path(find_binary()).parent
-    env = {"PATH": f"{binary}:/usr/bin:/bin", "HOME": str(tmp_path)}
+    queue = {v["name"]: v.get("value") for v in c["env"]}["REDISWQ_QUEUE"]
+    env = {"PATH": f"{binary}:/usr/bin:/bin", "HOME": str(tmp_path), "REDISWQ_QUEUE": queue}
     yield argv, env, c, port
 
 
@@ -397,6 +419,11 @@ def test_redis_starts_with_the_password_append_only_and_noeviction_and_its_probe
         )
         with pytest.raises(redis.exceptions.NoPermissionError):
             worker.config_get("dir")
+        # Before the install Job: the worker may not load the library; after it, it may call it.
+        with pytest.raises(rediswq.LibraryMismatch):
+            Queue(worker, "jobs").stats()
+        done = run_install_job(port)
+        assert done.returncode == 0, done.stderr
         Queue(worker, "jobs").stats()
         with pytest.raises(redis.AuthenticationError):
             redis.Redis(port=port, username="rediswq-producer", password=PASSWORD).ping()
@@ -422,3 +449,28 @@ def test_the_dockerfile_entrypoint_is_rediswq_work_under_dumb_init() -> None:
     assert dockerfile_entrypoint(with_init=True) == ["dumb-init", "--", "rediswq", "work"]
     assert dockerfile_entrypoint() == ["rediswq", "work"]
     assert (ROOT / "Dockerfile").is_file()
+
+
+def test_a_renamed_queue_s_worker_user_drains_it_once_the_install_job_ran() -> None:
+    """The users start.sh writes for queue `thumbs-2`, loaded into a real Redis: the worker drains it."""
+    s = RedisServer(password=PASSWORD)
+    try:
+        admin = s.client()
+        for line in started_users(find(raw_base(), "ConfigMap", "rediswq-redis-config")["data"], "thumbs-2"):
+            admin.execute_command("ACL", "SETUSER", *line.split()[1:], f">{PASSWORD}")
+        admin.execute_command("ACL", "SETUSER", "rediswq-admin", "on", f">{PASSWORD}", "~*", "&*", "+@all")
+        assert run_install_job(s.port).returncode == 0
+        Queue(admin, "thumbs-2").put_many([b"a", b"b", b"c"])
+        url = f"redis://rediswq-worker:{PASSWORD}@127.0.0.1:{s.port}/0"
+        env = {"PATH": f"{BIN}:/usr/bin:/bin", "HOME": "/tmp", "REDISWQ_URL": url}
+        done = subprocess.run(
+            [f"{BIN}/rediswq", "work", "thumbs-2", "--", "true"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        assert Queue(admin, "thumbs-2").stats().pending == 0
+    finally:
+        s.stop()

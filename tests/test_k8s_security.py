@@ -125,7 +125,7 @@ def test_with_tls_every_client_uses_rediss_and_trusts_the_ca_alone() -> None:
             "items": [{"key": "ca.crt", "path": "ca.crt"}],
         }
         clients += 1
-    assert clients == 3  # the worker, the producer and the exporter
+    assert clients == 4  # the install Job, the worker, the producer and the exporter
 
 
 def test_with_tls_redis_loads_the_tls_settings_and_is_probed_over_tls() -> None:
@@ -188,7 +188,12 @@ def test_with_tls_the_manifests_redis_and_worker_run_for_real(tmp_path: Path) ->
         "REDIS_WORKER_PASSWORD": "worker-pw-1234",
         "REDIS_PRODUCER_PASSWORD": "producer-pw-1234",
     }
-    env = {"PATH": f"{Path(find_binary()).parent}:/usr/bin:/bin", "HOME": str(tmp_path), **passwords}
+    env = {
+        "PATH": f"{Path(find_binary()).parent}:/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "REDISWQ_QUEUE": "jobs",
+        **passwords,
+    }
     redis_process = subprocess.Popen(
         ["sh", str(etc / "start.sh")], env=env, stderr=subprocess.PIPE, text=True
     )

@@ -199,5 +199,40 @@ def command_line(c: Doc, entrypoint: list[str], env: dict[str, str]) -> list[str
 
 
 def acl_users(config_data: Doc) -> list[str]:
-    """The Redis users' lines of ConfigMap rediswq-redis-config's `data`, the worker's first."""
+    """The Redis users' templates of ConfigMap rediswq-redis-config's `data`, the worker's first: the
+    queue's name is QUEUE_NAME in them (start.sh puts the real one in: `started_users`)."""
     return [str(config_data[key]).strip() for key in ACL_KEYS]
+
+
+def started_users(config_data: Doc, queue: str) -> list[str]:
+    """The users' lines (without passwords, the worker's first) that the Redis container's start.sh
+    writes into auth.conf when its REDISWQ_QUEUE is `queue`: start.sh itself runs, with its paths moved
+    to a temporary directory and a `redis-server` on PATH that does nothing."""
+    with tempfile.TemporaryDirectory() as tmp:
+        etc, run, bin_ = Path(tmp, "etc"), Path(tmp, "run"), Path(tmp, "bin")
+        for d in (etc, run, bin_):
+            d.mkdir()
+        for key in ACL_KEYS:
+            (etc / key).write_text(str(config_data[key]))
+        script = (
+            str(config_data["start.sh"]).replace("/run/redis/", f"{run}/").replace("/etc/redis/", f"{etc}/")
+        )
+        (etc / "start.sh").write_text(script)
+        (bin_ / "redis-server").write_text("#!/bin/sh\nexit 0\n")
+        (bin_ / "redis-server").chmod(0o755)
+        passwords = {
+            k: "pw-1234" for k in ("REDIS_PASSWORD", "REDIS_WORKER_PASSWORD", "REDIS_PRODUCER_PASSWORD")
+        }
+        env = {"PATH": f"{bin_}:/usr/bin:/bin", "HOME": tmp, "REDISWQ_QUEUE": queue, **passwords}
+        done = subprocess.run(
+            ["sh", str(etc / "start.sh")], env=env, capture_output=True, text=True, timeout=30
+        )
+        assert done.returncode == 0, done.stderr
+        lines = (run / "auth.conf").read_text().splitlines()
+    users = [
+        line.removesuffix(" >pw-1234")
+        for line in lines
+        if line.split()[:2] in (["user", "rediswq-worker"], ["user", "rediswq-producer"])
+    ]
+    assert len(users) == 2, lines
+    return users

@@ -25,6 +25,8 @@ from rediswq_cli.kube.manifest import URL_VARIABLE, WorkerJob
 
 CONFIG = "base/redis-config.yaml"
 CONFIG_MAP = "rediswq-redis-config"
+# The queue's name: the users' rules are a template with PLACEHOLDER for it (k8s/tools/generate-users).
+QUEUE_FILE, QUEUE_MAP, PLACEHOLDER = "base/queue.yaml", "rediswq-queue", "QUEUE_NAME"
 
 
 def refusal(request: WorkerJob, manifest: dict[str, Any]) -> str | None:
@@ -80,15 +82,25 @@ def _user(manifest: dict[str, Any]) -> str | None:
 
 
 def _key_patterns(user: str) -> list[str]:
-    """The key patterns (`~PATTERN`, without the `~`) of `user` in the packaged bundled-Redis ACL."""
-    text = (
-        importlib.resources.files("rediswq_cli.kube.manifests").joinpath(CONFIG).read_text(encoding="utf-8")
+    """The key patterns (`~PATTERN`, without the `~`) of `user` in the packaged bundled-Redis ACL: its
+    template's QUEUE_NAME is the queue the packaged base names (the Redis container fills it in)."""
+    config = _document(CONFIG, CONFIG_MAP)
+    queue = str(_document(QUEUE_FILE, QUEUE_MAP).get("name") or "")
+    return _patterns(str(config.get(f"{user}.acl") or "").replace(PLACEHOLDER, queue).split())
+
+
+def _document(path: str, name: str) -> dict[str, Any]:
+    """The `data` of ConfigMap `name` in the packaged manifest file `path`."""
+    manifests = importlib.resources.files("rediswq_cli.kube.manifests")
+    documents = [d for d in yaml.safe_load_all(manifests.joinpath(path).read_text(encoding="utf-8")) if d]
+    return next(
+        (
+            d.get("data") or {}
+            for d in documents
+            if isinstance(d, dict) and d.get("metadata", {}).get("name") == name
+        ),
+        {},
     )
-    documents = [d for d in yaml.safe_load_all(text) if isinstance(d, dict)]
-    data = next(
-        (d.get("data") or {} for d in documents if d.get("metadata", {}).get("name") == CONFIG_MAP), {}
-    )
-    return _patterns(str(data.get(f"{user}.acl") or "").split())
 
 
 def _patterns(rules: list[str]) -> list[str]:
