@@ -26,7 +26,7 @@ from importlib import resources
 import redis
 import redis.cluster
 
-from rediswq.errors import LibraryMismatch
+from rediswq.errors import LibraryMismatch, LibraryMissing
 
 NAME = "rediswq"
 #: The operations, each a `rediswq/lua/<name>.lua` file and a function `rediswq_<name>`.
@@ -131,10 +131,11 @@ def load(node: redis.Redis, *, replace: bool = False) -> str:
 
 
 def not_loaded(error: redis.exceptions.ResponseError) -> Exception:
-    """Why FUNCTION LOAD failed, as `LibraryMismatch` when the fix is `rediswq install`."""
+    """Why FUNCTION LOAD failed: `LibraryMissing` (waited for) when this user may not load it,
+    `LibraryMismatch` when another version is loaded; the fix of both is `rediswq install`."""
     text = str(error)
     if "NOPERM" in text or isinstance(error, redis.exceptions.NoPermissionError):
-        return LibraryMismatch(f"rediswq's function library is not loaded on this Redis: {INSTALL}")
+        return LibraryMissing(f"rediswq's function library is not loaded on this Redis yet: {INSTALL}")
     if "already exists" in text:
         return LibraryMismatch(f"Redis holds another version of rediswq's function library: {INSTALL}")
     return error

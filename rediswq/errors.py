@@ -51,8 +51,14 @@ class PermissionDenied(AuthenticationFailed):
 
 
 class LibraryMismatch(AuthenticationFailed):
-    """Redis 7+: rediswq's function library is missing (and this user may not load it) or is another
-    version than this client's; `rediswq install` (an admin) loads this one. No retry can fix it."""
+    """Redis 7+: Redis holds another version of rediswq's function library than this client's;
+    `rediswq install` (an admin) loads this one. No retry can fix it."""
+
+
+class LibraryMissing(ConnectionFailed):
+    """Redis 7+: rediswq's function library is not loaded there, and this user may not load it. A
+    deploy step loads it (`rediswq install`, as an admin), so it is waited for as an outage is: a
+    worker started before that step retries within its reconnect window instead of failing at once."""
 
 
 class TLSFailed(AuthenticationFailed):

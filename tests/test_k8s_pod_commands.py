@@ -420,7 +420,7 @@ def test_redis_starts_with_the_password_append_only_and_noeviction_and_its_probe
         with pytest.raises(redis.exceptions.NoPermissionError):
             worker.config_get("dir")
         # Before the install Job: the worker may not load the library; after it, it may call it.
-        with pytest.raises(rediswq.LibraryMismatch):
+        with pytest.raises(rediswq.LibraryMissing):
             Queue(worker, "jobs").stats()
         done = run_install_job(port)
         assert done.returncode == 0, done.stderr
