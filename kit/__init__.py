@@ -158,6 +158,8 @@ def settings() -> Settings:
 FLAGS: dict[tuple[type[rediswq.RedisWQError], str], str] = {
     (rediswq.EvictingRedis, "allow_eviction="): "rediswq --allow-eviction or REDISWQ_ALLOW_EVICTION=1",
     (rediswq.TLSFailed, "tls_cert="): "--tls-cert and --tls-key",
+    (rediswq.LibraryMissing, "Queue.install()"): "rediswq install, as the admin role",
+    (rediswq.LibraryMismatch, "Queue.install()"): "rediswq install, as the admin role",
 }
 
 

@@ -45,7 +45,7 @@ ALLOW_OOM = frozenset({"fail", "extend", "release", "purge_dead", "purge", "reop
 SETTLE = "settle"
 #: The error a function answers when the caller's version differs from the library's.
 MISMATCH = "RWQVERSION"
-INSTALL = "run `rediswq install` (as a user allowed FUNCTION LOAD) to load this one"
+INSTALL = "load it with Queue.install() (as a user allowed FUNCTION LOAD)"
 
 
 def function_name(operation: str) -> str:

@@ -61,7 +61,7 @@ def check_eviction(client: redis.Redis, url: str, queue: str | None) -> None:
             log.warning(
                 "cannot read maxmemory-policy of Redis at %s (neither INFO nor CONFIG GET allowed, as "
                 "for the worker and producer roles): run it with noeviction, or an evicting Redis may "
-                "drop queue keys; `rediswq install`, run as the admin role, checks it",
+                "drop queue keys; Queue.install(), run as the admin role, checks it",
                 url,
             )
     if policy and policy not in SAFE_POLICIES:

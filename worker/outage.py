@@ -15,6 +15,8 @@ import time
 
 import redis.exceptions
 
+import rediswq
+from rediswq_kit import message
 from rediswq_worker.observer import Observer
 
 
@@ -49,7 +51,8 @@ class Outage:
                 self.log.debug("%s; trying again", error)
                 return
             self._reported = True
-        self.log.warning("%s; retrying for up to %g s", error, self.reconnect_secs)
+        said = message(error) if isinstance(error, rediswq.RedisWQError) else str(error)
+        self.log.warning("%s; retrying for up to %g s", said, self.reconnect_secs)
 
     def answered(self) -> None:
         """A call went through: the outage, if any, is over."""
