@@ -63,7 +63,7 @@ COPY --from=build /opt/rediswq /opt/rediswq
 # A numeric UID, so Kubernetes can check `runAsNonRoot` against the image without a passwd lookup.
 # dumb-init (PID 1) holds the container's environment, Redis password included: executable but not
 # readable by the worker's user, it runs non-dumpable (the kernel's rule for unreadable programs), so
-# an item cannot read its /proc/1/environ (the worker closes its own; README, Security).
+# an item cannot read its /proc/1/environ (the worker closes its own; docs/security.md).
 RUN rediswq --version \
     && chmod 0711 "$(command -v dumb-init)" \
     && useradd --uid 10001 --user-group --create-home --home-dir /home/rediswq --shell /usr/sbin/nologin rediswq

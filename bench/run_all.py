@@ -1,12 +1,12 @@
-"""Run every bench script, print one table of issue 4's targets, and write it into README.md.
+"""Run every bench script, print one table of issue 4's targets, and write it into docs/performance.md.
 
 Each script runs as its own process (each starts its own private redis-server) and writes its JSON into
 the results directory; this script then reads them back, writes `summary.json` beside them, and
-replaces the README's Performance section (between its BEGIN/END markers) with the table, the
-machine, the Redis version, the date and the command that regenerates it.
+replaces the Performance section of docs/performance.md (between its BEGIN/END markers) with the table,
+the machine, the Redis version, the date and the command that regenerates it.
 
     python bench/run_all.py                 # everything at the issue's sizes (about 10 minutes)
-    python bench/run_all.py --tiny          # everything on tiny inputs, README untouched (seconds)
+    python bench/run_all.py --tiny          # everything on tiny inputs, docs untouched (seconds)
     python bench/run_all.py --only memory,recovery
 """
 
@@ -65,7 +65,7 @@ def run_script(name: str, extra: list[str], results_dir: Path, redis_server: str
 
 
 def readme_section(results: list[dict[str, Any]], command: str) -> str:
-    """The README's Performance section: where and when, how to regenerate, the targets, the figures."""
+    """docs/performance.md's section: where and when, how to regenerate, the targets, the figures."""
     env: dict[str, Any] = next((r["environment"] for r in results if "environment" in r), {})
     lines = [
         BEGIN,
@@ -124,9 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--redis-server", metavar="PATH", help="the redis-server binary every script starts")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR, help="where the JSON goes")
     parser.add_argument(
-        "--readme", type=Path, help="the README to update (default: the repository's, except with --tiny)"
+        "--readme", type=Path, help="the page to update (default: docs/performance.md, except with --tiny)"
     )
-    parser.add_argument("--no-readme", action="store_true", help="leave every README alone")
+    parser.add_argument("--no-readme", action="store_true", help="leave every page alone")
     args = parser.parse_args(argv)
 
     names = args.only.split(",") if args.only else SCRIPTS
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     summary.write_text(json.dumps({"results": results}, indent=2, default=str) + "\n")
     print(f"wrote {summary}")
 
-    readme = args.readme or (None if args.tiny else REPO / "README.md")
+    readme = args.readme or (None if args.tiny else REPO / "docs" / "performance.md")
     if readme is not None and not args.no_readme:
         shown = [".venv/bin/python", "bench/run_all.py", *(argv if argv is not None else sys.argv[1:])]
         command = " ".join(shlex.quote(a) for a in shown if a)

@@ -42,7 +42,7 @@ def acl(queue: str, role: Role, redis_version: RedisVersion, user: str | None, s
     functions (no SCRIPT LOAD, EVAL or EVALSHA), reads of the queue's keys, and each write only on the
     keys the role writes it to (selectors); the library is loaded once by an admin (`rediswq install`).
     Redis 6.2: scripts (EVALSHA, so any Lua) and flat rules. Which one was printed is said on stderr.
-    The README's security section lists what each forbids. The rules hold no password: add one with
+    docs/security.md lists what each forbids. The rules hold no password: add one with
     `>PASSWORD`.
 
     \b

@@ -25,8 +25,8 @@ loads the library (FUNCTION LOAD runs any Lua) and has every command on the queu
 
 On Redis 6.2 (no functions, no selectors) the rules are one flat list: EVALSHA and SCRIPT LOAD (so any
 Lua), and each command on every key of the queue. What each role can and cannot do is pinned by
-tests/test_acl.py and tests/test_acl_matrix.py against real servers; the README's security
-section shows these rules (tests/acldoc.py).
+tests/test_acl.py and tests/test_acl_matrix.py against real servers; docs/security.md
+shows these rules (tests/acldoc.py).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
-"""The README's table of each role's ACL rules, generated from `rediswq acl`'s own output.
+"""Each role's ACL rules in docs/security.md, generated from `rediswq acl`'s own output.
 
-`python tests/acldoc.py` rewrites the README section between the `acl` markers; tests/test_acldoc.py
-fails when the README and `rediswq acl` disagree (as tests/clidoc.py does for --help).
+`python tests/acldoc.py` rewrites the section of docs/security.md between the `acl` markers;
+tests/test_acldoc.py fails when docs/security.md and `rediswq acl` disagree (as tests/clidoc.py does
+for --help).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from click.testing import CliRunner
 from rediswq.acl import ROLES
 from rediswq_cli.main import main
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+DOC = Path(__file__).resolve().parent.parent / "docs" / "security.md"
 SECTION = re.compile(r"(<!-- BEGIN acl -->\n)(.*?)(<!-- END acl -->)", re.S)
 VERSIONS = {
     "7": "Redis 7+ (functions: run `rediswq install` as the admin first)",
@@ -40,14 +41,14 @@ def render() -> str:
     return "".join(parts)
 
 
-def readme_section() -> str:
-    found = SECTION.search(README.read_text(encoding="utf-8"))
+def doc_section() -> str:
+    found = SECTION.search(DOC.read_text(encoding="utf-8"))
     return found.group(2) if found else ""
 
 
 def write() -> None:
-    text = README.read_text(encoding="utf-8")
-    README.write_text(SECTION.sub(lambda m: m.group(1) + render() + m.group(3), text), encoding="utf-8")
+    text = DOC.read_text(encoding="utf-8")
+    DOC.write_text(SECTION.sub(lambda m: m.group(1) + render() + m.group(3), text), encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
-"""The README's command-line reference, generated from the commands' own --help.
+"""The command-line reference (docs/cli.md), generated from the commands' own --help.
 
-`python tests/clidoc.py` rewrites the README section between the `cli` markers;
-tests/test_clidoc.py fails when the README and --help disagree.
+`python tests/clidoc.py` rewrites the section of docs/cli.md between the `cli` markers;
+tests/test_clidoc.py fails when docs/cli.md and --help disagree.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from rediswq_cli.main import main
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+DOC = Path(__file__).resolve().parent.parent / "docs" / "cli.md"
 SECTION = re.compile(r"(<!-- BEGIN cli -->\n)(.*?)(<!-- END cli -->)", re.S)
 
 
@@ -46,14 +46,14 @@ def render() -> str:
     return "".join(parts)
 
 
-def readme_section() -> str:
-    found = SECTION.search(README.read_text(encoding="utf-8"))
+def doc_section() -> str:
+    found = SECTION.search(DOC.read_text(encoding="utf-8"))
     return found.group(2) if found else ""
 
 
 def write() -> None:
-    text = README.read_text(encoding="utf-8")
-    README.write_text(SECTION.sub(lambda m: m.group(1) + render() + m.group(3), text), encoding="utf-8")
+    text = DOC.read_text(encoding="utf-8")
+    DOC.write_text(SECTION.sub(lambda m: m.group(1) + render() + m.group(3), text), encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -8,8 +8,8 @@ enqueue, close, stats; worker: work --until closed; admin: dead requeue, reopen,
 
 The forbidden moves run as the role's user on the node holding the key, on a closed queue. Where a
 rule cannot forbid a move (a write the role's own functions need, or Redis 6.2's scripts and flat
-rules), the test asserts that documented exception explicitly (EXCEPTIONS, the README's security
-section), so a change either way shows here. Topologies are built once for the module, on first use.
+rules), the test asserts that documented exception explicitly (EXCEPTIONS, docs/security.md), so a
+change either way shows here. Topologies are built once for the module, on first use.
 """
 
 from __future__ import annotations
@@ -289,7 +289,7 @@ MOVES: list[tuple[str, Move, set[str], set[str]]] = [
     ("LTRIM pending (lease's)", _on(K.pending, lambda c: c.ltrim(K.pending, 1, -1)), {"producer"}, BOTH),
 ]  # fmt: skip
 
-# Moves a role must not make but that its rules cannot forbid, as the README's security section says.
+# Moves a role must not make but that its rules cannot forbid, as docs/security.md says.
 _OWN_WRITE = "a write the role's own functions make: Redis cannot tell a function's call from a raw one"
 _FLAT = "Redis 6.2: scripts (EVALSHA, SCRIPT LOAD: any Lua) and flat rules (each command on every key)"
 EXCEPTIONS: dict[tuple[str, str, str], str] = {
@@ -366,7 +366,7 @@ def test_a_cluster_user_refused_cluster_slots_is_told_which_command_not_that_it_
     assert "not in a cluster" not in line and PASSWORD not in line
 
 
-# What rediswq asks the sentinels (redis-py's master and replica discovery): the README's sentinel user.
+# What rediswq asks the sentinels (redis-py's master and replica discovery): docs/security.md's sentinel user.
 SENTINEL_RULES = ["reset", "on", "resetchannels", "-@all", "+sentinel|masters", "+sentinel|replicas",
                   "+sentinel|slaves"]  # fmt: skip
 

@@ -2,7 +2,7 @@
 
 Tiny inputs measure nothing worth reporting, so no performance target is asserted here; what is
 asserted is that each script runs to the end, writes its JSON, counts Redis calls the way
-bench/README.md says, and that run_all writes the README section.
+bench/README.md says, and that run_all writes the Performance section of docs/performance.md.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ def _command_available(*args: str) -> bool:
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     tmp = tmp_path_factory.mktemp("bench")
-    readme = tmp / "README.md"
-    shutil.copy(REPO / "README.md", readme)
+    readme = tmp / "performance.md"
+    shutil.copy(REPO / "docs" / "performance.md", readme)
     original = readme.read_text()
     done = subprocess.run(
         [
@@ -123,7 +123,7 @@ def test_memory_and_flat_cost_report_sane_figures(tiny_run: dict[str, Any]) -> N
     assert all(r["calls"] >= 3 and r["max ms"] >= r["median ms"] for r in flat["reclaim"])
 
 
-def test_run_all_writes_the_readme_section_with_its_command(tiny_run: dict[str, Any]) -> None:
+def test_run_all_writes_the_performance_section_with_its_command(tiny_run: dict[str, Any]) -> None:
     readme = tiny_run["readme"]
     section = readme.split("<!-- BEGIN performance -->", 1)[1].split("<!-- END performance -->", 1)[0]
     assert "bench/run_all.py --tiny" in section

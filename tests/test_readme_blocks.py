@@ -1,7 +1,7 @@
-"""Every ```python block of README.md runs as written, against the private test Redis.
+"""Every ```python block of README.md and docs/*.md runs as written, against the private test Redis.
 
 A block reads the Redis URL from $REDISWQ_URL (the test sets it to the private server). A block the
-README calls "safe to run twice" is run twice.
+text after it calls "safe to run twice" is run twice.
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ from redis_server import RedisServer
 
 from rediswq import Queue
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+REPO = Path(__file__).resolve().parent.parent
+README = REPO / "README.md"
+DOCS = (README, *sorted((REPO / "docs").glob("*.md")))
 BLOCK = re.compile(r"^```python\n(.*?)^```\n(.*?)(?=^```|\Z)", re.DOTALL | re.MULTILINE)
 
 
@@ -26,7 +28,8 @@ def python_blocks() -> list[tuple[str, bool]]:
     """(code, safe to run twice) for each python block; the flag is read from the prose after it."""
     return [
         (code, "safe to run twice" in after.strip().split("\n\n")[0])
-        for code, after in BLOCK.findall(README.read_text(encoding="utf-8"))
+        for doc in DOCS
+        for code, after in BLOCK.findall(doc.read_text(encoding="utf-8"))
     ]
 
 
