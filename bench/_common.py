@@ -29,6 +29,8 @@ from typing import Any
 
 import redis
 
+from rediswq import _library
+
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 RESULTS_DIR = BENCH_DIR / "results"
@@ -73,10 +75,9 @@ def load_scripts(client: redis.Redis) -> int:
     Scripts are cached by SHA for the whole server, so the workers' first EVALSHA finds them.
     """
     loaded = 0
-    for entry in resources.files("rediswq.lua").iterdir():
-        if entry.name.endswith(".lua"):
-            client.script_load(entry.read_text(encoding="utf-8"))
-            loaded += 1
+    for operation in _library.OPERATIONS:
+        client.script_load(_library.script(operation))
+        loaded += 1
     return loaded
 
 

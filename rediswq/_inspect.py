@@ -9,7 +9,6 @@ beside the reading of them.
 from __future__ import annotations
 
 import difflib
-import hashlib
 import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -17,14 +16,14 @@ from functools import partial
 from itertools import islice
 from typing import Any, ClassVar
 
-import msgpack
 from redis.cluster import ClusterNode, RedisCluster
 
 from rediswq._client import QueueClient
 from rediswq._connection import Connection, describe
 from rediswq._keys import LEASED_SENTINEL, Keys, meta_pattern, queue_of_meta
-from rediswq._scripts import StatsReply, read_handle, wrong_type
+from rediswq._scripts import StatsReply, wrong_type
 from rediswq._topology import Client
+from rediswq._wire import id_text, malformed_error, malformed_id, read_dead_record, read_envelope, read_handle
 from rediswq.errors import InvalidArgument, QueueNotFound, RedisWQError, ServerError, did_you_mean
 
 # How close (difflib's ratio) another queue's name must be to be suggested: "typoq2" finds "typoq"
@@ -115,9 +114,6 @@ class Stats:
         return self.pending + self.leased + self.delayed
 
 
-_MALFORMED = "malformed:"
-
-
 def stats_of(reply: StatsReply) -> Stats:
     """`Stats` from what `Scripts.stats` (or `stats_reply`) returns."""
     pending, leased, delayed, dead, meta, inbox, next_retry_ms = reply
@@ -131,27 +127,6 @@ def stats_of(reply: StatsReply) -> Stats:
         next_retry_in_ms=None if next_retry_ms < 0 else next_retry_ms,
         **{name: meta.get(name, 0) for name in Stats.COUNTERS},
     )
-
-
-def _malformed_id(raw: bytes) -> str:
-    """The id a malformed entry gets as a dead letter: the same as lease.lua's redis.sha1hex."""
-    return _MALFORMED + hashlib.sha1(raw, usedforsecurity=False).hexdigest()
-
-
-def _unpack(raw: bytes, arity: int) -> list[Any]:
-    """A msgpack array of `arity` values; ValueError with the reason when `raw` is not one."""
-    try:
-        value = msgpack.unpackb(raw, raw=True)
-    except (ValueError, msgpack.UnpackException) as e:
-        raise ValueError(f"not msgpack ({e})") from e
-    if not isinstance(value, list) or len(value) != arity:
-        raise ValueError(f"not a msgpack array of {arity}")
-    return value
-
-
-def id_text(value: Any) -> str:
-    """An id (or another value) as Redis returned it, as text."""
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def scan_nodes(client: Client) -> list[ClusterNode | None]:
@@ -264,14 +239,9 @@ class Inspector:
     def _item(self, envelope: bytes) -> Item:
         """A pending envelope as an `Item`; a malformed one as its raw bytes and why."""
         try:
-            item_id, attempts, payload = _unpack(envelope, 3)
-            if not (
-                isinstance(item_id, int | bytes) and isinstance(attempts, int) and isinstance(payload, bytes)
-            ):
-                raise ValueError("not [id, attempts, payload]")
+            item_id, attempts, payload = read_envelope(envelope)
         except ValueError as e:
-            why = f"malformed entry in {self._keys.pending}: {e}"
-            return Item(_malformed_id(envelope), 0, envelope, why)
+            return Item(malformed_id(envelope), 0, envelope, malformed_error(self._keys.pending, str(e)))
         return Item(id_text(item_id), attempts, payload)
 
     def _read(self, key: str, kind: str, fn: Callable[[], Any]) -> Any:
@@ -307,9 +277,7 @@ class Inspector:
         try:
             envelope, _token, worker, leased_at_ms = read_handle(handle)
         except ValueError as e:
-            return LeaseInfo(
-                _malformed_id(handle), 0, "", 0, due, f"malformed entry in {self._keys.leased}: {e}"
-            )
+            return LeaseInfo(malformed_id(handle), 0, "", 0, due, malformed_error(self._keys.leased, str(e)))
         return LeaseInfo(id_text(envelope[0]), envelope[1] + 1, id_text(worker), leased_at_ms, due)
 
     def dead_letters(self, count: int | None) -> list[DeadLetter]:
@@ -327,15 +295,7 @@ class Inspector:
     def _dead_letter(self, key: bytes, record: bytes) -> DeadLetter:
         """A dead record as `DeadLetter`; a malformed one under its field's name, raw, with why."""
         try:
-            item_id, attempts, payload, error, dead_at_ms = _unpack(record, 5)
-            if not (
-                isinstance(item_id, int | bytes)
-                and isinstance(attempts, int)
-                and isinstance(payload, bytes)
-                and isinstance(error, bytes)
-                and isinstance(dead_at_ms, int)
-            ):
-                raise ValueError("not [id, attempts, payload, error, dead_at_ms]")
+            item_id, attempts, payload, error, dead_at_ms = read_dead_record(record)
         except ValueError as e:
             return DeadLetter(id_text(key), 0, record, f"malformed record in {self._keys.dead}: {e}", 0)
         return DeadLetter(id_text(item_id), attempts, payload, error.decode(errors="replace"), dead_at_ms)

@@ -6,12 +6,14 @@ named functions and no `SCRIPT LOAD`/`EVAL`/`EVALSHA`: it cannot run Lua of its 
 that blocks the server, forged log lines, writes kept from the replicas). On Redis 6.2 the same files
 run as scripts (EVALSHA), with that weaker guarantee.
 
-Each operation's file becomes the body of a local Lua function `(KEYS, ARGV)`, its contract header
-intact, so one source serves both; the registered function `rediswq_<name>` checks the library's
-version (its first argument) and calls it with the rest. The version is a hash of the library's own
+The prelude (`rediswq/lua/prelude.lua`, the helpers every operation shares) comes first, once; then
+each operation's file becomes the body of a local Lua function `(KEYS, ARGV)`, its contract header
+intact, so one source serves both (a script on 6.2 is the prelude and the file, joined: `script`).
+The registered function `rediswq_<name>` checks the library's version (its first argument) and calls
+it with the rest. The version is a hash of the library's own
 code: a client whose files differ gets one clear error and is told to run `rediswq install`, instead
-of calling a function with other semantics. Lines of the library map back to the file and line of the
-operation (`where`), for error messages.
+of calling a function with other semantics. Lines of the library and of a script map back to the
+file and line they came from (`where`, `script_where`), for error messages.
 """
 
 from __future__ import annotations
@@ -52,37 +54,63 @@ def function_name(operation: str) -> str:
     return f"{NAME}_{operation}"
 
 
-def source(operation: str) -> str:
-    return resources.files("rediswq.lua").joinpath(f"{operation}.lua").read_text(encoding="utf-8")
+#: The helpers every operation shares: joined before each script, once at the top of the library.
+PRELUDE = "prelude"
+
+
+@functools.cache
+def source(name: str) -> str:
+    """The text of `rediswq/lua/<name>.lua` (an operation, or the prelude)."""
+    return resources.files("rediswq.lua").joinpath(f"{name}.lua").read_text(encoding="utf-8")
+
+
+def _lines(name: str) -> int:
+    return len(source(name).splitlines())
+
+
+def script(operation: str) -> str:
+    """What Redis runs as the operation's script (EVALSHA, on 6.2): the prelude, then its file."""
+    return source(PRELUDE) + source(operation)
+
+
+def script_where(operation: str, line: int) -> tuple[str, int] | None:
+    """(file name, line in that .lua file) of a line of `script(operation)`; None past its end."""
+    prelude = _lines(PRELUDE)
+    if 0 < line <= prelude:
+        return PRELUDE, line
+    return (operation, line - prelude) if 0 < line - prelude <= _lines(operation) else None
 
 
 @dataclass(frozen=True)
 class Library:
     code: str  # what FUNCTION LOAD takes
     version: str
-    starts: list[int]  # the library line just before each operation's first line, in OPERATIONS order
+    files: list[str]  # the prelude, then the operations, in the order the library holds them
+    starts: list[int]  # the library line just before each file's first line, in `files` order
 
     def where(self, line: int) -> tuple[str, int] | None:
-        """(operation, line in its .lua file) of a line of the library; None outside the operations."""
+        """(file name, line in that .lua file) of a line of the library; None outside the files."""
         i = bisect.bisect_right(self.starts, line - 1) - 1
         if i < 0:
             return None
-        operation = OPERATIONS[i]
+        name = self.files[i]
         number = line - self.starts[i]
-        return (operation, number) if number <= source(operation).count("\n") + 1 else None
+        return (name, number) if number <= _lines(name) else None
 
 
 @functools.cache
 def library() -> Library:
     """The library's code, built once from the shipped files."""
-    bodies = [source(op) for op in OPERATIONS]
+    files = [PRELUDE, *OPERATIONS]
+    bodies = [source(name) for name in files]
     version = hashlib.sha1("\0".join(bodies).encode(), usedforsecurity=False).hexdigest()[:16]
     lines = [f"#!lua name={NAME}", f"local VERSION = '{version}'"]
-    starts = []
-    for op, body in zip(OPERATIONS, bodies, strict=True):
+    starts = [len(lines)]
+    lines.extend(bodies[0].splitlines())  # one prelude: its locals are the functions' upvalues
+    for op, body in zip(OPERATIONS, bodies[1:], strict=True):
         lines.append(f"local function {op}(KEYS, ARGV)")
         starts.append(len(lines))
-        lines.extend(body.rstrip("\n").split("\n"))
+        lines.extend(body.splitlines())
         lines.append("end")
     lines += [
         "-- The caller's version comes first: a client with other files gets an error, not other semantics.",
@@ -111,7 +139,7 @@ def library() -> Library:
         f"redis.register_function{{function_name='{function_name('version')}', "
         "callback=function() return VERSION end, flags={'no-writes'}}"
     )
-    return Library("\n".join(lines) + "\n", version, starts)
+    return Library("\n".join(lines) + "\n", version, files, starts)
 
 
 def is_missing(reply: object) -> bool:

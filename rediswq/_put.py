@@ -16,8 +16,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from rediswq._client import QueueClient
-from rediswq._inspect import id_text
 from rediswq._keys import Keys
+from rediswq._wire import id_text
 from rediswq.errors import InvalidArgument, NotReplicated, QueueClosed, RedisWQError
 
 Mark = tuple[str, str] | None  # a checkpoint (name, value) written with a batch

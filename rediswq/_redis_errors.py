@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib.resources
 import re
 from collections.abc import Callable
 
@@ -175,31 +174,31 @@ def _denied(text: str, keys: str) -> str:
 
 
 def _in_script(text: str) -> str | None:
-    """ "(the command X, in NAME.lua line N)" when the message points into one of rediswq's scripts."""
+    """ "(the command X, in NAME.lua line N)" when the message points into one of rediswq's scripts
+    (a line of the prelude or of the operation's own file)."""
     found = _SCRIPT_LINE.search(text)
-    where = _script_lines().get(found.group(1)) if found else None
-    if found is None or where is None:
+    operation = _script_operations().get(found.group(1)) if found else None
+    if found is None or operation is None:
         return None
-    name, lines = where
-    number = int(found.group(2))
-    line = lines[number - 1] if 0 < number <= len(lines) else ""
-    called = _CALLED.search(line)
-    what = f"the command {called.group(1)}" if called else "a command or key"
-    return f"({what}, in {name}.lua line {number})"
+    return _at(_library.script_where(operation, int(found.group(2))))
 
 
 def _in_function(text: str) -> str | None:
     """ "(the command X, in NAME.lua line N)" when the message points into rediswq's function library
-    (its lines map back to the operation's file)."""
+    (its lines map back to the prelude or the operation's file)."""
     found = _FUNCTION_LINE.search(text)
-    where = _library.library().where(int(found.group(1))) if found else None
+    return _at(_library.library().where(int(found.group(1)))) if found else None
+
+
+def _at(where: tuple[str, int] | None) -> str | None:
+    """A file and line of rediswq's Lua, as "(the command X, in NAME.lua line N)"."""
     if where is None:
         return None
-    operation, number = where
-    lines = _library.source(operation).splitlines()
+    name, number = where
+    lines = _library.source(name).splitlines()
     called = _CALLED.search(lines[number - 1]) if 0 < number <= len(lines) else None
     what = f"the command {called.group(1)}" if called else "a command or key"
-    return f"({what}, in {operation}.lua line {number})"
+    return f"({what}, in {name}.lua line {number})"
 
 
 def _named(text: str) -> str | None:
@@ -212,15 +211,12 @@ def _named(text: str) -> str | None:
 
 
 @functools.cache
-def _script_lines() -> dict[str, tuple[str, list[str]]]:
-    """sha1 -> (script name, source lines) of every script rediswq ships."""
-    found = {}
-    for entry in importlib.resources.files("rediswq.lua").iterdir():
-        if entry.name.endswith(".lua"):
-            source = entry.read_text(encoding="utf-8")
-            sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
-            found[sha] = (entry.name.removesuffix(".lua"), source.splitlines())
-    return found
+def _script_operations() -> dict[str, str]:
+    """sha1 -> operation of every script rediswq sends (rediswq/_library.py's `script`)."""
+    return {
+        hashlib.sha1(_library.script(op).encode(), usedforsecurity=False).hexdigest(): op
+        for op in _library.OPERATIONS
+    }
 
 
 def _node(error: BaseException) -> str:

@@ -15,13 +15,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import msgpack
 import redis
 
 from rediswq import _library, _topology
 from rediswq._direct import DirectScript
 from rediswq._keys import Keys
 from rediswq._topology import Client
+from rediswq._wire import envelope, new_lease, pack_array
 from rediswq.errors import LibraryMismatch
 
 #: Use the function library where Redis has functions (tests turn it off to run the scripts on 7).
@@ -38,72 +38,6 @@ class LeaseReply:
     deadline_ms: int
     lost: list[int]  # 0-based positions of the completions whose lease no longer held
     items: list[tuple[str, int, bytes, bytes]]  # (id, attempt, payload, handle)
-
-
-_pack = msgpack.Packer(use_bin_type=False).pack
-
-
-def _same_as_lua(n: int) -> bool:
-    """msgpack-python's old-spec raw header equals cmsgpack's str header except for 32..255 bytes."""
-    return n < 32 or n > 255
-
-
-def _raw(data: bytes) -> bytes:
-    """`data` as cmsgpack packs a Lua string: fixstr, str8 (0xd9), str16 (0xda) or str32 (0xdb)."""
-    n = len(data)
-    if n < 32:
-        return bytes((0xA0 | n,)) + data
-    if n <= 0xFF:
-        return bytes((0xD9, n)) + data
-    if n <= 0xFFFF:
-        return b"\xda" + n.to_bytes(2, "big") + data
-    return b"\xdb" + n.to_bytes(4, "big") + data
-
-
-def envelope(item_id: int | str, payload: bytes) -> bytes:
-    """The pending envelope of a new item: the same bytes as Lua's cmsgpack.pack({id, 0, payload}).
-
-    msgpack-python's old spec has no str8, which cmsgpack uses for 32..255 bytes, hence `_raw`.
-    """
-    packed_id = _pack(item_id) if isinstance(item_id, int) else _raw(item_id.encode())
-    return b"\x93" + packed_id + b"\x00" + _raw(payload)
-
-
-def read_handle(handle: bytes) -> tuple[list[Any], int, bytes, int]:
-    """(envelope, token, worker, leased_at_ms): a handle is the item's envelope and the values after it.
-
-    The envelope is the one the item was leased from, [id, attempts before this lease, payload], or
-    [id, attempts] when the payload is kept in the payloads hash (see rediswq/_keys.py). Then come
-    token, worker, leased_at_ms and lease_ms (handles made before lease_ms was added lack it).
-    Raises ValueError when `handle` is not one.
-    """
-    unpacker = msgpack.Unpacker(raw=True, max_buffer_size=max(len(handle), 1024))
-    unpacker.feed(handle)
-    try:
-        envelope, token, worker, leased_at_ms, *_ = unpacker
-    except (ValueError, msgpack.UnpackException) as e:
-        raise ValueError(f"not a lease handle: {e}") from e
-    if not (
-        isinstance(envelope, list)
-        and len(envelope) in (2, 3)
-        and isinstance(envelope[0], int | bytes)
-        and isinstance(envelope[1], int)
-        and isinstance(token, int)
-        and isinstance(worker, bytes)
-        and isinstance(leased_at_ms, int)
-    ):
-        raise ValueError("not a lease handle")
-    return envelope, token, worker, leased_at_ms
-
-
-def _leased(handle: bytes, kept_apart: bytes | None) -> tuple[str, int, bytes, bytes]:
-    """(id, attempt, payload, handle) of a new lease (lease.lua built the handle: no checks here)."""
-    unpacker = msgpack.Unpacker(raw=True)
-    unpacker.feed(handle)
-    envelope = unpacker.unpack()
-    item_id = envelope[0]
-    text_id = item_id.decode() if isinstance(item_id, bytes) else str(item_id)
-    return text_id, envelope[1] + 1, envelope[2] if kept_apart is None else kept_apart, handle
 
 
 # A script's own error (rediswq/lua/README.md), inside what Redis wraps it in: 6.2 says "Error running
@@ -138,7 +72,7 @@ class _Operation:
     def __init__(self, client: Client, operation: str, *, function: str | None = None) -> None:
         self._client = client
         self._operation = function or operation  # the function's name, when it is not the file's
-        self._script = client.register_script(_library.source(operation))
+        self._script = client.register_script(_library.script(operation))
         self._function = False
 
     @property
@@ -209,8 +143,8 @@ class Scripts:
         self._client = client
         self._meta = keys.meta
         # On one connection, so that WAIT can follow it; checked first, since a put may not be retried.
-        self._put = DirectScript(client, _library.source("put"), check=True)
-        self._lease = DirectScript(client, _library.source("lease"))  # once per item: the lean path
+        self._put = DirectScript(client, _library.script("put"), check=True)
+        self._lease = DirectScript(client, _library.script("lease"))  # once per item: the lean path
         self._fail = _Operation(client, "fail")
         self._extend = _Operation(client, "extend")
         self._release = _Operation(client, "release")
@@ -257,16 +191,12 @@ class Scripts:
         """
         if ids is None:
             first_id = self._reserve(len(payloads))
-            envelopes = [
-                _pack((i, 0, p)) if _same_as_lua(len(p)) else envelope(i, p)
-                for i, p in zip(range(first_id, first_id + len(payloads)), payloads, strict=True)
-            ]
-            # Raw (old-style) strings: Redis's cmsgpack predates msgpack's bin type.
-            args: list[bytes | str] = [msgpack.packb(envelopes, use_bin_type=False), b""]
+            envelopes = [envelope(first_id + i, p) for i, p in enumerate(payloads)]
+            args: list[bytes | str] = [pack_array(envelopes), b""]
         else:
             first_id = 0
             envelopes = [envelope(i, p) for i, p in zip(ids, payloads, strict=True)]
-            args = [msgpack.packb(envelopes, use_bin_type=False), msgpack.packb(ids, use_bin_type=False)]
+            args = [pack_array(envelopes), pack_array(ids)]
         args += list(checkpoint) if checkpoint is not None else ["", ""]
         with _named_key_errors():
             if wait is None:
@@ -309,7 +239,7 @@ class Scripts:
         n_lost = reply[3]
         lost = _positions(reply[4 : 4 + n_lost])
         pairs = reply[4 + n_lost :]
-        items = [_leased(pairs[i], pairs[i + 1]) for i in range(0, len(pairs), 2)]
+        items = [new_lease(pairs[i], pairs[i + 1]) for i in range(0, len(pairs), 2)]
         return LeaseReply(reply[0], reply[1], int(reply[2]), lost, items)
 
     def fail(

@@ -31,7 +31,7 @@ from rediswq._topology import Client
 from rediswq.errors import InvalidArgument, PermissionDenied, RedisWQError
 from rediswq.queue import Queue, Stats, stats_of
 
-_STATS = _library.source("stats")
+_STATS = _library.script("stats")
 _STATS_FUNCTION = _library.function_name("stats")
 _STATS_SHA = hashlib.sha1(_STATS.encode(), usedforsecurity=False).hexdigest()
 

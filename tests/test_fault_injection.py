@@ -323,26 +323,6 @@ def test_a_key_of_the_wrong_type_is_one_error_naming_it_and_nothing_is_written(
     assert client.llen(queue.keys.pending) == 3
 
 
-def _copies(helper: str) -> dict[str, str]:
-    """Each script's text of the Lua function `helper` (scripts cannot share code: they carry copies)."""
-    lua = Path(__file__).parent.parent / "rediswq" / "lua"
-    pattern = re.compile(rf"^local function {helper}\(.*?^end$", re.S | re.M)
-    copies = {path.name: pattern.search(path.read_text()) for path in lua.glob("*.lua")}
-    return {name: m.group(0) for name, m in copies.items() if m}
-
-
-def test_every_script_carries_the_same_checked_helper() -> None:
-    found = _copies("checked")
-    assert set(found) >= {"lease.lua", "fail.lua", "extend.lua", "release.lua", "put.lua", "stats.lua"}
-    assert len(set(found.values())) == 1
-
-
-def test_the_scripts_that_check_meta_counters_carry_the_same_counters_helper() -> None:
-    found = _copies("counters")
-    assert set(found) >= {"fail.lua", "put.lua", "release.lua", "requeue_dead.lua", "purge_dead.lua"}
-    assert len(set(found.values())) == 1
-
-
 @pytest.mark.parametrize("size", [0, 1, 31, 32, 255, 256, 65535, 65536])
 def test_every_well_formed_envelope_shape_passes_the_lease_scripts_header_check(
     client: redis.Redis, queue: Queue, size: int

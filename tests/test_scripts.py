@@ -26,10 +26,12 @@ from helpers_core import (
     redis_now_ms,
 )
 from redis.crc import key_slot
+from redis_server import RedisServer
 
-from rediswq import LeaseLost, LeaseTimeout, Queue, QueueClosed
+from rediswq import LeaseLost, LeaseTimeout, PermissionDenied, Queue, QueueClosed, _library
 from rediswq._keys import EMBED_LIMIT, LEASED_SENTINEL, Keys
-from rediswq._scripts import DRAINED, LEASED, MISSING, NOTHING_NOW, Scripts, envelope
+from rediswq._scripts import DRAINED, LEASED, MISSING, NOTHING_NOW, Scripts
+from rediswq._wire import envelope
 
 pytestmark = pytest.mark.usefixtures("lua_path")
 
@@ -750,11 +752,10 @@ def test_the_sentinels_are_invisible_to_stats_holders_the_wait_and_drained(
     assert q.lease(30, timeout=1) is None  # drained at once: the sentinel is no lease
 
 
-def test_every_script_names_the_same_sentinel_and_embed_limit_as_the_key_schema() -> None:
-    lua = Path(__file__).parent.parent / "rediswq" / "lua"
-    for script in ("lease.lua", "stats.lua"):
-        assert f"local SENTINEL = '{LEASED_SENTINEL.decode()}'" in (lua / script).read_text()
-    assert f"local EMBED_LIMIT = {EMBED_LIMIT}\n" in (lua / "lease.lua").read_text()
+def test_the_prelude_names_the_same_sentinel_and_embed_limit_as_the_key_schema() -> None:
+    prelude = (Path(__file__).parent.parent / "rediswq" / "lua" / "prelude.lua").read_text()
+    assert f"local SENTINEL = '{LEASED_SENTINEL.decode()}'\n" in prelude
+    assert f"local EMBED_LIMIT = {EMBED_LIMIT}\n" in prelude
 
 
 @pytest.mark.parametrize("item_id", [1, 127, 128, 255, 256, 65535, 65536, 2**32 - 1, 2**32, 2**40])
@@ -780,3 +781,49 @@ def test_put_many_pushes_the_envelopes_lua_would_pack(client: redis.Redis, make_
     expected = [client.eval(lua, 0, i + 1, p) for i, p in enumerate(payloads)]
     expected += [client.eval(lua, 0, f"id-{i}", p) for i, p in enumerate(payloads)]
     assert client.lrange(q.keys.pending, 0, -1) == expected
+
+
+@pytest.mark.parametrize("operation", _library.OPERATIONS)
+def test_every_line_of_a_script_maps_back_to_the_same_line_of_its_file(operation: str) -> None:
+    for number, text in enumerate(_library.script(operation).splitlines(), start=1):
+        where = _library.script_where(operation, number)
+        assert where is not None, f"{operation} script line {number}"
+        name, line = where
+        assert _library.source(name).splitlines()[line - 1] == text, f"{operation} script line {number}"
+
+
+def test_every_line_of_the_library_from_a_file_maps_back_to_that_line_and_the_prelude_comes_once() -> None:
+    library = _library.library()
+    lines = library.code.splitlines()
+    mapped = [(number, library.where(number)) for number in range(1, len(lines) + 1)]
+    files = {where[0] for _, where in mapped if where is not None}
+    assert files == {_library.PRELUDE, *_library.OPERATIONS}
+    for number, where in mapped:
+        if where is not None:
+            assert _library.source(where[0]).splitlines()[where[1] - 1] == lines[number - 1]
+    assert library.code.count("local function checked(") == 1
+
+
+@pytest.mark.parametrize(
+    ("refused", "where"),
+    [
+        ("time", "in prelude.lua line "),  # lease.lua's clock_ms, a helper of the prelude
+        ("zrem", "in fail.lua line "),  # fail.lua's first write
+    ],
+)
+def test_a_command_the_acl_refuses_is_named_with_the_lua_file_and_line_that_ran_it(
+    redis_server: RedisServer, client: redis.Redis, queue: Queue, refused: str, where: str
+) -> None:
+    queue.put_many([b"a", b"b"])
+    leases = queue.lease_many(2, 30)
+    user = f"no-{refused}"
+    client.acl_setuser(user, enabled=True, passwords=["+pw"], commands=["+@all", f"-{refused}"], keys=["*"])
+    url = f"redis://{user}:pw@127.0.0.1:{redis_server.port}/0"
+    restricted = Queue.from_url(url, queue.name)
+    with pytest.raises(PermissionDenied) as caught:
+        restricted.fail(leases[0], "e") if refused == "zrem" else restricted.lease(30)
+    message = str(caught.value)
+    assert f"(the command {refused.upper()}, {where}" in message, message
+    name, _, number = message.split(f"(the command {refused.upper()}, in ")[1].partition(".lua line ")
+    line = _library.source(name).splitlines()[int(number.split(")")[0]) - 1]
+    assert f"redis.call('{refused.upper()}'" in line, line

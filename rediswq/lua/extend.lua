@@ -17,20 +17,8 @@ which it allows the ZADDs. Moving a score takes no memory.
 ]]
 local leased = KEYS[3]
 
--- A read that also checks its key's type; the error names the key (same in every script).
-local function checked(kind, command, key, ...)
-  local r = redis.pcall(command, key, ...)
-  if type(r) == 'table' and r.err then
-    local held = redis.call('TYPE', key).ok
-    if held ~= kind then error('key ' .. key .. ' holds a ' .. held .. ', not a ' .. kind) end
-    error(r.err)
-  end
-  return r
-end
-
 checked('zset', 'ZCARD', leased)
-local t = redis.call('TIME')
-local deadline_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[1])
+local deadline_ms = clock_ms() + tonumber(ARGV[1])
 
 redis.call('ZREM', leased, '')
 local lost = {}

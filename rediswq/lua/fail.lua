@@ -25,47 +25,17 @@ local retry = ARGV[3] == '1'
 local max_attempts = tonumber(ARGV[4])
 local backoff_ms, backoff_cap_ms = tonumber(ARGV[5]), tonumber(ARGV[6])
 
--- A read that also checks its key's type; the error names the key (same in every script).
-local function checked(kind, command, key, ...)
-  local r = redis.pcall(command, key, ...)
-  if type(r) == 'table' and r.err then
-    local held = redis.call('TYPE', key).ok
-    if held ~= kind then error('key ' .. key .. ' holds a ' .. held .. ', not a ' .. kind) end
-    error(r.err)
-  end
-  return r
-end
-
--- Meta counters' values as numbers; anything but an integer is an error naming the key.
-local function counters(...)
-  local values = checked('hash', 'HMGET', meta, ...)
-  for i, name in ipairs({...}) do
-    if values[i] and (#values[i] > 18 or not string.find(values[i], '^%-?%d+$')) then
-      error('key ' .. meta .. ' field ' .. name .. ' holds '
-        .. string.format('%q', string.sub(values[i], 1, 40)) .. ', not an integer')
-    end
-  end
-end
-
 -- Check. --------------------------------------------------------------------------------------------
 if not checked('zset', 'ZSCORE', leased, handle) then
   return {1, 0, 0}
 end
-counters('failed', 'retried', 'dead_lettered', 'quarantined')
-local t = redis.call('TIME')
-local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
--- The handle starts with the envelope the item was leased from (see rediswq/_keys.py).
-local ok, e = pcall(cmsgpack.unpack, handle)
-local why
-if not ok or type(e) ~= 'table' or (type(e[1]) ~= 'number' and type(e[1]) ~= 'string')
-    or type(e[2]) ~= 'number' then
-  why = 'not a lease handle'
-end
+counters(meta, 'failed', 'retried', 'dead_lettered', 'quarantined')
+local now_ms = clock_ms()
+-- The handle starts with the envelope the item was leased from (see rediswq/_wire.py).
+local e, why = read_handle(handle)
 local id, attempt, payload, key
-if not why then
-  id, attempt, payload = e[1], e[2] + 1, e[3]
-  key = id
-  if type(id) == 'number' then key = string.format('%d', id) end
+if e then
+  id, attempt, payload, key = e[1], e[2] + 1, e[3], id_key(e[1])
   if payload == nil then
     payload = checked('hash', 'HGET', payloads, key)
     if not payload then why = 'its payload is missing from ' .. payloads end
@@ -78,9 +48,9 @@ if type(id) == 'string' and not retrying then checked('set', 'SCARD', ids) end
 -- Write. --------------------------------------------------------------------------------------------
 redis.call('ZREM', leased, handle)
 if why then
-  local quarantined = 'malformed:' .. redis.sha1hex(handle)
-  redis.call('HSET', dead, quarantined,
-    cmsgpack.pack({quarantined, 0, handle, 'malformed entry in ' .. leased .. ': ' .. why, now_ms}))
+  local record = {}
+  quarantine(record, leased, handle, why, now_ms)
+  redis.call('HSET', dead, record[1], record[2])
   redis.call('HINCRBY', meta, 'quarantined', 1)
   return {0, 1, 0}
 end

@@ -50,42 +50,11 @@ Redis allows any later write of a script that has written).
 ]]
 local inbox, pending, leased, payloads = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local delayed, dead, ids, meta = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
--- Kept in step with rediswq/_keys.py (LEASED_SENTINEL, EMBED_LIMIT).
-local SENTINEL = 'rediswq:sentinel: keeps this key out of the small listpack encoding; never a lease'
-local EMBED_LIMIT = 256
 local NOTHING_NOW, DRAINED, MISSING, DAMAGED, OUT_OF_MEMORY = 1, 2, 3, 4, 5
 local count = tonumber(ARGV[1])
 local max_attempts = tonumber(ARGV[3])
 local worker = ARGV[5]
 local until_closed = ARGV[6] == '1'
-
-local function int(n) return string.format('%d', n) end
-
--- A read that also checks its key's type; the error names the key (same in every script).
-local function checked(kind, command, key, ...)
-  local r = redis.pcall(command, key, ...)
-  if type(r) == 'table' and r.err then
-    local held = redis.call('TYPE', key).ok
-    if held ~= kind then error('key ' .. key .. ' holds a ' .. held .. ', not a ' .. kind) end
-    error(r.err)
-  end
-  return r
-end
-
--- A meta counter this call increments must hold an integer (HINCRBY fails on anything else).
-local function counter(value, field)
-  if value and (#value > 18 or not string.find(value, '^%-?%d+$')) then
-    error('key ' .. meta .. ' field ' .. field .. ' holds '
-      .. string.format('%q', string.sub(value, 1, 40)) .. ', not an integer')
-  end
-end
-
--- Lua's unpack() stops at about 8000 values, so variadic commands go in slices (`step` even for pairs).
-local function call_sliced(command, key, values, step)
-  for i = 1, #values, step do
-    redis.call(command, key, unpack(values, i, math.min(i + step - 1, #values)))
-  end
-end
 
 -- A read of many members in slices, its replies joined in order (call_sliced, for reads).
 local function sliced_read(command, key, values, step)
@@ -96,11 +65,6 @@ local function sliced_read(command, key, values, step)
     for j = 1, #part do joined[i + j - 1] = part[j] end
   end
   return joined
-end
-
-local function id_key(id)
-  if type(id) == 'number' then return int(id) end
-  return id
 end
 
 -- The kind ('i' int, 's' str) of the msgpack value at byte `at` of `s`, and the byte after it.
@@ -148,16 +112,6 @@ local function bad_envelope(s)
   return nil
 end
 
--- Why a decoded handle's envelope is not {id, attempts[, payload]}, or nil.
-local function bad_handle(ok, e)
-  if not ok then return 'not msgpack' end
-  if type(e) ~= 'table' or (type(e[1]) ~= 'number' and type(e[1]) ~= 'string') or type(e[2]) ~= 'number'
-      or not (#e == 2 or (#e == 3 and type(e[3]) == 'string')) then
-    return 'not a lease handle'
-  end
-  return nil
-end
-
 -- Most handles start with a 3-item envelope (0x93) whose id the queue assigned (a msgpack int):
 -- nothing to clean up besides the lease. The rest (a caller's id, a payload kept apart) are decoded.
 local function plain(handle)
@@ -165,16 +119,14 @@ local function plain(handle)
   return b1 == 0x93 and b2 ~= nil and (b2 < 0xa0 or (b2 > 0xbf and b2 < 0xd9) or b2 > 0xdb)
 end
 
--- Redis's clock, the one every worker shares.
-local t = redis.call('TIME')
-local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now_ms = clock_ms()
 local now_text = int(now_ms)
 local reply = {0, -1, 0, 0}
 
 -- Check. --------------------------------------------------------------------------------------------
 local m = checked('hash', 'HMGET', meta, 'closed', 'token', 'completed')
-if #ARGV > 6 then counter(m[3], 'completed') end
-if count > 0 then counter(m[2], 'token') end
+if #ARGV > 6 then counter(meta, 'completed', m[3]) end
+if count > 0 then counter(meta, 'token', m[2]) end
 if not (m[1] or m[2] or m[3]) and redis.call('EXISTS', meta) == 0 then
   -- No counters: a queue never made, one whose state vanished, or one filled by hand (inbox only).
   if redis.call('EXISTS', pending, leased, payloads, delayed, dead, ids) > 0 then
@@ -189,12 +141,10 @@ end
 
 -- Tables are made only when a call needs them (this runs once per item): EMPTY stands in until then.
 local EMPTY = {}
-local quarantine = EMPTY  -- id, record pairs for HSET dead
+local quarantined = EMPTY  -- field, record pairs for HSET dead
 local function malformed(key, entry, why)
-  if quarantine == EMPTY then quarantine = {} end
-  local id = 'malformed:' .. redis.sha1hex(entry)
-  quarantine[#quarantine + 1] = id
-  quarantine[#quarantine + 1] = cmsgpack.pack({id, 0, entry, 'malformed entry in ' .. key .. ': ' .. why, now_ms})
+  if quarantined == EMPTY then quarantined = {} end
+  quarantine(quarantined, key, entry, why, now_ms)
 end
 
 -- Completions: decode the handles that need cleaning up (a handle that does not decode is not a lease).
@@ -204,8 +154,8 @@ for i = 7, #ARGV do
   if plain(handle) then
     completing[#completing + 1] = i
   else
-    local ok, e = pcall(cmsgpack.unpack, handle)
-    if bad_handle(ok, e) then
+    local e = read_handle(handle)
+    if not e then
       reply[4] = reply[4] + 1
       reply[#reply + 1] = i - 6
     else
@@ -239,8 +189,7 @@ if count > 0 then
       local handle = found[i]
       if not skip[handle] and handle ~= SENTINEL then
         expired[#expired + 1] = handle
-        local ok, e, _, _, leased_at, lease_ms = pcall(cmsgpack.unpack, handle)
-        local why = bad_handle(ok, e)
+        local e, why, leased_at, lease_ms = read_handle(handle)
         if why then
           malformed(leased, handle, why)
         else
@@ -303,12 +252,12 @@ if count > 0 then
     checked('list', 'LLEN', pending)
   end
 end
-if #expired > 0 or #quarantine > 0 or #raw > 0 then
+if #expired > 0 or #quarantined > 0 or #raw > 0 then
   -- The counters the rarer paths increment.
   local more = redis.call('HMGET', meta, 'expired', 'dead_lettered', 'quarantined', 'seq', 'enqueued')
-  for i, name in ipairs({'expired', 'dead_lettered', 'quarantined', 'seq', 'enqueued'}) do counter(more[i], name) end
+  for i, name in ipairs({'expired', 'dead_lettered', 'quarantined', 'seq', 'enqueued'}) do counter(meta, name, more[i]) end
 end
-if #dead_letters > 0 or #quarantine > 0 then checked('hash', 'HLEN', dead) end
+if #dead_letters > 0 or #quarantined > 0 then checked('hash', 'HLEN', dead) end
 for _, d in ipairs(dead_letters) do if type(d[1]) == 'string' then need_ids = true end end
 if need_ids then checked('set', 'SCARD', ids) end
 local n_taken = #taken + #raw
@@ -340,7 +289,7 @@ if n_taken > 0 then
   if type(token) == 'table' then
     if not string.find(token.err, 'OOM', 1, true) then error(token.err) end
     token, n_taken, taken, raw = nil, 0, {}, {}
-    expired, dead_letters, quarantine, due, front, prefix, fetched, back = {}, {}, {}, {}, {}, {}, {}, {}
+    expired, dead_letters, quarantined, due, front, prefix, fetched, back = {}, {}, {}, {}, {}, {}, {}, {}
     reply[1] = OUT_OF_MEMORY
   else
     token = token - n_taken
@@ -395,9 +344,9 @@ if #dead_letters > 0 then
   if #freed > 0 then call_sliced('SREM', ids, freed, 1000) end
   redis.call('HINCRBY', meta, 'dead_lettered', #dead_letters)
 end
-if #quarantine > 0 then
-  call_sliced('HSET', dead, quarantine, 2000)
-  redis.call('HINCRBY', meta, 'quarantined', #quarantine / 2)
+if #quarantined > 0 then
+  call_sliced('HSET', dead, quarantined, 2000)
+  redis.call('HINCRBY', meta, 'quarantined', #quarantined / 2)
 end
 if #due > 0 then call_sliced('ZREM', delayed, due, 1000) end
 if #prefix > 0 then redis.call('LTRIM', pending, int(#prefix), '-1') end
@@ -415,7 +364,7 @@ if #raw > 0 then
 end
 
 if #taken == 0 then
-  if #quarantine > 0 then
+  if #quarantined > 0 then
     reply[1], reply[2] = NOTHING_NOW, 0
     return reply
   end

@@ -11,31 +11,9 @@ Check, then write (rediswq/lua/README.md). Records that do not decode are delete
 ]]
 local dead, meta = KEYS[6], KEYS[8]
 
--- A read that also checks its key's type; the error names the key (same in every script).
-local function checked(kind, command, key, ...)
-  local r = redis.pcall(command, key, ...)
-  if type(r) == 'table' and r.err then
-    local held = redis.call('TYPE', key).ok
-    if held ~= kind then error('key ' .. key .. ' holds a ' .. held .. ', not a ' .. kind) end
-    error(r.err)
-  end
-  return r
-end
-
--- Meta counters' values as numbers; anything but an integer is an error naming the key.
-local function counters(...)
-  local values = checked('hash', 'HMGET', meta, ...)
-  for i, name in ipairs({...}) do
-    if values[i] and (#values[i] > 18 or not string.find(values[i], '^%-?%d+$')) then
-      error('key ' .. meta .. ' field ' .. name .. ' holds '
-        .. string.format('%q', string.sub(values[i], 1, 40)) .. ', not an integer')
-    end
-  end
-end
-
 if #ARGV == 0 then return 0 end
 checked('hash', 'HLEN', dead)
-counters('dropped')
+counters(meta, 'dropped')
 local deleted = redis.call('HDEL', dead, unpack(ARGV))
 if deleted > 0 then redis.call('HINCRBY', meta, 'dropped', deleted) end
 return deleted

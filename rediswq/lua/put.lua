@@ -21,35 +21,13 @@ Returns {status, skipped}
   skipped   how many items had a caller-given id that is live already (nothing added for them)
 ]]
 local pending, dead, ids, meta = KEYS[2], KEYS[6], KEYS[7], KEYS[8]
-
--- A read that also checks its key's type; the error names the key (same in every script).
-local function checked(kind, command, key, ...)
-  local r = redis.pcall(command, key, ...)
-  if type(r) == 'table' and r.err then
-    local held = redis.call('TYPE', key).ok
-    if held ~= kind then error('key ' .. key .. ' holds a ' .. held .. ', not a ' .. kind) end
-    error(r.err)
-  end
-  return r
-end
 local checkpoint = ARGV[3]
-
--- Meta counters' values as numbers; anything but an integer is an error naming the key.
-local function counters(...)
-  local values = checked('hash', 'HMGET', meta, ...)
-  for i, name in ipairs({...}) do
-    if values[i] and (#values[i] > 18 or not string.find(values[i], '^%-?%d+$')) then
-      error('key ' .. meta .. ' field ' .. name .. ' holds '
-        .. string.format('%q', string.sub(values[i], 1, 40)) .. ', not an integer')
-    end
-  end
-end
 
 -- Check (rediswq/lua/README.md: every read, type check and decode before the first write).
 if checked('hash', 'HGET', meta, 'closed') then
   return {1, 0}
 end
-counters('enqueued', 'dropped')
+counters(meta, 'enqueued', 'dropped')
 checked('list', 'LLEN', pending)
 local any_dead = checked('hash', 'HLEN', dead) > 0
 if ARGV[2] ~= '' then checked('set', 'SCARD', ids) end

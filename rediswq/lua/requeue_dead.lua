@@ -12,33 +12,11 @@ do not decode stay where they are: their bytes are no item to run (purge_dead de
 ]]
 local pending, dead, ids, meta = KEYS[2], KEYS[6], KEYS[7], KEYS[8]
 
--- A read that also checks its key's type; the error names the key (same in every script).
-local function checked(kind, command, key, ...)
-  local r = redis.pcall(command, key, ...)
-  if type(r) == 'table' and r.err then
-    local held = redis.call('TYPE', key).ok
-    if held ~= kind then error('key ' .. key .. ' holds a ' .. held .. ', not a ' .. kind) end
-    error(r.err)
-  end
-  return r
-end
-
--- Meta counters' values as numbers; anything but an integer is an error naming the key.
-local function counters(...)
-  local values = checked('hash', 'HMGET', meta, ...)
-  for i, name in ipairs({...}) do
-    if values[i] and (#values[i] > 18 or not string.find(values[i], '^%-?%d+$')) then
-      error('key ' .. meta .. ' field ' .. name .. ' holds '
-        .. string.format('%q', string.sub(values[i], 1, 40)) .. ', not an integer')
-    end
-  end
-end
-
 -- Check. --------------------------------------------------------------------------------------------
 if #ARGV == 0 then return 0 end
 local records = checked('hash', 'HMGET', dead, unpack(ARGV))
 checked('list', 'LLEN', pending)
-counters('dropped')
+counters(meta, 'dropped')
 local found, any_string = {}, false
 for i, record in ipairs(records) do
   if record and string.sub(ARGV[i], 1, 10) ~= 'malformed:' then

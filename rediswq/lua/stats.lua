@@ -12,19 +12,6 @@ meta hash, inbox the length of the inbox alone (0 when it is not a list), next_r
 now (Redis's clock) to the earliest delayed item's due time (0 if due already, -1 when nothing is
 delayed). Writes nothing; a key of the wrong type is an error naming it.
 ]]
--- Kept in step with rediswq/_keys.py (LEASED_SENTINEL) and lease.lua.
-local SENTINEL = 'rediswq:sentinel: keeps this key out of the small listpack encoding; never a lease'
-
--- A read that also checks its key's type; the error names the key (same in every script).
-local function checked(kind, command, key, ...)
-  local r = redis.pcall(command, key, ...)
-  if type(r) == 'table' and r.err then
-    local held = redis.call('TYPE', key).ok
-    if held ~= kind then error('key ' .. key .. ' holds a ' .. held .. ', not a ' .. kind) end
-    error(r.err)
-  end
-  return r
-end
 
 local inbox = 0
 if redis.call('TYPE', KEYS[1]).ok == 'list' then
@@ -33,9 +20,7 @@ end
 local next_retry_in_ms = -1
 local first = checked('zset', 'ZRANGE', KEYS[5], 0, 0, 'WITHSCORES')
 if #first == 2 then
-  local t = redis.call('TIME')
-  local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  next_retry_in_ms = math.max(0, math.floor(tonumber(first[2]) - now_ms))
+  next_retry_in_ms = math.max(0, math.floor(tonumber(first[2]) - clock_ms()))
 end
 return {
   checked('list', 'LLEN', KEYS[2]) + inbox,
