@@ -1,4 +1,4 @@
-"""`rediswq ls` and `rediswq.survey` on a 3-master Redis Cluster and behind Sentinel.
+"""`rediswq ls`, `rediswq.survey` and `rediswq dashboard` on a 3-master Redis Cluster and behind Sentinel.
 
 A cluster's queues live on the master of their slot: the survey walks every master and reads each
 with one pipeline sent straight to it. Each topology runs on each Redis at hand (tests/topologies.py).
@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import uuid
+from pathlib import Path
 
 from click.testing import CliRunner
+from helpers_dashboard import RunningDashboard
 from topologies import Cluster, SentinelSet, per_server
 
 import rediswq
@@ -64,3 +66,32 @@ def test_ls_lists_the_queues_behind_a_sentinel_url(sentinels: SentinelSet) -> No
     assert [(line.split()[0], int(line.split()[2])) for line in lines] == [
         (name, made[name].pending) for name in sorted(made)
     ]
+
+
+def _dashboard_sees(url: str, made: dict[str, rediswq.Stats], prefix: str, log: Path) -> None:
+    """The dashboard at `url` lists exactly `made`'s queues, with their pending counts."""
+    running = RunningDashboard(url, log, actions=False)
+    try:
+        want = {name: stats.pending for name, stats in made.items()}
+
+        def ours(data: dict[str, list[dict[str, object]]]) -> dict[str, object]:
+            return {q["name"]: q["pending"] for q in data["queues"] if str(q["name"]).startswith(prefix)}
+
+        data = running.wait_for("/api/queues", lambda d: ours(d) == want)
+        assert ours(data) == want
+    finally:
+        running.stop()
+
+
+def test_the_dashboard_shows_the_queues_of_every_master_of_a_cluster(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    prefix = f"d{uuid.uuid4().hex[:6]}-"
+    made = queues_on_every_master(cluster.url, prefix, count=12)
+    _dashboard_sees(cluster.url, made, prefix, tmp_path / "log")
+
+
+def test_the_dashboard_shows_the_queues_behind_a_sentinel_url(sentinels: SentinelSet, tmp_path: Path) -> None:
+    prefix = f"d{uuid.uuid4().hex[:6]}-"
+    made = queues_on_every_master(sentinels.url, prefix, count=6)
+    _dashboard_sees(sentinels.url, made, prefix, tmp_path / "log")

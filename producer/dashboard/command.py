@@ -103,6 +103,7 @@ def dashboard(
     board = Board(Reader(client, queue, queues), interval, history * 60, scrub=scrub)
     with queue_errors():
         board.reader.read()  # a wrong URL or password: one line and its exit code, before serving
+    board.refresh()  # the first snapshot, so the first page served has numbers (never an empty body)
     try:
         server = Dashboard((host, port), board, Guard(token), _log)
     except OSError as e:
