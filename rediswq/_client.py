@@ -189,7 +189,9 @@ class QueueClient:
             if not self._policy_checked:
                 check_eviction(node, self.conn.url, None)
 
-        return self.conn.call(lambda: _library.install(self.client, check), idempotent=True)
+        return self.conn.call(
+            lambda: _library.install(_topology.master_clients(self.client), check), idempotent=True
+        )
 
     def settle_call(self, fn: Callable[[], T]) -> tuple[T, bool]:
         """A settle call (complete, fail, release), retried on connection errors as idempotent calls are.

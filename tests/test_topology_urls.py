@@ -1,6 +1,6 @@
 """Cluster and Sentinel URLs, parsed (rediswq/_url.py, rediswq/_topology/), and topology errors,
-classified (rediswq/_redis_errors.py): pure logic, no server (sentinels that do not answer are free ports). The
-real topologies are in test_cluster.py, test_sentinel.py and test_reach.py."""
+classified (rediswq/_redis_errors.py): pure logic, no server (sentinels that do not answer are free
+ports). The real topologies are in test_cluster.py, test_sentinel.py and test_reach.py."""
 
 from __future__ import annotations
 

@@ -73,6 +73,12 @@ def describe(client: Client) -> str:
     return of(client).describe()
 
 
+def master_clients(client: Client) -> list[redis.Redis]:
+    """The redis.Redis of every master: a cluster's, or the one server."""
+    topology = of(client)
+    return [topology.master_client(node) for node in topology.masters()]
+
+
 def node_client(client: Client, key: str) -> redis.Redis:
     """The redis.Redis of the server that holds `key`: a cluster's node by its slot map, else the client."""
     return of(client).node_client(key)
