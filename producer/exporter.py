@@ -18,8 +18,6 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 import click
-import redis
-from redis.cluster import ClusterNode, RedisCluster
 
 import rediswq
 from rediswq_kit import CONTEXT_SETTINGS, open_queue, prom, queue_errors
@@ -33,7 +31,7 @@ SCAN_COUNT = 1000
 # The queue opened for its client alone when no QUEUE is named (--all); nothing is read from it.
 _PROBE = "rediswq-exporter"
 
-Client = redis.Redis | RedisCluster
+Client = rediswq.Client
 
 GAUGES = (
     ("pending", "Items ready to lease (the inbox included)."),
@@ -61,7 +59,7 @@ class Discovery:
     def __init__(self, client: Callable[[], Client]) -> None:
         self._client = client
         # The masters this walk has yet to finish (None: the one server), and the cursor in the first.
-        self._left: list[ClusterNode | None] = []
+        self._left: list[rediswq.Node] = []
         self._cursor = 0
         self._walking: set[str] = set()  # names seen in the walk under way
         self._known: set[str] = set()  # names seen in the last complete walk

@@ -2,7 +2,9 @@
 
 What a user of the library meets, and nothing more:
 
-- `Queue`, the one entry point, and `Lease`, what a lease call hands out;
+- `Queue`, the one entry point, and `Lease`, what a lease call hands out; `Client`, the redis-py
+  client a Queue talks to (of one server or of a cluster), and `Node`, one of the masters
+  `Queue.scan_nodes` names (None for one server): the types of the calls that take a client;
 - the result types its calls return: `Enqueued` (put_many), `Stats` (stats), `Item` (peek),
   `LeaseInfo` (holders), `DeadLetter` (dead_letters), `Handoff` (complete_and_lease), `Consumer`
   (consume: iterated, with counts), and `Until`, the type of every `until=` parameter;
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 from rediswq._retry import RetryPolicy
 from rediswq._survey import QueueSummary, Survey, survey
+from rediswq._topology import Client, Node
 from rediswq.compat import RedisWQ
 from rediswq.consume import Consumer
 from rediswq.errors import (
@@ -47,6 +50,7 @@ from rediswq.queue import DeadLetter, Enqueued, Handoff, Item, LeaseInfo, Queue,
 
 __all__ = [
     "AuthenticationFailed",
+    "Client",
     "ConnectionFailed",
     "Consumer",
     "DeadLetter",
@@ -63,6 +67,7 @@ __all__ = [
     "LeaseTimeout",
     "LibraryMismatch",
     "LibraryMissing",
+    "Node",
     "NotReplicated",
     "PermissionDenied",
     "Queue",

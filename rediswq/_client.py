@@ -12,16 +12,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis
-from redis.backoff import NoBackoff
-from redis.cluster import RedisCluster
-from redis.retry import Retry
 
 from rediswq import _library, _topology
-from rediswq._connection import Connection, check_url, describe, redact, tls_options
+from rediswq._connection import Connection
 from rediswq._keys import Keys
 from rediswq._policy import check_eviction
 from rediswq._scripts import Scripts
-from rediswq._topology import Client
+from rediswq._topology import Client, Maker, Options, describe
+from rediswq._url import redact, tls_options
 from rediswq.errors import InvalidArgument
 
 if TYPE_CHECKING:
@@ -48,7 +46,7 @@ def from_url(
     """A queue on the Redis at `url` (redis://, rediss:// or unix://; a password is never shown).
 
     `redis+cluster://` and `redis+sentinel://` (and `rediss+`) name a Redis Cluster or a
-    Sentinel-managed master by several seed hosts: see rediswq/_topology.py for the forms. The
+    Sentinel-managed master by several seed hosts: see rediswq/_topology/ for the forms. The
     URL's password is the data nodes' (the master's); `sentinel_password` (and `sentinel_username`,
     for an ACL user) is the sentinels' own, for sentinels with `requirepass` or ACLs.
 
@@ -63,48 +61,26 @@ def from_url(
     blind retry of `put` or `complete` after a lost reply could apply it twice. `socket_timeout`
     (seconds; None: no limit) bounds each call's wait for a reply, so a stalled Redis is noticed.
     """
-    sentinel_auth = _sentinel_auth(url, sentinel_username, sentinel_password)
-    topology = _topology.is_topology_url(url)
-    if not topology:
-        check_url(url)
+    topology = _topology.for_url(url)
+    sentinel_auth = _sentinel_auth(url, topology, sentinel_username, sentinel_password)
+    topology.check_url(url)
     tls = tls_options(url, ca=tls_ca, cert=tls_cert, key=tls_key, verify=tls_verify)
-    client: Client | _topology.Maker
-    if topology:
-        client = _topology.client(
-            url, redact(url), tls=tls, sentinel_auth=sentinel_auth, socket_timeout=socket_timeout
-        )
-    else:
-        client = _server_client(url, socket_timeout, tls)
+    client = topology.client_for(url, redact(url), Options(tls, sentinel_auth, socket_timeout))
     return cls(client, name, url=url, **options)
 
 
-def _sentinel_auth(url: str, username: str | None, password: str | None) -> dict[str, str]:
+def _sentinel_auth(
+    url: str, topology: type[_topology.Topology], username: str | None, password: str | None
+) -> dict[str, str]:
     """The sentinels' own credentials, those given; only a sentinel URL may have them."""
     given = {"username": username, "password": password}
     auth = {key: value for key, value in given.items() if value}
-    if auth and _topology.kind(url) != "sentinel":
+    if auth and not topology.takes_sentinel_auth:
         raise InvalidArgument(
             "a sentinel password or user needs a redis+sentinel:// or rediss+sentinel:// URL, not "
             + (f"{redact(url).partition(':')[0]}://" if "://" in url else "a text with no scheme://")
         )
     return auth
-
-
-def _server_client(url: str, socket_timeout: float | None, tls: dict[str, Any]) -> redis.Redis:
-    """A client of one server (redis://, rediss://, unix://) that never retries on its own."""
-    options_for_tcp = {} if url.startswith("unix:") else {"socket_keepalive": True}
-    try:
-        return redis.Redis.from_url(
-            url,
-            retry=Retry(NoBackoff(), 0),
-            socket_connect_timeout=5,
-            socket_timeout=socket_timeout,
-            **options_for_tcp,
-            **tls,
-        )
-    except (ValueError, TypeError):
-        # redis-py's message may quote the URL (password and all): say it in our words, no chain.
-        raise InvalidArgument(f"bad Redis URL {redact(url)}: it could not be parsed") from None
 
 
 def _with_scripts(client: Client, keys: Keys) -> tuple[Client, Scripts]:
@@ -137,22 +113,19 @@ class QueueClient:
         self._keys = keys
         self._name = name
         self._making = threading.Lock()
-        self._make: Callable[[], Client] | None = None
         # Read on every call before anything else: the client and its scripts once made.
         self.made: tuple[Client, Scripts] | None = None
-        if isinstance(client, redis.Redis | RedisCluster):
-            self.made = _with_scripts(client, keys)
-        else:
-            self._make = client
+        given, self._make = _topology.client_or_maker(client)
+        if given is not None:
+            self.made = _with_scripts(given, keys)
         self._described = url is None  # the Connection names the client once it is made
-        given = self.made[0] if self.made else None
         what = f"of queue {name!r} ({keys.meta.rsplit(':', 1)[0]}:* and {keys.inbox})"
         self.conn = Connection(
             url or (describe(given) if given else "Redis"),
             retries,
             what,
             client=given,
-            hidden=client.passwords if isinstance(client, _topology.Maker) else (),
+            hidden=client.passwords if isinstance(client, Maker) else (),
         )
         self._policy_checked = allow_eviction
         self._prepared = False
@@ -216,7 +189,9 @@ class QueueClient:
             if not self._policy_checked:
                 check_eviction(node, self.conn.url, None)
 
-        return self.conn.call(lambda: _library.install(self.client, check), idempotent=True)
+        return self.conn.call(
+            lambda: _library.install(_topology.master_clients(self.client), check), idempotent=True
+        )
 
     def settle_call(self, fn: Callable[[], T]) -> tuple[T, bool]:
         """A settle call (complete, fail, release), retried on connection errors as idempotent calls are.

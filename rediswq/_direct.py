@@ -101,6 +101,7 @@ class DirectScript:
         """`check`: poll the kept connection before each call, as the pool does when it hands one out,
         so a call that must not be retried blindly is not sent on a socket the server has closed."""
         self._client = client
+        self._topology = _topology.of(client)  # asked to route, and after a MOVED, ASK or lost node
         self._check = check
         self._source = source
         self._sha: str = client.register_script(source).sha
@@ -145,7 +146,7 @@ class DirectScript:
             try:
                 return self._on_owner(keys, commands, mine)
             except MovedError as e:
-                if not _topology.follow_moved(self._client, e):
+                if not self._topology.refresh(e):
                     raise
                 self._route = None
             except AskError as e:
@@ -155,9 +156,9 @@ class DirectScript:
     def _pool(self, keys: Sequence[str]) -> ConnectionPool:
         """The pool of the server owning `keys`, looked up anew (after a MOVED or a lost node)."""
         if self._stale:
-            _topology.refresh(self._client)
+            self._topology.refresh()
             self._stale = False
-        self._route = _topology.node_client(self._client, keys[0]).connection_pool
+        self._route = self._topology.node_client(keys[0]).connection_pool
         return self._route
 
     def _on_owner(self, keys: Sequence[str], commands: list[Command], mine: bool) -> list[Any]:
@@ -174,14 +175,14 @@ class DirectScript:
         try:
             return self._run(own, commands)
         except (RedisConnectionError, RedisTimeoutError) as e:
-            self._stale = _topology.is_cluster(self._client)
+            self._stale = True  # a cluster re-reads its slot map first; one server has nothing to learn
             # Names the node in the error, as redis-py's cluster client does.
             e.connection = own  # type: ignore[union-attr]
             raise
 
     def _asked(self, error: AskError, commands: list[Command]) -> list[Any]:
         """Run once on the node an ASK names (the slot is migrating there), preceded by ASKING."""
-        node = _topology.asked_node(self._client, error)
+        node = self._topology.asked(error)
         if node is None:
             raise error
         pool = node.connection_pool

@@ -16,13 +16,12 @@ from functools import partial
 from itertools import islice
 from typing import Any, ClassVar
 
-from redis.cluster import ClusterNode, RedisCluster
-
+from rediswq import _topology
 from rediswq._client import QueueClient
-from rediswq._connection import Connection, describe
+from rediswq._connection import Connection
 from rediswq._keys import LEASED_SENTINEL, Keys, meta_pattern, queue_of_meta
 from rediswq._scripts import StatsReply, wrong_type
-from rediswq._topology import Client
+from rediswq._topology import Client, Node
 from rediswq._wire import id_text, malformed_error, malformed_id, read_dead_record, read_envelope, read_handle
 from rediswq.errors import InvalidArgument, QueueNotFound, RedisWQError, ServerError, did_you_mean
 
@@ -129,12 +128,10 @@ def stats_of(reply: StatsReply) -> Stats:
     )
 
 
-def scan_nodes(client: Client) -> list[ClusterNode | None]:
+def scan_nodes(client: Client) -> list[Node]:
     """The nodes a walk of `scan_names` must visit: each master of a cluster, or [None] for one
     server (a single Redis or a Sentinel-managed master)."""
-    if isinstance(client, RedisCluster):
-        return list(client.get_primaries())  # type: ignore[no-untyped-call]
-    return [None]
+    return _topology.of(client).masters()
 
 
 def scan_names(
@@ -142,7 +139,7 @@ def scan_names(
     cursor: int = 0,
     count: int = 1000,
     *,
-    node: ClusterNode | None = None,
+    node: Node = None,
     pattern: str = "*",
 ) -> tuple[int, list[str]]:
     """One SCAN step for the names of the queues on `client`'s Redis: (next cursor, names found).
@@ -156,19 +153,10 @@ def scan_names(
     if "{" in pattern or "}" in pattern:
         raise InvalidArgument(f"bad queue name pattern {pattern!r}: queue names hold no braces")
     match = meta_pattern(pattern)
-    conn = Connection(describe(client), client=client)
-    if isinstance(client, RedisCluster):
-        if node is None:
-            raise InvalidArgument("name the cluster master to scan (node=, one of client.get_primaries())")
-        # A cluster client answers with a cursor per node it scanned: here, the one.
-        cursors, keys = conn.call(
-            lambda: client.scan(cursor, match=match, count=count, target_nodes=node),
-            idempotent=True,
-        )
-        next_cursor = cursors[node.name]  # type: ignore[index]
-    else:
-        next_cursor, keys = conn.call(lambda: client.scan(cursor, match=match, count=count), idempotent=True)
-    return int(next_cursor), [name for key in keys if (name := queue_of_meta(key)) is not None]
+    topology = _topology.of(client)
+    conn = Connection(topology.describe(), client=client)
+    next_cursor, keys = conn.call(lambda: topology.scan(node, cursor, match, count), idempotent=True)
+    return next_cursor, [name for key in keys if (name := queue_of_meta(key)) is not None]
 
 
 def names(

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from importlib import resources
 
 import redis
-import redis.cluster
 
 from rediswq.errors import LibraryMismatch, LibraryMissing
 
@@ -169,16 +168,11 @@ def not_loaded(error: redis.exceptions.ResponseError) -> Exception:
     return error
 
 
-def install(
-    client: redis.Redis | redis.cluster.RedisCluster, before: Callable[[redis.Redis], None] | None = None
-) -> str | None:
-    """Load (or replace) rediswq's function library on the server, or on every master of a cluster
-    (replicas copy it), calling `before` with each first; its version, None on a Redis without
-    functions (6.2: the scripts load on first use). What `rediswq install` runs, as an admin."""
-    if isinstance(client, redis.cluster.RedisCluster):
-        nodes = [client.get_redis_connection(node) for node in client.get_primaries()]  # type: ignore[no-untyped-call]
-    else:
-        nodes = [client]
+def install(nodes: list[redis.Redis], before: Callable[[redis.Redis], None] | None = None) -> str | None:
+    """Load (or replace) rediswq's function library on each of `nodes`: the server, or every master of
+    a cluster (`_topology.master_clients`; replicas copy it), calling `before` with each first; its
+    version, None on a Redis without functions (6.2: the scripts load on first use). What `rediswq
+    install` runs, as an admin."""
     functions = True
     for node in nodes:
         if before is not None:

@@ -21,13 +21,12 @@ from functools import partial
 from typing import Any
 
 import redis
-from redis.cluster import ClusterNode, RedisCluster
 
-from rediswq import _library
-from rediswq._connection import Connection, describe
+from rediswq import _library, _topology
+from rediswq._connection import Connection
 from rediswq._keys import Keys
 from rediswq._scripts import _NAMED_KEY, functions_on, stats_reply
-from rediswq._topology import Client
+from rediswq._topology import Client, Node
 from rediswq.errors import InvalidArgument, PermissionDenied, RedisWQError
 from rediswq.queue import Queue, Stats, stats_of
 
@@ -80,7 +79,8 @@ def survey(
         raise InvalidArgument(
             f"limit, max_scan_calls and count must be at least 1, not {limit}, {max_scan_calls}, {count}"
         )
-    conn = Connection(describe(client), client=client)
+    topology = _topology.of(client)
+    conn = Connection(topology.describe(), client=client)
     queues: list[QueueSummary] = []
     complete = True
     refused = 0
@@ -91,7 +91,7 @@ def survey(
         names, walked = _walk(client, node, pattern, max_scan_calls, count, limit - len(queues))
         complete = complete and walked
         if names:
-            server = _server(client, node)
+            server = topology.master_client(node)
             read, moved, denied = conn.call(partial(_read, server, names), idempotent=True)
             moved_read, moved_denied = _read_moved(client, moved)
             queues += read + moved_read
@@ -99,20 +99,12 @@ def survey(
     return Survey(sorted(queues, key=_by_name), complete, refused)
 
 
-def _server(client: Client, node: ClusterNode | None) -> redis.Redis:
-    """The client of one master: a cluster's node, or the one server."""
-    if isinstance(client, RedisCluster):
-        assert node is not None
-        return client.get_redis_connection(node)
-    return client
-
-
 def _by_name(summary: QueueSummary) -> str:
     return summary.name
 
 
 def _walk(
-    client: Client, node: ClusterNode | None, pattern: str, max_calls: int, count: int, limit: int
+    client: Client, node: Node, pattern: str, max_calls: int, count: int, limit: int
 ) -> tuple[list[str], bool]:
     """Up to `limit` names on one master, and whether its walk reached its end."""
     found: set[str] = set()

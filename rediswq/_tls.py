@@ -7,7 +7,6 @@ import ssl
 
 import redis
 import redis.connection
-import redis.sentinel
 
 # A certificate refused (ours or the server's), or TLS spoken to a plain port. Others (an EOF
 # mid-connection when Redis restarts) are an outage like any other.
@@ -39,7 +38,8 @@ def closed_at_once(error: BaseException) -> bool:
 
 def certificate_wanted(client: object) -> ssl.SSLError | None:
     """The server's alert when it closes new connections because it wants a client certificate and
-    was given none; None otherwise (or when it cannot tell: a cluster, a Sentinel-managed master).
+    was given none; None otherwise (or when it cannot tell: a cluster). Asked by one server's
+    topology only (rediswq/_topology/standalone.py): a Sentinel-managed master is not asked.
 
     TLS 1.3 sends that alert only after the handshake, so redis-py, which writes at once, mostly meets
     a closed connection ("EOF occurred in violation of protocol") that reads as an outage, and nine
@@ -49,7 +49,6 @@ def certificate_wanted(client: object) -> ssl.SSLError | None:
     pool = getattr(client, "connection_pool", None)
     if (
         pool is None
-        or isinstance(pool, redis.sentinel.SentinelConnectionPool)
         or not issubclass(pool.connection_class, redis.connection.SSLConnection)
         or pool.connection_kwargs.get("ssl_certfile")
     ):

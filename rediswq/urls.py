@@ -2,11 +2,11 @@
 
 For code around the library (a command line, a log formatter) that shows or passes on a URL the user
 gave: `redact(url)` is the URL as every rediswq message names it, `url_secrets(url)` what must never be
-shown. The parsing itself lives with the connection code; this module is its public face.
+shown. The parsing itself lives in rediswq/_url.py; this module is its public face.
 """
 
 from __future__ import annotations
 
-from rediswq._connection import redact, url_secrets
+from rediswq._url import redact, url_secrets
 
 __all__ = ["redact", "url_secrets"]

@@ -18,8 +18,9 @@ import pytest
 import redis
 
 from rediswq import DeadLetter, InvalidArgument, Item, LeaseInfo, Queue, Stats
-from rediswq._connection import describe, redact
 from rediswq._keys import Keys
+from rediswq._topology import describe
+from rediswq._url import redact
 
 # -- the key schema -----------------------------------------------------------------------------
 

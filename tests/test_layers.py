@@ -9,7 +9,10 @@ failure names the file, the line and the rule). It checks:
   `from rediswq_kit import _y`);
 - outside rediswq/, the library is used through its public surface only: the names in
   `rediswq.__all__`, and the public submodules (those that declare `__all__`) for their listed names;
-- no string in rediswq/ (docstrings and comments aside) names a command-line option or subcommand.
+- no string in rediswq/ (docstrings and comments aside) names a command-line option or subcommand;
+- redis-py's topology types (redis.cluster's and redis.sentinel's: RedisCluster, ClusterNode,
+  Sentinel, SentinelConnectionPool, MasterNotFoundError ...) are imported, tested with isinstance or
+  issubclass, or caught, in the topology seam (rediswq/_topology/) only: everywhere else asks the seam.
 """
 
 from __future__ import annotations
@@ -225,9 +228,71 @@ def test_no_library_message_names_a_command_line_option() -> None:
     assert found == []
 
 
-def with_probe(monkeypatch: pytest.MonkeyPatch, folder: str, code: str) -> None:
-    """The walk sees one more module in `folder`, `_probe.py`, holding `code` (no file is written)."""
-    probe = REPO / folder / "_probe.py"
+# The seam: the one place that may know which kind of client it holds.
+TOPOLOGY_SEAM = REPO / "rediswq" / "_topology"
+TOPOLOGY_MODULES = ("redis.cluster", "redis.sentinel")
+
+
+def topology_types() -> set[str]:
+    """The names of the classes redis-py defines in its topology modules."""
+    import importlib
+    import inspect
+
+    return {
+        name
+        for module in TOPOLOGY_MODULES
+        for name, value in vars(importlib.import_module(module)).items()
+        if inspect.isclass(value) and value.__module__ == module
+    }
+
+
+def names_in(node: ast.AST | None) -> Iterator[str]:
+    """Every name (`X`) and attribute (`a.b.X`) inside an expression."""
+    for sub in ast.walk(node) if node is not None else ():
+        if isinstance(sub, ast.Name):
+            yield sub.id
+        elif isinstance(sub, ast.Attribute):
+            yield sub.attr
+
+
+def type_tests(tree: ast.AST) -> Iterator[tuple[int, ast.AST | None]]:
+    """(line, the types) of every isinstance and issubclass call and every except clause."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and len(node.args) == 2:
+            if node.func.id in ("isinstance", "issubclass"):
+                yield node.lineno, node.args[1]
+        elif isinstance(node, ast.ExceptHandler):
+            yield node.lineno, node.type
+
+
+def violations_of_the_topology_seam() -> list[str]:
+    types = topology_types()
+    found = []
+    for path, tree in parsed():
+        if path.is_relative_to(TOPOLOGY_SEAM):
+            continue
+        where = path.relative_to(REPO)
+        found += [
+            f"{imp.where()}: imports {imp.module}: ask the topology seam (rediswq/_topology/) instead"
+            for imp in imports(path, tree)
+            if imp.module in TOPOLOGY_MODULES
+            or (imp.module == "redis" and set(imp.names) & {"cluster", "sentinel"})
+        ]
+        for line, tested in type_tests(tree):
+            named = sorted(set(names_in(tested)) & types)
+            if named:
+                found.append(f"{where}:{line}: tests the client's type ({', '.join(named)}): ask the seam")
+    return found
+
+
+def test_only_the_topology_seam_knows_redis_py_s_topology_types() -> None:
+    assert violations_of_the_topology_seam() == []
+
+
+def with_probe(monkeypatch: pytest.MonkeyPatch, folder: str, code: str, under: str = "") -> None:
+    """The walk sees one more module in `folder` (in its subfolder `under`), `_probe.py`, holding
+    `code` (no file is written)."""
+    probe = REPO / folder / under / "_probe.py"
     real_sources, real_read = sources, Path.read_text
     monkeypatch.setattr(
         sys.modules[__name__],
@@ -259,7 +324,7 @@ def test_the_layer_check_catches_an_upward_import(
     "code",
     [
         "from rediswq.queue import Until",
-        "from rediswq._connection import redact",
+        "from rediswq._url import redact",
         "import rediswq._keys",
         "from rediswq import url_secrets",
         "from rediswq_kit import _loopback_address",
@@ -272,3 +337,34 @@ def test_the_privacy_check_catches_a_private_or_unlisted_name(
     with_probe(monkeypatch, "worker", code)
     found = violations_of_privacy()
     assert len(found) == 1 and "_probe.py" in found[0], found
+
+
+@pytest.mark.parametrize(
+    ("folder", "code"),
+    [
+        ("rediswq", "import redis\nisinstance(c, redis.cluster.RedisCluster)"),
+        (
+            "rediswq",
+            "import redis\nisinstance(pool, (redis.ConnectionPool, redis.sentinel.SentinelConnectionPool))",
+        ),
+        ("producer", "from redis.cluster import ClusterNode"),
+        ("worker", "import redis.sentinel"),
+        ("rediswq", "import redis\ntry:\n    pass\nexcept redis.sentinel.MasterNotFoundError:\n    pass"),
+    ],
+)
+def test_the_seam_check_catches_a_topology_type_outside_the_seam(
+    folder: str, code: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with_probe(monkeypatch, folder, code)
+    found = violations_of_the_topology_seam()
+    assert len(found) == 1 and "_probe.py" in found[0], found
+
+
+def test_the_seam_itself_may_test_the_client_s_type(monkeypatch: pytest.MonkeyPatch) -> None:
+    with_probe(
+        monkeypatch,
+        "rediswq",
+        "from redis.cluster import RedisCluster\nisinstance(c, RedisCluster)",
+        "_topology",
+    )
+    assert violations_of_the_topology_seam() == []

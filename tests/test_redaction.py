@@ -26,7 +26,7 @@ from redis_server import RedisServer, free_port
 from test_tls import TLSRedis, pki, tls  # noqa: F401  (fixtures)
 
 import rediswq
-from rediswq._connection import describe
+from rediswq._topology import describe
 from rediswq_cli.main import main
 from rediswq_worker import logs
 

@@ -22,7 +22,7 @@ from topologies import SentinelSet, check_every_operation
 
 import rediswq
 from rediswq import Queue
-from rediswq._connection import describe
+from rediswq._topology import describe
 
 pytestmark = [
     pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed"),

@@ -1,6 +1,6 @@
-"""Cluster and Sentinel URLs, parsed (rediswq/_topology.py), and topology errors, classified
-(rediswq/_connection.py): pure logic, no server (sentinels that do not answer are free ports). The
-real topologies are in test_cluster.py, test_sentinel.py and test_reach.py."""
+"""Cluster and Sentinel URLs, parsed (rediswq/_url.py, rediswq/_topology/), and topology errors,
+classified (rediswq/_redis_errors.py): pure logic, no server (sentinels that do not answer are free
+ports). The real topologies are in test_cluster.py, test_sentinel.py and test_reach.py."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import redis.exceptions
 from click.testing import CliRunner
-from redis.sentinel import SentinelConnectionPool
+from redis.sentinel import MasterNotFoundError, SentinelConnectionPool
 
 from rediswq import AuthenticationFailed, ConnectionFailed, InvalidArgument, Queue, ServerError, _topology
 from rediswq._connection import Connection
@@ -185,4 +185,5 @@ def test_the_tls_settings_reach_every_connection_and_the_sentinel_password_only_
         kwargs = sentinel.connection_pool.connection_kwargs
         assert tls.items() <= kwargs.items()
         assert (kwargs["username"], kwargs["password"]) == ("watcher", "sentinel-pw")
-    assert _topology.why_no_master(Queue.from_url("redis://h:1/0", "q").client) is None
+    plain = _topology.of(Queue.from_url("redis://h:1/0", "q").client)
+    assert plain.diagnose(MasterNotFoundError("none"), "redis://h:1/0", str) is None

@@ -9,12 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-import redis
-from redis.cluster import RedisCluster
-
 import rediswq
 
-Client = redis.Redis | RedisCluster
+Client = rediswq.Client
 
 
 class Reader:
