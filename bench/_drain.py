@@ -159,6 +159,24 @@ def floor_drain(url: str, name: str, batch: int, ready: Any, go: Any) -> WorkerR
     return WorkerResult(n, started, last)
 
 
+def bulk_floor_drain(url: str, name: str, count: int, ready: Any, go: Any) -> WorkerResult:
+    """The bulk floor: `RPOP key count` (Redis 6.2+), one command takes `count` items, no lease at all."""
+    client = redis.Redis.from_url(url)
+    client.ping()
+    ready.set()
+    go.wait()
+    started = last = now()
+    n = 0
+    while True:
+        got = len(client.rpop(name, count) or [])
+        if got:
+            n += got
+            last = now()
+        if got < count:
+            break
+    return WorkerResult(n, started, last)
+
+
 # -- one measured drain ---------------------------------------------------------------------------
 
 

@@ -3,7 +3,9 @@
 rediswq: `lease_many(B)`, then `complete_and_lease(batch, B)` per batch (one script call per batch);
 also shown: `lease_many(B)` then `complete_many(batch)`, two calls per batch.
 floor: B RPOP commands per pipeline (one round trip per batch), no lease at all.
-Targets (issue 4, #2): rediswq >= 60 % of the floor; <= 0.03 client calls per item.
+bulk floor: `RPOP key --bulk` (one command takes that many items), no lease at all: Redis's floor.
+Targets (issue 4, #2): rediswq >= 60 % of the floor; <= 0.03 client calls per item; and (the issue
+"The per-item cost back down") >= 25 % of the bulk floor, <= 2.0 us of Redis time per item.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from _common import (
     summarize,
 )
 from _drain import (
+    bulk_floor_drain,
     fill_list,
     fill_rediswq,
     floor_drain,
@@ -38,6 +41,7 @@ NAME = "drain_batched"
 TITLE = "Drain, batched"
 MAIN = "rediswq complete_and_lease"
 FLOOR = "floor (pipelined RPOP)"
+BULK = "bulk floor (RPOP key count)"
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -47,6 +51,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--workers", type=int, default=2, help="worker processes")
     parser.add_argument("--repeat", type=int, default=6, help="runs of each variant (the median counts)")
     parser.add_argument("--payload-bytes", type=int, default=16)
+    parser.add_argument("--bulk", type=int, default=500, help="items per RPOP for the bulk floor")
+    parser.add_argument("--bulk-items", type=int, default=200_000, help="items the bulk floor drains")
     args = parser.parse_args(argv)
 
     with private_redis(args.redis_server, args.redis_config) as server:
@@ -83,6 +89,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 lambda: measure(
                     client,
                     url,
+                    variant=BULK,
+                    items=payloads(args.bulk_items, args.payload_bytes),
+                    workers=args.workers,
+                    fill=fill_list,
+                    worker=bulk_floor_drain,
+                    worker_args=(args.bulk,),
+                    scripts=False,
+                    check_drained=list_drained,
+                ),
+                lambda: measure(
+                    client,
+                    url,
                     variant="rediswq lease_many + complete_many",
                     fill=fill_rediswq,
                     worker=rediswq_lease_then_complete,
@@ -99,9 +117,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     by = {row["variant"]: row for row in rows}
     for row in rows:
         row["% floor"] = 100 * paired_ratio(runs, row["variant"], FLOOR)
+        row["% bulk floor"] = 100 * paired_ratio(runs, row["variant"], BULK)
     targets = [
         Target("drain batched: rediswq / floor", by[MAIN]["% floor"], ">=", 60.0, " %"),
         Target("drain batched: client calls per item", by[MAIN]["calls/item"], "<=", 0.03),
+        Target("drain batched: rediswq / bulk floor", by[MAIN]["% bulk floor"], ">=", 25.0, " %"),
+        Target("drain batched: server us per item", by[MAIN]["server us/item"], "<=", 2.0, " us"),
     ]
     return finish(
         NAME,
@@ -110,7 +131,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         env,
         vars(args),
         rows,
-        ["variant", "items", "runs", "items/s", "% floor", "calls/item", "server us/item"],
+        ["variant", "items", "runs", "items/s", "% floor", "% bulk floor", "calls/item", "server us/item"],
         targets,
         notes=[
             f"batch {args.batch}; {args.workers} worker processes; items/s is the median of {args.repeat} "

@@ -33,7 +33,7 @@ TINY: dict[str, list[str]] = {
     name: args.split()
     for name, args in {
         "drain_one": "--items 300 --baseline-items 100 --floor-items 2000 --repeat 1",
-        "drain_batched": "--items 2000 --repeat 1",
+        "drain_batched": "--items 2000 --bulk-items 2000 --repeat 1",
         "worker_runtime": "--items 1000 --command-items 10 --repeat 1",
         "enqueue": "--items 5000 --file-lines 5000 --repeat 1",
         "flat_cost": "--small 200 --big 5000 --few-leases 2 --many-leases 100 --expired 300 --sample 200 "

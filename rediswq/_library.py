@@ -100,8 +100,14 @@ class Library:
 @functools.cache
 def library() -> Library:
     """The library's code, built once from the shipped files."""
+    return build({name: source(name) for name in (PRELUDE, *OPERATIONS)})
+
+
+def build(texts: dict[str, str]) -> Library:
+    """The library made of these files' texts (the prelude's and each operation's, by name); bench/
+    builds one with a scratch lease.lua to time it as users call it."""
     files = [PRELUDE, *OPERATIONS]
-    bodies = [source(name) for name in files]
+    bodies = [texts[name] for name in files]
     version = hashlib.sha1("\0".join(bodies).encode(), usedforsecurity=False).hexdigest()[:16]
     lines = [f"#!lua name={NAME}", f"local VERSION = '{version}'"]
     starts = [len(lines)]

@@ -148,11 +148,12 @@ local function malformed(key, entry, why)
 end
 
 -- Completions: decode the handles that need cleaning up (a handle that does not decode is not a lease).
-local completing, kept, forget, need_ids, need_payloads = {}, EMPTY, EMPTY, false, false
+local completing, handles, kept, forget, need_ids, need_payloads = {}, {}, EMPTY, EMPTY, false, false
 for i = 7, #ARGV do
   local handle = ARGV[i]
   if plain(handle) then
     completing[#completing + 1] = i
+    handles[#handles + 1] = handle
   else
     local e = read_handle(handle)
     if not e then
@@ -160,6 +161,7 @@ for i = 7, #ARGV do
       reply[#reply + 1] = i - 6
     else
       completing[#completing + 1] = i
+      handles[#handles + 1] = handle
       local key = id_key(e[1])
       if e[3] == nil then
         if kept == EMPTY then kept = {} end
@@ -264,20 +266,21 @@ local n_taken = #taken + #raw
 if need_payloads or large or #raw > 0 then checked('hash', 'HLEN', payloads) end
 
 -- The leases a batch completes: read with ZMSCORE (leased's type was checked above), so a replica
--- and the AOF get one ZREM for the batch below, not one per item; a handle given twice completes once.
-local held = completing
+-- and the AOF get one ZREM for the batch below, not one per item. A handle given twice is found by
+-- that ZREM removing fewer members than it was sent (below), so the common batch builds no set.
+local held, gone = completing, handles
 if #completing > 1 then
-  local handles, seen = {}, {}
-  for j, i in ipairs(completing) do handles[j] = ARGV[i] end
   local scores = sliced_read('ZMSCORE', leased, handles, 1000)
-  held = {}
-  for j, i in ipairs(completing) do
-    if scores[j] and not seen[handles[j]] then
-      seen[handles[j]] = true
-      held[#held + 1] = i
-    else
+  for j = 1, #handles do
+    if not scores[j] then
+      if held == completing then  -- the first lost one: from here on, copies without the lost
+        held, gone = {}, {}
+        for k = 1, j - 1 do held[k], gone[k] = completing[k], handles[k] end
+      end
       reply[4] = reply[4] + 1
-      reply[#reply + 1] = i - 6
+      reply[#reply + 1] = completing[j] - 6
+    elseif held ~= completing then
+      held[#held + 1], gone[#gone + 1] = completing[j], handles[j]
     end
   end
 end
@@ -299,14 +302,26 @@ end
 -- Complete. A handle still in `leased` is the ownership check: it names this lease and no later one.
 -- A batch was read with ZMSCORE above and goes with one ZREM; one handle is checked by its own ZREM.
 local done, kept_keys, forgotten = 0, EMPTY, EMPTY
-if #held > 1 then
-  local gone = {}
-  for j, i in ipairs(held) do gone[j] = ARGV[i] end
-  call_sliced('ZREM', leased, gone, 1000)
-elseif #held == 1 and redis.call('ZREM', leased, ARGV[held[1]]) == 0 then
-  reply[4] = reply[4] + 1
-  reply[#reply + 1] = held[1] - 6
-  held = EMPTY
+local removed = 0
+for i = 1, #gone, 1000 do
+  removed = removed + redis.call('ZREM', leased, unpack(gone, i, math.min(i + 999, #gone)))
+end
+if removed < #held then
+  -- The one handle's lease no longer held, or a batch gave a handle twice: it completes once.
+  local seen, first = {}, {}
+  for j, i in ipairs(held) do
+    if removed == 0 or seen[gone[j]] then
+      reply[4] = reply[4] + 1
+      reply[#reply + 1] = i - 6
+    else
+      seen[gone[j]] = true
+      first[#first + 1] = i
+    end
+  end
+  held = first
+  local lost = {unpack(reply, 5, 4 + reply[4])}
+  table.sort(lost)
+  for j, position in ipairs(lost) do reply[4 + j] = position end
 end
 for _, i in ipairs(held) do
   done = done + 1
@@ -388,6 +403,8 @@ end
 
 local deadline_text = int(now_ms + tonumber(ARGV[2]))
 reply[3] = deadline_text
+-- A handle's tail after its token is the same for the whole call: packed once.
+local tail = cmsgpack.pack(worker, now_ms, tonumber(ARGV[2]))
 local scored, kept_apart = {}, EMPTY
 for i, envelope in ipairs(taken) do
   local payload = false
@@ -400,7 +417,7 @@ for i, envelope in ipairs(taken) do
     kept_apart[#kept_apart + 1] = payload
     envelope = cmsgpack.pack({e[1], e[2]})
   end
-  local handle = envelope .. cmsgpack.pack(token + i, worker, now_ms, tonumber(ARGV[2]))
+  local handle = envelope .. cmsgpack.pack(token + i) .. tail
   scored[#scored + 1] = deadline_text
   scored[#scored + 1] = handle
   reply[#reply + 1] = handle
