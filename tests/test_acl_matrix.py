@@ -30,7 +30,7 @@ import redis
 import redis.cluster
 from certs import PKI, make_pki
 from click.testing import CliRunner
-from redis_server import RedisServer, every_binary, find_binary, version_of
+from redis_server import RedisServer, every_binary, find_binary, redis7_missing, tls_missing, version_of
 from topologies import Cluster, SentinelSet, wait_for
 
 import rediswq
@@ -146,6 +146,8 @@ def cells(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], 
 
     def cell(name: str) -> Cell:
         if name not in made:
+            if "-7" in name and (why := redis7_missing() or (tls_missing() if "tls" in name else None)):
+                pytest.skip(why)
             if name == "standalone-7":
                 made[name] = _standalone(find_binary(), "7", replica=True)
             elif name == "standalone-6.2":

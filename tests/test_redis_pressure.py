@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import redis
-from redis_server import RedisServer
+from redis_server import RedisServer, needs_redis7
 
 import rediswq
 from rediswq import EvictingRedis, LeaseLost, Queue, ServerError
@@ -251,6 +251,7 @@ def test_a_checkpoint_key_of_the_wrong_type_adds_nothing(queue: Queue, client: r
     assert queue.stats().pending == 0
 
 
+@needs_redis7()
 def test_install_checks_the_eviction_policy_the_roles_cannot_read_and_exits_2_unless_allowed(
     evicting: RedisServer,
 ) -> None:
