@@ -139,6 +139,48 @@ if not (m[1] or m[2] or m[3]) and redis.call('EXISTS', meta) == 0 then
   end
 end
 
+-- One item, at most one completion of a plain handle: a worker's complete_and_lease loop. The same
+-- reads, checks and writes as the general path below, in the same order, without the tables built for
+-- a batch. Anything else (an expired lease, a due retry, a pending head that is missing, malformed or
+-- over EMBED_LIMIT) leaves this path before its first write, and the general path takes over, reusing
+-- the replies read so far.
+local found, due, head_read
+if count == 1 and #ARGV <= 7 and (#ARGV == 6 or plain(ARGV[7])) then
+  found = checked('zset', 'ZRANGEBYSCORE', leased, '-inf', now_text, 'WITHSCORES', 'LIMIT', '0', ARGV[4])
+  if #found == 0 then
+    due = checked('zset', 'ZRANGEBYSCORE', delayed, '-inf', now_text, 'LIMIT', '0', ARGV[4])
+    if #due == 0 then
+      head_read = checked('list', 'LRANGE', pending, '0', '0')
+      local head = head_read[1]
+      if head and #head <= EMBED_LIMIT and not bad_envelope(head) then
+        local handle = ARGV[7]
+        local token = redis.pcall('HINCRBY', meta, 'token', '1')
+        if type(token) == 'table' then
+          if not string.find(token.err, 'OOM', 1, true) then error(token.err) end
+          reply[1] = OUT_OF_MEMORY
+        end
+        if handle then
+          if redis.call('ZREM', leased, handle) == 1 then
+            redis.call('HINCRBY', meta, 'completed', '1')
+          else
+            reply[4], reply[5] = 1, 1
+          end
+        end
+        if reply[1] == OUT_OF_MEMORY then return reply end
+        redis.call('LTRIM', pending, '1', '-1')
+        local lease_ms = tonumber(ARGV[2])
+        local deadline_text = int(now_ms + lease_ms)
+        handle = head .. cmsgpack.pack(token, worker, now_ms, lease_ms)
+        redis.call('ZADD', leased, deadline_text, handle)
+        reply[3] = deadline_text
+        reply[#reply + 1] = handle
+        reply[#reply + 1] = false
+        return reply
+      end
+    end
+  end
+end
+
 -- Tables are made only when a call needs them (this runs once per item): EMPTY stands in until then.
 local EMPTY = {}
 local quarantined = EMPTY  -- field, record pairs for HSET dead
@@ -177,11 +219,11 @@ end
 if count == 0 and #completing > 0 then checked('zset', 'ZCARD', leased) end
 
 local expired, back, dead_letters, fetched = EMPTY, EMPTY, EMPTY, EMPTY
-local due, front, prefix, raw, taken = EMPTY, EMPTY, EMPTY, EMPTY, {}
+local front, prefix, raw, taken = EMPTY, EMPTY, EMPTY, {}
 local large = false  -- an envelope taken is over EMBED_LIMIT: its payload goes to `payloads`
 if count > 0 then
   -- Expired leases, oldest deadline first; a handle being completed now is not reclaimed.
-  local found = checked('zset', 'ZRANGEBYSCORE', leased, '-inf', now_text, 'WITHSCORES', 'LIMIT', '0', ARGV[4])
+  found = found or checked('zset', 'ZRANGEBYSCORE', leased, '-inf', now_text, 'WITHSCORES', 'LIMIT', '0', ARGV[4])
   if #found > 0 then
     local skip = {}
     for i = 7, #ARGV do skip[ARGV[i]] = true end
@@ -221,7 +263,7 @@ if count > 0 then
     end
   end
   -- Due retries go to the head of the queue: they have waited their backoff already.
-  due = checked('zset', 'ZRANGEBYSCORE', delayed, '-inf', now_text, 'LIMIT', '0', ARGV[4])
+  due = due or checked('zset', 'ZRANGEBYSCORE', delayed, '-inf', now_text, 'LIMIT', '0', ARGV[4])
   -- The head of pending as it will be: due retries, then reclaimed leases (as LPUSH would leave them).
   if #due > 0 or #back > 0 then
     front = {}
@@ -237,7 +279,7 @@ if count > 0 then
   end
   local need = count - #taken
   if need > 0 then
-    prefix = checked('list', 'LRANGE', pending, '0', int(need - 1))
+    prefix = need == 1 and head_read or checked('list', 'LRANGE', pending, '0', int(need - 1))
     for _, envelope in ipairs(prefix) do
       local why = bad_envelope(envelope)
       if why then
