@@ -1,10 +1,11 @@
 """The queue: lease items, settle leases, close and purge; the rest delegates to its helpers.
 
 `Queue` is the one public class, and its methods are the API. What it does itself is the worker's
-side: leasing (and waiting for items), settling leases, closing. Its other jobs live in modules of
-their own, each called through one line here: `_client` (which client, made when, every call's
-retries), `_put` (adding items in batches, checkpoints) and `_inspect` (stats, peeking, dead
-letters, queue names).
+side: leasing, settling leases, closing. Its other jobs live in modules of their own, each called
+through one line here: `_client` (which client, made when, every call's retries), `_waiting` (the
+lease calls' loop while nothing can be leased yet: polling, timeouts, a queue missing or vanished),
+`_put` (adding items in batches, checkpoints) and `_inspect` (stats, peeking, dead letters, queue
+names).
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Literal
 
 from rediswq import _client, _inspect, _topology
 from rediswq._client import QueueClient
@@ -30,20 +30,14 @@ from rediswq._inspect import stats_of as stats_of
 from rediswq._keys import Keys
 from rediswq._put import Enqueued as Enqueued
 from rediswq._put import Putter, check_replicated
-from rediswq._scripts import DAMAGED, DRAINED, LEASED, MISSING, OUT_OF_MEMORY, LeaseReply, Scripts
+from rediswq._scripts import DAMAGED, MISSING, LeaseReply, Scripts
 from rediswq._topology import Client
+from rediswq._waiting import Until as Until
+from rediswq._waiting import Waiter, check_lease_args, check_until
 from rediswq.consume import Consumer
 from rediswq.errors import InvalidArgument, LeaseLost, LeaseTimeout, QueueNotFound
 from rediswq.heartbeat import Heartbeat
 from rediswq.lease import Lease
-
-Until = Literal["drained", "closed"]
-
-# An idle worker polls at most 20 times a second, backing off to twice a second; it wakes when the
-# next lease deadline or retry falls due, since the lease script says when that is. Public, with
-# Until, for the worker runtime, which paces its idle polls by the same limits.
-MIN_POLL_SECS = 0.05
-MAX_POLL_SECS = 0.5
 
 
 @dataclass(frozen=True)
@@ -68,22 +62,6 @@ def _check_counts(max_attempts: int, reclaim_limit: int, replicas: int) -> None:
         raise InvalidArgument(f"reclaim_limit must be at least 1, not {reclaim_limit}")
     if replicas < 0:
         raise InvalidArgument(f"replicas must be 0 or more, not {replicas}")
-
-
-def _check_lease_args(count: int, until: Until) -> None:
-    if count < 1:
-        raise InvalidArgument(f"count must be at least 1, not {count}")
-    if until not in ("drained", "closed"):
-        raise InvalidArgument(f"until must be 'drained' or 'closed', not {until!r}")
-
-
-def _pause(wait_ms: int, poll: float, give_up: float | None, now: float) -> float:
-    """How long to wait before asking again: `poll`, or less when the script says (`wait_ms`, -1 if it
-    does not) that a lease deadline or retry falls due sooner; never past `give_up`, never too busy."""
-    pause = poll if wait_ms < 0 else min(poll, wait_ms / 1000)
-    if give_up is not None:
-        pause = min(pause, give_up - now)
-    return max(pause, MIN_POLL_SECS)
 
 
 class Queue:
@@ -142,12 +120,13 @@ class Queue:
             allow_eviction=allow_eviction, retry_settles=retry_settles,
         )  # fmt: skip
         self._conn = self._redis.conn
-        self._seen = False  # a lease call has found this queue: a later MISSING means it vanished
         self.replicas = replicas
         # WAIT's timeout 0 means forever: a replica that never answers would hang every put.
         self._wait = (replicas, _ms(replicas_timeout_secs, "replicas_timeout_secs")) if replicas else None
         self._putter = Putter(self._redis, self.keys, name, max_payload_bytes, self._wait)
         self._inspector = Inspector(self._redis, self.keys, name)
+        # The inspector's not_found, not ours: a bound method of the queue would make a cycle.
+        self._waiter = Waiter(self._redis, self.keys, name, self._inspector.not_found)
 
     # Made with the rest of the client making, in rediswq/_client.py; documented there.
     from_url = classmethod(_client.from_url)
@@ -249,7 +228,7 @@ class Queue:
         longer held are in `Handoff.lost` (the rest were completed); `Handoff.unconfirmed` says the
         call was sent again after a dropped connection, so those may have been completed by the first.
         """
-        _check_lease_args(count, until)
+        check_lease_args(count, until)
         lease_ms = _ms(lease_secs, "lease_secs")
         give_up = None if timeout is None else time.monotonic() + timeout
         settle = [lease.handle for lease in done]
@@ -271,80 +250,12 @@ class Queue:
         lost = [done[i] for i in reply.lost]
         settle = []
         try:
-            leases = self._leases(call, reply, lease_ms, until, give_up, timeout)
+            leases = self._waiter.leases(call, reply, lease_ms, until, give_up, timeout)
         except LeaseTimeout:
             if lost:
                 raise self._lost(lost, resent) from None
             raise
         return Handoff(leases, lost, resent and bool(done))
-
-    def _leases(
-        self,
-        call: Callable[[], LeaseReply],
-        reply: LeaseReply,
-        lease_ms: int,
-        until: Until,
-        give_up: float | None,
-        timeout: float | None,
-    ) -> list[Lease]:
-        """The leases `reply` brought, or those of the calls that follow while there is nothing to
-        lease yet; [] once drained. `LeaseTimeout` at `give_up` (on time.monotonic())."""
-        poll = MIN_POLL_SECS
-        while True:
-            if self._absent(reply, until):
-                reply = LeaseReply(reply.status, -1, 0, [], [])
-            if reply.status == LEASED:
-                return [
-                    Lease(item_id, payload, attempt, reply.deadline_ms, lease_ms, handle)
-                    for item_id, attempt, payload, handle in reply.items
-                ]
-            if reply.status == DRAINED:
-                return []
-            now = time.monotonic()
-            if give_up is not None and now >= give_up:
-                raise self._timeout(reply, timeout)
-            time.sleep(_pause(reply.wait_ms, poll, give_up, now))
-            poll = min(poll * 2, MAX_POLL_SECS)
-            reply = self._redis.settle_call(call)[0]
-
-    def _timeout(self, reply: LeaseReply, timeout: float | None) -> LeaseTimeout:
-        """Why no lease came within `timeout`; `hint`: when one may, if Redis said."""
-        hint = None if reply.wait_ms < 0 else reply.wait_ms / 1000
-        if reply.status == OUT_OF_MEMORY:
-            return LeaseTimeout(
-                f"Redis is out of memory: no new leases from queue {self.name!r} until memory "
-                "is freed (completions, failures and renewals still work)",
-                hint,
-                out_of_memory=True,
-            )
-        return LeaseTimeout(f"no item in queue {self.name!r} within {timeout} s", hint)
-
-    def _absent(self, reply: LeaseReply, until: Until) -> bool:
-        """Raise `QueueNotFound` for a missing or damaged queue; True: missing, wait as for nothing now.
-
-        A queue missing before this object ever found it is only an error when draining: a worker
-        until="closed" waits for its producer. Found once, missing or damaged means its state vanished.
-        """
-        if reply.status == DAMAGED:
-            raise QueueNotFound(
-                f"queue {self.name!r} vanished / is damaged: its counters ({self.keys.meta}) are gone "
-                "while items remain (an evicting Redis, or keys deleted by hand); nothing was changed",
-                vanished=True,
-            )
-        if reply.status != MISSING:
-            self._seen = True
-            return False
-        if self._seen:
-            raise QueueNotFound(
-                f"queue {self.name!r} vanished / is damaged: every key of it is gone (deleted, purged, "
-                "or a failover to an empty replica)",
-                vanished=True,
-            )
-        if until == "drained":
-            raise self.not_found(
-                "a worker draining it would finish at once: wait for a producer with until='closed'"
-            )
-        return True
 
     # -- settling leases ------------------------------------------------------------------------
 
@@ -369,8 +280,8 @@ class Queue:
             )
         )
         if reply.status in (MISSING, DAMAGED):
-            self._seen = True  # a lease was held: the queue existed
-            self._absent(reply, "drained")
+            self._waiter.seen = True  # a lease was held: the queue existed
+            self._waiter.absent(reply, "drained")
         if reply.lost:
             raise self._lost([leases[i] for i in reply.lost], resent)
 
@@ -456,8 +367,7 @@ class Queue:
         """
         if prefetch < 1:
             raise InvalidArgument(f"prefetch must be at least 1, not {prefetch}")
-        if until not in ("drained", "closed"):
-            raise InvalidArgument(f"until must be 'drained' or 'closed', not {until!r}")
+        check_until(until)
         _ms(lease_secs, "lease_secs")
         return Consumer(self, lease_secs, prefetch=prefetch, until=until, reconnect_secs=reconnect_secs)
 
