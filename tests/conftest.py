@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
@@ -109,3 +110,14 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
             for reason, counts in sorted(groups.items())
         ]
         terminalreporter.write_line("skipped test groups: " + "; ".join(parts))
+
+
+@pytest.fixture
+def procs() -> Iterator[list[subprocess.Popen[str]]]:
+    """Processes a test starts (workers, exporters); any still running at its end are killed."""
+    started: list[subprocess.Popen[str]] = []
+    yield started
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
