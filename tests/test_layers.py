@@ -368,3 +368,16 @@ def test_the_seam_itself_may_test_the_client_s_type(monkeypatch: pytest.MonkeyPa
         "_topology",
     )
     assert violations_of_the_topology_seam() == []
+
+
+def test_the_worker_runtime_reports_an_ending_and_only_the_command_picks_the_exit_code() -> None:
+    """worker/runtime/ is usable inside a custom worker: it names no exit code; worker/work.py maps."""
+    found = [
+        f"{imp.where()}: {name}"
+        for path, tree in parsed(("worker",))
+        if "runtime" in path.relative_to(REPO).parts
+        for imp in imports(path, tree)
+        for name in imp.names
+        if name.startswith("EXIT_")
+    ]
+    assert found == []

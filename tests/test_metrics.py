@@ -174,6 +174,7 @@ def test_a_worker_scrape_after_a_drain_with_failures_matches_stats_its_summary_a
     assert worker.returncode == 4, err  # drained, with dead letters
     lines = [json.loads(line) for line in err.splitlines()]
     summary = next(line for line in lines if line.get("event") == "summary")
+    assert (summary["ending"], summary["exit_code"]) == ("drained_with_dead", 4)
     assert (
         summary["done"],
         summary["failed"],
@@ -248,7 +249,7 @@ def test_a_scrape_makes_no_redis_call_it_is_answered_while_redis_is_paused(
 def test_redis_errors_and_the_reconnect_after_a_restart_are_counted(queue_name: str, tmp_path: Path) -> None:
     from rediswq_worker.metrics import WorkerMetrics
     from rediswq_worker.runners import CommandRunner
-    from rediswq_worker.runtime import Options, Runtime
+    from rediswq_worker.runtime import Ending, Options, Runtime
 
     port = free_port()
     argv = [find_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(tmp_path)]
@@ -281,7 +282,7 @@ def test_redis_errors_and_the_reconnect_after_a_restart_are_counted(queue_name: 
         server = start_redis()
         thread.join(timeout=30)
         (summary,) = result
-        assert summary.exit_code == 0 and summary.done == 6
+        assert summary.ending is Ending.DRAINED and summary.done == 6
         families = {f.name: f.samples for f in metrics.collect()}
         assert families["rediswq_worker_redis_errors"][0].value >= 1
         assert families["rediswq_worker_redis_reconnects"][0].value == 1

@@ -25,7 +25,7 @@ import redis
 
 from rediswq import Lease, Queue
 from rediswq_worker.runners import OK, HandlerRunner, Outcome
-from rediswq_worker.runtime import Options, Runtime
+from rediswq_worker.runtime import Ending, Options, Runtime
 
 REDISWQ = str(Path(sys.executable).with_name("rediswq"))
 
@@ -225,7 +225,7 @@ def test_a_handler_interrupted_at_its_time_limit_fails_its_item_and_the_worker_g
     options = Options(lease_secs=2, item_timeout_secs=0.5, install_signals=False)
     with caplog.at_level(logging.WARNING):
         summary = Runtime(queue, runner, options).run()
-    assert (summary.exit_code, summary.done, summary.failed) == (0, 2, 1)
+    assert (summary.ending, summary.done, summary.failed) == (Ending.DRAINED, 2, 1)
     assert "time limit of 0.5 s exceeded; retrying" in caplog.text
     assert "did not stop" not in caplog.text
 
@@ -254,7 +254,7 @@ def test_a_broken_handler_with_several_slots_charges_no_more_than_the_limit(queu
     runner = FailAlike(lambda _payload: "KeyError: 'config'", secs=0.01)
     options = Options(concurrency=4, prefetch=8, stop_after_failures=5, install_signals=False)
     summary = Runtime(queue, runner, options).run()
-    assert summary.exit_code == 6
+    assert summary.ending is Ending.HANDLER_BROKEN
     assert "KeyError: 'config'" in summary.error
     stats = queue.stats()
     # The other slots' items that failed alike after the fifth were given back, not charged.
@@ -280,7 +280,7 @@ def test_failures_that_are_not_all_alike_do_not_stop_the_run(
             queue, FailAlike(error), Options(stop_after_failures=2, install_signals=False)
         ).run()
         # Drained (each failure dead-lettered at its one attempt: exit 4), not stopped early (6).
-        assert summary.exit_code == 4, summary.error
+        assert summary.ending is Ending.DRAINED_WITH_DEAD, summary.error
         assert summary.done + summary.dead == 20
     finally:
         queue.purge()

@@ -13,7 +13,7 @@ import redis
 import rediswq
 from rediswq import Lease, Queue
 from rediswq_worker.runners import OK, Outcome
-from rediswq_worker.runtime import AUTO_BATCH_MAX, Options, Runtime
+from rediswq_worker.runtime import AUTO_BATCH_MAX, Ending, Options, Runtime
 
 
 class ReplyLostOnce(Queue):
@@ -55,7 +55,7 @@ def test_a_completion_whose_reply_was_lost_is_reported_unconfirmed_not_lost(
     with caplog.at_level(logging.INFO):
         summary = Runtime(queue, runner, Options(lease_secs=0.5, prefetch=1, install_signals=False)).run()
     try:
-        assert (summary.exit_code, summary.outcome) == (0, "drained")
+        assert (summary.ending, summary.outcome) == (Ending.DRAINED, "drained")
         # n0 was completed by the broken call; n1 was leased by it too, expired, and ran again.
         assert sorted(runner.ran) == [("n0", 1), ("n1", 2), ("n2", 1), ("n3", 1)]
         assert (summary.done, summary.unconfirmed, summary.lost) == (3, 1, 0)
@@ -111,7 +111,7 @@ def test_prefetch_auto_batches_quick_items_and_leases_slow_ones_one_at_a_time(
     runner = Sleeper(item_secs)
     try:
         summary = Runtime(queue, runner, Options(prefetch=prefetch, install_signals=False)).run()
-        assert (summary.exit_code, summary.done) == (0, items)
+        assert (summary.ending, summary.done) == (Ending.DRAINED, items)
         asked = queue.asked
         assert asked[0] == (prefetch or 1)  # the first items' time is unknown: one, unless fixed
         if batches == "grow":

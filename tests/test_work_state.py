@@ -6,11 +6,10 @@ import threading
 
 import pytest
 
-from rediswq_kit import EXIT_ERROR, EXIT_STOPPED
 from rediswq_worker.runtime.ledger import Ledger
 from rediswq_worker.runtime.options import Options
 from rediswq_worker.runtime.pacing import Pacing
-from rediswq_worker.runtime.state import TRANSITIONS, Phase, State
+from rediswq_worker.runtime.state import TRANSITIONS, Ending, Phase, State
 
 
 def test_every_state_has_a_row_and_only_draining_or_stopping_lead_to_stopped() -> None:
@@ -63,22 +62,44 @@ def test_the_first_end_recorded_stands_when_the_hard_stop_and_the_keeper_race() 
     ledger = Ledger(lease_secs=30, max_items=None)
     start = threading.Barrier(2)
 
-    def end(outcome: str, code: int) -> None:
+    def end(outcome: str, ending: Ending) -> None:
         start.wait()
-        ledger.end(outcome, code)
+        ledger.end(outcome, ending)
 
     threads = [
-        threading.Thread(target=end, args=("stopped by SIGTERM", EXIT_STOPPED)),
-        threading.Thread(target=end, args=("stopped on an error", EXIT_ERROR)),
+        threading.Thread(target=end, args=("stopped by SIGTERM", Ending.STOPPED)),
+        threading.Thread(target=end, args=("stopped on an error", Ending.FAILED)),
     ]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     summary = ledger.summary
-    assert (summary.outcome, summary.exit_code) in [
-        ("stopped by SIGTERM", EXIT_STOPPED),
-        ("stopped on an error", EXIT_ERROR),
+    assert (summary.outcome, summary.ending) in [
+        ("stopped by SIGTERM", Ending.STOPPED),
+        ("stopped on an error", Ending.FAILED),
     ]
-    ledger.end("drained", 0)
+    ledger.end("drained", Ending.DRAINED)
     assert summary.outcome != "drained"
+
+
+def test_every_ending_has_the_exit_code_its_comment_and_the_state_table_give() -> None:
+    """The runtime reports an Ending; the command alone maps it to a code (and 0 only for DRAINED)."""
+    import inspect
+    import re
+
+    from rediswq_worker.runtime import state
+    from rediswq_worker.runtime.options import Summary
+    from rediswq_worker.work import EXIT_CODES, exit_code
+
+    commented = {
+        Ending[name]: int(code)
+        for name, code in re.findall(r"^    (\w+) = \"\w+\"  # (\d):", inspect.getsource(Ending), re.M)
+    }
+    assert commented == EXIT_CODES and set(EXIT_CODES) == set(Ending)
+    rows = re.findall(r"^(?:  [A-Z*]+ -> [A-Z]+)? {2,}(\d)  ", state.__doc__ or "", re.M)
+    assert {int(code) for code in rows} == set(EXIT_CODES.values()) - {4}  # 4: told in the 0 row
+    assert [e for e, code in EXIT_CODES.items() if code == 0] == [Ending.DRAINED]
+    assert exit_code(Summary()) == 1  # a run that recorded no ending never claims success
+    for ending, code in EXIT_CODES.items():
+        assert exit_code(Summary(ending=ending)) == code

@@ -16,7 +16,14 @@ import click
 
 from rediswq_kit import (
     CONTEXT_SETTINGS,
+    EXIT_BROKEN,
+    EXIT_DEAD,
+    EXIT_ERROR,
+    EXIT_IDLE,
+    EXIT_ITEM_TIMEOUT,
     EXIT_OK,
+    EXIT_STOPPED,
+    EXIT_USAGE,
     ConfigError,
     check_max_wait,
     check_target,
@@ -35,7 +42,7 @@ from rediswq_worker.runners import (
     credential_variables,
     shell_script_with_braces,
 )
-from rediswq_worker.runtime import Options, Runtime, Summary
+from rediswq_worker.runtime import Ending, Options, Runtime, Summary
 from rediswq_worker.secrecy import make_undumpable, scrub_process_memory
 from rediswq_worker.work_help import EPILOG
 
@@ -300,9 +307,28 @@ def work(ctx: click.Context, /, **options: Any) -> None:
     Every option can also be set from the environment variable shown with it, so a Kubernetes Job
     can configure the worker in its pod template.
     """
-    summary = _work(_Args(**options))
-    if summary.exit_code != EXIT_OK:
-        ctx.exit(summary.exit_code)
+    code = exit_code(_work(_Args(**options)))
+    if code != EXIT_OK:
+        ctx.exit(code)
+
+
+# How each way a run can end is told to the Job controller (rediswq_kit's table of exit codes; the
+# manifests' podFailurePolicy acts on them).
+EXIT_CODES: dict[Ending, int] = {
+    Ending.DRAINED: EXIT_OK,
+    Ending.DRAINED_WITH_DEAD: EXIT_DEAD,
+    Ending.STOPPED: EXIT_STOPPED,
+    Ending.ITEM_STUCK: EXIT_ITEM_TIMEOUT,
+    Ending.HANDLER_BROKEN: EXIT_BROKEN,
+    Ending.PRODUCER_MISSING: EXIT_IDLE,
+    Ending.FAILED: EXIT_ERROR,
+    Ending.MISCONFIGURED: EXIT_USAGE,
+}
+
+
+def exit_code(summary: Summary) -> int:
+    """The exit code for how the run ended; a run with no recorded ending never claims success."""
+    return EXIT_ERROR if summary.ending is None else EXIT_CODES[summary.ending]
 
 
 @dataclass(frozen=True)
@@ -369,9 +395,11 @@ def _work(args: _Args) -> Summary:
     if observer is not None:
         observer.watch(runtime)
     summary = runtime.run()
-    log.info(summary.line(args.queue_name), extra={"fields": {"queue": args.queue_name, **summary.fields()}})
+    code = exit_code(summary)
+    fields = {"queue": args.queue_name, **summary.fields(), "exit_code": code}
+    log.info(summary.line(args.queue_name), extra={"fields": fields})
     if summary.error:
-        log.error(summary.error, extra={"fields": {"event": "error", "exit_code": summary.exit_code}})
+        log.error(summary.error, extra={"fields": {"event": "error", "exit_code": code}})
     logging.shutdown()
     return summary
 

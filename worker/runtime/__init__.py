@@ -48,12 +48,16 @@ from rediswq_worker.runtime.pacing import (
 )
 from rediswq_worker.runtime.signals import Signals
 from rediswq_worker.runtime.slots import Slot
-from rediswq_worker.runtime.state import Phase, State
+from rediswq_worker.runtime.state import Ending, Phase, State
 from rediswq_worker.runtime.stopping import HARD_STOP_SECS, Stopper
 
 
 class Runtime:
-    """Drains `queue` with `runner`; `run()` returns the Summary once it stops, never raising."""
+    """Drains `queue` with `runner`; `run()` returns the Summary once it stops, never raising.
+
+    The Summary says why the run ended (an Ending); turning that into an exit code is the command's
+    job (worker.work), so the runtime serves a custom worker as well as `rediswq work`.
+    """
 
     def __init__(
         self,
@@ -142,6 +146,7 @@ __all__ = [
     "MAX_POLL_SECS",
     "MIN_POLL_SECS",
     "START_MARGIN_SECS",
+    "Ending",
     "Fatal",
     "Options",
     "Runtime",

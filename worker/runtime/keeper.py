@@ -14,17 +14,7 @@ from __future__ import annotations
 import time
 
 import rediswq
-from rediswq_kit import (
-    EXIT_BROKEN,
-    EXIT_DEAD,
-    EXIT_ERROR,
-    EXIT_IDLE,
-    EXIT_ITEM_TIMEOUT,
-    EXIT_OK,
-    EXIT_STOPPED,
-    EXIT_USAGE,
-    message,
-)
+from rediswq_kit import message
 from rediswq_worker.runtime.calls import Fatal, Interrupted
 from rediswq_worker.runtime.leases import Beat, Leases
 from rediswq_worker.runtime.ledger import Ledger
@@ -33,7 +23,7 @@ from rediswq_worker.runtime.overruns import LIMIT_GRACE_SECS, Overruns
 from rediswq_worker.runtime.pacing import Pacing
 from rediswq_worker.runtime.progress import Progress
 from rediswq_worker.runtime.signals import Signals
-from rediswq_worker.runtime.state import Phase, State
+from rediswq_worker.runtime.state import Ending, Phase, State
 from rediswq_worker.runtime.stopping import Stopper
 
 # Completions wait for the next lease call, but never longer than this (so `stats` stays current and
@@ -72,17 +62,17 @@ class Keeper:
         try:
             end(*self._serve())
         except Fatal as e:
-            end("stopped on an error", EXIT_ERROR, str(e))
+            end("stopped on an error", Ending.FAILED, str(e))
             stopper.abandon()
         except rediswq.QueueNotFound as e:
             # Never "drained": a typo'd name is a configuration error, a vanished queue a runtime one.
             if e.vanished:
-                end("stopped: its state vanished", EXIT_ERROR, str(e))
+                end("stopped: its state vanished", Ending.FAILED, str(e))
             else:
                 typo = f"{e.suggestion()} " if e.similar else ""
                 end(
                     "not found",
-                    EXIT_USAGE,
+                    Ending.MISCONFIGURED,
                     f"no such queue {self.queue.name!r} (nothing was ever added to it); "
                     f"{typo}use --until closed to wait for a producer",
                 )
@@ -91,16 +81,16 @@ class Keeper:
             rediswq.AuthenticationFailed,
             rediswq.EvictingRedis,
             rediswq.InvalidArgument,
-        ) as e:  # configuration: exit 2
-            end("stopped", EXIT_USAGE, message(e))
+        ) as e:  # configuration
+            end("stopped", Ending.MISCONFIGURED, message(e))
             stopper.abandon()
         except BaseException as e:  # a bug: say so in one place, and still end the run
             self.log.exception("the worker runtime failed")
-            end("failed", EXIT_ERROR, repr(e))
+            end("failed", Ending.FAILED, repr(e))
             stopper.abandon()
 
-    def _serve(self) -> tuple[str, int]:
-        """The main loop: returns (outcome, exit code) once drained, stopped or interrupted."""
+    def _serve(self) -> tuple[str, Ending]:
+        """The main loop: returns (outcome, ending) once drained, stopped or interrupted."""
         while True:
             self.signals.pump(self._next_wait())
             if self.signals.noticed:
@@ -112,8 +102,8 @@ class Keeper:
             if ended is not None:
                 return ended
 
-    def _turn(self) -> tuple[str, int] | None:
-        """One round of the keeper's chores; (outcome, exit code) if the run ends here."""
+    def _turn(self) -> tuple[str, Ending] | None:
+        """One round of the keeper's chores; (outcome, ending) if the run ends here."""
         ended = self._stop_early_if_due()
         if ended is not None:
             return ended
@@ -122,7 +112,7 @@ class Keeper:
             return self._stop_at_limit() if self.ledger.idle() else None
         return self._drain_or_poll() or self._idle_limit()
 
-    def _stop_early_if_due(self) -> tuple[str, int] | None:
+    def _stop_early_if_due(self) -> tuple[str, Ending] | None:
         """Failures settled; an item that could not be stopped, or a broken handler, ends the run."""
         stuck = self.overruns.check()
         self.leases.settle_failures()
@@ -143,7 +133,7 @@ class Keeper:
         if flush:
             leases.flush()
 
-    def _drain_or_poll(self) -> tuple[str, int] | None:
+    def _drain_or_poll(self) -> tuple[str, Ending] | None:
         """The run ends once the queue is drained and nothing is held here; else poll when due."""
         with self.ledger.cv:
             drained = self.phase.state is State.DRAINING and self.ledger.idle_locked()
@@ -154,14 +144,14 @@ class Keeper:
             self.leases.lease(by_slot=False)
         return None
 
-    def _idle_limit(self) -> tuple[str, int] | None:
-        """The progress line when due; the run ends (exit 7) once idle past `max_wait_secs`."""
+    def _idle_limit(self) -> tuple[str, Ending] | None:
+        """The progress line when due; the run ends (PRODUCER_MISSING) once idle past `max_wait_secs`."""
         idle = self.progress.tick()
         if idle is None:
             return None
         outcome, error = idle
-        self.ledger.end(outcome, EXIT_IDLE, error)
-        return outcome, EXIT_IDLE
+        self.ledger.end(outcome, Ending.PRODUCER_MISSING, error)
+        return outcome, Ending.PRODUCER_MISSING
 
     def _poll_locked(self) -> bool:
         """Make a lease call now: the poll is due, or a slot asked for the look-ahead (sets `leasing`)."""
@@ -192,40 +182,40 @@ class Keeper:
             waits.append(due)
         return max(0.0, min(waits))
 
-    def _stuck(self, stuck: list[rediswq.Lease]) -> tuple[str, int]:
+    def _stuck(self, stuck: list[rediswq.Lease]) -> tuple[str, Ending]:
         """An item overran its time limit and did not stop: its thread is lost to this process."""
         limit = self.options.item_timeout_secs
         ids = ", ".join(lease.id for lease in stuck)
         return self.stopper.stop_early(
             "stopped early (an item overran its time limit)",
-            EXIT_ITEM_TIMEOUT,
+            Ending.ITEM_STUCK,
             f"item {ids} ran past --item-timeout {limit:g} s and did not stop within {LIMIT_GRACE_SECS:g} s "
             "more (a handler blocked outside Python code cannot be interrupted): it was failed, and this "
             "worker stops so that its pod is replaced",
         )
 
-    def _broken(self) -> tuple[str, int]:
+    def _broken(self) -> tuple[str, Ending]:
         """The last items all failed alike: the handler or command looks broken (worker.runtime.streak)."""
         with self.ledger.cv:
             count, cause = self.ledger.streak.count, self.ledger.streak.cause
         return self.stopper.stop_early(
             "stopped early (the handler or command looks broken)",
-            EXIT_BROKEN,
+            Ending.HANDLER_BROKEN,
             f"the last {count} items all failed with the same error, so the handler or command looks "
             f"broken; stopped early (--stop-after-failures {self.options.stop_after_failures}), the "
             f"items come back after their backoff: {cause}",
         )
 
-    def _stop_at_limit(self) -> tuple[str, int]:
+    def _stop_at_limit(self) -> tuple[str, Ending]:
         self.leases.flush()
         self.leases.settle_failures()
         stats = self.leases.calls.retry(lambda _attempt: self.queue.stats())
         if stats.drained and (self.options.until == "drained" or stats.closed):
             return self._drained_exit(stats)
-        return f"stopped after --max-items {self.options.max_items}", EXIT_STOPPED
+        return f"stopped after --max-items {self.options.max_items}", Ending.STOPPED
 
-    def _drained_exit(self, stats: rediswq.Stats | None = None) -> tuple[str, int]:
-        """The queue is done: exit 0, or exit 4 if it holds dead letters (unless not `fail_on_dead`).
+    def _drained_exit(self, stats: rediswq.Stats | None = None) -> tuple[str, Ending]:
+        """The queue is done: DRAINED, or DRAINED_WITH_DEAD if it holds dead letters and `fail_on_dead`.
 
         The queue's count, not this run's: a Job is done only when no item of it ended as a dead
         letter, whichever pod dead-lettered it.
@@ -236,12 +226,12 @@ class Keeper:
             except Fatal:
                 if self.options.fail_on_dead:
                     raise
-                return "drained", EXIT_OK  # the count is for the summary line only
+                return "drained", Ending.DRAINED  # the count is for the summary line only
         with self.ledger.cv:
             self.ledger.summary.dead_letters = stats.dead
         if stats.dead and self.options.fail_on_dead:
-            return f"drained with {stats.dead} dead letters", EXIT_DEAD
-        return "drained", EXIT_OK
+            return f"drained with {stats.dead} dead letters", Ending.DRAINED_WITH_DEAD
+        return "drained", Ending.DRAINED
 
 
 __all__ = ["FLUSH_SECS", "Keeper"]

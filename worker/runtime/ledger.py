@@ -33,6 +33,7 @@ from collections import deque
 from rediswq import Lease
 from rediswq_worker.runners import Outcome
 from rediswq_worker.runtime.options import Summary
+from rediswq_worker.runtime.state import Ending
 from rediswq_worker.runtime.streak import Streak
 
 # A buffered item starts only if its lease has this much left (at most a quarter of the lease) on the
@@ -264,13 +265,13 @@ class Ledger:
             summary.lost += lost
             summary.unconfirmed += unconfirmed
 
-    def end(self, outcome: str, exit_code: int, error: str = "") -> None:
+    def end(self, outcome: str, ending: Ending, error: str = "") -> None:
         """Record how the run ended; the first end recorded stands (the hard stop, or the keeper)."""
         with self.cv:
             summary = self.summary
             if summary.outcome:
                 return
-            summary.outcome, summary.exit_code, summary.error = outcome, exit_code, error
+            summary.outcome, summary.ending, summary.error = outcome, ending, error
 
     def held_counts(self) -> tuple[int, int]:
         """(items running, leases held)."""

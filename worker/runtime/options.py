@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rediswq import Until
-from rediswq_kit import EXIT_OK
+from rediswq_worker.runtime.state import Ending
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class Summary:
     """
 
     outcome: str = ""
-    exit_code: int = EXIT_OK
+    ending: Ending | None = None  # None: the run has not ended (the command treats it as a failure)
     done: int = 0
     failed: int = 0
     dead: int = 0
@@ -76,7 +76,7 @@ class Summary:
         return {
             "event": "summary",
             "outcome": self.outcome,
-            "exit_code": self.exit_code,
+            "ending": self.ending.value if self.ending else None,
             "done": self.done,
             "failed": self.failed,
             "dead_lettered": self.dead,

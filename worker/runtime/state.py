@@ -7,7 +7,8 @@
   STOPPING  a signal or an error: start nothing more (see worker.runtime.stopping)
   STOPPED   the run is over; the slots end
 
-Why a run ends (the exit code, rediswq_kit's codes), by the transition that ends it:
+Why a run ends (an Ending; the command turns it into the exit code shown here, worker.work), by the
+transition that ends it:
   DRAINING -> STOPPED   0  the queue is drained and this worker holds nothing: the whole queue is done,
                            not just this worker's share; 4 if it holds dead letters (0 all the same
                            without `fail_on_dead`: --allow-dead); 3 if --max-items was reached and
@@ -49,6 +50,19 @@ class State(enum.Enum):
     STOPPED = "stopped"
 
 
+class Ending(enum.Enum):
+    """Why a run ended, as the runtime reports it in its Summary; the command maps it to an exit code."""
+
+    DRAINED = "drained"  # 0: the queue is done
+    DRAINED_WITH_DEAD = "drained_with_dead"  # 4: done, but dead letters remain (and they count)
+    STOPPED = "stopped"  # 3: --max-items reached, or SIGTERM/SIGINT
+    ITEM_STUCK = "item_stuck"  # 5: an item overran its time limit and could not be stopped
+    HANDLER_BROKEN = "handler_broken"  # 6: the last items all failed alike
+    PRODUCER_MISSING = "producer_missing"  # 7: idle past max_wait_secs on an open, empty queue
+    FAILED = "failed"  # 1: Redis unreachable or erring, the queue's state vanished, or a bug
+    MISCONFIGURED = "misconfigured"  # 2: credentials, no such queue, an evicting Redis, a bad argument
+
+
 TRANSITIONS: dict[State, frozenset[State]] = {
     State.LEASING: frozenset({State.WAITING, State.DRAINING, State.STOPPING}),
     State.WAITING: frozenset({State.LEASING, State.DRAINING, State.STOPPING}),
@@ -87,4 +101,4 @@ class Phase:
         return self.state is State.STOPPING or self.state is State.STOPPED
 
 
-__all__ = ["TRANSITIONS", "Phase", "State"]
+__all__ = ["TRANSITIONS", "Ending", "Phase", "State"]

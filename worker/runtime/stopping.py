@@ -24,14 +24,13 @@ import threading
 import time
 
 import rediswq
-from rediswq_kit import EXIT_STOPPED
 from rediswq_worker.runners import Runner
 from rediswq_worker.runtime.calls import Calls, Fatal, Interrupted
 from rediswq_worker.runtime.leases import Beat, Leases
 from rediswq_worker.runtime.ledger import Ledger
 from rediswq_worker.runtime.options import Options
 from rediswq_worker.runtime.signals import Signals
-from rediswq_worker.runtime.state import Phase, State
+from rediswq_worker.runtime.state import Ending, Phase, State
 
 # After the first signal the process is gone within --grace-secs plus this, whatever Redis does.
 HARD_STOP_SECS = 3.0
@@ -65,17 +64,17 @@ class Stopper:
         self.beat = beat
         self.log: logging.Logger = leases.log
 
-    def shutdown(self) -> tuple[str, int]:
+    def shutdown(self) -> tuple[str, Ending]:
         """Stop leasing, give back what has not started, let running items finish within the grace."""
         why = self.signals.name(0)
         self._wind_down(why, {"signal": why})
-        return f"stopped by {why}", EXIT_STOPPED
+        return f"stopped by {why}", Ending.STOPPED
 
-    def stop_early(self, outcome: str, exit_code: int, error: str) -> tuple[str, int]:
+    def stop_early(self, outcome: str, ending: Ending, error: str) -> tuple[str, Ending]:
         """Stop as on SIGTERM, for a reason of the worker's own; `error` is the run's one line about it."""
-        self.ledger.end(outcome, exit_code, error)
-        self._wind_down("stopping early", {"exit_code": exit_code})
-        return outcome, exit_code
+        self.ledger.end(outcome, ending, error)
+        self._wind_down("stopping early", {"ending": ending.value})
+        return outcome, ending
 
     def _wind_down(self, why: str, fields: dict[str, object]) -> None:
         self.calls.give_up_at = time.monotonic() + self.options.grace_secs
@@ -184,7 +183,7 @@ class Stopper:
             "Redis did not answer in time to give back %d leases: they come back when they expire",
             held + len(running),
         )
-        self.ledger.end(f"stopped by {self.signals.name(0)}", EXIT_STOPPED)
+        self.ledger.end(f"stopped by {self.signals.name(0)}", Ending.STOPPED)
 
 
 __all__ = ["HARD_STOP_SECS", "Stopper"]
