@@ -20,6 +20,7 @@ import dataclasses
 import hashlib
 import re
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -237,36 +238,96 @@ def test_bad_data_in_any_key_loses_no_item_and_a_failing_call_writes_nothing(
 ) -> None:
     q = Queue(client, queue_name, retry_backoff_secs=0.01, retry_backoff_cap_secs=0.01, max_attempts=50)
     try:
-        for name in OPERATIONS:
-            client.delete(*q.keys.all())
-            held = fill(q, hold=True)
-            assert held is not None
-            clean = dumps(client, q.keys)
-            plant(client, q.keys, key, kind)
-            before = snapshot(client, q.keys)
-            taken: list[Lease] = []
-            completed: list[bytes] = []
-            FIGURES["operations"] += 1
-            expected = set(GOOD)
-            try:
-                operations(q, held, taken, completed)[name]()
-            except RedisWQError as e:
-                readers = ("peek", "holders", "dead_letters")
-                assert name not in readers or kind == "wrong_type", f"{name} raised on {key}/{kind}: {e}"
-                assert snapshot(client, q.keys) == before, f"{name} on {key}/{kind} failed and wrote: {e}"
-                if isinstance(e, ServerError):
-                    assert getattr(q.keys, key) in str(e), f"{name} on {key}/{kind}: {e}"
-            else:
-                if name == "purge_dead":
-                    expected.discard(b"good-dead")  # deleted on request
-            if needs_repair(key, kind):
-                restore(client, clean, getattr(q.keys, key))
-            done = completed + drain(q, [held, *taken])
-            assert account(q, done, expected) == 0, f"{name} on {key}/{kind}: items lost"
-            if name not in ("purge_dead",):
-                assert_quarantined(q, key, kind)
+        every_operation_on_planted_data(
+            client,
+            q,
+            Planted(
+                f"{key}/{kind}",
+                getattr(q.keys, key),
+                lambda: plant(client, q.keys, key, kind),
+                repair=needs_repair(key, kind),
+                readers_may_fail=kind == "wrong_type",
+                quarantined=lambda: assert_quarantined(q, key, kind),
+            ),
+        )
     finally:
         q.purge()
+
+
+# Counter values that look like integers but that HINCRBY refuses (leading zero, minus zero, a sign,
+# a space), or that one more would overflow: a script must refuse them before its first write.
+NEAR_INTEGERS = (b"01", b"-0", b"+1", b" 1", b"9223372036854775807")
+COUNTERS = (
+    "completed", "token", "expired", "dead_lettered", "quarantined", "seq", "enqueued", "failed",
+    "retried", "released", "dropped",
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("field", COUNTERS)
+def test_a_counter_holding_a_near_integer_fails_every_call_that_counts_in_it_before_any_write(
+    client: redis.Redis, queue_name: str, field: str
+) -> None:
+    q = Queue(client, queue_name, retry_backoff_secs=0.01, retry_backoff_cap_secs=0.01, max_attempts=50)
+    try:
+        for value in NEAR_INTEGERS:
+            every_operation_on_planted_data(
+                client,
+                q,
+                Planted(
+                    f"meta {field}={value!r}",
+                    q.keys.meta,
+                    lambda value=value: client.hset(q.keys.meta, field, value),  # type: ignore[misc]
+                    repair=True,
+                ),
+            )
+    finally:
+        q.purge()
+
+
+@dataclass(frozen=True)
+class Planted:
+    """Bad data planted in `key` by `plant`; `repair`: no script may undo it (restored after each call)."""
+
+    what: str
+    key: str
+    plant: Callable[[], Any]
+    repair: bool
+    readers_may_fail: bool = False
+    quarantined: Callable[[], None] = lambda: None
+
+
+def every_operation_on_planted_data(client: redis.Redis, q: Queue, planted: Planted) -> None:
+    """Each operation on a fresh queue with bad data planted: a call that fails writes nothing and
+    names the key; once the damage is repaired, no good item is lost."""
+    what = planted.what
+    for name in OPERATIONS:
+        client.delete(*q.keys.all())
+        held = fill(q, hold=True)
+        assert held is not None
+        clean = dumps(client, q.keys)
+        planted.plant()
+        before = snapshot(client, q.keys)
+        taken: list[Lease] = []
+        completed: list[bytes] = []
+        FIGURES["operations"] += 1
+        expected = set(GOOD)
+        try:
+            operations(q, held, taken, completed)[name]()
+        except RedisWQError as e:
+            readers = ("peek", "holders", "dead_letters")
+            assert name not in readers or planted.readers_may_fail, f"{name} raised on {what}: {e}"
+            assert snapshot(client, q.keys) == before, f"{name} on {what} failed and wrote: {e}"
+            if isinstance(e, ServerError):
+                assert planted.key in str(e), f"{name} on {what}: {e}"
+        else:
+            if name == "purge_dead":
+                expected.discard(b"good-dead")  # deleted on request
+        if planted.repair:
+            restore(client, clean, planted.key)
+        done = completed + drain(q, [held, *taken])
+        assert account(q, done, expected) == 0, f"{name} on {what}: items lost"
+        if name != "purge_dead":
+            planted.quarantined()
 
 
 @pytest.mark.parametrize("kind", KINDS)

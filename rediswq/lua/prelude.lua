@@ -29,9 +29,10 @@ local function checked(kind, command, key, ...)
   return r
 end
 
--- A meta counter a call increments must hold an integer (HINCRBY fails on anything else).
+-- A meta counter a call increments must hold an integer as HINCRBY reads one: no sign but a minus, no
+-- leading zero, no '-0', and at most 18 characters so that an increment cannot overflow it.
 local function counter(meta, field, value)
-  if value and (#value > 18 or not string.find(value, '^%-?%d+$')) then
+  if value and value ~= '0' and (#value > 18 or not string.find(value, '^%-?[1-9]%d*$')) then
     error('key ' .. meta .. ' field ' .. field .. ' holds '
       .. string.format('%q', string.sub(value, 1, 40)) .. ', not an integer')
   end
