@@ -55,6 +55,8 @@ local count = tonumber(ARGV[1])
 local max_attempts = tonumber(ARGV[3])
 local worker = ARGV[5]
 local until_closed = ARGV[6] == '1'
+-- Looked up once a call: the per-item paths below call it often (a global lookup each time costs).
+local byte = string.byte
 
 -- A read of many members in slices, its replies joined in order (call_sliced, for reads).
 local function sliced_read(command, key, values, step)
@@ -69,7 +71,7 @@ end
 
 -- The kind ('i' int, 's' str) of the msgpack value at byte `at` of `s`, and the byte after it.
 local function field(s, at)
-  local b = string.byte(s, at)
+  local b = byte(s, at)
   if not b then return nil end
   if b < 0x80 or b >= 0xe0 then return 'i', at + 1 end
   if b >= 0xa0 and b <= 0xbf then return 's', at + 1 + b - 0xa0 end
@@ -79,7 +81,7 @@ local function field(s, at)
   elseif b == 0xdb or b == 0xc6 then n = 4 else return nil end
   local len = 0
   for i = at + 1, at + n do
-    local c = string.byte(s, i)
+    local c = byte(s, i)
     if not c then return nil end
     len = len * 256 + c
   end
@@ -87,36 +89,60 @@ local function field(s, at)
 end
 
 -- Why `s` is not a pending envelope [id, attempts, payload], or nil when it is one. Read from its
--- msgpack headers; the common ids, attempts and short payloads without a call to `field`.
+-- msgpack headers: the common ones (an id the queue gave, under 2^32; attempts under 128; a payload
+-- under 32 bytes or a str 8) from the first 8 bytes, read at once; the others through `field`.
 local function bad_envelope(s)
-  local b1, b2 = string.byte(s, 1, 2)
+  local b1, b2, b3, b4, b5, b6, b7, b8 = byte(s, 1, 8)
   if b1 ~= 0x93 or not b2 then return 'not a msgpack array of 3' end
-  local kind, at = 'i', 3
-  if b2 == 0xcd then at = 5 elseif b2 == 0xce then at = 7 elseif b2 >= 0x80 then kind, at = field(s, 2) end
-  if not kind then return 'bad id' end
-  local b = string.byte(s, at)
+  local kind, at, b = 'i', 3, b3
+  if b2 < 0x80 then
+    at, b = 3, b3
+  elseif b2 == 0xcc then
+    at, b = 4, b4
+  elseif b2 == 0xcd then
+    at, b = 5, b5
+  elseif b2 == 0xce then
+    at, b = 7, b7
+  else
+    kind, at = field(s, 2)
+    if not kind then return 'bad id' end
+    b = byte(s, at)
+  end
   if not b then return 'bad attempts' end
   if b < 0x80 then
     at = at + 1
+    if at == 4 then b = b4 elseif at == 5 then b = b5 elseif at == 6 then b = b6 elseif at == 8 then b = b8
+    else b = byte(s, at) end
   else
     kind, at = field(s, at)
     if kind ~= 'i' then return 'bad attempts' end
+    b = byte(s, at)
   end
-  b = string.byte(s, at)
   if b and b >= 0xa0 and b <= 0xbf then
-    kind, at = 's', at + 1 + b - 0xa0
+    at = at + 1 + b - 0xa0
   else
     kind, at = field(s, at)
+    if kind ~= 's' then return 'bad or truncated payload' end
   end
-  if kind ~= 's' or at ~= #s + 1 then return 'bad or truncated payload' end
+  if at ~= #s + 1 then return 'bad or truncated payload' end
   return nil
 end
 
 -- Most handles start with a 3-item envelope (0x93) whose id the queue assigned (a msgpack int):
 -- nothing to clean up besides the lease. The rest (a caller's id, a payload kept apart) are decoded.
 local function plain(handle)
-  local b1, b2 = string.byte(handle, 1, 2)
+  local b1, b2 = byte(handle, 1, 2)
   return b1 == 0x93 and b2 ~= nil and (b2 < 0xa0 or (b2 > 0xbf and b2 < 0xd9) or b2 > 0xdb)
+end
+
+-- HINCRBY meta token by `n`, the first write of a call that leases, so it is its own check: it fails
+-- before anything is written on a token that is no integer (raised, naming the key), and on a full
+-- noeviction Redis (nil: the call then only completes).
+local function next_tokens(n)
+  local token = redis.pcall('HINCRBY', meta, 'token', n)
+  if type(token) ~= 'table' then return token end
+  if not string.find(token.err, 'OOM', 1, true) then error('key ' .. meta .. ' field token: ' .. token.err) end
+  return nil
 end
 
 local now_ms = clock_ms()
@@ -124,9 +150,9 @@ local now_text = int(now_ms)
 local reply = {0, -1, 0, 0}
 
 -- Check. --------------------------------------------------------------------------------------------
-local m = checked('hash', 'HMGET', meta, 'closed', 'token', 'completed')
+local m = redis.pcall('HMGET', meta, 'closed', 'token', 'completed')
+if m.err then refused(meta, 'hash', m) end
 if #ARGV > 6 then counter(meta, 'completed', m[3]) end
-if count > 0 then counter(meta, 'token', m[2]) end
 if not (m[1] or m[2] or m[3]) and redis.call('EXISTS', meta) == 0 then
   -- No counters: a queue never made, one whose state vanished, or one filled by hand (inbox only).
   if redis.call('EXISTS', pending, leased, payloads, delayed, dead, ids) > 0 then
@@ -146,36 +172,37 @@ end
 -- the replies read so far.
 local found, due, head_read
 if count == 1 and #ARGV <= 7 and (#ARGV == 6 or plain(ARGV[7])) then
-  found = checked('zset', 'ZRANGEBYSCORE', leased, '-inf', now_text, 'WITHSCORES', 'LIMIT', '0', ARGV[4])
+  found = redis.pcall('ZRANGEBYSCORE', leased, '-inf', now_text, 'WITHSCORES', 'LIMIT', '0', ARGV[4])
+  if found.err then refused(leased, 'zset', found) end
   if #found == 0 then
-    due = checked('zset', 'ZRANGEBYSCORE', delayed, '-inf', now_text, 'LIMIT', '0', ARGV[4])
+    -- Due retries: most calls find none waiting, and ZCARD (a number, no table) says so for less.
+    local waiting = redis.pcall('ZCARD', delayed)
+    if type(waiting) == 'table' then refused(delayed, 'zset', waiting) end
+    due = waiting > 0 and redis.call('ZRANGEBYSCORE', delayed, '-inf', now_text, 'LIMIT', '0', ARGV[4]) or {}
     if #due == 0 then
-      head_read = checked('list', 'LRANGE', pending, '0', '0')
+      head_read = redis.pcall('LRANGE', pending, '0', '0')
+      if head_read.err then refused(pending, 'list', head_read) end
       local head = head_read[1]
       if head and #head <= EMBED_LIMIT and not bad_envelope(head) then
         local handle = ARGV[7]
-        local token = redis.pcall('HINCRBY', meta, 'token', '1')
-        if type(token) == 'table' then
-          if not string.find(token.err, 'OOM', 1, true) then error(token.err) end
-          reply[1] = OUT_OF_MEMORY
-        end
+        local token = next_tokens('1')
+        if not token then reply[1] = OUT_OF_MEMORY end
+        local lost = false
         if handle then
           if redis.call('ZREM', leased, handle) == 1 then
             redis.call('HINCRBY', meta, 'completed', '1')
           else
-            reply[4], reply[5] = 1, 1
+            lost, reply[4], reply[5] = true, 1, 1
           end
         end
         if reply[1] == OUT_OF_MEMORY then return reply end
-        redis.call('LTRIM', pending, '1', '-1')
+        redis.call('LPOP', pending)  -- the head read above: cheaper than LTRIM
         local lease_ms = tonumber(ARGV[2])
         local deadline_text = int(now_ms + lease_ms)
         handle = head .. cmsgpack.pack(token, worker, now_ms, lease_ms)
         redis.call('ZADD', leased, deadline_text, handle)
-        reply[3] = deadline_text
-        reply[#reply + 1] = handle
-        reply[#reply + 1] = false
-        return reply
+        if lost then return {0, -1, deadline_text, 1, 1, handle, false} end
+        return {0, -1, deadline_text, 0, handle, false}
       end
     end
   end
@@ -330,9 +357,8 @@ end
 -- Write. --------------------------------------------------------------------------------------------
 local token
 if n_taken > 0 then
-  token = redis.pcall('HINCRBY', meta, 'token', int(n_taken))
-  if type(token) == 'table' then
-    if not string.find(token.err, 'OOM', 1, true) then error(token.err) end
+  token = next_tokens(int(n_taken))
+  if not token then
     token, n_taken, taken, raw = nil, 0, {}, {}
     expired, dead_letters, quarantined, due, front, prefix, fetched, back = {}, {}, {}, {}, {}, {}, {}, {}
     reply[1] = OUT_OF_MEMORY

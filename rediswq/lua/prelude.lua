@@ -18,14 +18,18 @@ local function clock_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- A read that also checks its key's type; the error names the key.
+-- Raise the error reply `r` of a command on `key`, naming the key when it holds another type than `kind`.
+local function refused(key, kind, r)
+  local held = redis.call('TYPE', key).ok
+  if held ~= kind then error('key ' .. key .. ' holds a ' .. held .. ', not a ' .. kind) end
+  error(r.err)
+end
+
+-- A read that also checks its key's type; the error names the key. (A hot path that reads a table
+-- calls redis.pcall and `refused` itself: a vararg call costs.)
 local function checked(kind, command, key, ...)
   local r = redis.pcall(command, key, ...)
-  if type(r) == 'table' and r.err then
-    local held = redis.call('TYPE', key).ok
-    if held ~= kind then error('key ' .. key .. ' holds a ' .. held .. ', not a ' .. kind) end
-    error(r.err)
-  end
+  if type(r) == 'table' and r.err then refused(key, kind, r) end
   return r
 end
 
