@@ -63,6 +63,27 @@ def test_a_batch_completes_each_held_lease_once_and_names_the_rest(queue: Queue)
     assert queue.put("again", id="id-a") is not None  # its id is free again
 
 
+def test_a_batch_of_leases_from_several_calls_renewed_or_lost_completes_exactly_the_held_ones(
+    client: redis.Redis, queue: Queue
+) -> None:
+    # lease.lua finds the leases of the batch's first lease call by their shared deadline, and asks
+    # the rest one by one (ZMSCORE): a renewed lease, one of another call, one lost, one given twice.
+    queue.put_many([b"%d" % i for i in range(8)])
+    first = queue.lease_many(4, 60)
+    second = queue.lease_many(3, 60)
+    short = queue.lease(0.05)
+    assert short is not None
+    queue.extend(first[1], 120)  # its deadline moves off the call's
+    time.sleep(0.1)
+    assert queue.lease_many(1, 60)[0].id == short.id  # `short` expired and was taken over
+    batch = [*first, short, second[0], first[2], *second[1:]]
+    with pytest.raises(LeaseLost) as lost:
+        queue.complete_many(batch)
+    assert lost.value.leases == [short, first[2]]
+    stats = queue.stats()
+    assert (stats.completed, stats.leased) == (7, 1)  # the new holder of `short`'s item holds it
+
+
 def test_a_large_reclaim_limit_does_not_wedge_the_queue(client: redis.Redis, queue_name: str) -> None:
     q = Queue(client, queue_name, reclaim_limit=10000, retry_backoff_secs=0.001, retry_backoff_cap_secs=0.001)
     try:

@@ -218,19 +218,20 @@ end
 
 -- Completions: decode the handles that need cleaning up (a handle that does not decode is not a lease).
 local completing, handles, kept, forget, need_ids, need_payloads = {}, {}, EMPTY, EMPTY, false, false
+local n_completing = 0
 for i = 7, #ARGV do
   local handle = ARGV[i]
   if plain(handle) then
-    completing[#completing + 1] = i
-    handles[#handles + 1] = handle
+    n_completing = n_completing + 1
+    completing[n_completing], handles[n_completing] = i, handle
   else
     local e = read_handle(handle)
     if not e then
       reply[4] = reply[4] + 1
       reply[#reply + 1] = i - 6
     else
-      completing[#completing + 1] = i
-      handles[#handles + 1] = handle
+      n_completing = n_completing + 1
+      completing[n_completing], handles[n_completing] = i, handle
       local key = id_key(e[1])
       if e[3] == nil then
         if kept == EMPTY then kept = {} end
@@ -334,12 +335,43 @@ if need_ids then checked('set', 'SCARD', ids) end
 local n_taken = #taken + #raw
 if need_payloads or large or #raw > 0 then checked('hash', 'HLEN', payloads) end
 
--- The leases a batch completes: read with ZMSCORE (leased's type was checked above), so a replica
--- and the AOF get one ZREM for the batch below, not one per item. A handle given twice is found by
--- that ZREM removing fewer members than it was sent (below), so the common batch builds no set.
+-- Which of a batch's handles are still leased (true or false each). The handles of one lease call share
+-- its deadline until renewed, leased_at_ms + lease_ms, which the first handle names: one ZRANGEBYSCORE
+-- of that score finds them by their bytes. Only the others (renewed, leased by another call, or lost)
+-- are asked with ZMSCORE, whose reply costs a formatted double per member: several times more.
+local function still_leased(batch)
+  local held, others, at = {}, EMPTY, EMPTY
+  local members = EMPTY
+  local _, _, leased_at, lease_ms = read_handle(batch[1])
+  if type(leased_at) == 'number' and type(lease_ms) == 'number' then
+    local score = int(leased_at + lease_ms)
+    members = {}
+    for _, member in ipairs(redis.call('ZRANGEBYSCORE', leased, score, score, 'LIMIT', '0', int(2 * #batch))) do
+      members[member] = true
+    end
+  end
+  for j = 1, #batch do
+    local handle = batch[j]
+    if members[handle] then
+      held[j] = true
+    else
+      if others == EMPTY then others, at = {}, {} end
+      others[#others + 1], at[#at + 1], held[j] = handle, j, false
+    end
+  end
+  if #others > 0 then
+    local scores = sliced_read('ZMSCORE', leased, others, 1000)
+    for k, j in ipairs(at) do held[j] = scores[k] and true or false end
+  end
+  return held
+end
+
+-- The leases a batch completes: read before any write (leased's type was checked above), so a
+-- replica and the AOF get one ZREM for the batch below, not one per item. A handle given twice is
+-- found by that ZREM removing fewer members than it was sent (below), so the common batch builds no set.
 local held, gone = completing, handles
 if #completing > 1 then
-  local scores = sliced_read('ZMSCORE', leased, handles, 1000)
+  local scores = still_leased(handles)
   for j = 1, #handles do
     if not scores[j] then
       if held == completing then  -- the first lost one: from here on, copies without the lost
@@ -391,15 +423,19 @@ if removed < #held then
   table.sort(lost)
   for j, position in ipairs(lost) do reply[4 + j] = position end
 end
-for _, i in ipairs(held) do
-  done = done + 1
-  if kept[i] then
-    if kept_keys == EMPTY then kept_keys = {} end
-    kept_keys[#kept_keys + 1] = kept[i]
-  end
-  if forget[i] then
-    if forgotten == EMPTY then forgotten = {} end
-    forgotten[#forgotten + 1] = forget[i]
+if kept == EMPTY and forget == EMPTY then
+  done = #held  -- no handle needs cleaning up (the common batch): counted, no loop
+else
+  for _, i in ipairs(held) do
+    done = done + 1
+    if kept[i] then
+      if kept_keys == EMPTY then kept_keys = {} end
+      kept_keys[#kept_keys + 1] = kept[i]
+    end
+    if forget[i] then
+      if forgotten == EMPTY then forgotten = {} end
+      forgotten[#forgotten + 1] = forget[i]
+    end
   end
 end
 if #kept_keys > 0 then call_sliced('HDEL', payloads, kept_keys, 1000) end
@@ -473,7 +509,7 @@ local deadline_text = int(now_ms + tonumber(ARGV[2]))
 reply[3] = deadline_text
 -- A handle's tail after its token is the same for the whole call: packed once.
 local tail = cmsgpack.pack(worker, now_ms, tonumber(ARGV[2]))
-local scored, kept_apart = {}, EMPTY
+local scored, kept_apart, n_reply = {}, EMPTY, #reply
 for i, envelope in ipairs(taken) do
   local payload = false
   if #envelope > EMBED_LIMIT then
@@ -486,10 +522,8 @@ for i, envelope in ipairs(taken) do
     envelope = cmsgpack.pack({e[1], e[2]})
   end
   local handle = envelope .. cmsgpack.pack(token + i) .. tail
-  scored[#scored + 1] = deadline_text
-  scored[#scored + 1] = handle
-  reply[#reply + 1] = handle
-  reply[#reply + 1] = payload
+  scored[2 * i - 1], scored[2 * i] = deadline_text, handle
+  reply[n_reply + 2 * i - 1], reply[n_reply + 2 * i] = handle, payload
 end
 if #taken > 1 then redis.call('ZADD', leased, 'NX', 'inf', SENTINEL) end
 if #taken == 1 then redis.call('ZADD', leased, scored[1], scored[2]) else call_sliced('ZADD', leased, scored, 2000) end
