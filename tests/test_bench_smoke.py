@@ -8,6 +8,7 @@ bench/README.md says, and that run_all writes the Performance section of docs/pe
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -133,3 +134,36 @@ def test_run_all_writes_the_performance_section_with_its_command(tiny_run: dict[
     original = tiny_run["original"]
     assert readme.split("<!-- BEGIN performance -->")[0] == original.split("<!-- BEGIN performance -->")[0]
     assert readme.split("<!-- END performance -->")[1] == original.split("<!-- END performance -->")[1]
+
+
+def _lua_tool(script: str, *args: str) -> dict[str, float]:
+    """Run a Lua-cost tool of bench/ on tiny inputs; its rows: variant (path) -> figure per call."""
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / script), *args],
+        cwd=REPO / "bench",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = (re.match(r"(\S.*?\))\s+([\d,.]+)\s", line) for line in done.stdout.splitlines())
+    return {row[1]: float(row[2].replace(",", "")) for row in rows if row}
+
+
+def test_lua_cost_times_lease_lua_per_call() -> None:
+    rows = _lua_tool("lua_cost.py", "--calls", "20", "--repeat", "1", "--path", "scripts")
+    assert set(rows) == {"now (scripts)"} and rows["now (scripts)"] > 0
+
+
+@pytest.mark.skipif(
+    shutil.which("valgrind") is None, reason="valgrind not installed: lua_instructions.py needs it"
+)
+def test_lua_instructions_counts_the_same_instructions_for_the_same_script() -> None:
+    lease = str(REPO / "rediswq" / "lua" / "lease.lua")
+    rows = _lua_tool(
+        "lua_instructions.py", "--calls", "40", "--path", "scripts", "--variant", f"same={lease}"
+    )
+    assert set(rows) == {"now (scripts)", "same (scripts)"}
+    assert rows["now (scripts)"] > 10_000  # a lease call runs tens of thousands of instructions
+    # The same script counts the same within a few % (Lua's garbage collector steps fall apart).
+    assert abs(rows["now (scripts)"] - rows["same (scripts)"]) < 0.05 * rows["now (scripts)"]
