@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import tempfile
@@ -82,6 +83,25 @@ def test_a_batch_of_leases_from_several_calls_renewed_or_lost_completes_exactly_
     assert lost.value.leases == [short, first[2]]
     stats = queue.stats()
     assert (stats.completed, stats.leased) == (7, 1)  # the new holder of `short`'s item holds it
+
+
+def test_a_forged_handle_whose_deadline_is_no_number_redis_takes_is_only_lost(queue: Queue) -> None:
+    # The first handle of a batch names the score lease.lua looks its call's leases up by: one made of
+    # a caller's bytes (here a deadline of 1e300 ms) must not fail the call, only be reported lost.
+    queue.put_many([b"a", b"b"])
+    a, b = queue.lease_many(2, 60)
+    forged_handle = (
+        msgpack.packb([1, 0, b"a"])
+        + msgpack.packb(9)
+        + msgpack.packb("w")
+        + msgpack.packb(1e300)
+        + msgpack.packb(5)
+    )
+    forged = dataclasses.replace(a, handle=forged_handle)
+    with pytest.raises(LeaseLost) as lost:
+        queue.complete_many([forged, a, b])
+    assert lost.value.leases == [forged]
+    assert (queue.stats().completed, queue.stats().leased) == (2, 0)
 
 
 def test_a_large_reclaim_limit_does_not_wedge_the_queue(client: redis.Redis, queue_name: str) -> None:

@@ -94,19 +94,19 @@ end
 local function bad_envelope(s)
   local b1, b2, b3, b4, b5, b6, b7, b8 = byte(s, 1, 8)
   if b1 ~= 0x93 or not b2 then return 'not a msgpack array of 3' end
-  local kind, at, b = 'i', 3, b3
-  if b2 < 0x80 then
-    at, b = 3, b3
-  elseif b2 == 0xcc then
-    at, b = 4, b4
-  elseif b2 == 0xcd then
-    at, b = 5, b5
-  elseif b2 == 0xce then
-    at, b = 7, b7
-  else
-    kind, at = field(s, 2)
-    if not kind then return 'bad id' end
-    b = byte(s, at)
+  local kind, at, b = 'i', 3, b3  -- an id under 128: a positive fixint, one byte
+  if b2 >= 0x80 then
+    if b2 == 0xcc then
+      at, b = 4, b4
+    elseif b2 == 0xcd then
+      at, b = 5, b5
+    elseif b2 == 0xce then
+      at, b = 7, b7
+    else
+      kind, at = field(s, 2)
+      if not kind then return 'bad id' end
+      b = byte(s, at)
+    end
   end
   if not b then return 'bad attempts' end
   if b < 0x80 then
@@ -344,11 +344,11 @@ local function still_leased(batch)
   local members = EMPTY
   local _, _, leased_at, lease_ms = read_handle(batch[1])
   if type(leased_at) == 'number' and type(lease_ms) == 'number' then
+    -- pcall: a handle is the caller's bytes, and a score made of them may be no number Redis takes.
     local score = int(leased_at + lease_ms)
+    local found = redis.pcall('ZRANGEBYSCORE', leased, score, score, 'LIMIT', '0', int(2 * #batch))
     members = {}
-    for _, member in ipairs(redis.call('ZRANGEBYSCORE', leased, score, score, 'LIMIT', '0', int(2 * #batch))) do
-      members[member] = true
-    end
+    for _, member in ipairs(found.err and EMPTY or found) do members[member] = true end
   end
   for j = 1, #batch do
     local handle = batch[j]
