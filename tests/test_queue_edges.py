@@ -87,7 +87,8 @@ def test_a_batch_of_leases_from_several_calls_renewed_or_lost_completes_exactly_
 
 def test_a_forged_handle_whose_deadline_is_no_number_redis_takes_is_only_lost(queue: Queue) -> None:
     # The first handle of a batch names the score lease.lua looks its call's leases up by: one made of
-    # a caller's bytes (here a deadline of 1e300 ms) must not fail the call, only be reported lost.
+    # a caller's bytes (here a deadline of 1e300 ms, no integer Lua can format) must not fail the
+    # call, only be reported lost.
     queue.put_many([b"a", b"b"])
     a, b = queue.lease_many(2, 60)
     forged_handle = (

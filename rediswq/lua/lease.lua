@@ -344,11 +344,11 @@ local function still_leased(batch)
   local members = EMPTY
   local _, _, leased_at, lease_ms = read_handle(batch[1])
   if type(leased_at) == 'number' and type(lease_ms) == 'number' then
-    -- pcall: a handle is the caller's bytes, and a score made of them may be no number Redis takes.
-    local score = int(leased_at + lease_ms)
-    local found = redis.pcall('ZRANGEBYSCORE', leased, score, score, 'LIMIT', '0', int(2 * #batch))
+    local score = int(leased_at + lease_ms)  -- digits, whatever the handle holds: a score Redis takes
     members = {}
-    for _, member in ipairs(found.err and EMPTY or found) do members[member] = true end
+    for _, member in ipairs(redis.call('ZRANGEBYSCORE', leased, score, score, 'LIMIT', '0', int(2 * #batch))) do
+      members[member] = true
+    end
   end
   for j = 1, #batch do
     local handle = batch[j]
