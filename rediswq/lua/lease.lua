@@ -196,7 +196,7 @@ if count == 1 and #ARGV <= 7 and (#ARGV == 6 or plain(ARGV[7])) then
           end
         end
         if reply[1] == OUT_OF_MEMORY then return reply end
-        redis.call('LPOP', pending)  -- the head read above: cheaper than LTRIM
+        redis.call('LTRIM', pending, '1', '-1')
         local lease_ms = tonumber(ARGV[2])
         local deadline_text = int(now_ms + lease_ms)
         handle = head .. cmsgpack.pack(token, worker, now_ms, lease_ms)
