@@ -149,13 +149,15 @@ class Putter:
         self._name = name
         self._limit = max_payload_bytes
         self._wait = wait
+        self.stride = (1, 0)  # (shards, shard) of a shard of a sharded queue: how it numbers items
 
     def put(self, payload: bytes | str, item_id: str | None) -> str | None:
         """See `Queue.put`."""
         data = checked_payload(payload, self._limit)
         ids = None if item_id is None else [checked_id(item_id)]
         closed, first_id, skipped, acked = self._redis.call(
-            lambda: self._redis.scripts.put([data], ids, wait=self._wait), idempotent=ids is not None
+            lambda: self._redis.scripts.put([data], ids, wait=self._wait, stride=self.stride),
+            idempotent=ids is not None,
         )
         if closed:
             raise QueueClosed(f"queue {self._name!r} is closed: no more items may be added")
@@ -245,7 +247,8 @@ class Putter:
     ) -> tuple[int, int]:
         """Put one batch; returns (added, skipped)."""
         closed, _first, skipped, acked = self._redis.call(
-            lambda: self._redis.scripts.put(payloads, ids, mark, wait=self._wait), idempotent=ids is not None
+            lambda: self._redis.scripts.put(payloads, ids, mark, wait=self._wait, stride=self.stride),
+            idempotent=ids is not None,
         )
         if closed:
             raise QueueClosed(

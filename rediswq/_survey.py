@@ -119,7 +119,7 @@ def _walk(
     return sorted(found), False
 
 
-# A MOVED or ASK: the queue's slot left this master between the walk and the read.
+# A MOVED or ASK: the queue's slot left this master between the walk and the read; read one by one.
 _MOVED = (redis.exceptions.MovedError, redis.exceptions.AskError)
 
 
@@ -151,7 +151,9 @@ def _read(server: redis.Redis, names: Sequence[str]) -> tuple[list[QueueSummary]
         elif isinstance(reply, Exception):
             read.append(QueueSummary(name, None, read_at_ms, _error_text(reply)))
         else:
-            read.append(_summary(name, reply, read_at_ms))
+            summary = _summary(name, reply, read_at_ms)
+            # A sharded queue's numbers are its shards' sums: the pipeline read shard 0 alone.
+            (moved if summary.stats is not None and summary.stats.shards > 1 else read).append(summary)
     return read, moved, denied
 
 
@@ -182,7 +184,8 @@ def _error_text(e: Exception) -> str:
 
 def _read_moved(client: Client, moved: list[QueueSummary]) -> tuple[list[QueueSummary], int]:
     """Read the queues whose slot moved during the survey one by one, through the cluster client
-    (which follows MOVED): a rare case, worth a call each. Returns them and how many were refused."""
+    (which follows MOVED): a rare case, worth a call each; and the sharded queues, a call per shard.
+    Returns them and how many were refused."""
     out: list[QueueSummary] = []
     refused = 0
     for entry in moved:

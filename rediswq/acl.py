@@ -34,7 +34,7 @@ from __future__ import annotations
 from typing import Literal
 
 from rediswq import _library
-from rediswq._keys import Keys
+from rediswq._keys import Keys, check_shards
 
 Role = Literal["worker", "producer", "admin"]
 ROLES: tuple[Role, ...] = ("worker", "producer", "admin")
@@ -64,12 +64,13 @@ _WRITES: dict[Role, dict[str, tuple[str, ...]]] = {
         "ids": ("srem",),
         "meta": ("hincrby",),
     },
-    # put (checkpoints too), requeue_dead, purge_dead, close (a count: HINCRBY meta closed 1).
+    # put (checkpoints too), requeue_dead, purge_dead, close (a count: HINCRBY meta closed 1), and
+    # making a sharded queue (HSETNX meta shards S: a field written once, never overwritten).
     "producer": {
         "pending": ("rpush",),
         "ids": ("sadd",),
         "dead": ("hdel",),
-        "meta": ("hincrby",),
+        "meta": ("hincrby", "hsetnx"),
         "checkpoints": ("hset",),
     },
 }
@@ -80,10 +81,14 @@ _FUNCTIONS: dict[Role, tuple[str, ...]] = {
 }
 
 
-def acl_rules(queue: str, role: Role, redis_version: RedisVersion = "7") -> list[str]:
-    """The ACL SETUSER rules (without a password) that give `role` what it needs on `queue`, nothing more."""
-    keys = Keys.for_queue(queue)
-    prefix = _glob_escaped(keys.meta.rsplit(":", 1)[0]) + ":*"
+def acl_rules(queue: str, role: Role, redis_version: RedisVersion = "7", shards: int = 1) -> list[str]:
+    """The ACL SETUSER rules (without a password) that give `role` what it needs on `queue`, nothing more.
+
+    `shards`: the queue's shard count (rediswq/_keys.py); each shard's keys are named exactly, so the
+    rules of queue NAME give nothing on a queue named like a shard of it."""
+    every = [Keys.for_shard(queue, i, check_shards(shards)) for i in range(shards)]
+    keys = every[0]
+    prefix = " ~".join(_glob_escaped(k.meta.rsplit(":", 1)[0]) + ":*" for k in every)
     inbox = _glob_escaped(keys.inbox)
     if redis_version == "6.2":
         return _flat_rules(prefix, inbox, role)
@@ -95,7 +100,7 @@ def acl_rules(queue: str, role: Role, redis_version: RedisVersion = "7") -> list
     if role == "admin":
         return [*head, f"~{prefix}", f"~{inbox}", "-@all", *reads, *calls, *_admin_extra(), "+wait", *cluster]
     selectors = [
-        f"(~{_glob_escaped(getattr(keys, key))} {' '.join('+' + c for c in commands)})"
+        f"({' '.join('~' + _glob_escaped(getattr(k, key)) for k in every)} {' '.join('+' + c for c in commands)})"
         for key, commands in _WRITES[role].items()
     ]
     return [*head, f"~{prefix}", f"~{inbox}", "-@all", *reads, *calls, "+wait", *cluster, *selectors]
