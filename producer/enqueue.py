@@ -182,8 +182,8 @@ def enqueue(
     """
     with DeferredSignals().installed() as signals:
         _enqueue(
-            queue, items, files, ranges, null, keep_blank, unique, close_after, max_item_bytes, quiet, signals,
-            shards,
+            queue, items, files, ranges, null, keep_blank, unique, close_after, max_item_bytes, quiet,
+            signals, shards,
         )  # fmt: skip
 
 

@@ -182,9 +182,9 @@ def _without_shards(client: Client, names: list[str]) -> list[str]:
         counts = pipe.execute(raise_on_error=False)
     shards = set()
     for (name, (base, shard)), count in zip(candidates, counts, strict=True):
-        if isinstance(count, bytes) and count.isdigit() and shard < int(count):
-            if shard_tag(base, shard, int(count)) == name:
-                shards.add(name)
+        recorded = int(count) if isinstance(count, bytes) and count.isdigit() else 0
+        if shard < recorded and shard_tag(base, shard, recorded) == name:
+            shards.add(name)
     return [name for name in names if name not in shards]
 
 

@@ -100,7 +100,9 @@ def acl_rules(queue: str, role: Role, redis_version: RedisVersion = "7", shards:
     if role == "admin":
         return [*head, f"~{prefix}", f"~{inbox}", "-@all", *reads, *calls, *_admin_extra(), "+wait", *cluster]
     selectors = [
-        f"({' '.join('~' + _glob_escaped(getattr(k, key)) for k in every)} {' '.join('+' + c for c in commands)})"
+        "("
+        + " ".join(["~" + _glob_escaped(getattr(k, key)) for k in every] + ["+" + c for c in commands])
+        + ")"
         for key, commands in _WRITES[role].items()
     ]
     return [*head, f"~{prefix}", f"~{inbox}", "-@all", *reads, *calls, "+wait", *cluster, *selectors]
