@@ -180,12 +180,17 @@ def _without_shards(client: Client, names: list[str]) -> list[str]:
         for _name, (base, _shard) in candidates:
             pipe.hget(Keys.for_queue(base).meta, SHARDS_FIELD)
         counts = pipe.execute(raise_on_error=False)
-    shards = set()
-    for (name, (base, shard)), count in zip(candidates, counts, strict=True):
-        recorded = int(count) if isinstance(count, bytes) and count.isdigit() else 0
-        if shard < recorded and shard_tag(base, shard, recorded) == name:
-            shards.add(name)
+    shards = {
+        name for (name, found), count in zip(candidates, counts, strict=True) if _is_shard(name, found, count)
+    }
     return [name for name in names if name not in shards]
+
+
+def _is_shard(name: str, found: tuple[str, int], count: Any) -> bool:
+    """Whether `name` is shard found[1] of queue found[0], whose meta's shard count is `count`."""
+    base, shard = found
+    recorded = int(count) if isinstance(count, bytes) and count.isdigit() else 0
+    return shard < recorded and shard_tag(base, shard, recorded) == name
 
 
 def names(

@@ -44,11 +44,22 @@ class _State:
 
 @dataclass
 class _Sweep:
-    """What one pass over the shards found when none gave a lease."""
+    """One pass over the shards: the completions lost so far, and what the shards said when none gave
+    a lease."""
 
+    lost: list[Lease]
+    unconfirmed: bool
     drained: bool = True
     wait_ms: int = -1
     out_of_memory: bool = False
+
+    def nothing_now(self, why: LeaseTimeout) -> None:
+        """A shard had nothing to lease now, for the reason `why` (and a hint of when it may)."""
+        self.drained = False
+        if why.retry_after_secs is not None:
+            wait_ms = math.ceil(why.retry_after_secs * 1000)
+            self.wait_ms = wait_ms if self.wait_ms < 0 else min(self.wait_ms, wait_ms)
+        self.out_of_memory = self.out_of_memory or why.out_of_memory
 
 
 def home(worker: str, shards: int) -> int:
@@ -100,35 +111,45 @@ def complete_and_lease(
     poll = MIN_POLL_SECS
     state = _state(shards, name)
     mine = [lease for lease in done if lease.shard == state.current]
-    lost, unconfirmed = _settle_elsewhere(shards, done, state.current)
+    sweep = _Sweep(*_settle_elsewhere(shards, done, state.current))
     while True:
-        sweep = _Sweep()
-        queues = shards.queues() if shards.sharded() else [owner]
-        for step in range(len(queues)):
-            i = (state.current + step) % len(queues)
-            leases, gone, resent, why = _once(queues[i], i, mine, count, lease_ms, until, name)
-            lost += gone
-            unconfirmed = unconfirmed or (resent and bool(mine))
-            mine = []
-            if leases:
-                _advance(state, i, len(queues))
-                return Handoff(leases, lost, unconfirmed)
-            if why is not None:
-                sweep.drained = False
-                hint = why.retry_after_secs
-                if hint is not None:
-                    wait_ms = math.ceil(hint * 1000)
-                    sweep.wait_ms = wait_ms if sweep.wait_ms < 0 else min(sweep.wait_ms, wait_ms)
-                sweep.out_of_memory = sweep.out_of_memory or why.out_of_memory
-        if sweep.drained:
-            return Handoff([], lost, unconfirmed)
+        leases = _sweep(shards, state, sweep, mine, count, lease_ms, until, name)
+        mine = []
+        if leases or sweep.drained:
+            return Handoff(leases, sweep.lost, sweep.unconfirmed)
         now = time.monotonic()
         if give_up is not None and now >= give_up:
-            if lost:
-                raise owner._lost(lost, unconfirmed)
-            raise _timeout(owner.name, sweep, timeout)
+            raise _timeout(owner, sweep, timeout)
         time.sleep(pause(sweep.wait_ms, poll, give_up, now))
         poll = min(poll * 2, MAX_POLL_SECS)
+        sweep = _Sweep(sweep.lost, sweep.unconfirmed)
+
+
+def _sweep(
+    shards: Shards,
+    state: _State,
+    sweep: _Sweep,
+    mine: Sequence[Lease],
+    count: int,
+    lease_ms: int,
+    until: Until,
+    worker: str,
+) -> list[Lease]:
+    """One pass from the current shard on, until one gives leases: those ([]: none did, `sweep` says
+    why). `mine`, completions of the current shard's leases, ride on its call."""
+    queues = shards.queues() if shards.sharded() else [shards.owner]
+    for step in range(len(queues)):
+        i = (state.current + step) % len(queues)
+        leases, gone, resent, why = _once(queues[i], i, mine, count, lease_ms, until, worker)
+        sweep.lost += gone
+        sweep.unconfirmed = sweep.unconfirmed or (resent and bool(mine))
+        mine = []
+        if leases:
+            _advance(state, i)
+            return leases
+        if why is not None:
+            sweep.nothing_now(why)
+    return []
 
 
 def _state(shards: Shards, worker: str) -> _State:
@@ -141,14 +162,18 @@ def _state(shards: Shards, worker: str) -> _State:
     return state
 
 
-def _advance(state: _State, shard: int, count: int) -> None:
+def _advance(state: _State, shard: int) -> None:
     """A lease call on `shard` gave leases: the worker stays there (until it rotates)."""
     if shard != state.current:
         state.current, state.calls = shard, 0
     state.calls += 1
 
 
-def _timeout(name: str, sweep: _Sweep, timeout: float | None) -> LeaseTimeout:
+def _timeout(owner: Queue, sweep: _Sweep, timeout: float | None) -> LeaseLost | LeaseTimeout:
+    """Why no lease came within `timeout`: completions lost first, then as a queue of one shard says."""
+    if sweep.lost:
+        return owner._lost(sweep.lost, sweep.unconfirmed)
+    name = owner.name
     hint = None if sweep.wait_ms < 0 else sweep.wait_ms / 1000
     if sweep.out_of_memory:
         return LeaseTimeout(

@@ -96,27 +96,18 @@ def _fill(
     """Sort the items into the round's batches, sending each full round; the items taken, for the last
     round (None: stopped, nothing more to send). The caller's iterator raising sends what it gave."""
     limit = queues[0].max_payload_bytes
-    shards = len(queues)
-    id_iter = None if ids is None else iter(ids)
+    shard_of = _router(start, len(queues), ids, batch)
     taken = 0
     try:
         for payload in payloads:
             if type(payload) is not bytes or len(payload) > limit:
                 payload = checked_payload(payload, limit)
-            if id_iter is None:
-                shard = (start + taken) % shards
-            else:
-                try:
-                    item_id = checked_id(next(id_iter))
-                except StopIteration:
-                    raise InvalidArgument("put_many was given fewer ids than payloads") from None
-                shard = shard_for_id(item_id, shards)
-                batch.ids[shard].append(item_id)
+            shard = shard_of(taken)
             batch.payloads[shard].append(payload)
             batch.sizes[shard] += len(payload)
             taken += 1
             if len(batch.payloads[shard]) >= batch_size or batch.sizes[shard] >= batch_bytes:
-                if stop is not None and stop.is_set():
+                if _stopped(stop):
                     return None
                 batch.send(taken)
     except RedisWQError:
@@ -124,6 +115,27 @@ def _fill(
     except BaseException:
         batch.send(taken)  # the caller's iterator raised: what it gave before goes in
         raise
-    if stop is not None and stop.is_set():
-        return None
-    return taken
+    return None if _stopped(stop) else taken
+
+
+def _stopped(stop: threading.Event | None) -> bool:
+    return stop is not None and stop.is_set()
+
+
+def _router(start: int, shards: int, ids: Iterable[str] | None, batch: _Round) -> Callable[[int], int]:
+    """The shard of the item taken n-th: in rotation from `start`, or (with ids) its id's, whose id it
+    takes from `ids` and adds to that shard's batch."""
+    if ids is None:
+        return lambda n: (start + n) % shards
+    id_iter = iter(ids)
+
+    def by_id(_n: int) -> int:
+        try:
+            item_id = checked_id(next(id_iter))
+        except StopIteration:
+            raise InvalidArgument("put_many was given fewer ids than payloads") from None
+        shard = shard_for_id(item_id, shards)
+        batch.ids[shard].append(item_id)
+        return shard
+
+    return by_id

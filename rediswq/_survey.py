@@ -152,9 +152,13 @@ def _read(server: redis.Redis, names: Sequence[str]) -> tuple[list[QueueSummary]
             read.append(QueueSummary(name, None, read_at_ms, _error_text(reply)))
         else:
             summary = _summary(name, reply, read_at_ms)
-            # A sharded queue's numbers are its shards' sums: the pipeline read shard 0 alone.
-            (moved if summary.stats is not None and summary.stats.shards > 1 else read).append(summary)
+            _sharded_apart(summary, read, moved)
     return read, moved, denied
+
+
+def _sharded_apart(summary: QueueSummary, read: list[QueueSummary], later: list[QueueSummary]) -> None:
+    """A sharded queue's numbers are its shards' sums, read later: the pipeline read shard 0 alone."""
+    (later if summary.stats is not None and summary.stats.shards > 1 else read).append(summary)
 
 
 def _read_stats(pipe: Any, keys: list[str], *, functions: bool) -> None:

@@ -88,24 +88,25 @@ def acl_rules(queue: str, role: Role, redis_version: RedisVersion = "7", shards:
     rules of queue NAME give nothing on a queue named like a shard of it."""
     every = [Keys.for_shard(queue, i, check_shards(shards)) for i in range(shards)]
     keys = every[0]
-    prefix = " ~".join(_glob_escaped(k.meta.rsplit(":", 1)[0]) + ":*" for k in every)
+    prefixes = [f"~{_glob_escaped(k.meta.rsplit(':', 1)[0])}:*" for k in every]
     inbox = _glob_escaped(keys.inbox)
     if redis_version == "6.2":
-        return _flat_rules(prefix, inbox, role)
+        return _flat_rules(prefixes, inbox, role)
     head = ["reset", "on", "resetchannels"]
     cluster = [f"+{c}" for c in _CLUSTER_7]
     calls = [f"+fcall|{_library.function_name(f)}" for f in _FUNCTIONS[role]]
     calls += [f"+fcall_ro|{_library.function_name(f)}" for f in ("version", "stats")]
     reads = [f"+{c}" for c in _READS]
     if role == "admin":
-        return [*head, f"~{prefix}", f"~{inbox}", "-@all", *reads, *calls, *_admin_extra(), "+wait", *cluster]
-    selectors = [
-        "("
-        + " ".join(["~" + _glob_escaped(getattr(k, key)) for k in every] + ["+" + c for c in commands])
-        + ")"
-        for key, commands in _WRITES[role].items()
-    ]
-    return [*head, f"~{prefix}", f"~{inbox}", "-@all", *reads, *calls, "+wait", *cluster, *selectors]
+        return [*head, *prefixes, f"~{inbox}", "-@all", *reads, *calls, *_admin_extra(), "+wait", *cluster]
+    selectors = [_selector(every, key, commands) for key, commands in _WRITES[role].items()]
+    return [*head, *prefixes, f"~{inbox}", "-@all", *reads, *calls, "+wait", *cluster, *selectors]
+
+
+def _selector(every: list[Keys], key: str, commands: tuple[str, ...]) -> str:
+    """One selector: the `commands` on the key `key` (a field of Keys) of every shard."""
+    patterns = ["~" + _glob_escaped(getattr(keys, key)) for keys in every]
+    return "(" + " ".join(patterns + ["+" + c for c in commands]) + ")"
 
 
 def _admin_extra() -> list[str]:
@@ -123,7 +124,7 @@ def _every_write() -> set[str]:
     return {c for w in _WRITES.values() for commands in w.values() for c in commands} | {"del", "hdel"}
 
 
-def _flat_rules(prefix: str, inbox: str, role: Role) -> list[str]:
+def _flat_rules(prefixes: list[str], inbox: str, role: Role) -> list[str]:
     """Redis 6.2: scripts (EVALSHA, SCRIPT LOAD), and every command the role's scripts run, on every key."""
     writes = {c for key, commands in _WRITES.get(role, {}).items() for c in commands}
     if role == "admin":
@@ -131,7 +132,7 @@ def _flat_rules(prefix: str, inbox: str, role: Role) -> list[str]:
     if role == "producer":
         writes |= {"hset"}  # close on a 6.2-era client; harmless here: the rules are flat anyway
     commands = sorted({"evalsha", "script|load", "wait", *_READS, *_CLUSTER, *writes})
-    return ["reset", "on", "resetchannels", f"~{prefix}", f"~{inbox}", "-@all", *(f"+{c}" for c in commands)]
+    return ["reset", "on", "resetchannels", *prefixes, f"~{inbox}", "-@all", *(f"+{c}" for c in commands)]
 
 
 def _glob_escaped(text: str) -> str:
