@@ -65,7 +65,7 @@ def text_view(
 
 
 def _first_line(name: str, s: rediswq.Stats) -> str:
-    state = "closed" if s.closed else "open"
+    state = ("closed" if s.closed else "open") + (f", {s.shards} shards" if s.shards > 1 else "")
     progress = "drained" if s.drained else f"{s.outstanding} outstanding"
     # Dead letters are work not done: said in the first line, not only in the table below.
     dead = f", {s.dead} dead letters (rediswq dead list {name})" if s.dead else ""
