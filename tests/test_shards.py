@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import uuid
-from collections import Counter
+import zlib
 from collections.abc import Iterator
 
 import pytest
@@ -75,6 +75,10 @@ def test_items_go_to_the_shard_of_their_id_or_in_rotation(client: redis.Redis, s
             assert shard_for_id(rediswq._wire.read_envelope(raw)[0].__str__(), 4) == i
     ids_given = [f"item-{i}" for i in range(200)]
     assert sharded.put_many([b"x"] * 200, ids=ids_given) == rediswq.Enqueued(200, 0)
+    by_id = [client.scard(Keys.for_shard(sharded.name, i, 4).ids) for i in range(4)]
+    assert sum(by_id) == 200 and all(25 <= n <= 75 for n in by_id), by_id  # CRC-32 spreads them
+    crc = zlib.crc32(b"item-3") % 4  # the same in every process: not Python's hash()
+    assert client.sismember(Keys.for_shard(sharded.name, crc, 4).ids, "item-3")
     assert sharded.put_many([b"x"] * 200, ids=ids_given) == rediswq.Enqueued(0, 200)
     assert sharded.put(b"again", id="item-7") is None
     assert sharded.put(b"new", id="item-new") == "item-new"
@@ -185,11 +189,11 @@ def test_a_worker_moves_on_from_its_shard_and_costs_one_call_an_item(
     sharded.put_many([b"x"] * (ROTATE_CALLS * 8))
     worker = Queue(client, sharded.name, worker="w1")
     before = client.info("commandstats")
-    seen: Counter[int] = Counter()
+    order: list[int] = []
     lease = worker.lease(30)
     n = 0
     while lease is not None:
-        seen[lease.shard] += 1
+        order.append(lease.shard)
         n += 1
         handoff = worker.complete_and_lease([lease], 1, 30)
         lease = handoff.leases[0] if handoff.leases else None
@@ -199,7 +203,9 @@ def test_a_worker_moves_on_from_its_shard_and_costs_one_call_an_item(
         - int(before.get(f"cmdstat_{c}", {}).get("calls", 0))
         for c in ("fcall", "evalsha")
     )
-    assert n == ROTATE_CALLS * 8 and set(seen) == {0, 1, 2, 3}
+    assert n == ROTATE_CALLS * 8 and set(order) == {0, 1, 2, 3}
+    # Each shard holds 2 * ROTATE_CALLS items: the worker moves on before its first shard is empty.
+    assert len(set(order[: ROTATE_CALLS + 1])) == 2
     assert calls <= n * 1.03 + 4 + 4  # one call an item; a move costs one; the last sweep 4
 
 
