@@ -243,11 +243,18 @@ class Putter:
                 payload_list, id_list, size = batch.payloads, batch.ids, 0
 
     def _put_batch(
-        self, payloads: list[bytes], ids: list[str] | None, mark: Mark, added_before: int
+        self,
+        payloads: list[bytes],
+        ids: list[str] | None,
+        mark: Mark,
+        added_before: int,
+        reserved: int | None = None,
     ) -> tuple[int, int]:
-        """Put one batch; returns (added, skipped)."""
+        """Put one batch; returns (added, skipped). `reserved`: see `Scripts.put`."""
         closed, _first, skipped, acked = self._redis.call(
-            lambda: self._redis.scripts.put(payloads, ids, mark, wait=self._wait, stride=self.stride),
+            lambda: self._redis.scripts.put(
+                payloads, ids, mark, wait=self._wait, stride=self.stride, reserved=reserved
+            ),
             idempotent=ids is not None,
         )
         if closed:
