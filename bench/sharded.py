@@ -11,7 +11,7 @@ For each, four operations, interleaved and repeated (the median counts):
 Measured per item: Redis server CPU (used_cpu_sys + used_cpu_user, summed over every master, from
 INFO before and after) and client round trips (sends on a connection, counted in this process: a
 script call, a command, a pipeline each count one). Targets: the sharded queue's server CPU per item
-<= 1.15x the unsharded one's, its round trips per item <= 1.05x, for both drains.
+<= 1.15x the unsharded one's, its round trips per item <= 1.05x, for each operation.
 
 What it cannot show on a small machine: the speed-up. Sharding spreads one queue's work over the
 masters, so a cluster of M masters can serve up to M times the items per second of one master; here
