@@ -9,7 +9,9 @@ pipeline costs no round trip and needs no SCRIPT EXISTS) and a TIME (the master'
 A script cannot read several queues in one call: on a cluster every key of one call must be in one
 slot, and each queue has a slot of its own (its hash tag). So it is one call per queue, pipelined.
 Each queue's numbers agree with each other (one script call), not with another queue's: the
-pipeline is not a transaction.
+pipeline is not a transaction. A sharded queue (rediswq/_shards.py) is listed once, by its name: the
+walk leaves its shards' tags out (`scan_names`), and its numbers are its shards' sums, read with one
+call per shard after the pipeline.
 """
 
 from __future__ import annotations
