@@ -24,6 +24,7 @@ import functools
 import heapq
 import itertools
 import random
+import threading
 import weakref
 import zlib
 from collections.abc import Callable, Iterable, Sequence
@@ -81,6 +82,7 @@ class Shards:
         self._requested = requested
         self._count: int | None = None
         self._queues: list[Queue] = []
+        self._making = threading.Lock()
         self._next = random.randrange(1 << 30)  # the rotation of id-less puts starts anywhere
         self.lease_state: Any = None  # rediswq/_sharded_lease.py's, per queue object
 
@@ -139,10 +141,14 @@ class Shards:
     def queues(self) -> list[Queue]:
         """One `Queue` per shard, on the façade's client (made at the first call)."""
         count = self.count() or 1
-        if len(self._queues) != count:
-            owner = self.owner
-            self._queues = [self._shard_queue(owner, i, count) for i in range(count)]
-        return self._queues
+        queues = self._queues
+        if len(queues) != count:
+            with self._making:  # a heartbeat's thread may ask at the same time: one set of shards
+                if len(self._queues) != count:
+                    owner = self.owner
+                    self._queues = [self._shard_queue(owner, i, count) for i in range(count)]
+                queues = self._queues
+        return queues
 
     @staticmethod
     def _shard_queue(owner: Queue, shard: int, count: int) -> Queue:

@@ -270,3 +270,28 @@ def test_acl_roles_name_every_shard_s_keys(client: redis.Redis, redis_url: str, 
         for role in users:
             client.execute_command("ACL", "DELUSER", f"u-{role}-{name}")
         Queue(client, name).purge()
+
+
+def test_stats_ls_and_the_exporter_show_a_sharded_queue_as_one(
+    client: redis.Redis, redis_url: str, sharded: Queue
+) -> None:
+    import json
+
+    from rediswq_producer.exporter import QueueCollector
+
+    sharded.put_many([b"x"] * 40)
+    base = [ENTRY_POINT, "--url", redis_url]
+    stats = json.loads(
+        subprocess.run([*base, "stats", sharded.name, "--json"], capture_output=True, timeout=30).stdout
+    )
+    assert stats["pending"] == 40 and stats["shards"] == 4
+    text = subprocess.run([*base, "stats", sharded.name], capture_output=True, text=True, timeout=30).stdout
+    assert text.startswith(f"queue {sharded.name}: open, 4 shards, 40 outstanding")
+    listed = json.loads(
+        subprocess.run([*base, "ls", f"{sharded.name}*", "--json"], capture_output=True, timeout=30).stdout
+    )
+    assert [(q["name"], q["pending"]) for q in listed] == [(sharded.name, 40)]
+    found: dict[str, rediswq.Stats] = {}
+    QueueCollector(lambda: client, ()).read(found)
+    mine = [name for name in found if name.startswith(sharded.name)]
+    assert mine == [sharded.name] and found[sharded.name].pending == 40
