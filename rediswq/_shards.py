@@ -31,6 +31,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import fields, replace
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, cast
 
+import redis
+
 from rediswq._inspect import DeadLetter, Item, LeaseInfo, Stats
 from rediswq._keys import SHARDS_FIELD, Keys
 from rediswq.errors import InvalidArgument, LeaseLost, ServerError
@@ -54,11 +56,23 @@ def shard_for_id(item_id: str, shards: int) -> int:
 
 def sharded(method: Callable[Concatenate[Queue, P], R]) -> Callable[Concatenate[Queue, P], R]:
     """A `Queue` method that a sharded queue runs through `Shards`' method of the same name."""
+    return _dispatching(method, retry=True)
+
+
+def sharded_put(method: Callable[Concatenate[Queue, P], R]) -> Callable[Concatenate[Queue, P], R]:
+    """`sharded`, for a put: the count is read as a put is sent, once (a put is not retried blindly,
+    and a refused connection is an error at once)."""
+    return _dispatching(method, retry=False)
+
+
+def _dispatching(
+    method: Callable[Concatenate[Queue, P], R], retry: bool
+) -> Callable[Concatenate[Queue, P], R]:
     name = method.__name__
 
     def dispatch(self: Queue, /, *args: P.args, **kwargs: P.kwargs) -> R:
         shards = self._shards
-        if shards is not None and shards.sharded():
+        if shards is not None and shards.sharded(retry):
             return cast(R, getattr(shards, name)(*args, **kwargs))
         return method(self, *args, **kwargs)
 
@@ -94,19 +108,31 @@ class Shards:
 
     # -- the count ------------------------------------------------------------------------------
 
-    def count(self) -> int | None:
+    def count(self, retry: bool = True) -> int | None:
         """The shard count, read (and with `shards=S`, checked or recorded) in the first call that
-        needs it; None while the queue does not exist yet (asked again next time)."""
+        needs it; None while the queue does not exist yet (asked again next time). `retry`: the read
+        is retried as idempotent calls are."""
         if self._count is None:
-            self._count = self._discover()
+            self._count = self._discover(retry)
         return self._count
 
-    def sharded(self) -> bool:
-        return (self.count() or 1) > 1
+    def sharded(self, retry: bool = True) -> bool:
+        return (self.count(retry) or 1) > 1
 
-    def _discover(self) -> int | None:
+    def _discover(self, retry: bool) -> int | None:
         q = self.owner
-        meta = q._redis.call(lambda: dict(q._redis.client.hgetall(q.keys.meta)), idempotent=True)
+
+        def read() -> dict[Any, Any] | None:
+            try:
+                return dict(q._redis.client.hgetall(q.keys.meta))
+            except redis.exceptions.ResponseError as e:
+                if "WRONGTYPE" not in str(e):
+                    raise
+                return None  # a damaged queue: its own calls say so (and purge mends it)
+
+        meta = q._redis.call(read, idempotent=retry)
+        if meta is None:
+            return None
         if not meta:
             if self._requested is None or self._requested == 1:
                 return None

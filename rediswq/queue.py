@@ -29,7 +29,7 @@ from rediswq._keys import Keys, check_shards
 from rediswq._put import Enqueued as Enqueued
 from rediswq._put import Putter, check_replicated
 from rediswq._scripts import DAMAGED, MISSING, LeaseReply, Scripts
-from rediswq._shards import Shards, sharded
+from rediswq._shards import Shards, sharded, sharded_put
 from rediswq._topology import Client
 from rediswq._waiting import Handoff as Handoff
 from rediswq._waiting import Until as Until
@@ -128,12 +128,12 @@ class Queue:
 
     # -- adding items (rediswq/_put.py) ---------------------------------------------------------
 
-    @sharded
+    @sharded_put
     def put(self, payload: bytes | str, *, id: str | None = None) -> str | None:
         """Add one item; returns its id, or None when `id` is given and that item is live already."""
         return self._putter.put(payload, id)
 
-    @sharded
+    @sharded_put
     def put_many(
         self,
         payloads: Iterable[bytes | str],
