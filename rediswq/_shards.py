@@ -130,7 +130,9 @@ class Shards:
                     raise
                 return None  # a damaged queue: its own calls say so (and purge mends it)
 
-        meta = q._redis.call(read, idempotent=retry)
+        # Not retried for a put (not retried blindly) nor for a caller that retries itself (the worker
+        # runtime: retry_settles=False), which must see the first connection error as its own calls'.
+        meta = q._redis.call(read, idempotent=retry and q._redis._retry_settles)
         if meta is None:
             return None
         if not meta:
