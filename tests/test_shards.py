@@ -295,3 +295,31 @@ def test_stats_ls_and_the_exporter_show_a_sharded_queue_as_one(
     QueueCollector(lambda: client, ()).read(found)
     mine = [name for name in found if name.startswith(sharded.name)]
     assert mine == [sharded.name] and found[sharded.name].pending == 40
+
+
+def test_put_many_counts_what_went_in_when_stopped_or_its_input_raises(sharded: Queue) -> None:
+    import threading
+
+    stop = threading.Event()
+
+    def items() -> Iterator[bytes]:
+        for i in range(100):
+            if i == 50:
+                stop.set()
+            yield b"%d" % i
+
+    done = sharded.put_many(items(), batch_size=5, stop=stop)
+    assert done.added == sharded.stats().pending and 0 < done.added <= 50
+
+    def broken() -> Iterator[bytes]:
+        yield from (b"a", b"b", b"c")
+        raise OSError("input gone")
+
+    before = sharded.stats().pending
+    with pytest.raises(OSError):
+        sharded.put_many(broken())
+    assert sharded.stats().pending == before + 3  # what it gave before went in
+    with pytest.raises(InvalidArgument, match="fewer ids"):
+        sharded.put_many([b"x", b"y"], ids=["only-one"])
+    with pytest.raises(InvalidArgument, match="all digits"):
+        sharded.put(b"x", id="123")
