@@ -7,6 +7,7 @@ closing and draining, checkpoints, the shard count's record, survey and names, A
 from __future__ import annotations
 
 import subprocess
+import time
 import uuid
 import zlib
 from collections.abc import Iterator
@@ -323,3 +324,26 @@ def test_put_many_counts_what_went_in_when_stopped_or_its_input_raises(sharded: 
         sharded.put_many([b"x", b"y"], ids=["only-one"])
     with pytest.raises(InvalidArgument, match="all digits"):
         sharded.put(b"x", id="123")
+
+
+def test_a_worker_waiting_for_a_queue_not_made_yet_finds_every_shard_once_it_is(
+    client: redis.Redis, name: str
+) -> None:
+    import threading
+
+    worker = Queue(client, name)
+    got: list[rediswq.Lease | None] = []
+    waiting = threading.Thread(target=lambda: got.append(worker.lease(30, timeout=10, until="closed")))
+    waiting.start()
+    time.sleep(0.3)  # the worker has found no queue and waits for one
+    producer = Queue(client, name, shards=4)
+    item = next(f"i-{n}" for n in range(100) if shard_for_id(f"i-{n}", 4) == 3)
+    producer.put(b"on shard 3", id=item)
+    waiting.join(timeout=15)
+    try:
+        assert got and got[0] is not None and got[0].payload == b"on shard 3" and got[0].shard == 3
+        worker.complete(got[0])
+        producer.close()
+        assert worker.lease(30, timeout=5, until="closed") is None
+    finally:
+        producer.purge()
