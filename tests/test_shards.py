@@ -288,6 +288,17 @@ def test_stats_ls_and_the_exporter_show_a_sharded_queue_as_one(
     assert stats["pending"] == 40 and stats["shards"] == 4
     text = subprocess.run([*base, "stats", sharded.name], capture_output=True, text=True, timeout=30).stdout
     assert text.startswith(f"queue {sharded.name}: open, 4 shards, 40 outstanding")
+    per_shard = json.loads(
+        subprocess.run(
+            [*base, "stats", sharded.name, "--json", "--per-shard"], capture_output=True, timeout=30
+        ).stdout
+    )["per_shard"]
+    assert [s["pending"] for s in per_shard] == [10] * 4
+    text = subprocess.run(
+        [*base, "stats", sharded.name, "--per-shard"], capture_output=True, text=True, timeout=30
+    ).stdout
+    assert text.splitlines()[-5].split() == ["SHARD", "PENDING", "LEASED", "DELAYED", "DEAD", "CLOSED"]
+    assert [line.split()[:2] for line in text.splitlines()[-4:]] == [[str(i), "10"] for i in range(4)]
     listed = json.loads(
         subprocess.run([*base, "ls", f"{sharded.name}*", "--json"], capture_output=True, timeout=30).stdout
     )
