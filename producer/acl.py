@@ -35,7 +35,17 @@ from rediswq_kit import CONTEXT_SETTINGS, open_queue, queue_errors
     show_default=True,
     help="A command for redis-cli (command), or a line for an ACL file (aclfile).",
 )
-def acl(queue: str, role: Role, redis_version: RedisVersion, user: str | None, style: str) -> None:
+@click.option(
+    "--shards",
+    type=click.IntRange(min=1, max=1024),
+    default=1,
+    show_default=True,
+    metavar="S",
+    help="The queue's shard count (`enqueue --shards`): the rules name every shard's keys.",
+)
+def acl(
+    queue: str, role: Role, redis_version: RedisVersion, user: str | None, style: str, shards: int
+) -> None:
     """Print the ACL SETUSER rules that let a Redis user do ROLE's work on QUEUE, and nothing more.
 
     Only QUEUE's keys, only the commands that role's calls run. Redis 7: FCALL of the role's own
@@ -43,7 +53,7 @@ def acl(queue: str, role: Role, redis_version: RedisVersion, user: str | None, s
     keys the role writes it to (selectors); the library is loaded once by an admin (`rediswq install`).
     Redis 6.2: scripts (EVALSHA, so any Lua) and flat rules. Which one was printed is said on stderr.
     docs/security.md lists what each forbids. The rules hold no password: add one with
-    `>PASSWORD`.
+    `>PASSWORD`. A sharded queue: give its shard count (--shards), and the rules name each shard's keys.
 
     \b
     Examples:
@@ -51,7 +61,7 @@ def acl(queue: str, role: Role, redis_version: RedisVersion, user: str | None, s
       rediswq acl jobs --role producer --format aclfile --user feeder >> users.acl
     """
     with queue_errors():
-        rules = acl_rules(queue, role, redis_version)
+        rules = acl_rules(queue, role, redis_version, shards)
     kind = "functions (FCALL)" if redis_version == "7" else "scripts (EVALSHA), a weaker guarantee"
     click.echo(f"rediswq acl: rules for Redis {redis_version}+: {kind}", err=True)
     name = user or f"rediswq-{role}"

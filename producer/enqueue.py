@@ -124,6 +124,14 @@ def _ints(values: tuple[str, ...]) -> list[IntRange]:
     metavar="BYTES",
     help="Refuse items larger than this (default: the library's limit, 64 MiB).",
 )
+@click.option(
+    "--shards",
+    type=click.IntRange(min=1, max=1024),
+    metavar="S",
+    help="Make the queue with S shards, each under a hash tag of its own, spread over a Redis "
+    "Cluster's masters; fixed when the queue is made: with an existing queue S must be its count "
+    "(leave it out to use the queue's). Default: one (an ordinary queue).",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No summary line.")
 def enqueue(
     queue: str,
@@ -135,6 +143,7 @@ def enqueue(
     unique: bool,
     close_after: bool,
     max_item_bytes: int | None,
+    shards: int | None,
     quiet: bool,
 ) -> None:
     """Put items into QUEUE: each ITEM argument, each integer of each --range, then each line of each
@@ -173,8 +182,9 @@ def enqueue(
     """
     with DeferredSignals().installed() as signals:
         _enqueue(
-            queue, items, files, ranges, null, keep_blank, unique, close_after, max_item_bytes, quiet, signals
-        )
+            queue, items, files, ranges, null, keep_blank, unique, close_after, max_item_bytes, quiet,
+            signals, shards,
+        )  # fmt: skip
 
 
 def _enqueue(
@@ -189,12 +199,15 @@ def _enqueue(
     max_item_bytes: int | None,
     quiet: bool,
     signals: DeferredSignals,
+    shards: int | None = None,
 ) -> None:
     tally = Tally()
     try:
         int_ranges = _ints(ranges)
         files = _files_or_stdin(bool(items or int_ranges), files)
         options: dict[str, Any] = {"max_payload_bytes": max_item_bytes} if max_item_bytes else {}
+        if shards is not None:
+            options["shards"] = shards
         q = open_queue(queue, one_shot=True, **options)
     except Interrupted as e:
         raise Stopped(e, tally, unique) from None
@@ -210,7 +223,7 @@ def _enqueue(
     )
     line = ProgressLine(queue, progress, enabled=sys.stderr.isatty())
     try:
-        _fill(q, sources, unique, close_after, tally, line, signals)
+        _fill(q, sources, unique, close_after, tally, line, signals, shards)
     except click.ClickException as e:
         line.clear()
         # The same class keeps the exit code: ConfigError (2) for bad input, 1 for runtime errors.
@@ -247,11 +260,14 @@ def _fill(
     tally: Tally,
     line: ProgressLine,
     signals: DeferredSignals,
+    shards: int | None = None,
 ) -> None:
     """Put every source's items (then close the queue, if asked); errors as one line and a code."""
     with queue_errors():
         try:
             sources.check_files()
+            if shards is not None:
+                q.shard_count()  # made now with that count, or a one-line error if it has another
             # Fail fast, before reading any input (a checkpointed re-run may have nothing to add).
             if not unique and q.stats().closed:
                 raise rediswq.QueueClosed(f"queue {q.name!r} is closed")

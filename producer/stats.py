@@ -65,7 +65,7 @@ def text_view(
 
 
 def _first_line(name: str, s: rediswq.Stats) -> str:
-    state = "closed" if s.closed else "open"
+    state = ("closed" if s.closed else "open") + (f", {s.shards} shards" if s.shards > 1 else "")
     progress = "drained" if s.drained else f"{s.outstanding} outstanding"
     # Dead letters are work not done: said in the first line, not only in the table below.
     dead = f", {s.dead} dead letters (rediswq dead list {name})" if s.dead else ""
@@ -124,8 +124,17 @@ def log_line(name: str, s: rediswq.Stats, rate: float | None) -> str:
     metavar="N",
     help="With --watch, stop after N refreshes.",
 )
+@click.option(
+    "--per-shard", is_flag=True, help="A sharded queue's counts shard by shard too (one call per shard)."
+)
 def stats(
-    queue: str, as_json: bool, holders: bool, watch: bool, interval: float, iterations: int | None
+    queue: str,
+    as_json: bool,
+    holders: bool,
+    watch: bool,
+    interval: float,
+    iterations: int | None,
+    per_shard: bool,
 ) -> None:
     """Show QUEUE's counts and lifetime counters.
 
@@ -144,13 +153,17 @@ def stats(
     estimate of the time to drain; when stdout is not a terminal, one line is appended per refresh
     instead (with --json, one JSON object per line). Ctrl-C ends it with exit 0.
 
+    A sharded queue (`enqueue --shards`) is shown as one: its counts and counters are its shards'
+    sums, and the first line says how many shards it has; --per-shard adds each shard's counts
+    (--json: `per_shard`, a list of objects, shard 0 first).
+
     \b
     Examples:
       rediswq stats jobs
       rediswq stats jobs --json | jq .pending
       rediswq stats jobs --watch --interval 5
     """
-    view = _View(open_queue(queue, one_shot=True), queue, as_json, holders, watch, interval)
+    view = _View(open_queue(queue, one_shot=True), queue, as_json, holders, watch, interval, per_shard)
     shown = 0
     try:
         while True:
@@ -174,6 +187,7 @@ class _View:
     holders: bool
     watch: bool
     interval: float
+    per_shard: bool = False
     rate: Rate = field(default_factory=Rate)
 
     def show(self) -> None:
@@ -184,16 +198,24 @@ class _View:
         current = self.rate.add(time.monotonic(), settled(s)) if self.watch else None
         listed = self._holders(s)
         now_ms = redis_now_ms(self.q) if listed else 0
+        shards = self._shards()
         if self.as_json:
-            echo_json(self._json(s, listed, now_ms, current))
+            echo_json({**self._json(s, listed, now_ms, current), **_per_shard_json(shards)})
         elif not self.watch:
-            click.echo("\n".join(text_view(self.name, s, listed, now_ms)))
+            click.echo("\n".join(text_view(self.name, s, listed, now_ms) + _per_shard_lines(shards)))
         elif sys.stdout.isatty():
             lines = text_view(self.name, s, listed, now_ms, current, self.interval)
             # Home and clear, then the view: a terminal shows it in place.
             click.echo("\x1b[H\x1b[2J" + "\n".join(lines))
         else:
             click.echo(log_line(self.name, s, current))
+
+    def _shards(self) -> list[rediswq.Stats] | None:
+        """Each shard's stats, when asked for."""
+        if not self.per_shard:
+            return None
+        with queue_errors():
+            return self.q.shard_stats()
 
     def _holders(self, s: rediswq.Stats) -> list[rediswq.LeaseInfo] | None:
         """The live leases, when asked for, or when the text view has few enough to list."""
@@ -212,3 +234,22 @@ class _View:
             out["rate_per_sec"] = rate
             out["drain_eta_secs"] = eta_secs(s, rate)
         return out
+
+
+_SHARD_COUNTS = ("pending", "leased", "delayed", "dead")
+
+
+def _per_shard_json(shards: list[rediswq.Stats] | None) -> dict[str, Any]:
+    return {} if shards is None else {"per_shard": [stats_dict(s) for s in shards]}
+
+
+def _per_shard_lines(shards: list[rediswq.Stats] | None) -> list[str]:
+    """The --per-shard table of the text view: each shard's counts, and whether it is closed."""
+    if shards is None:
+        return []
+    rows = [["SHARD", *(c.upper() for c in _SHARD_COUNTS), "CLOSED"]]
+    rows += [
+        [str(i), *(str(getattr(s, c)) for c in _SHARD_COUNTS), "yes" if s.closed else "no"]
+        for i, s in enumerate(shards)
+    ]
+    return ["", "shards:", *("  " + row for row in table(rows))]

@@ -7,6 +7,7 @@ once). `Queue` and its helpers (`_put`, `_inspect`) all call Redis through one `
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -171,16 +172,26 @@ class QueueClient:
             return self.conn.call(fn, idempotent=idempotent)
 
         def checked() -> T:
-            if not self._policy_checked:
-                # On a cluster, the node that holds the queue.
-                node = _topology.node_client(self.client, self._keys.meta)
-                check_eviction(node, self.conn.url, self._name)
-                self._policy_checked = True
-            self.scripts.prepare()
+            try:
+                if not self._policy_checked:
+                    # On a cluster, the node that holds the queue.
+                    node = _topology.node_client(self.client, self._keys.meta)
+                    check_eviction(node, self.conn.url, self._name)
+                    self._policy_checked = True
+                self.scripts.prepare()
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+                # Asked of the node the slot map names: after a failover, re-read it before the retry
+                # (a queue, or a shard, whose first call comes after one).
+                self._refresh()
+                raise
             self._prepared = True
             return fn()
 
         return self.conn.call(checked, idempotent=idempotent)
+
+    def _refresh(self) -> None:
+        with contextlib.suppress(redis.exceptions.RedisError):
+            _topology.of(self.client).refresh()
 
     def install(self) -> str | None:
         """See `Queue.install`: the library loaded on every master, each checked for eviction first."""

@@ -19,7 +19,15 @@ from typing import Any, ClassVar
 from rediswq import _topology
 from rediswq._client import QueueClient
 from rediswq._connection import Connection
-from rediswq._keys import LEASED_SENTINEL, Keys, meta_pattern, queue_of_meta
+from rediswq._keys import (
+    LEASED_SENTINEL,
+    SHARDS_FIELD,
+    Keys,
+    meta_pattern,
+    queue_of_meta,
+    shard_of,
+    shard_tag,
+)
 from rediswq._scripts import StatsReply, wrong_type
 from rediswq._topology import Client, Node
 from rediswq._wire import id_text, malformed_error, malformed_id, read_dead_record, read_envelope, read_handle
@@ -85,6 +93,7 @@ class Stats:
     dropped: int
     quarantined: int = 0  # malformed entries moved to the dead letters (ids malformed:<sha1>)
     exists: bool = True  # the queue has counters, or items in its inbox: something was ever added
+    shards: int = 1  # how many shards the queue has (rediswq/_keys.py); the counts are their sums
     # Time to the earliest delayed item's retry on Redis's clock (None: nothing delayed). A moment's
     # reading, not a count: left out of comparisons, so two snapshots of the same counts are equal.
     next_retry_in_ms: int | None = field(default=None, compare=False)
@@ -123,6 +132,7 @@ def stats_of(reply: StatsReply) -> Stats:
         dead=dead,
         closed="closed" in meta,
         exists=bool(meta) or inbox > 0,
+        shards=meta.get("shards", 1),
         next_retry_in_ms=None if next_retry_ms < 0 else next_retry_ms,
         **{name: meta.get(name, 0) for name in Stats.COUNTERS},
     )
@@ -156,7 +166,31 @@ def scan_names(
     topology = _topology.of(client)
     conn = Connection(topology.describe(), client=client)
     next_cursor, keys = conn.call(lambda: topology.scan(node, cursor, match, count), idempotent=True)
-    return next_cursor, [name for key in keys if (name := queue_of_meta(key)) is not None]
+    found = [name for key in keys if (name := queue_of_meta(key)) is not None]
+    return next_cursor, conn.call(lambda: _without_shards(client, found), idempotent=True)
+
+
+def _without_shards(client: Client, names: list[str]) -> list[str]:
+    """`names` but the shards of sharded queues (rediswq/_keys.py): a name of the form NAME~sI.K is a
+    shard when the queue NAME records a count of shards that makes it one, and only then."""
+    candidates = [(name, found) for name in names if (found := shard_of(name)) is not None]
+    if not candidates:
+        return names
+    with client.pipeline(transaction=False) as pipe:
+        for _name, (base, _shard) in candidates:
+            pipe.hget(Keys.for_queue(base).meta, SHARDS_FIELD)
+        counts = pipe.execute(raise_on_error=False)
+    shards = {
+        name for (name, found), count in zip(candidates, counts, strict=True) if _is_shard(name, found, count)
+    }
+    return [name for name in names if name not in shards]
+
+
+def _is_shard(name: str, found: tuple[str, int], count: Any) -> bool:
+    """Whether `name` is shard found[1] of queue found[0], whose meta's shard count is `count`."""
+    base, shard = found
+    recorded = int(count) if isinstance(count, bytes) and count.isdigit() else 0
+    return shard < recorded and shard_tag(base, shard, recorded) == name
 
 
 def names(

@@ -149,13 +149,15 @@ class Putter:
         self._name = name
         self._limit = max_payload_bytes
         self._wait = wait
+        self.stride = (1, 0)  # (shards, shard) of a shard of a sharded queue: how it numbers items
 
     def put(self, payload: bytes | str, item_id: str | None) -> str | None:
         """See `Queue.put`."""
         data = checked_payload(payload, self._limit)
         ids = None if item_id is None else [checked_id(item_id)]
         closed, first_id, skipped, acked = self._redis.call(
-            lambda: self._redis.scripts.put([data], ids, wait=self._wait), idempotent=ids is not None
+            lambda: self._redis.scripts.put([data], ids, wait=self._wait, stride=self.stride),
+            idempotent=ids is not None,
         )
         if closed:
             raise QueueClosed(f"queue {self._name!r} is closed: no more items may be added")
@@ -241,11 +243,19 @@ class Putter:
                 payload_list, id_list, size = batch.payloads, batch.ids, 0
 
     def _put_batch(
-        self, payloads: list[bytes], ids: list[str] | None, mark: Mark, added_before: int
+        self,
+        payloads: list[bytes],
+        ids: list[str] | None,
+        mark: Mark,
+        added_before: int,
+        reserved: int | None = None,
     ) -> tuple[int, int]:
-        """Put one batch; returns (added, skipped)."""
+        """Put one batch; returns (added, skipped). `reserved`: see `Scripts.put`."""
         closed, _first, skipped, acked = self._redis.call(
-            lambda: self._redis.scripts.put(payloads, ids, mark, wait=self._wait), idempotent=ids is not None
+            lambda: self._redis.scripts.put(
+                payloads, ids, mark, wait=self._wait, stride=self.stride, reserved=reserved
+            ),
+            idempotent=ids is not None,
         )
         if closed:
             raise QueueClosed(

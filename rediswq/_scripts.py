@@ -179,10 +179,14 @@ class Scripts:
         ids: Sequence[str] | None,
         checkpoint: tuple[str, str] | None = None,
         wait: tuple[int, int] | None = None,
+        stride: tuple[int, int] = (1, 0),
+        reserved: int | None = None,
     ) -> tuple[bool, int, int, int | None]:
         """Add payloads (with caller-given ids, or ids the queue assigns when `ids` is None).
 
         `checkpoint` (name, value) is written in the same call, unless the queue is closed.
+        `stride` (shards, shard): how a shard of a sharded queue numbers the items it assigns ids to;
+        `reserved`: the first of the ids HINCRBY meta seq reserved for them beforehand (None: now).
 
         Returns (closed, first assigned id, how many were skipped as live already, and with
         `wait=(replicas, timeout_ms)` how many replicas confirmed the write, else None). Assigned ids are
@@ -190,8 +194,11 @@ class Scripts:
         C costs a fraction of what building them in Lua does.
         """
         if ids is None:
-            first_id = self._reserve(len(payloads))
-            envelopes = [envelope(first_id + i, p) for i, p in enumerate(payloads)]
+            # A shard i of S numbers its items i+1, S+i+1, 2S+i+1...: ids unique over the shards.
+            every, offset = stride
+            first = reserved if reserved is not None else self._reserve(len(payloads)) if payloads else 1
+            first_id = (first - 1) * every + offset + 1 if payloads else 0
+            envelopes = [envelope(first_id + i * every, p) for i, p in enumerate(payloads)]
             args: list[bytes | str] = [pack_array(envelopes), b""]
         else:
             first_id = 0

@@ -9,7 +9,9 @@ pipeline costs no round trip and needs no SCRIPT EXISTS) and a TIME (the master'
 A script cannot read several queues in one call: on a cluster every key of one call must be in one
 slot, and each queue has a slot of its own (its hash tag). So it is one call per queue, pipelined.
 Each queue's numbers agree with each other (one script call), not with another queue's: the
-pipeline is not a transaction.
+pipeline is not a transaction. A sharded queue (rediswq/_shards.py) is listed once, by its name: the
+walk leaves its shards' tags out (`scan_names`), and its numbers are its shards' sums, read with one
+call per shard after the pipeline.
 """
 
 from __future__ import annotations
@@ -119,7 +121,7 @@ def _walk(
     return sorted(found), False
 
 
-# A MOVED or ASK: the queue's slot left this master between the walk and the read.
+# A MOVED or ASK: the queue's slot left this master between the walk and the read; read one by one.
 _MOVED = (redis.exceptions.MovedError, redis.exceptions.AskError)
 
 
@@ -151,8 +153,14 @@ def _read(server: redis.Redis, names: Sequence[str]) -> tuple[list[QueueSummary]
         elif isinstance(reply, Exception):
             read.append(QueueSummary(name, None, read_at_ms, _error_text(reply)))
         else:
-            read.append(_summary(name, reply, read_at_ms))
+            summary = _summary(name, reply, read_at_ms)
+            _sharded_apart(summary, read, moved)
     return read, moved, denied
+
+
+def _sharded_apart(summary: QueueSummary, read: list[QueueSummary], later: list[QueueSummary]) -> None:
+    """A sharded queue's numbers are its shards' sums, read later: the pipeline read shard 0 alone."""
+    (later if summary.stats is not None and summary.stats.shards > 1 else read).append(summary)
 
 
 def _read_stats(pipe: Any, keys: list[str], *, functions: bool) -> None:
@@ -182,7 +190,8 @@ def _error_text(e: Exception) -> str:
 
 def _read_moved(client: Client, moved: list[QueueSummary]) -> tuple[list[QueueSummary], int]:
     """Read the queues whose slot moved during the survey one by one, through the cluster client
-    (which follows MOVED): a rare case, worth a call each. Returns them and how many were refused."""
+    (which follows MOVED): a rare case, worth a call each; and the sharded queues, a call per shard.
+    Returns them and how many were refused."""
     out: list[QueueSummary] = []
     refused = 0
     for entry in moved:

@@ -8,14 +8,16 @@ A reply that brings leases goes through it in one call and no loop.
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 from rediswq._client import QueueClient
 from rediswq._keys import Keys
 from rediswq._scripts import DAMAGED, DRAINED, LEASED, MISSING, OUT_OF_MEMORY, LeaseReply
-from rediswq.errors import InvalidArgument, LeaseTimeout, QueueNotFound
+from rediswq.errors import InvalidArgument, LeaseLost, LeaseTimeout, QueueNotFound
 from rediswq.lease import Lease
 
 Until = Literal["drained", "closed"]
@@ -24,6 +26,46 @@ Until = Literal["drained", "closed"]
 # next lease deadline or retry falls due, since the lease script says when that is.
 MIN_POLL_SECS = 0.05
 MAX_POLL_SECS = 0.5
+
+
+@dataclass(frozen=True)
+class Handoff:
+    """What `complete_and_lease` did: the new leases, and the completions whose lease was lost."""
+
+    leases: list[Lease]
+    lost: list[Lease]
+    unconfirmed: bool = False  # sent again after a dropped connection: `lost` may have been completed
+
+
+def ms(secs: float, what: str) -> int:
+    if not (secs > 0 and math.isfinite(secs)):
+        raise InvalidArgument(f"{what} must be a positive number of seconds, not {secs!r}")
+    return max(1, round(secs * 1000))
+
+
+def check_counts(max_attempts: int, reclaim_limit: int, replicas: int) -> None:
+    if max_attempts < 1:
+        raise InvalidArgument(f"max_attempts must be at least 1, not {max_attempts}")
+    if reclaim_limit < 1:
+        raise InvalidArgument(f"reclaim_limit must be at least 1, not {reclaim_limit}")
+    if replicas < 0:
+        raise InvalidArgument(f"replicas must be 0 or more, not {replicas}")
+
+
+def lost_error(name: str, lost: Sequence[Lease], unconfirmed: bool) -> LeaseLost:
+    """The error naming the leases (the first five) that a settle found no longer held."""
+    shown = ", ".join(lease.id for lease in lost[:5]) + (" ..." if len(lost) > 5 else "")
+    if not unconfirmed:
+        return LeaseLost(
+            f"{len(lost)} lease(s) in queue {name!r} no longer held (expired and reclaimed): {shown}",
+            lost,
+        )
+    return LeaseLost(
+        f"{len(lost)} settle(s) in queue {name!r} unconfirmed: sent as the connection broke, and "
+        f"the retry found the lease gone (settled by the first send, or expired meanwhile): {shown}",
+        lost,
+        unconfirmed=True,
+    )
 
 
 def check_lease_args(count: int, until: Until) -> None:

@@ -34,7 +34,7 @@ from __future__ import annotations
 from typing import Literal
 
 from rediswq import _library
-from rediswq._keys import Keys
+from rediswq._keys import Keys, check_shards
 
 Role = Literal["worker", "producer", "admin"]
 ROLES: tuple[Role, ...] = ("worker", "producer", "admin")
@@ -64,12 +64,13 @@ _WRITES: dict[Role, dict[str, tuple[str, ...]]] = {
         "ids": ("srem",),
         "meta": ("hincrby",),
     },
-    # put (checkpoints too), requeue_dead, purge_dead, close (a count: HINCRBY meta closed 1).
+    # put (checkpoints too), requeue_dead, purge_dead, close (a count: HINCRBY meta closed 1), and
+    # making a sharded queue (HSETNX meta shards S: a field written once, never overwritten).
     "producer": {
         "pending": ("rpush",),
         "ids": ("sadd",),
         "dead": ("hdel",),
-        "meta": ("hincrby",),
+        "meta": ("hincrby", "hsetnx"),
         "checkpoints": ("hset",),
     },
 }
@@ -80,25 +81,32 @@ _FUNCTIONS: dict[Role, tuple[str, ...]] = {
 }
 
 
-def acl_rules(queue: str, role: Role, redis_version: RedisVersion = "7") -> list[str]:
-    """The ACL SETUSER rules (without a password) that give `role` what it needs on `queue`, nothing more."""
-    keys = Keys.for_queue(queue)
-    prefix = _glob_escaped(keys.meta.rsplit(":", 1)[0]) + ":*"
+def acl_rules(queue: str, role: Role, redis_version: RedisVersion = "7", shards: int = 1) -> list[str]:
+    """The ACL SETUSER rules (without a password) that give `role` what it needs on `queue`, nothing more.
+
+    `shards`: the queue's shard count (rediswq/_keys.py); each shard's keys are named exactly, so the
+    rules of queue NAME give nothing on a queue named like a shard of it."""
+    every = [Keys.for_shard(queue, i, check_shards(shards)) for i in range(shards)]
+    keys = every[0]
+    prefixes = [f"~{_glob_escaped(k.meta.rsplit(':', 1)[0])}:*" for k in every]
     inbox = _glob_escaped(keys.inbox)
     if redis_version == "6.2":
-        return _flat_rules(prefix, inbox, role)
+        return _flat_rules(prefixes, inbox, role)
     head = ["reset", "on", "resetchannels"]
     cluster = [f"+{c}" for c in _CLUSTER_7]
     calls = [f"+fcall|{_library.function_name(f)}" for f in _FUNCTIONS[role]]
     calls += [f"+fcall_ro|{_library.function_name(f)}" for f in ("version", "stats")]
     reads = [f"+{c}" for c in _READS]
     if role == "admin":
-        return [*head, f"~{prefix}", f"~{inbox}", "-@all", *reads, *calls, *_admin_extra(), "+wait", *cluster]
-    selectors = [
-        f"(~{_glob_escaped(getattr(keys, key))} {' '.join('+' + c for c in commands)})"
-        for key, commands in _WRITES[role].items()
-    ]
-    return [*head, f"~{prefix}", f"~{inbox}", "-@all", *reads, *calls, "+wait", *cluster, *selectors]
+        return [*head, *prefixes, f"~{inbox}", "-@all", *reads, *calls, *_admin_extra(), "+wait", *cluster]
+    selectors = [_selector(every, key, commands) for key, commands in _WRITES[role].items()]
+    return [*head, *prefixes, f"~{inbox}", "-@all", *reads, *calls, "+wait", *cluster, *selectors]
+
+
+def _selector(every: list[Keys], key: str, commands: tuple[str, ...]) -> str:
+    """One selector: the `commands` on the key `key` (a field of Keys) of every shard."""
+    patterns = ["~" + _glob_escaped(getattr(keys, key)) for keys in every]
+    return "(" + " ".join(patterns + ["+" + c for c in commands]) + ")"
 
 
 def _admin_extra() -> list[str]:
@@ -116,7 +124,7 @@ def _every_write() -> set[str]:
     return {c for w in _WRITES.values() for commands in w.values() for c in commands} | {"del", "hdel"}
 
 
-def _flat_rules(prefix: str, inbox: str, role: Role) -> list[str]:
+def _flat_rules(prefixes: list[str], inbox: str, role: Role) -> list[str]:
     """Redis 6.2: scripts (EVALSHA, SCRIPT LOAD), and every command the role's scripts run, on every key."""
     writes = {c for key, commands in _WRITES.get(role, {}).items() for c in commands}
     if role == "admin":
@@ -124,7 +132,7 @@ def _flat_rules(prefix: str, inbox: str, role: Role) -> list[str]:
     if role == "producer":
         writes |= {"hset"}  # close on a 6.2-era client; harmless here: the rules are flat anyway
     commands = sorted({"evalsha", "script|load", "wait", *_READS, *_CLUSTER, *writes})
-    return ["reset", "on", "resetchannels", f"~{prefix}", f"~{inbox}", "-@all", *(f"+{c}" for c in commands)]
+    return ["reset", "on", "resetchannels", *prefixes, f"~{inbox}", "-@all", *(f"+{c}" for c in commands)]
 
 
 def _glob_escaped(text: str) -> str:

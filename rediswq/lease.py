@@ -11,7 +11,8 @@ class Lease:
 
     `attempt` counts leases of this item, this one included (1 on the first lease). `handle` is the
     ownership token the scripts check: it names this lease and no other, so a worker whose lease
-    expired and was re-leased cannot settle the new holder's lease.
+    expired and was re-leased cannot settle the new holder's lease. `shard` says which shard of a
+    sharded queue holds it (0 for every queue of one shard), so that settling it goes there.
     """
 
     id: str
@@ -20,3 +21,4 @@ class Lease:
     deadline_ms: int
     lease_ms: int
     handle: bytes = field(repr=False)
+    shard: int = 0  # the shard of a sharded queue it came from (rediswq/_keys.py); settles go there

@@ -10,13 +10,11 @@ names).
 
 from __future__ import annotations
 
-import math
 import os
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from functools import partial
 
 from rediswq import _client, _inspect, _topology
@@ -27,41 +25,19 @@ from rediswq._inspect import Item as Item
 from rediswq._inspect import LeaseInfo as LeaseInfo
 from rediswq._inspect import Stats as Stats
 from rediswq._inspect import stats_of as stats_of
-from rediswq._keys import Keys
+from rediswq._keys import Keys, check_shards
 from rediswq._put import Enqueued as Enqueued
 from rediswq._put import Putter, check_replicated
 from rediswq._scripts import DAMAGED, MISSING, LeaseReply, Scripts
+from rediswq._shards import Shards, sharded, sharded_put
 from rediswq._topology import Client
+from rediswq._waiting import Handoff as Handoff
 from rediswq._waiting import Until as Until
-from rediswq._waiting import Waiter, check_lease_args, check_until
+from rediswq._waiting import Waiter, check_counts, check_lease_args, check_until, lost_error, ms
 from rediswq.consume import Consumer
 from rediswq.errors import InvalidArgument, LeaseLost, LeaseTimeout, QueueNotFound
 from rediswq.heartbeat import Heartbeat
 from rediswq.lease import Lease
-
-
-@dataclass(frozen=True)
-class Handoff:
-    """What `complete_and_lease` did: the new leases, and the completions whose lease was lost."""
-
-    leases: list[Lease]
-    lost: list[Lease]
-    unconfirmed: bool = False  # sent again after a dropped connection: `lost` may have been completed
-
-
-def _ms(secs: float, what: str) -> int:
-    if not (secs > 0 and math.isfinite(secs)):
-        raise InvalidArgument(f"{what} must be a positive number of seconds, not {secs!r}")
-    return max(1, round(secs * 1000))
-
-
-def _check_counts(max_attempts: int, reclaim_limit: int, replicas: int) -> None:
-    if max_attempts < 1:
-        raise InvalidArgument(f"max_attempts must be at least 1, not {max_attempts}")
-    if reclaim_limit < 1:
-        raise InvalidArgument(f"reclaim_limit must be at least 1, not {reclaim_limit}")
-    if replicas < 0:
-        raise InvalidArgument(f"replicas must be 0 or more, not {replicas}")
 
 
 class Queue:
@@ -98,6 +74,7 @@ class Queue:
         replicas_timeout_secs: float = 5.0,
         allow_eviction: bool = False,
         retry_settles: bool = True,
+        shards: int | None = None,
     ) -> None:
         """A queue named `name` on the Redis of `client`, or of the client that `client()` makes.
 
@@ -105,28 +82,37 @@ class Queue:
         contacts its seeds when it is made, and a queue on a cluster that is not up yet must wait for
         it as it waits for a server (`from_url` passes one for cluster and sentinel URLs). `url`
         names the Redis in messages (password hidden); by default the client's own description.
+
+        `shards`: the queue is S queues under hash tags of their own, spread over a cluster's masters
+        (rediswq/_shards.py). Fixed when the queue is made, recorded in it: a queue learns its count
+        from Redis, so leave it out (None) but to make one; given, it must match (`InvalidArgument`).
         """
-        _check_counts(max_attempts, reclaim_limit, replicas)
+        check_counts(max_attempts, reclaim_limit, replicas)
         self.name = name
-        self.keys = Keys.for_queue(name)
+        keys = Keys.for_queue(name)
         self.max_attempts = max_attempts
         self.max_payload_bytes = max_payload_bytes
         self.worker = worker or f"{socket.gethostname()}:{os.getpid()}"
-        self._backoff_ms = _ms(retry_backoff_secs, "retry_backoff_secs")
-        self._backoff_cap_ms = _ms(retry_backoff_cap_secs, "retry_backoff_cap_secs")
+        self._backoff_ms = ms(retry_backoff_secs, "retry_backoff_secs")
+        self._backoff_cap_ms = ms(retry_backoff_cap_secs, "retry_backoff_cap_secs")
         self._reclaim_limit = reclaim_limit
-        self._redis = QueueClient(
-            client, self.keys, name, url=url, retries=retries,
-            allow_eviction=allow_eviction, retry_settles=retry_settles,
-        )  # fmt: skip
-        self._conn = self._redis.conn
         self.replicas = replicas
         # WAIT's timeout 0 means forever: a replica that never answers would hang every put.
-        self._wait = (replicas, _ms(replicas_timeout_secs, "replicas_timeout_secs")) if replicas else None
-        self._putter = Putter(self._redis, self.keys, name, max_payload_bytes, self._wait)
-        self._inspector = Inspector(self._redis, self.keys, name)
+        self._wait = (replicas, ms(replicas_timeout_secs, "replicas_timeout_secs")) if replicas else None
+        self._options = {"url": url, "retries": retries, "allow_eviction": allow_eviction}
+        self._options["retry_settles"] = retry_settles
+        self._attach(client, keys)
+        self._shards: Shards | None = Shards(self, None if shards is None else check_shards(shards))
+
+    def _attach(self, client: Client | Callable[[], Client], keys: Keys) -> None:
+        """The parts that work on one set of keys: the queue's own, or a shard's (rediswq/_shards.py)."""
+        self.keys = keys
+        self._redis = QueueClient(client, keys, self.name, **self._options)  # type: ignore[arg-type]
+        self._conn = self._redis.conn
+        self._putter = Putter(self._redis, keys, self.name, self.max_payload_bytes, self._wait)
+        self._inspector = Inspector(self._redis, keys, self.name)
         # The inspector's not_found, not ours: a bound method of the queue would make a cycle.
-        self._waiter = Waiter(self._redis, self.keys, name, self._inspector.not_found)
+        self._waiter = Waiter(self._redis, keys, self.name, self._inspector.not_found)
 
     # Made with the rest of the client making, in rediswq/_client.py; documented there.
     from_url = classmethod(_client.from_url)
@@ -142,10 +128,12 @@ class Queue:
 
     # -- adding items (rediswq/_put.py) ---------------------------------------------------------
 
+    @sharded_put
     def put(self, payload: bytes | str, *, id: str | None = None) -> str | None:
         """Add one item; returns its id, or None when `id` is given and that item is live already."""
         return self._putter.put(payload, id)
 
+    @sharded_put
     def put_many(
         self,
         payloads: Iterable[bytes | str],
@@ -229,8 +217,24 @@ class Queue:
         call was sent again after a dropped connection, so those may have been completed by the first.
         """
         check_lease_args(count, until)
-        lease_ms = _ms(lease_secs, "lease_secs")
+        lease_ms = ms(lease_secs, "lease_secs")
+        if self._shards is not None and self._shards.count() != 1:  # sharded, or not made yet
+            return self._shards.complete_and_lease(done, count, lease_ms, timeout, until, worker)  # type: ignore[no-any-return]
         give_up = None if timeout is None else time.monotonic() + timeout
+        call, reply, lost, resent = self._first_call(done, count, lease_ms, until, worker)
+        try:
+            leases = self._waiter.leases(call, reply, lease_ms, until, give_up, timeout)
+        except LeaseTimeout:
+            if lost:
+                raise self._lost(lost, resent) from None
+            raise
+        return Handoff(leases, lost, resent and bool(done))
+
+    def _first_call(
+        self, done: Sequence[Lease], count: int, lease_ms: int, until: Until, worker: str | None
+    ) -> tuple[Callable[[], LeaseReply], LeaseReply, list[Lease], bool]:
+        """The first lease call, with the completions; the call to repeat while waiting (without them),
+        its reply, the completions lost, and whether it was sent again."""
         settle = [lease.handle for lease in done]
 
         def call() -> LeaseReply:
@@ -247,15 +251,8 @@ class Queue:
         # A bare lease whose reply was lost just expires and is taken back; completions are
         # retried as `settle_call` says.
         reply, resent = self._redis.settle_call(call)
-        lost = [done[i] for i in reply.lost]
         settle = []
-        try:
-            leases = self._waiter.leases(call, reply, lease_ms, until, give_up, timeout)
-        except LeaseTimeout:
-            if lost:
-                raise self._lost(lost, resent) from None
-            raise
-        return Handoff(leases, lost, resent and bool(done))
+        return call, reply, [done[i] for i in reply.lost], resent
 
     # -- settling leases ------------------------------------------------------------------------
 
@@ -263,6 +260,7 @@ class Queue:
         """The item is done; raises `LeaseLost` if the lease no longer held (and changes nothing)."""
         self.complete_many([lease])
 
+    @sharded
     def complete_many(self, leases: Sequence[Lease]) -> None:
         """Complete many leases in one call; raises `LeaseLost` naming those that no longer held."""
         if not leases:
@@ -285,6 +283,7 @@ class Queue:
         if reply.lost:
             raise self._lost([leases[i] for i in reply.lost], resent)
 
+    @sharded
     def fail(self, lease: Lease, error: str = "", *, retry: bool = True) -> bool:
         """The item failed: retry it after a backoff while attempts remain, else dead-letter it.
 
@@ -309,6 +308,7 @@ class Queue:
         """Push the lease's deadline to now + `lease_secs` (default: its own length); `LeaseLost` if gone."""
         self.extend_many([lease], lease_secs)
 
+    @sharded
     def extend_many(self, leases: Sequence[Lease], lease_secs: float | None = None) -> None:
         """Extend many leases (each by its own length unless `lease_secs` is given), one call per length.
 
@@ -317,8 +317,8 @@ class Queue:
         """
         groups: dict[int, list[Lease]] = {}
         for lease in leases:
-            ms = _ms(lease_secs, "lease_secs") if lease_secs is not None else lease.lease_ms
-            groups.setdefault(ms, []).append(lease)
+            length = ms(lease_secs, "lease_secs") if lease_secs is not None else lease.lease_ms
+            groups.setdefault(length, []).append(lease)
         lost: list[Lease] = []
 
         def extend(handles: list[bytes], lease_ms: int) -> tuple[int, list[int]]:
@@ -341,6 +341,7 @@ class Queue:
         """Give the item back to the head of the queue without charging the attempt (e.g. on shutdown)."""
         self.release_many([lease])
 
+    @sharded
     def release_many(self, leases: Sequence[Lease]) -> None:
         """Release many leases in one call; raises `LeaseLost` naming those that no longer held."""
         if not leases:
@@ -368,7 +369,7 @@ class Queue:
         if prefetch < 1:
             raise InvalidArgument(f"prefetch must be at least 1, not {prefetch}")
         check_until(until)
-        _ms(lease_secs, "lease_secs")
+        ms(lease_secs, "lease_secs")
         return Consumer(self, lease_secs, prefetch=prefetch, until=until, reconnect_secs=reconnect_secs)
 
     def keep_alive(self, lease: Lease) -> Heartbeat:
@@ -376,23 +377,11 @@ class Queue:
         return Heartbeat(self, [lease])
 
     def _lost(self, lost: Sequence[Lease], unconfirmed: bool) -> LeaseLost:
-        """The error naming the leases (the first five) that a settle found no longer held."""
-        shown = ", ".join(lease.id for lease in lost[:5]) + (" ..." if len(lost) > 5 else "")
-        if not unconfirmed:
-            return LeaseLost(
-                f"{len(lost)} lease(s) in queue {self.name!r} no longer held "
-                f"(expired and reclaimed): {shown}",
-                lost,
-            )
-        return LeaseLost(
-            f"{len(lost)} settle(s) in queue {self.name!r} unconfirmed: sent as the connection broke, and "
-            f"the retry found the lease gone (settled by the first send, or expired meanwhile): {shown}",
-            lost,
-            unconfirmed=True,
-        )
+        return lost_error(self.name, lost, unconfirmed)
 
     # -- closing and purging --------------------------------------------------------------------
 
+    @sharded
     def close(self) -> None:
         """Say no more items will come: later `put` calls raise `QueueClosed` (checked in the same script)."""
         self._redis.call(self._close, idempotent=True)
@@ -411,6 +400,7 @@ class Queue:
             acked = int(pipe.execute()[1])
         check_replicated(self.name, self._wait, acked, "the close", 0)
 
+    @sharded
     def reopen(self) -> None:
         """Undo `close`, e.g. for a queue a CronJob fills again each run; forgets the checkpoints too.
 
@@ -425,6 +415,7 @@ class Queue:
         functions: the scripts load on first use). As a user allowed FUNCTION LOAD: `rediswq install`."""
         return self._redis.install()
 
+    @sharded
     def purge(self) -> None:
         """Delete every key of this queue (and nothing else): items, leases, dead letters, counters."""
         self._redis.call(lambda: self._redis.scripts.purge(), idempotent=True)
@@ -435,9 +426,22 @@ class Queue:
         """True when nothing is pending, delayed or leased by anyone."""
         return self.stats().drained
 
+    @sharded
     def stats(self) -> Stats:
-        """Counts and lifetime counters, read in one script call so they agree with each other."""
+        """Counts and lifetime counters, read in one script call so they agree with each other (on a
+        sharded queue: one per shard, summed; `shard_stats` has each)."""
         return self._inspector.stats()
+
+    def shard_count(self) -> int:
+        """How many shards the queue has, as Redis records it (1 for a queue not made yet; made now
+        when this queue was given `shards`); `InvalidArgument` when that differs from `shards`."""
+        return 1 if self._shards is None else self._shards.count() or 1
+
+    def shard_stats(self) -> list[Stats]:
+        """Each shard's stats, shard 0 first ([`stats()`] for a queue of one shard)."""
+        if self._shards is not None and self._shards.sharded():
+            return self._shards.shard_stats()
+        return [self.stats()]
 
     scan_nodes = staticmethod(_inspect.scan_nodes)
     scan_names = staticmethod(_inspect.scan_names)
@@ -456,18 +460,22 @@ class Queue:
         """
         return self._inspector.similar_names(limit)
 
+    @sharded
     def peek(self, count: int = 10) -> list[Item]:
         """The first `count` pending items, without leasing them."""
         return self._inspector.peek(count)
 
+    @sharded
     def holders(self, count: int = 100) -> list[LeaseInfo]:
         """Up to `count` live leases, the soonest deadline first, with the worker that holds each."""
         return self._inspector.holders(count)
 
+    @sharded
     def dead_letters(self, count: int | None = None) -> list[DeadLetter]:
         """Dead letters (all of them, or up to `count`), oldest first."""
         return self._inspector.dead_letters(count)
 
+    @sharded
     def requeue_dead(self, ids: Iterable[str] | None = None) -> int:
         """Put dead letters (all, or those with `ids`) back on the queue with fresh attempts.
 
@@ -476,6 +484,7 @@ class Queue:
         """
         return self._inspector.requeue_dead(ids)
 
+    @sharded
     def purge_dead(self, ids: Iterable[str] | None = None) -> int:
         """Delete dead letters (all, or those with `ids`); returns how many were deleted."""
         return self._inspector.purge_dead(ids)

@@ -32,6 +32,7 @@ EVERY_VERSION = {
     "test_consume",
     "test_redis_pressure",
     "test_queue_not_found",
+    "test_shards",
     "test_work_dead",
 }
 

@@ -689,6 +689,17 @@ def test_the_cluster_overlay_drops_the_bundled_redis_and_takes_the_url_from_the_
     assert set(secret["data"]) == {"url"}
 
 
+def test_the_cluster_overlay_s_producer_makes_a_sharded_queue_its_workers_learn_of() -> None:
+    from rediswq_producer.enqueue import enqueue
+
+    jobs = {d["metadata"]["name"]: d for d in kustomize("overlays/cluster") if d["kind"] == "Job"}
+    producer = jobs["rediswq-producer"]["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert producer[:2] == ["rediswq", "enqueue"] and producer[-2:] == ["--shards", "12"]
+    enqueue.make_context("enqueue", producer[2:])  # the options parse as written
+    worker = jobs["rediswq-worker"]["spec"]["template"]["spec"]["containers"][0]
+    assert "--shards" not in [*worker.get("command", []), *worker.get("args", [])]
+
+
 def test_the_cluster_overlay_s_example_url_is_one_rediswq_parses() -> None:
     from rediswq import _topology
 
