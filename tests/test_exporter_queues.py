@@ -20,6 +20,7 @@ from redis_server import free_port
 from test_metrics import REDISWQ, answers, env, scrape, start, value, wait_for
 
 from rediswq import Queue
+from rediswq_producer.exporter import QueueCollector
 
 __all__ = ["env"]  # the fixture, imported for the tests here
 
@@ -116,6 +117,20 @@ def test_a_queue_not_exported_is_a_404_with_a_one_line_json_error(
         status, body = get(every, f"/queues/{missing}")
         assert status == 404 and set(body) == {"error"}, missing
     assert get(every, f"/queues/{plain.name}")[0] == 200
+    # Only GET.
+    post = urllib.request.Request(f"http://127.0.0.1:{named}/queues/{plain.name}", data=b"", method="POST")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(post, timeout=10)
+    assert refused.value.code == 405
+
+
+def test_an_error_redis_answers_is_a_500_with_it_in_the_json(client: redis.Redis, queue_name: str) -> None:
+    client.set(f"rediswq:{{{queue_name}}}:meta", "another application's string")
+    try:
+        status, body = QueueCollector(lambda: client, (queue_name,)).answer(queue_name)
+    finally:
+        client.delete(f"rediswq:{{{queue_name}}}:meta")
+    assert status == 500 and set(body) == {"error"} and body["error"]
 
 
 def test_an_unreachable_redis_is_a_503_with_a_json_error_and_metrics_still_say_down(
