@@ -143,3 +143,25 @@ def test_an_unreachable_redis_is_a_503_with_a_json_error_and_metrics_still_say_d
     status, body = get(port, "/queues/jobs")
     assert status == 503 and "cannot reach Redis" in body["error"] and set(body) == {"error"}
     assert value(scrape(port), "rediswq_exporter_up") == 0
+
+
+def test_a_queue_made_sharded_after_the_exporter_started_is_counted_whole(
+    redis_url: str,
+    client: redis.Redis,
+    queue_name: str,
+    env: dict[str, str],
+    procs: list[subprocess.Popen[str]],
+) -> None:
+    """The order in Kubernetes: the exporter (and KEDA polling it) first, the producer's queue later."""
+    port = free_port()
+    start(procs, [REDISWQ, "--url", redis_url, "exporter", queue_name, "--port", str(port)], env)
+    wait_for(lambda: answers(port))
+    status, body = get(port, f"/queues/{queue_name}")
+    assert (status, body["shards"], body["waiting"]) == (200, 1, 0)  # no queue yet: nothing waits
+    made = Queue(client, queue_name, shards=4)
+    try:
+        made.put_many([f"item-{i}" for i in range(40)])
+        status, body = get(port, f"/queues/{queue_name}")
+        assert (status, body["shards"], body["waiting"]) == (200, 4, 40)
+    finally:
+        made.purge()
