@@ -6,14 +6,20 @@ with one `Queue.stats()` script call per queue per scrape (custom collector: not
 scrapes). With --all, queues are found by SCAN on their meta keys (on a cluster, on every master in
 turn), at most SCAN_CALLS calls per scrape: on a large keyspace one walk spans several scrapes, and a
 queue deleted meanwhile drops out when the next walk completes.
+
+GET /queues/NAME (same port) answers one exported queue's counts as JSON, read with one `Queue.stats()`
+at request time (summed over a sharded queue's shards): what KEDA's metrics-api scaler reads
+(k8s/components/keda), `waiting` being the items ready to lease, the inbox included.
 """
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
+from http import HTTPStatus
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -24,12 +30,15 @@ from rediswq_kit import CONTEXT_SETTINGS, open_queue, prom, queue_errors
 from rediswq_kit.complete import complete_queue
 
 if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
     from prometheus_client.metrics_core import Metric
 
 SCAN_CALLS = 10
 SCAN_COUNT = 1000
 # The queue opened for its client alone when no QUEUE is named (--all); nothing is read from it.
 _PROBE = "rediswq-exporter"
+# The path under which GET answers one queue's counts as JSON: /queues/NAME.
+QUEUES_PATH = "/queues/"
 
 Client = rediswq.Client
 
@@ -123,6 +132,39 @@ class QueueCollector:
                 error = error or str(e)
         return error
 
+    def _exported(self, name: str) -> rediswq.Queue | None:
+        """The queue `name` if exported: a named one; with --all any valid name (its stats tell)."""
+        if self._discovery is None:
+            return self._queues.get(name)
+        try:
+            return self._open(name)  # not kept: a request names what it likes
+        except rediswq.InvalidArgument:
+            return None
+
+    def answer(self, name: str) -> tuple[int, dict[str, object]]:
+        """GET /queues/NAME: (HTTP status, JSON body). 200 with the counts; 404 for a queue not
+        exported (with --all: no queue of that name on the Redis); 503 when Redis cannot be reached,
+        500 when it answers the read with an error."""
+        queue = self._exported(name)
+        if queue is None:
+            return 404, {"error": f"queue {name!r} is not exported here"}
+        try:
+            stats = queue.stats()
+        except rediswq.ConnectionFailed as e:
+            return 503, {"error": str(e)}
+        except rediswq.RedisWQError as e:
+            return 500, {"error": str(e)}
+        if self._discovery is not None and not stats.exists:
+            return 404, {"error": f"no queue {name!r} on this Redis"}
+        counts = {what: getattr(stats, what) for what, _ in GAUGES}
+        return 200, {
+            "queue": name,
+            "shards": stats.shards,
+            "waiting": stats.pending,
+            **counts,
+            "closed": stats.closed,
+        }
+
     def _scrape(self) -> tuple[dict[str, rediswq.Stats], str]:
         """The stats read, and the error that stopped the reading (empty if none), said once."""
         found: dict[str, rediswq.Stats] = {}
@@ -167,6 +209,24 @@ class QueueCollector:
         )
 
 
+def queues_app(collector: QueueCollector) -> WSGIApplication:
+    """The WSGI app of GET /queues/NAME (`QueueCollector.answer`, one line of JSON)."""
+
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
+        body: dict[str, object] = {"error": "use GET"}
+        status = 405
+        if environ["REQUEST_METHOD"] == "GET":
+            # PEP 3333: PATH_INFO is the path's bytes, percent-decoded, as latin-1 characters.
+            raw = environ.get("PATH_INFO", "").removeprefix(QUEUES_PATH)
+            status, body = collector.answer(raw.encode("latin-1").decode("utf-8", "replace"))
+        data = json.dumps(body).encode() + b"\n"
+        headers = [("Content-Type", "application/json"), ("Content-Length", str(len(data)))]
+        start_response(f"{status} {HTTPStatus(status).phrase}", headers)
+        return [data]
+
+    return app
+
+
 @click.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("queue_names", nargs=-1, metavar="[QUEUE]...", shell_complete=complete_queue)
 @click.option(
@@ -183,7 +243,7 @@ class QueueCollector:
     show_default=True,
     envvar="REDISWQ_EXPORTER_PORT",
     show_envvar=True,
-    help="Serve the metrics on http://0.0.0.0:PORT/metrics.",
+    help="Serve the metrics on http://0.0.0.0:PORT/metrics (and each queue as JSON on /queues/QUEUE).",
 )
 def exporter(queue_names: tuple[str, ...], all_queues: bool, port: int) -> None:
     """Serve Prometheus metrics of the named queues (or --all) until SIGTERM or SIGINT.
@@ -196,6 +256,12 @@ def exporter(queue_names: tuple[str, ...], all_queues: bool, port: int) -> None:
     walking its masters one after another). A Redis that refuses the password exits 2; an
     unreachable one (or a cluster none of whose seeds answers) is reported (rediswq_exporter_up 0)
     until it answers.
+
+    GET /queues/QUEUE on the same port: that queue's counts as one JSON object, read when asked
+    (one script call; a sharded queue's shards summed), {"queue", "shards", "waiting", "pending",
+    "leased", "delayed", "dead", "closed"}; waiting (= pending, the inbox included) is the number
+    KEDA's metrics-api scaler reads. 404 for a queue not exported (with --all: no such queue), 503
+    while Redis cannot be reached, 500 for an error Redis answered; the body is then {"error": ...}.
     """
     if bool(queue_names) == all_queues:
         raise click.UsageError("name the queues to export, or give --all (not both)")
@@ -212,8 +278,8 @@ def exporter(queue_names: tuple[str, ...], all_queues: bool, port: int) -> None:
         except rediswq.ConnectionFailed as e:
             collector.last_error = str(e)
             click.echo(f"rediswq exporter: {e}; serving rediswq_exporter_up 0 until it answers", err=True)
-    prom.serve(port, collector)
-    click.echo(f"rediswq exporter: serving http://0.0.0.0:{port}/metrics", err=True)
+    prom.serve(port, collector, {QUEUES_PATH: queues_app(collector)})
+    click.echo(f"rediswq exporter: serving http://0.0.0.0:{port}/metrics and {QUEUES_PATH}QUEUE", err=True)
     _wait_for_signal()
 
 

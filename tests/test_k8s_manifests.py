@@ -711,7 +711,6 @@ def test_the_cluster_overlay_s_example_url_is_one_rediswq_parses() -> None:
 
 def queue_names(docs: list[Doc]) -> dict[str, str]:
     """Where a build names the queue -> the name it gives there (the users' by their key patterns)."""
-    from rediswq._keys import Keys
 
     named: dict[str, str] = {}
     for kind, name, container_name, field in (
@@ -726,12 +725,9 @@ def queue_names(docs: list[Doc]) -> dict[str, str]:
                 named[f"{kind} {name}"] = c[field][0 if field == "args" else 2]
     for scaled in find_all(docs, "ScaledJob"):
         named["ScaledJob args"] = container(scaled["spec"]["jobTargetRef"]["template"], "worker")["args"][0]
-        lists = {t["name"]: t["metadata"]["listName"] for t in scaled["spec"]["triggers"]}
-        named["ScaledJob inbox"] = lists["inbox"]
-        # The pending list's key, back to the queue's name it is the key of.
-        queue = lists["pending"].removeprefix("rediswq:{").removesuffix("}:pending")
-        assert lists["pending"] == Keys.for_queue(queue).pending
-        named["ScaledJob pending"] = queue
+        # The exporter's URL KEDA reads the count from: http://HOST:PORT/queues/NAME.
+        (url,) = (t["metadata"]["url"] for t in scaled["spec"]["triggers"])
+        named["ScaledJob url"] = url.split("/queues/", 1)[1]
     for config in (
         d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "rediswq-redis-config"
     ):
@@ -766,7 +762,7 @@ def test_the_queue_name_is_set_in_one_place(tmp_path: Path) -> None:
     for directory, places in (
         ("base", 3),
         ("overlays/example", 5),
-        ("overlays/autoscaled", 6),
+        ("overlays/autoscaled", 5),
         ("overlays/dashboard", 6),
     ):
         named = queue_names(build_copy(tree, directory))
@@ -787,14 +783,14 @@ def test_the_thumbs_overlay_renames_the_queue_in_the_users_and_every_command() -
 
 
 def test_one_configmap_generator_renames_the_queue_of_the_keda_overlay(tmp_path: Path) -> None:
-    """The edit overlays/thumbs makes, on overlays/autoscaled: KEDA's lists follow it too."""
+    """The edit overlays/thumbs makes, on overlays/autoscaled: KEDA's URL follows it too."""
     tree = tmp_path / "k8s"
     shutil.copytree(K8S, tree)
     overlay = tree / "overlays" / "autoscaled" / "kustomization.yaml"
     rename = "configMapGenerator:\n  - name: rediswq-queue\n    behavior: merge\n    literals: [name=img-2]\n"
     overlay.write_text(overlay.read_text() + rename)
     named = queue_names(build_copy(tree, "overlays/autoscaled"))
-    assert len(named) == 6 and set(named.values()) == {"img-2"}, named
+    assert len(named) == 5 and set(named.values()) == {"img-2"}, named
 
 
 @pytest.mark.parametrize("version", VERSIONS)

@@ -10,20 +10,23 @@ from __future__ import annotations
 
 import copy
 import functools
+import json
+import shutil
 import signal
 import time
+import urllib.parse
 import urllib.request
 import uuid
+from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
-import redis
 import test_k8s_pod_commands as pods
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from redis_server import RedisServer, free_port
-from test_k8s_manifests import VERSIONS, matches, schema_errors
+from test_k8s_manifests import VERSIONS, build_copy, matches, schema_errors
 from test_k8s_pod_commands import PASSWORD, pod_env, start
 from test_k8s_support import (
     ROOT,
@@ -40,8 +43,7 @@ from test_k8s_support import (
 )
 
 from rediswq import Queue
-from rediswq._keys import Keys
-from rediswq_producer.exporter import exporter
+from rediswq_producer.exporter import QUEUES_PATH, exporter
 from rediswq_worker.work import work
 
 KEDA_SCHEMAS = ROOT / "tests" / "data" / "keda"
@@ -114,11 +116,7 @@ def built() -> list[Doc]:
 
 def test_the_keda_files_and_the_autoscaled_build_pass_kedas_crd_schemas(built: list[Doc]) -> None:
     files = keda_files()
-    assert (
-        {d["kind"] for d in files}
-        == {d["kind"] for d in keda_docs(built)}
-        == {"ScaledJob", "TriggerAuthentication"}
-    )
+    assert {d["kind"] for d in files} == {d["kind"] for d in keda_docs(built)} == {"ScaledJob"}
     assert keda_errors(files) == []
     assert keda_errors(keda_docs(built)) == []
 
@@ -129,11 +127,10 @@ def test_the_crd_check_refuses_a_misspelled_field_a_wrong_type_and_a_bad_enum(bu
     misspelled["spec"]["pollingIntervall"] = 10
     wrong_type["spec"]["maxReplicaCount"] = "16"
     bad_enum["spec"]["scalingStrategy"]["strategy"] = "fastest"
-    for bad in (misspelled, wrong_type, bad_enum):
+    untyped = copy.deepcopy(scaled)
+    del untyped["spec"]["triggers"][0]["type"]
+    for bad in (misspelled, wrong_type, bad_enum, untyped):
         assert len(keda_errors([bad])) == 1
-    missing_key = copy.deepcopy(find(built, "TriggerAuthentication", "rediswq-redis"))
-    del missing_key["spec"]["secretTargetRef"][0]["key"]
-    assert len(keda_errors([missing_key])) == 1
 
 
 @pytest.mark.parametrize("version", VERSIONS)
@@ -170,29 +167,65 @@ def test_the_scaled_job_replaces_the_worker_job_and_runs_its_pod_template(built:
     assert scaled["jobTargetRef"]["parallelism"] == 1 and "completions" not in scaled["jobTargetRef"]
 
 
-def test_the_triggers_read_the_queues_pending_list_and_inbox_with_the_secrets_password(
-    built: list[Doc],
-) -> None:
+def keda_reaches(docs: list[Doc]) -> list[str]:
+    """What is wrong with the URL a build's ScaledJob reads its count from: it must be the exporter's
+    Service, by name and namespace, on its port, reaching a pod that exports the worker's queue."""
+    scaled = find(docs, "ScaledJob", "rediswq-worker")
+    queue = container(scaled["spec"]["jobTargetRef"]["template"], "worker")["args"][0]
+    (trigger,) = scaled["spec"]["triggers"]
+    url = urllib.parse.urlsplit(trigger["metadata"]["url"])
+    services = {(d["metadata"]["name"], d["metadata"].get("namespace")): d for d in find_all(docs, "Service")}
+    name, namespace, svc = ([*(url.hostname or "").split("."), "", "", ""])[:3]
+    service = services.get((name, namespace))
+    if svc != "svc" or service is None:
+        return [f"{url.hostname}: no Service of this build (is components/exporter included?)"]
+    ports = [p["targetPort"] for p in service["spec"]["ports"] if p["port"] == url.port]
+    pod = find(docs, "Deployment", "rediswq-exporter")["spec"]["template"]
+    if not matches({"matchLabels": service["spec"]["selector"]}, pod["metadata"]["labels"]):
+        return [f"Service {name} selects no exporter pod"]
+    c = container(pod, "exporter")
+    args = exporter.make_context("exporter", list(c["command"][2:])).params
+    errors = []
+    if [p["containerPort"] for p in c["ports"] if p["name"] in ports] != [args["port"]]:
+        errors.append(f"port {url.port} does not reach the exporter's --port {args['port']}")
+    if url.scheme != "http" or url.path != f"{QUEUES_PATH}{queue}" or queue not in args["queue_names"]:
+        errors.append(f"{trigger['metadata']['url']} is not the exporter's URL of queue {queue}")
+    return errors
+
+
+def test_the_trigger_reads_the_queues_waiting_count_from_the_exporter_service(built: list[Doc]) -> None:
     scaled = find(built, "ScaledJob", "rediswq-worker")
-    queue_name = container(scaled["spec"]["jobTargetRef"]["template"], "worker")["args"][0]
-    expected = Keys.for_queue(queue_name)
-    triggers = scaled["spec"]["triggers"]
-    assert sorted(t["metadata"]["listName"] for t in triggers) == sorted([expected.pending, expected.inbox])
-    assert scaled["spec"]["scalingStrategy"]["multipleScalersCalculation"] == "sum"
-    service = find(built, "Service", "rediswq-redis")
-    port = service["spec"]["ports"][0]["port"]
-    auth = find(built, "TriggerAuthentication", "rediswq-redis")["spec"]["secretTargetRef"]
-    assert auth == [{"parameter": "password", "name": "rediswq-redis", "key": "worker-password"}]
-    find(built, "Secret", "rediswq-redis")
-    for t in triggers:
-        assert t["type"] == "redis"
-        assert t["metadata"]["address"] == f"{service['metadata']['name']}:{port}"
-        assert t["authenticationRef"] == {"name": "rediswq-redis"}
-        assert t["metadata"]["username"] == "rediswq-worker"  # the user whose password that is
-        assert int(t["metadata"]["listLength"]) >= 1 and t["metadata"]["activationListLength"] == "0"
+    (trigger,) = scaled["spec"]["triggers"]
+    assert trigger["type"] == "metrics-api" and "authenticationRef" not in trigger
+    meta = trigger["metadata"]
+    assert keda_reaches(built) == []
+    assert meta["url"] == "http://rediswq-exporter.rediswq.svc:9180/queues/jobs"
+    assert (meta["format"], meta["valueLocation"]) == ("json", "waiting")
+    assert (meta["targetValue"], meta["activationTargetValue"]) == ("5", "0")
+    # KEDA needs no Redis credentials now.
+    assert not find_all(built, "TriggerAuthentication")
 
 
-def test_the_network_policy_admits_workers_the_exporter_and_kedas_operator_only(built: list[Doc]) -> None:
+def test_the_keda_component_requires_the_exporter_and_follows_the_overlays_namespace(tmp_path: Path) -> None:
+    tree = tmp_path / "k8s"
+    shutil.copytree(ROOT / "k8s", tree)
+    overlay = tree / "overlays" / "autoscaled" / "kustomization.yaml"
+    text = overlay.read_text(encoding="utf-8")
+    overlay.write_text(text.replace("namespace: rediswq\n", "namespace: batch\n"), encoding="utf-8")
+    moved = build_copy(tree, AUTOSCALED)
+    assert find(moved, "ScaledJob", "rediswq-worker")["spec"]["triggers"][0]["metadata"]["url"] == (
+        "http://rediswq-exporter.batch.svc:9180/queues/jobs"
+    )
+    assert keda_reaches(moved) == []
+    # Without components/exporter (and the overlay's replacement that reads its Service): nothing answers.
+    without = text.replace("  - ../../components/exporter\n", "").split("replacements:")[0]
+    overlay.write_text(without, encoding="utf-8")
+    assert keda_reaches(build_copy(tree, AUTOSCALED)) == [
+        "rediswq-exporter.rediswq.svc: no Service of this build (is components/exporter included?)"
+    ]
+
+
+def test_the_network_policy_admits_workers_and_the_exporter_only(built: list[Doc]) -> None:
     (rule,) = find(built, "NetworkPolicy", "rediswq-redis")["spec"]["ingress"]
 
     def admitted(labels: dict[str, str], namespace: str = "rediswq") -> bool:
@@ -208,7 +241,8 @@ def test_the_network_policy_admits_workers_the_exporter_and_kedas_operator_only(
     exporter_pods = find(built, "Deployment", "rediswq-exporter")["spec"]["template"]
     for template in (scaled, exporter_pods):
         assert admitted(template["metadata"]["labels"])
-    assert admitted({"app.kubernetes.io/name": "keda-operator"}, namespace="keda")
+    # KEDA reads the exporter, not Redis: its operator is not admitted.
+    assert not admitted({"app.kubernetes.io/name": "keda-operator"}, namespace="keda")
     assert not admitted({"app.kubernetes.io/name": "keda-operator"}, namespace="rediswq")
     assert not admitted({"app.kubernetes.io/name": "other"}, namespace="keda")
     assert not admitted({"app.kubernetes.io/name": "rediswq", "app.kubernetes.io/component": "redis"})
@@ -256,11 +290,12 @@ def test_prometheus_finds_the_exporter_and_the_workers_on_the_ports_they_serve(d
     }
 
 
-def test_the_keda_readme_section_names_the_lists_and_the_choice_with_job_scale_auto() -> None:
+def test_the_keda_readme_section_names_the_url_and_the_choice_with_job_scale_auto() -> None:
     text = " ".join((ROOT / "k8s" / "README.md").read_text(encoding="utf-8").split())
     for needed in (
         "components/keda",
-        "rediswq:{jobs}:pending",
+        "metrics-api",
+        "/queues/jobs",
         "rediswq job scale --auto",
         "components/exporter",
     ):
@@ -306,26 +341,12 @@ def test_the_exporter_pod_command_runs_with_the_pods_env_and_user_and_serves_its
         assert samples[("rediswq_queue_pending", queue.name)] == stats.pending == 2
         assert samples[("rediswq_queue_dead", queue.name)] == stats.dead == 1
         assert samples[("rediswq_queue_dead_lettered_total", queue.name)] == stats.dead_lettered == 1
+        # What KEDA reads, as the pod's user (its ACL covers it).
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{QUEUES_PATH}{queue.name}", timeout=5) as r:
+            assert json.loads(r.read())["waiting"] == stats.pending == 2
     finally:
         exporter_pod.send_signal(signal.SIGTERM)
         _, err = exporter_pod.communicate(timeout=10)
         queue.purge()
     assert exporter_pod.returncode == 0, err
     assert PASSWORD not in err
-
-
-def test_the_scalers_user_may_read_the_lengths_of_both_lists_and_nothing_else(server: RedisServer) -> None:
-    """KEDA's redis scaler sends TYPE, then LLEN, on each listName: the worker user's ACL allows them."""
-    name = f"k8s-{uuid.uuid4().hex[:10]}"  # the test users' ACL covers k8s-* for the manifests' `jobs`
-    keys = Keys.for_queue(name)
-    Queue(server.client(), name).put_many(["a", "b"])
-    server.client().rpush(keys.inbox, "c")
-    scaler = redis.Redis(port=server.port, username="rediswq-worker", password=PASSWORD)
-    try:
-        assert [scaler.type(k) for k in (keys.pending, keys.inbox)] == [b"list", b"list"]
-        assert [scaler.llen(k) for k in (keys.pending, keys.inbox)] == [2, 1]
-        with pytest.raises(redis.exceptions.NoPermissionError):
-            scaler.llen("some-other-list")
-    finally:
-        scaler.close()
-        Queue(server.client(), name).purge()

@@ -64,9 +64,9 @@ def scale(
 
     outstanding counts pending, delayed (retry backoff) and leased items. It never asks for fewer
     pods than hold leases: lowering parallelism makes the Job controller kill pods, and it does not
-    know which are mid-item. KEDA's Redis list scaler differs here: it sees only a list's length
-    (the pending items), not items leased in pods or delayed for retry, so near the end of a run it
-    scales down to pods that still hold work. Pods holding leases are found by their names
+    know which are mid-item. KEDA (k8s/components/keda) differs here: it sees only the waiting items
+    (the exporter's `waiting`: pending), not items leased in pods or delayed for retry, so near the
+    end of a run it scales down to pods that still hold work. Pods holding leases are found by their names
     (`Queue.holders()`; a worker's name is its pod's name) among the Job's live pods; without
     permission to list pods, every distinct lease holder counts.
 

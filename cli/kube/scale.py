@@ -13,9 +13,9 @@ know which ones are half-way through an item. A pod holding a lease would get SI
 back and exit; the work it did on them is lost and redone. So the scaler never asks for fewer pods
 than hold leases: as the queue drains, pods go when they have nothing left, not mid-item.
 
-How this differs from KEDA's Redis list scaler: KEDA reads one number, the length of a Redis list
-(here that would be `pending`). It cannot see items that are leased (in flight in some pod) or delayed
-(waiting for a retry), because they are not in the list. Near the end of a run the list is empty while
+How this differs from KEDA (k8s/components/keda): KEDA reads one number, the exporter's `waiting`
+(`pending`, from GET /queues/NAME). It cannot see items that are leased (in flight in some pod) or
+delayed (waiting for a retry), because they are not in that count. Near the end of a run it is 0 while
 pods are still working, KEDA computes zero and scales the workload down, killing pods that still hold
 work; delayed retries are invisible to it until they come back. This scaler reads `Queue.stats()`
 (pending, delayed and leased together) and `Queue.holders()`, so in-flight work keeps its pods.
