@@ -19,6 +19,7 @@ round; the table shows each variant's median us per call and per item.
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import sys
 from dataclasses import dataclass
@@ -100,20 +101,31 @@ def _has_functions(client: Any) -> bool:
     return True
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = base_parser(__doc__ or "")
+def parser_with_variants(description: str, calls: int, calls_help: str) -> argparse.ArgumentParser:
+    """The options of a tool that runs lease.lua's loop for each variant (this one, lua_instructions.py)."""
+    parser = base_parser(description)
     parser.add_argument("--batch", type=int, default=1, help="items a call completes and leases")
-    parser.add_argument("--calls", type=int, default=20_000, help="calls per round")
-    parser.add_argument("--repeat", type=int, default=5, help="rounds of each variant")
+    parser.add_argument("--calls", type=int, default=calls, help=calls_help)
     parser.add_argument(
         "--variant", action="append", default=[], help="NAME=FILE[,PRELUDE], a lease.lua to compare"
     )
     parser.add_argument("--path", choices=["both", "functions", "scripts"], default="both")
-    args = parser.parse_args(argv)
-    # The queue is filled and purged through the scripts: the library loaded may be a variant's.
+    return parser
+
+
+def variants_of(args: argparse.Namespace) -> list[Variant]:
+    """The shipped lease.lua ("now") and the --variant ones. The queue is filled and purged through
+    the scripts from here on: the function library loaded may be a variant's."""
     _scripts.FUNCTIONS = False
     prelude = _library.source(_library.PRELUDE)
-    variants = [Variant("now", _library.source("lease"), prelude), *map(_variant, args.variant)]
+    return [Variant("now", _library.source("lease"), prelude), *map(_variant, args.variant)]
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = parser_with_variants(__doc__ or "", 20_000, "calls per round")
+    parser.add_argument("--repeat", type=int, default=5, help="rounds of each variant")
+    args = parser.parse_args(argv)
+    variants = variants_of(args)
     results: dict[str, list[float]] = {}
     with private_redis(args.redis_server, args.redis_config) as server:
         client = server.client()

@@ -24,11 +24,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import base_parser, private_redis
-from lua_cost import Caller, Variant, _variant
+from _common import private_redis
+from lua_cost import Caller, parser_with_variants, variants_of
 from redis_server import find_binary
 
-from rediswq import Queue, _library, _scripts
+from rediswq import Queue
 
 
 def _callgrind(*args: str) -> None:
@@ -81,21 +81,13 @@ def _count(call: Caller, pid: int, out: Path, label: str, batch: int, calls: int
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = base_parser(__doc__ or "")
-    parser.add_argument("--batch", type=int, default=1, help="items a call completes and leases")
-    parser.add_argument("--calls", type=int, default=1000, help="calls counted per variant and path")
+    parser = parser_with_variants(__doc__ or "", 1000, "calls counted per variant and path")
     parser.add_argument("--token", type=int, default=1_000_000, help="the queue's lease token to start at")
-    parser.add_argument(
-        "--variant", action="append", default=[], help="NAME=FILE[,PRELUDE], a lease.lua to compare"
-    )
-    parser.add_argument("--path", choices=["both", "functions", "scripts"], default="both")
     args = parser.parse_args(argv)
     for tool in ("valgrind", "callgrind_control"):
         if shutil.which(tool) is None:
             parser.exit(2, f"lua_instructions.py: {tool} not found (Debian: apt-get install valgrind)\n")
-    _scripts.FUNCTIONS = False  # the queue is filled through the scripts: the library may be a variant's
-    prelude = _library.source(_library.PRELUDE)
-    variants = [Variant("now", _library.source("lease"), prelude), *map(_variant, args.variant)]
+    variants = variants_of(args)
     results: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="rediswq-callgrind-") as tmp:
         out = Path(tmp)
