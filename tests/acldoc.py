@@ -7,17 +7,15 @@ for --help).
 
 from __future__ import annotations
 
-import re
 import sys
-from pathlib import Path
 
 from click.testing import CliRunner
+from docsection import DocSection
 
 from rediswq.acl import ROLES
 from rediswq_cli.main import main
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "security.md"
-SECTION = re.compile(r"(<!-- BEGIN acl -->\n)(.*?)(<!-- END acl -->)", re.S)
+SECTION = DocSection("security.md", "acl")
 VERSIONS = {
     "7": "Redis 7+ (functions: run `rediswq install` as the admin first)",
     "6.2": "Redis 6.2 (scripts)",
@@ -42,15 +40,9 @@ def render() -> str:
 
 
 def doc_section() -> str:
-    found = SECTION.search(DOC.read_text(encoding="utf-8"))
-    return found.group(2) if found else ""
-
-
-def write() -> None:
-    text = DOC.read_text(encoding="utf-8")
-    DOC.write_text(SECTION.sub(lambda m: m.group(1) + render() + m.group(3), text), encoding="utf-8")
+    return SECTION.read()
 
 
 if __name__ == "__main__":
-    write()
+    SECTION.write(render())
     sys.exit(0)

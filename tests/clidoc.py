@@ -6,18 +6,16 @@ tests/test_clidoc.py fails when docs/cli.md and --help disagree.
 
 from __future__ import annotations
 
-import re
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import click
 from click.testing import CliRunner
+from docsection import DocSection
 
 from rediswq_cli.main import main
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "cli.md"
-SECTION = re.compile(r"(<!-- BEGIN cli -->\n)(.*?)(<!-- END cli -->)", re.S)
+SECTION = DocSection("cli.md", "cli")
 
 
 def command_paths(group: click.Group = main, prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
@@ -47,15 +45,9 @@ def render() -> str:
 
 
 def doc_section() -> str:
-    found = SECTION.search(DOC.read_text(encoding="utf-8"))
-    return found.group(2) if found else ""
-
-
-def write() -> None:
-    text = DOC.read_text(encoding="utf-8")
-    DOC.write_text(SECTION.sub(lambda m: m.group(1) + render() + m.group(3), text), encoding="utf-8")
+    return SECTION.read()
 
 
 if __name__ == "__main__":
-    write()
+    SECTION.write(render())
     sys.exit(0)
