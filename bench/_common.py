@@ -396,6 +396,18 @@ def now() -> float:
     return time.monotonic()
 
 
+def medians(runs: Sequence[dict[str, Any]], keys: Iterable[str]) -> list[dict[str, Any]]:
+    """One row per variant, in the order first run: its items, runs, and the median of each of `keys`
+    that its runs have."""
+    rows: list[dict[str, Any]] = []
+    for variant in dict.fromkeys(r["variant"] for r in runs):
+        mine = [r for r in runs if r["variant"] == variant]
+        row: dict[str, Any] = {"variant": variant, "items": mine[0]["items"], "runs": len(mine)}
+        row.update({key: median([r[key] for r in mine]) for key in keys if key in mine[0]})
+        rows.append(row)
+    return rows
+
+
 def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per variant: the median rate over its runs, and its calls per item (all runs)."""
     rows: list[dict[str, Any]] = []

@@ -29,7 +29,7 @@ from _common import (
     finish,
     interleaved,
     load_scripts,
-    median,
+    medians,
     paired_ratio,
     payloads,
     private_redis,
@@ -129,19 +129,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         replicated_cluster.stop()
         replicated.stop()
 
-    rows = []
-    for variant in dict.fromkeys(run["variant"] for run in runs):
-        mine = [run for run in runs if run["variant"] == variant]
-        rate = median([run["items/s"] for run in mine])
-        rows.append(
-            {
-                "variant": variant,
-                "items": mine[0]["items"],
-                "runs": len(mine),
-                "items/s": rate,
-                "us/item": 1e6 / rate,
-            }
-        )
+    rows = medians(runs, ("items/s",))
+    for row in rows:
+        row["us/item"] = 1e6 / row["items/s"]
 
     def cost(slow: str, fast: str) -> float:
         """The per-call cost of `slow` over `fast`: the inverse ratio of their one-at-a-time rates."""

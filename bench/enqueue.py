@@ -22,7 +22,7 @@ from _common import (
     finish,
     interleaved,
     load_scripts,
-    median,
+    medians,
     now,
     paired_ratio,
     payloads,
@@ -117,19 +117,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             args.repeat,
         )
 
-    rows = []
-    for variant in dict.fromkeys(r["variant"] for r in runs):
-        mine = [r for r in runs if r["variant"] == variant]
-        rows.append(
-            {
-                "variant": variant,
-                "items": mine[0]["items"],
-                "runs": len(mine),
-                "seconds": median([r["seconds"] for r in mine]),
-                "worst s": max(r["seconds"] for r in mine),
-                "items/s": median([r["items/s"] for r in mine]),
-            }
-        )
+    rows = medians(runs, ("seconds", "items/s"))
+    for row in rows:
+        row["worst s"] = max(r["seconds"] for r in runs if r["variant"] == row["variant"])
     by = {row["variant"]: row for row in rows}
     for row in rows:
         row["% floor"] = 100 * paired_ratio(runs, row["variant"], FLOOR)

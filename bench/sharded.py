@@ -27,7 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 import redis
-from _common import Target, base_parser, environment, finish, interleaved, median, paired_ratio, payloads
+from _common import Target, base_parser, environment, finish, interleaved, medians, paired_ratio, payloads
 from _drain import unique_name
 from redis.cluster import RedisCluster
 from topologies import Cluster
@@ -138,19 +138,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         runs = interleaved(variants, args.repeat)
     finally:
         cluster.stop()
-    rows = []
-    for variant in dict.fromkeys(r["variant"] for r in runs):
-        mine = [r for r in runs if r["variant"] == variant]
-        rows.append(
-            {
-                "variant": variant,
-                "items": mine[0]["items"],
-                "runs": len(mine),
-                **{
-                    k: median([r[k] for r in mine]) for k in ("items/s", "server us/item", "round trips/item")
-                },
-            }
-        )
+    rows = medians(runs, ("items/s", "server us/item", "round trips/item"))
 
     def ratio(op: str, key: str) -> float:
         return paired_ratio(runs, f"sharded {op}", f"unsharded {op}", key)

@@ -39,7 +39,7 @@ from _common import (
     finish,
     interleaved,
     load_scripts,
-    median,
+    medians,
     now,
     paired_ratio,
     payloads,
@@ -249,15 +249,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             args.repeat,
         )
 
-    rows = []
-    for variant in dict.fromkeys(r["variant"] for r in runs):
-        mine = [r for r in runs if r["variant"] == variant]
-        row: dict[str, Any] = {"variant": variant, "items": mine[0]["items"], "runs": len(mine)}
-        row["items/s"] = median([r["items/s"] for r in mine])
-        for key in ("calls/item", "start-up s", "end-to-end s"):
-            if key in mine[0]:
-                row[key] = median([r[key] for r in mine])
-        rows.append(row)
+    rows = medians(runs, ("items/s", "calls/item", "start-up s", "end-to-end s"))
     by = {row["variant"]: row for row in rows}
     handler = by.get(HANDLER)
     command = by.get(COMMAND)
