@@ -140,27 +140,25 @@ def docs_example(url: str, name: str, ready: Any, go: Any) -> WorkerResult:
 
 def floor_drain(url: str, name: str, batch: int, ready: Any, go: Any) -> WorkerResult:
     """The floor: `batch` RPOP commands per pipeline (one round trip), no lease at all."""
-    client = redis.Redis.from_url(url)
-    client.ping()
-    ready.set()
-    go.wait()
-    started = last = now()
-    n = 0
-    while True:
+
+    def take(client: redis.Redis) -> int:
         pipe = client.pipeline(transaction=False)
         for _ in range(batch):
             pipe.rpop(name)
-        got = sum(1 for item in pipe.execute() if item is not None)
-        if got:
-            n += got
-            last = now()
-        if got < batch:
-            break
-    return WorkerResult(n, started, last)
+        return sum(1 for item in pipe.execute() if item is not None)
+
+    return _pop_until_short(url, batch, take, ready, go)
 
 
 def bulk_floor_drain(url: str, name: str, count: int, ready: Any, go: Any) -> WorkerResult:
     """The bulk floor: `RPOP key count` (Redis 6.2+), one command takes `count` items, no lease at all."""
+    return _pop_until_short(url, count, lambda client: len(client.rpop(name, count) or []), ready, go)
+
+
+def _pop_until_short(
+    url: str, want: int, take: Callable[[redis.Redis], int], ready: Any, go: Any
+) -> WorkerResult:
+    """Call `take` (items it popped) until it pops fewer than `want`: the list is empty."""
     client = redis.Redis.from_url(url)
     client.ping()
     ready.set()
@@ -168,11 +166,11 @@ def bulk_floor_drain(url: str, name: str, count: int, ready: Any, go: Any) -> Wo
     started = last = now()
     n = 0
     while True:
-        got = len(client.rpop(name, count) or [])
+        got = take(client)
         if got:
             n += got
             last = now()
-        if got < count:
+        if got < want:
             break
     return WorkerResult(n, started, last)
 
