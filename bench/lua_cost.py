@@ -73,6 +73,16 @@ class Caller:
         return self.client.evalsha(self.sha, len(keys), *keys, *args)
 
 
+def new_handles(reply: list[Any]) -> list[bytes]:
+    """The handles a lease.lua reply leased, in either layout: {status, wait, deadline, n_lost, n_kept,
+    lost..., handles..., kept...} (now), or {status, wait, deadline, n_lost, lost..., handle, payload...}
+    (before 2026-12; a variant may be an older text)."""
+    n_lost = int(reply[3])
+    if isinstance(reply[4], int):
+        return reply[5 + n_lost : len(reply) - 2 * reply[4]]
+    return reply[4 + n_lost :: 2]
+
+
 def _round(call: Caller, batch: int, calls: int, name: str) -> float:
     """us of Redis time per lease.lua call over `calls` complete-and-lease calls of `batch` items."""
     client = call.client
@@ -85,7 +95,7 @@ def _round(call: Caller, batch: int, calls: int, name: str) -> float:
     reply = call(keys, args)
     client.config_resetstat()
     for _ in range(calls):
-        handles = reply[4 + int(reply[3]) :: 2]
+        handles = new_handles(reply)
         reply = call(keys, [*args, *handles])
         assert reply[0] == 0 and int(reply[3]) == 0, reply[:4]
     stats = client.info("commandstats")[call.stat]

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from _common import private_redis
-from lua_cost import Caller, parser_with_variants, variants_of
+from lua_cost import Caller, new_handles, parser_with_variants, variants_of
 from redis_server import find_binary
 
 from rediswq import Queue
@@ -47,7 +47,9 @@ def _wrapper(binary: str, out: Path) -> str:
     return str(script)
 
 
-def _count(call: Caller, pid: int, out: Path, label: str, batch: int, calls: int, token: int) -> int:
+def _count(
+    call: Caller, pid: int, out: Path, label: str, batch: int, calls: int, token: int, keep: Path | None
+) -> int:
     """Instructions the server ran over `calls` complete-and-lease calls of `batch` items."""
     client = call.client
     call.prepare()
@@ -62,7 +64,7 @@ def _count(call: Caller, pid: int, out: Path, label: str, batch: int, calls: int
     _callgrind("--zero", str(pid))
     _callgrind("--instr=on", str(pid))
     for _ in range(calls):
-        handles = reply[4 + int(reply[3]) :: 2]
+        handles = new_handles(reply)
         reply = call(keys, [*args, *handles])
         assert reply[0] == 0 and int(reply[3]) == 0, reply[:4]
     _callgrind("--instr=off", str(pid))
@@ -75,6 +77,9 @@ def _count(call: Caller, pid: int, out: Path, label: str, batch: int, calls: int
         lines = [line for dump in out.glob("cg.*") for line in dump.read_text().splitlines()]
         totals = [line for line in lines if line.startswith("totals:")]
         if totals:
+            if keep is not None:  # the whole dump, for callgrind_annotate: where the instructions go
+                for dump in out.glob("cg.*"):
+                    shutil.copy(dump, keep / f"callgrind.{re.sub(r'[^A-Za-z0-9_-]', '_', label)}.out")
             return int(totals[-1].split()[1])
         time.sleep(0.1)
     raise RuntimeError(f"callgrind wrote no totals for {label}")
@@ -83,6 +88,12 @@ def _count(call: Caller, pid: int, out: Path, label: str, batch: int, calls: int
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = parser_with_variants(__doc__ or "", 1000, "calls counted per variant and path")
     parser.add_argument("--token", type=int, default=1_000_000, help="the queue's lease token to start at")
+    parser.add_argument(
+        "--keep-dumps",
+        type=Path,
+        metavar="DIR",
+        help="copy each variant's callgrind dump here (callgrind_annotate)",
+    )
     args = parser.parse_args(argv)
     for tool in ("valgrind", "callgrind_control"):
         if shutil.which(tool) is None:
@@ -102,7 +113,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 for path in paths:
                     call = Caller(client, variant, path)
                     label = f"{variant.name} ({path})"
-                    total = _count(call, server.process.pid, out, label, args.batch, args.calls, args.token)
+                    total = _count(
+                        call,
+                        server.process.pid,
+                        out,
+                        label,
+                        args.batch,
+                        args.calls,
+                        args.token,
+                        args.keep_dumps,
+                    )
                     results[label] = total / args.calls
     print(
         f"lease.lua on Redis {version}, {args.batch} item(s) a call, {args.calls} calls, "
