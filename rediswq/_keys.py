@@ -25,13 +25,16 @@ key                       type    meaning
                                   each batch); cleared by `Queue.reopen` and `Queue.purge`
 ``rediswq:{NAME}:meta``     hash  counters ``enqueued completed failed retried expired dead_lettered
                                   released dropped quarantined``, the id sequence ``seq``, the lease token
-                                  sequence ``token``, and ``closed`` (1 once closed)
+                                  sequence ``token`` (one a lease call), and ``closed`` (1 once closed)
 ========================  ======  ==============================================================
 
 A *handle* names one lease and nothing else: the pending envelope the item was leased from, as it
-was (``[id, attempts before this lease, payload]``), followed by four more msgpack values: the lease
-``token`` (unique per queue), the ``worker``, ``leased_at_ms`` and ``lease_ms`` (a lease whose score is
-still ``leased_at_ms + lease_ms`` was never renewed: see lease.lua on unseen expiries). So a lease
+was (``[id, attempts before this lease, payload]``), followed by four more msgpack values: the
+``token`` of the lease call (one per call, unique per queue; with the item's id, which no other item
+taken in that call has, it names the lease), the ``worker``, ``leased_at_ms`` and ``lease_ms`` (a
+lease whose score is still ``leased_at_ms + lease_ms`` was never renewed: see lease.lua on unseen
+expiries). A copy of an envelope planted in pending would make a second handle of the same bytes:
+lease.lua sees that (ZADD adds fewer members than it was given) and puts the copy back. So a lease
 copies the envelope's bytes instead of decoding it, and completing a lease is one ZREM. An envelope
 over ``EMBED_LIMIT`` bytes leaves its payload in ``payloads`` and goes into the handle as ``[id,
 attempts]``: a worker sends its handles back to complete or extend them, so a large payload must not

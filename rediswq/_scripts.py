@@ -21,7 +21,7 @@ from rediswq import _library, _topology
 from rediswq._direct import DirectScript
 from rediswq._keys import Keys
 from rediswq._topology import Client
-from rediswq._wire import envelope, new_lease, pack_array
+from rediswq._wire import envelope, new_leases, pack_array
 from rediswq.errors import LibraryMismatch
 
 #: Use the function library where Redis has functions (tests turn it off to run the scripts on 7).
@@ -243,10 +243,12 @@ class Scripts:
                 # do the completions alone, and answer what lease.lua answers then.
                 reply = list(self._settle(keys=self._keys, args=args))
                 reply[0] = OUT_OF_MEMORY
-        n_lost = reply[3]
-        lost = _positions(reply[4 : 4 + n_lost])
-        pairs = reply[4 + n_lost :]
-        items = [new_lease(pairs[i], pairs[i + 1]) for i in range(0, len(pairs), 2)]
+        n_lost, n_kept = reply[3], reply[4]
+        lost = _positions(reply[5 : 5 + n_lost])
+        end = len(reply) - 2 * n_kept
+        handles = reply[5 + n_lost : end]
+        kept = {reply[i] - 1: reply[i + 1] for i in range(end, len(reply), 2)}
+        items = new_leases(handles, kept)
         return LeaseReply(reply[0], reply[1], int(reply[2]), lost, items)
 
     def fail(

@@ -17,7 +17,7 @@ malformed entries, they do not fail on them.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import msgpack
@@ -122,13 +122,23 @@ def read_handle(handle: bytes) -> tuple[list[Any], int, bytes, int]:
     return envelope, token, worker, leased_at_ms
 
 
-def new_lease(handle: bytes, kept_apart: bytes | None) -> tuple[str, int, bytes, bytes]:
-    """(id, attempt, payload, handle) of a lease lease.lua just made (no checks: it built the handle);
-    `kept_apart` is the payload when it waits in the payloads hash, else None (it is in the handle)."""
-    unpacker = msgpack.Unpacker(raw=True)
-    unpacker.feed(handle)
-    item_id, attempts, *payload = unpacker.unpack()
-    return id_text(item_id), attempts + 1, payload[0] if kept_apart is None else kept_apart, handle
+def new_leases(handles: Sequence[bytes], kept: Mapping[int, bytes]) -> list[tuple[str, int, bytes, bytes]]:
+    """(id, attempt, payload, handle) of each lease lease.lua just made (no checks: it built them).
+
+    One unpacker reads them all: each handle is an envelope and the four values lease.lua packed after
+    it, skipped. `kept`: the payloads waiting in the payloads hash, by position (their handles' envelopes
+    are [id, attempts]).
+    """
+    unpacker = msgpack.Unpacker(raw=True, max_buffer_size=max(sum(map(len, handles)), 1024))
+    unpacker.feed(b"".join(handles))
+    unpack, skip = unpacker.unpack, unpacker.skip
+    leases = []
+    for position, handle in enumerate(handles):
+        item_id, attempts, *payload = unpack()
+        skip(), skip(), skip(), skip()  # token, worker, leased_at_ms, lease_ms
+        text = str(item_id) if type(item_id) is int else item_id.decode()
+        leases.append((text, attempts + 1, payload[0] if payload else kept[position], handle))
+    return leases
 
 
 def malformed_id(raw: bytes) -> str:

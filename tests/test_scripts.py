@@ -206,15 +206,35 @@ def test_each_lease_of_an_item_counts_one_attempt(client: redis.Redis, make_queu
     assert counters(client, q.keys)["expired"] == 2
 
 
-def test_lease_tokens_are_unique_across_calls(client: redis.Redis, make_queue: MakeQueue) -> None:
+def test_a_lease_token_names_the_call_and_the_item_id_the_lease(
+    client: redis.Redis, make_queue: MakeQueue
+) -> None:
     q = make_queue()
     q.put_many([b"same"] * 5)
     leases = q.lease_many(3, 30) + q.lease_many(2, 30)
     tokens = [handle_fields(lease.handle)[0] for lease in leases]
-    assert tokens == [1, 2, 3, 4, 5]
+    assert tokens == [1, 1, 1, 2, 2]
     assert len({lease.handle for lease in leases}) == 5
     assert client.zcard(q.keys.leased) == 5 + 1  # and the sentinel
-    assert meta(client, q.keys)["token"] == 5
+    assert meta(client, q.keys)["token"] == 2
+
+
+def test_a_copy_of_an_envelope_planted_in_pending_goes_back_and_is_leased_by_a_later_call(
+    client: redis.Redis, make_queue: MakeQueue
+) -> None:
+    q = make_queue()
+    q.put_many([b"a", b"b" * 300, b"c"])  # b's payload is kept apart while it is leased
+    first, second, _ = client.lrange(q.keys.pending, 0, -1)
+    client.rpush(q.keys.pending, second, first)  # copies, as a hand-made LPUSH would leave them
+    leases = q.lease_many(10, 30)
+    assert [(lease.id, lease.payload) for lease in leases] == [("1", b"a"), ("2", b"b" * 300), ("3", b"c")]
+    assert client.lrange(q.keys.pending, 0, -1) == [second, first]  # back, as they were
+    assert client.zcard(q.keys.leased) == 3 + 1
+    again = q.lease_many(10, 30)
+    assert [(lease.id, lease.payload) for lease in again] == [("2", b"b" * 300), ("1", b"a")]
+    assert len({lease.handle for lease in leases + again}) == 5
+    q.complete_many(leases + again)
+    assert q.stats().drained
 
 
 def test_lease_takes_raw_items_from_the_inbox_after_pending(
@@ -233,7 +253,7 @@ def test_lease_takes_raw_items_from_the_inbox_after_pending(
     assert client.lrange(q.keys.inbox, 0, -1) == [b"raw-z"]
     assert [h[1:3] for h, _ in leased(client, q.keys)] == [[1, 1], [2, 1], [3, 1]]
     # Raw items are counted as enqueued when a lease takes them in.
-    assert meta(client, q.keys) == {"seq": 3, "enqueued": 3, "token": 3}
+    assert meta(client, q.keys) == {"seq": 3, "enqueued": 3, "token": 1}  # one lease call
     [last] = q.lease_many(5, 30)
     assert (last.id, last.payload) == ("4", b"raw-z")
     assert not client.exists(q.keys.inbox)

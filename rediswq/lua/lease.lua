@@ -16,7 +16,7 @@ ARGV
   ARGV[5] worker         the holder's name, kept in the handle (shown by stats)
   ARGV[6] until_closed   1: "drained" also requires the queue to be closed
   ARGV[7] ...            handles of leases to complete first
-Returns a flat array {status, wait_ms, deadline_ms, n_lost, lost..., then a pair per new lease}
+Returns a flat array {status, wait_ms, deadline_ms, n_lost, n_kept, lost..., handles..., kept...}
   status       0 leased (or count was 0); 1 nothing to lease now; 2 drained; 3 missing: no queue of
                this name exists (no meta, nothing in any key); 4 damaged: meta is gone while other
                keys hold data (its counters vanished); 5 out of memory: Redis refuses new leases
@@ -26,14 +26,17 @@ Returns a flat array {status, wait_ms, deadline_ms, n_lost, lost..., then a pair
                (0: entries were quarantined, call again)
   deadline_ms  the deadline of the new leases
   n_lost, lost the 1-based positions of the handles whose lease no longer held (nothing done for them)
-  pairs        {handle, payload}: the payload when it is kept in `payloads`, else false (it is in the
-               handle)
+  handles      one per new lease, its payload in it
+  n_kept, kept a pair {position among the handles, payload} per new lease whose payload is kept in
+               `payloads` instead (its handle holds [id, attempts] alone)
 
 A handle is the pending envelope as it was taken, followed by msgpack token, worker, leased_at_ms,
-lease_ms (see rediswq/_keys.py): leasing copies bytes instead of decoding and re-encoding them. This
-runs once per item, so it also avoids what costs most in Redis's Lua: numbers passed to redis.call
-(formatted with %.17g; string.format('%d') is cheaper), tables, and msgpack decoding: an envelope is
-checked by reading its msgpack headers, not by decoding it.
+lease_ms (see rediswq/_keys.py): leasing copies bytes instead of decoding and re-encoding them, and
+the four values after the envelope are the same for every item of a call (the token names the call;
+with the item's id it names the lease), so they are packed once. This runs once per item, so it also
+avoids what costs most in Redis's Lua: numbers passed to redis.call (formatted with %.17g;
+string.format('%d') is cheaper), tables, C calls, and msgpack decoding: an envelope is checked by
+reading its msgpack headers, not by decoding it. The breakdown: bench/README.md, "Fourth pass".
 
 Check, then write (rediswq/lua/README.md): every read, type check and decode comes first; an entry that
 does not decode is quarantined as a dead letter `malformed:<sha1>`, never dropped.
@@ -89,10 +92,26 @@ local function field(s, at)
 end
 
 -- Why `s` is not a pending envelope [id, attempts, payload], or nil when it is one. Read from its
--- msgpack headers: the common ones (an id the queue gave, under 2^32; attempts under 128; a payload
--- under 32 bytes or a str 8) from the first 8 bytes, read at once; the others through `field`.
+-- msgpack headers, the first 9 bytes at once. The envelopes put_many makes are checked first, in one
+-- test each: an id the queue gave (under 128, or of 2 or 4 bytes), attempts under 128, a payload under
+-- 32 bytes or a str 8 (a byte that was read means the bytes before it are there). The others go
+-- through `field`.
 local function bad_envelope(s)
-  local b1, b2, b3, b4, b5, b6, b7, b8 = byte(s, 1, 8)
+  local b1, b2, b3, b4, b5, b6, b7, b8, b9 = byte(s, 1, 9)
+  if b1 == 0x93 then
+    if b2 == 0xce then
+      if b8 and b7 < 0x80 and (b8 >= 0xa0 and b8 <= 0xbf and #s == b8 - 0x98 or b8 == 0xd9 and b9 and #s == 9 + b9) then
+        return nil
+      end
+    elseif b2 == 0xcd then
+      if b6 and b5 < 0x80 and (b6 >= 0xa0 and b6 <= 0xbf and #s == b6 - 0x9a or b6 == 0xd9 and b7 and #s == 7 + b7) then
+        return nil
+      end
+    elseif b4 and b2 < 0x80 and b3 < 0x80
+        and (b4 >= 0xa0 and b4 <= 0xbf and #s == b4 - 0x9c or b4 == 0xd9 and b5 and #s == 5 + b5) then
+      return nil
+    end
+  end
   if b1 ~= 0x93 or not b2 then return 'not a msgpack array of 3' end
   local kind, at, b = 'i', 3, b3  -- an id under 128: a positive fixint, one byte
   if b2 >= 0x80 then
@@ -135,11 +154,11 @@ local function plain(handle)
   return b1 == 0x93 and b2 ~= nil and (b2 < 0xa0 or (b2 > 0xbf and b2 < 0xd9) or b2 > 0xdb)
 end
 
--- HINCRBY meta token by `n`, the first write of a call that leases, so it is its own check: it fails
--- before anything is written on a token that is no integer (raised, naming the key), and on a full
--- noeviction Redis (nil: the call then only completes).
-local function next_tokens(n)
-  local token = redis.pcall('HINCRBY', meta, 'token', n)
+-- The call's lease token, HINCRBY meta token 1: the first write of a call that leases, so it is its own
+-- check: it fails before anything is written on a token that is no integer (raised, naming the key),
+-- and on a full noeviction Redis (nil: the call then only completes).
+local function next_token()
+  local token = redis.pcall('HINCRBY', meta, 'token', '1')
   if type(token) ~= 'table' then return token end
   if not string.find(token.err, 'OOM', 1, true) then error('key ' .. meta .. ' field token: ' .. token.err) end
   return nil
@@ -147,7 +166,7 @@ end
 
 local now_ms = clock_ms()
 local now_text = int(now_ms)
-local reply = {0, -1, 0, 0}
+local reply = {0, -1, 0, 0, 0}
 
 -- Check. --------------------------------------------------------------------------------------------
 local m = redis.pcall('HMGET', meta, 'closed', 'token', 'completed')
@@ -185,14 +204,14 @@ if count == 1 and #ARGV <= 7 and (#ARGV == 6 or plain(ARGV[7])) then
       local head = head_read[1]
       if head and #head <= EMBED_LIMIT and not bad_envelope(head) then
         local handle = ARGV[7]
-        local token = next_tokens('1')
+        local token = next_token()
         if not token then reply[1] = OUT_OF_MEMORY end
         local lost = false
         if handle then
           if redis.call('ZREM', leased, handle) == 1 then
             redis.call('HINCRBY', meta, 'completed', '1')
           else
-            lost, reply[4], reply[5] = true, 1, 1
+            lost, reply[4], reply[6] = true, 1, 1
           end
         end
         if reply[1] == OUT_OF_MEMORY then return reply end
@@ -201,8 +220,8 @@ if count == 1 and #ARGV <= 7 and (#ARGV == 6 or plain(ARGV[7])) then
         local deadline_text = int(now_ms + lease_ms)
         handle = head .. cmsgpack.pack(token, worker, now_ms, lease_ms)
         redis.call('ZADD', leased, deadline_text, handle)
-        if lost then return {0, -1, deadline_text, 1, 1, handle, false} end
-        return {0, -1, deadline_text, 0, handle, false}
+        if lost then return {0, -1, deadline_text, 1, 0, 1, handle} end
+        return {0, -1, deadline_text, 0, 0, handle}
       end
     end
   end
@@ -219,9 +238,19 @@ end
 -- Completions: decode the handles that need cleaning up (a handle that does not decode is not a lease).
 local completing, handles, kept, forget, need_ids, need_payloads = {}, {}, EMPTY, EMPTY, false, false
 local n_completing = 0
-for i = 7, #ARGV do
+-- A handle needs cleaning up when its item's id is the caller's (in `ids` while live) or its payload
+-- waits in `payloads`. While both keys are empty no held handle does, and a handle not held is left
+-- alone (lost): so a batch then takes its handles as they are, without reading each one's header.
+if #ARGV > 7 and checked('set', 'SCARD', ids) == 0 and checked('hash', 'HLEN', payloads) == 0 then
+  for i = 7, #ARGV do
+    n_completing = n_completing + 1
+    completing[n_completing], handles[n_completing] = i, ARGV[i]
+  end
+end
+for i = 7, n_completing > 0 and 6 or #ARGV do
   local handle = ARGV[i]
-  if plain(handle) then
+  local b1, b2 = byte(handle, 1, 2)  -- plain(handle), inline: this runs once per item
+  if b1 == 0x93 and b2 ~= nil and (b2 < 0xa0 or (b2 > 0xbf and b2 < 0xd9) or b2 > 0xdb) then
     n_completing = n_completing + 1
     completing[n_completing], handles[n_completing] = i, handle
   else
@@ -248,6 +277,7 @@ if count == 0 and #completing > 0 then checked('zset', 'ZCARD', leased) end
 
 local expired, back, dead_letters, fetched = EMPTY, EMPTY, EMPTY, EMPTY
 local front, prefix, raw, taken = EMPTY, EMPTY, EMPTY, {}
+local n_trim = 0  -- entries read off pending's head, to trim (`prefix` may become `taken` and grow)
 local large = false  -- an envelope taken is over EMBED_LIMIT: its payload goes to `payloads`
 if count > 0 then
   -- Expired leases, oldest deadline first; a handle being completed now is not reclaimed.
@@ -308,16 +338,26 @@ if count > 0 then
   local need = count - #taken
   if need > 0 then
     prefix = need == 1 and head_read or checked('list', 'LRANGE', pending, '0', int(need - 1))
-    for _, envelope in ipairs(prefix) do
+    n_trim = #prefix
+    -- The common case, nothing taken before and no entry bad, takes `prefix` itself, not a copy.
+    local n_prefix, last, whole = #prefix, #taken, #taken == 0
+    for j = 1, n_prefix do
+      local envelope = prefix[j]
       local why = bad_envelope(envelope)
       if why then
+        if whole then
+          whole = false
+          for k = 1, j - 1 do taken[k] = prefix[k] end
+          last = j - 1
+        end
         malformed(pending, envelope, why)
       else
-        taken[#taken + 1] = envelope
+        if not whole then last = last + 1; taken[last] = envelope end
         if #envelope > EMBED_LIMIT then large = true end
       end
     end
-    if #prefix < need and redis.call('TYPE', inbox).ok == 'list' then
+    if whole then taken = prefix end
+    if n_prefix < need and redis.call('TYPE', inbox).ok == 'list' then
       raw = redis.call('LRANGE', inbox, '0', int(count - #taken - 1))
     end
   else
@@ -335,24 +375,29 @@ if need_ids then checked('set', 'SCARD', ids) end
 local n_taken = #taken + #raw
 if need_payloads or large or #raw > 0 then checked('hash', 'HLEN', payloads) end
 
--- Which of a batch's handles are still leased (true or false each). The handles of one lease call share
--- its deadline until renewed, leased_at_ms + lease_ms, which the first handle names: one ZRANGEBYSCORE
--- of that score finds them by their bytes. Only the others (renewed, leased by another call, or lost)
--- are asked with ZMSCORE, whose reply costs a formatted double per member: several times more.
+-- Which of a batch's handles are still leased: nil when all are, else true or false each. The handles
+-- of one lease call share its deadline until renewed, leased_at_ms + lease_ms, which the first handle
+-- names: one ZRANGEBYSCORE of that score finds them by their bytes, in byte order, which is the order
+-- of a batch whose ids ascend, so the reply and the batch are walked side by side, a comparison of
+-- interned strings each. The first that differs builds a set of the reply; handles not in it
+-- (renewed, leased by another call, or lost) are asked with ZMSCORE, whose reply costs a formatted
+-- double per member: several times more.
 local function still_leased(batch)
-  local held, others, at = {}, EMPTY, EMPTY
   local members = EMPTY
   local _, _, leased_at, lease_ms = read_handle(batch[1])
   if type(leased_at) == 'number' and type(lease_ms) == 'number' then
     local score = int(leased_at + lease_ms)  -- digits, whatever the handle holds: a score Redis takes
-    members = {}
-    for _, member in ipairs(redis.call('ZRANGEBYSCORE', leased, score, score, 'LIMIT', '0', int(2 * #batch))) do
-      members[member] = true
-    end
+    members = redis.call('ZRANGEBYSCORE', leased, score, score, 'LIMIT', '0', int(2 * #batch))
   end
-  for j = 1, #batch do
+  local n, k = #batch, 1
+  while k <= n and members[k] == batch[k] do k = k + 1 end
+  if k > n then return nil end
+  local set, held, others, at = {}, {}, EMPTY, EMPTY
+  for _, member in ipairs(members) do set[member] = true end
+  for j = 1, k - 1 do held[j] = true end
+  for j = k, n do
     local handle = batch[j]
-    if members[handle] then
+    if set[handle] then
       held[j] = true
     else
       if others == EMPTY then others, at = {}, {} end
@@ -361,7 +406,7 @@ local function still_leased(batch)
   end
   if #others > 0 then
     local scores = sliced_read('ZMSCORE', leased, others, 1000)
-    for k, j in ipairs(at) do held[j] = scores[k] and true or false end
+    for m, j in ipairs(at) do held[j] = scores[m] and true or false end
   end
   return held
 end
@@ -370,8 +415,8 @@ end
 -- replica and the AOF get one ZREM for the batch below, not one per item. A handle given twice is
 -- found by that ZREM removing fewer members than it was sent (below), so the common batch builds no set.
 local held, gone = completing, handles
-if #completing > 1 then
-  local scores = still_leased(handles)
+local scores = #completing > 1 and still_leased(handles)
+if scores then
   for j = 1, #handles do
     if not scores[j] then
       if held == completing then  -- the first lost one: from here on, copies without the lost
@@ -389,13 +434,12 @@ end
 -- Write. --------------------------------------------------------------------------------------------
 local token
 if n_taken > 0 then
-  token = next_tokens(int(n_taken))
+  token = next_token()
   if not token then
-    token, n_taken, taken, raw = nil, 0, {}, {}
+    n_taken, taken, raw = 0, {}, {}
     expired, dead_letters, quarantined, due, front, prefix, fetched, back = {}, {}, {}, {}, {}, {}, {}, {}
+    n_trim = 0
     reply[1] = OUT_OF_MEMORY
-  else
-    token = token - n_taken
   end
 end
 
@@ -419,9 +463,9 @@ if removed < #held then
     end
   end
   held = first
-  local lost = {unpack(reply, 5, 4 + reply[4])}
+  local lost = {unpack(reply, 6, 5 + reply[4])}
   table.sort(lost)
-  for j, position in ipairs(lost) do reply[4 + j] = position end
+  for j, position in ipairs(lost) do reply[5 + j] = position end
 end
 if kept == EMPTY and forget == EMPTY then
   done = #held  -- no handle needs cleaning up (the common batch): counted, no loop
@@ -468,7 +512,7 @@ if #quarantined > 0 then
   redis.call('HINCRBY', meta, 'quarantined', #quarantined / 2)
 end
 if #due > 0 then call_sliced('ZREM', delayed, due, 1000) end
-if #prefix > 0 then redis.call('LTRIM', pending, int(#prefix), '-1') end
+if n_trim > 0 then redis.call('LTRIM', pending, int(n_trim), '-1') end
 if #front > count then
   local rest = {}
   for i = #front, count + 1, -1 do rest[#rest + 1] = front[i] end
@@ -507,25 +551,62 @@ end
 
 local deadline_text = int(now_ms + tonumber(ARGV[2]))
 reply[3] = deadline_text
--- A handle's tail after its token is the same for the whole call: packed once.
-local tail = cmsgpack.pack(worker, now_ms, tonumber(ARGV[2]))
-local scored, kept_apart, n_reply = {}, EMPTY, #reply
+-- A handle is its envelope and a tail the same for the whole call, packed once: the call's token
+-- names the lease together with the item's id, which no other item taken in the call has.
+local tail = cmsgpack.pack(token, worker, now_ms, tonumber(ARGV[2]))
+local scored, kept_apart, payload_at, n_reply = {}, EMPTY, EMPTY, #reply
 for i, envelope in ipairs(taken) do
-  local payload = false
   if #envelope > EMBED_LIMIT then
     -- A large payload waits in `payloads`, so a handle stays small enough to send back.
     local e = cmsgpack.unpack(envelope)
-    payload = e[3]
-    if kept_apart == EMPTY then kept_apart = {} end
+    if kept_apart == EMPTY then kept_apart, payload_at = {}, {} end
     kept_apart[#kept_apart + 1] = id_key(e[1])
-    kept_apart[#kept_apart + 1] = payload
+    kept_apart[#kept_apart + 1] = e[3]
+    payload_at[i] = e[3]
     envelope = cmsgpack.pack({e[1], e[2]})
   end
-  local handle = envelope .. cmsgpack.pack(token + i) .. tail
+  local handle = envelope .. tail
   scored[2 * i - 1], scored[2 * i] = deadline_text, handle
-  reply[n_reply + 2 * i - 1], reply[n_reply + 2 * i] = handle, payload
+  reply[n_reply + i] = handle
 end
 if #taken > 1 then redis.call('ZADD', leased, 'NX', 'inf', SENTINEL) end
-if #taken == 1 then redis.call('ZADD', leased, scored[1], scored[2]) else call_sliced('ZADD', leased, scored, 2000) end
+local added = 0
+for i = 1, #scored, 2000 do
+  added = added + redis.call('ZADD', leased, unpack(scored, i, math.min(i + 1999, #scored)))
+end
 if #kept_apart > 0 then call_sliced('HSET', payloads, kept_apart, 2000) end
+if added < #taken then
+  -- Two copies of one envelope (an item is in one place at a time: a copy was planted) made one
+  -- handle, one lease. The later copies go back to the head of pending as they were, for a later call.
+  local seen, again, n = {}, {}, n_reply
+  local unique_kept = EMPTY
+  for i = 1, #taken do
+    local handle = scored[2 * i]
+    if seen[handle] then
+      again[#again + 1] = taken[i]
+    else
+      seen[handle] = true
+      n = n + 1
+      reply[n] = handle
+      if payload_at[i] then
+        if unique_kept == EMPTY then unique_kept = {} end
+        unique_kept[n - n_reply] = payload_at[i]
+      end
+    end
+  end
+  for j = #reply, n + 1, -1 do reply[j] = nil end
+  payload_at = unique_kept
+  local rest = {}
+  for i = #again, 1, -1 do rest[#rest + 1] = again[i] end
+  call_sliced('LPUSH', pending, rest, 1000)
+end
+if payload_at ~= EMPTY then
+  -- A pair for each payload kept apart: the position of its handle, the payload.
+  n_reply = #reply
+  for i, payload in pairs(payload_at) do
+    reply[n_reply + 1], reply[n_reply + 2] = i, payload
+    n_reply = n_reply + 2
+    reply[5] = reply[5] + 1
+  end
+end
 return reply
