@@ -129,13 +129,15 @@ def new_leases(handles: Sequence[bytes], kept: Mapping[int, bytes]) -> list[tupl
     it, skipped. `kept`: the payloads waiting in the payloads hash, by position (their handles' envelopes
     are [id, attempts]).
     """
-    unpacker = msgpack.Unpacker(raw=True, max_buffer_size=max(sum(map(len, handles)), 1024))
-    unpacker.feed(b"".join(handles))
+    data = handles[0] if len(handles) == 1 else b"".join(handles)
+    unpacker = msgpack.Unpacker(raw=True, max_buffer_size=max(len(data), 1024))
+    unpacker.feed(data)
     unpack, skip = unpacker.unpack, unpacker.skip
     leases = []
     for position, handle in enumerate(handles):
+        if position:
+            skip(), skip(), skip(), skip()  # the last handle's token, worker, leased_at_ms, lease_ms
         item_id, attempts, *payload = unpack()
-        skip(), skip(), skip(), skip()  # token, worker, leased_at_ms, lease_ms
         text = str(item_id) if type(item_id) is int else item_id.decode()
         leases.append((text, attempts + 1, payload[0] if payload else kept[position], handle))
     return leases

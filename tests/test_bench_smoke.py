@@ -155,6 +155,14 @@ def test_lua_cost_times_lease_lua_per_call() -> None:
     assert set(rows) == {"now (scripts)"} and rows["now (scripts)"] > 0
 
 
+def test_lua_cost_runs_the_bare_per_item_lease_in_lease_luas_place() -> None:
+    rows = _lua_tool(
+        "lua_cost.py", "--calls", "20", "--repeat", "1", "--path", "scripts", "--batch", "10",
+        "--variant", "bare=variants/bare_lease.lua",
+    )  # fmt: skip
+    assert set(rows) == {"now (scripts)", "bare (scripts)"} and rows["bare (scripts)"] > 0
+
+
 @pytest.mark.skipif(
     shutil.which("valgrind") is None, reason="valgrind not installed: lua_instructions.py needs it"
 )
