@@ -105,6 +105,24 @@ def test_a_forged_handle_whose_deadline_is_no_number_redis_takes_is_only_lost(qu
     assert (queue.stats().completed, queue.stats().leased) == (2, 0)
 
 
+@pytest.mark.parametrize("ids", [False, True], ids=["assigned ids", "caller ids"])
+def test_bytes_that_are_no_handle_in_a_batch_are_only_lost(queue: Queue, ids: bool) -> None:
+    # With assigned ids and no payload kept apart, lease.lua takes a batch's handles without reading
+    # their headers (none needs cleaning up); with caller ids it reads each. Either way bytes that are
+    # no handle are reported lost and the rest complete.
+    if ids:
+        queue.put(b"a", id="a")
+        queue.put(b"b", id="b")
+    else:
+        queue.put_many([b"a", b"b"])
+    a, b = queue.lease_many(2, 60)
+    junk = [dataclasses.replace(a, handle=raw) for raw in (b"\xc1", b"", b"\x93" * 3, a.handle[:-1])]
+    with pytest.raises(LeaseLost) as lost:
+        queue.complete_many([a, *junk, b])
+    assert lost.value.leases == junk
+    assert (queue.stats().completed, queue.stats().leased) == (2, 0)
+
+
 def test_a_large_reclaim_limit_does_not_wedge_the_queue(client: redis.Redis, queue_name: str) -> None:
     q = Queue(client, queue_name, reclaim_limit=10000, retry_backoff_secs=0.001, retry_backoff_cap_secs=0.001)
     try:

@@ -25,7 +25,8 @@ Returns a flat array {status, wait_ms, deadline_ms, n_lost, n_kept, lost..., han
   wait_ms      with status 1: ms until the earliest lease deadline or retry due; -1 if there is none
                (0: entries were quarantined, call again)
   deadline_ms  the deadline of the new leases
-  n_lost, lost the 1-based positions of the handles whose lease no longer held (nothing done for them)
+  n_lost, lost the 1-based positions, ascending, of the handles whose lease no longer held (nothing done
+               for them)
   handles      one per new lease, its payload in it
   n_kept, kept a pair {position among the handles, payload} per new lease whose payload is kept in
                `payloads` instead (its handle holds [id, attempts] alone)
@@ -463,7 +464,11 @@ if removed < #held then
     end
   end
   held = first
-  local lost = {unpack(reply, 6, 5 + reply[4])}
+end
+if reply[4] > 1 then
+  -- Lost positions come from the header read, the lookup and the ZREM above: in order, as documented.
+  local lost = {}
+  for j = 1, reply[4] do lost[j] = reply[5 + j] end
   table.sort(lost)
   for j, position in ipairs(lost) do reply[5 + j] = position end
 end
