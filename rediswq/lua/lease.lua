@@ -247,29 +247,30 @@ if #ARGV > 7 and checked('set', 'SCARD', ids) == 0 and checked('hash', 'HLEN', p
     n_completing = n_completing + 1
     completing[n_completing], handles[n_completing] = i, ARGV[i]
   end
-end
-for i = 7, n_completing > 0 and 6 or #ARGV do
-  local handle = ARGV[i]
-  local b1, b2 = byte(handle, 1, 2)  -- plain(handle), inline: this runs once per item
-  if b1 == 0x93 and b2 ~= nil and (b2 < 0xa0 or (b2 > 0xbf and b2 < 0xd9) or b2 > 0xdb) then
-    n_completing = n_completing + 1
-    completing[n_completing], handles[n_completing] = i, handle
-  else
-    local e = read_handle(handle)
-    if not e then
-      reply[4] = reply[4] + 1
-      reply[#reply + 1] = i - 6
-    else
+else
+  for i = 7, #ARGV do
+    local handle = ARGV[i]
+    local b1, b2 = byte(handle, 1, 2)  -- plain(handle), inline: this runs once per item
+    if b1 == 0x93 and b2 ~= nil and (b2 < 0xa0 or (b2 > 0xbf and b2 < 0xd9) or b2 > 0xdb) then
       n_completing = n_completing + 1
       completing[n_completing], handles[n_completing] = i, handle
-      local key = id_key(e[1])
-      if e[3] == nil then
-        if kept == EMPTY then kept = {} end
-        kept[i], need_payloads = key, true
-      end
-      if type(e[1]) == 'string' then
-        if forget == EMPTY then forget = {} end
-        forget[i], need_ids = key, true
+    else
+      local e = read_handle(handle)
+      if not e then
+        reply[4] = reply[4] + 1
+        reply[#reply + 1] = i - 6
+      else
+        n_completing = n_completing + 1
+        completing[n_completing], handles[n_completing] = i, handle
+        local key = id_key(e[1])
+        if e[3] == nil then
+          if kept == EMPTY then kept = {} end
+          kept[i], need_payloads = key, true
+        end
+        if type(e[1]) == 'string' then
+          if forget == EMPTY then forget = {} end
+          forget[i], need_ids = key, true
+        end
       end
     end
   end
