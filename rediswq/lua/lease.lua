@@ -446,7 +446,7 @@ if n_taken > 0 then
 end
 
 -- Complete. A handle still in `leased` is the ownership check: it names this lease and no later one.
--- A batch was read with ZMSCORE above and goes with one ZREM; one handle is checked by its own ZREM.
+-- A batch was looked up above (still_leased) and goes with one ZREM; one handle is checked by its own.
 local done, kept_keys, forgotten = 0, EMPTY, EMPTY
 local removed = 0
 for i = 1, #gone, 1000 do
