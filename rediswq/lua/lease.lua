@@ -93,58 +93,29 @@ local function field(s, at)
 end
 
 -- Why `s` is not a pending envelope [id, attempts, payload], or nil when it is one. Read from its
--- msgpack headers, the first 9 bytes at once. The envelopes put_many makes are checked first, in one
--- test each: an id the queue gave (under 128, or of 2 or 4 bytes), attempts under 128, a payload under
--- 32 bytes or a str 8 (a byte that was read means the bytes before it are there). The others go
--- through `field`.
+-- msgpack headers, the first 9 bytes at once. The envelopes put_many makes pass in one test: an id the
+-- queue gave (under 2^32: 1, 2, 3 or 5 bytes), attempts under 128, a payload under 32 bytes or a str 8
+-- (a byte that was read means the bytes before it are there). The others are walked with `field`.
 local function bad_envelope(s)
   local b1, b2, b3, b4, b5, b6, b7, b8, b9 = byte(s, 1, 9)
-  if b1 == 0x93 then
-    if b2 == 0xce then
-      if b8 and b7 < 0x80 and (b8 >= 0xa0 and b8 <= 0xbf and #s == b8 - 0x98 or b8 == 0xd9 and b9 and #s == 9 + b9) then
-        return nil
-      end
-    elseif b2 == 0xcd then
-      if b6 and b5 < 0x80 and (b6 >= 0xa0 and b6 <= 0xbf and #s == b6 - 0x9a or b6 == 0xd9 and b7 and #s == 7 + b7) then
-        return nil
-      end
-    elseif b4 and b2 < 0x80 and b3 < 0x80
-        and (b4 >= 0xa0 and b4 <= 0xbf and #s == b4 - 0x9c or b4 == 0xd9 and b5 and #s == 5 + b5) then
-      return nil
-    end
-  end
   if b1 ~= 0x93 or not b2 then return 'not a msgpack array of 3' end
-  local kind, at, b = 'i', 3, b3  -- an id under 128: a positive fixint, one byte
-  if b2 >= 0x80 then
-    if b2 == 0xcc then
-      at, b = 4, b4
-    elseif b2 == 0xcd then
-      at, b = 5, b5
-    elseif b2 == 0xce then
-      at, b = 7, b7
-    else
-      kind, at = field(s, 2)
-      if not kind then return 'bad id' end
-      b = byte(s, at)
-    end
+  -- attempts, the payload's header, the byte after it and its position (a str of p - 0xa0 bytes ends
+  -- at at - 1 + p - 0xa0; a str 8 of n bytes at at + n)
+  local a, p, n, at
+  if b2 == 0xce then a, p, n, at = b7, b8, b9, 9
+  elseif b2 == 0xcd then a, p, n, at = b5, b6, b7, 7
+  elseif b2 == 0xcc then a, p, n, at = b4, b5, b6, 6
+  elseif b2 < 0x80 then a, p, n, at = b3, b4, b5, 5 end
+  if p and a < 0x80 and (p >= 0xa0 and p <= 0xbf and #s == at + p - 0xa1 or p == 0xd9 and n and #s == at + n) then
+    return nil
   end
-  if not b then return 'bad attempts' end
-  if b < 0x80 then
-    at = at + 1
-    if at == 4 then b = b4 elseif at == 5 then b = b5 elseif at == 6 then b = b6 elseif at == 8 then b = b8
-    else b = byte(s, at) end
-  else
-    kind, at = field(s, at)
-    if kind ~= 'i' then return 'bad attempts' end
-    b = byte(s, at)
-  end
-  if b and b >= 0xa0 and b <= 0xbf then
-    at = at + 1 + b - 0xa0
-  else
-    kind, at = field(s, at)
-    if kind ~= 's' then return 'bad or truncated payload' end
-  end
-  if at ~= #s + 1 then return 'bad or truncated payload' end
+  local kind
+  kind, at = field(s, 2)
+  if not kind then return 'bad id' end
+  kind, at = field(s, at)
+  if kind ~= 'i' then return 'bad attempts' end
+  kind, at = field(s, at)
+  if kind ~= 's' or at ~= #s + 1 then return 'bad or truncated payload' end
   return nil
 end
 
@@ -250,8 +221,7 @@ if #ARGV > 7 and checked('set', 'SCARD', ids) == 0 and checked('hash', 'HLEN', p
 else
   for i = 7, #ARGV do
     local handle = ARGV[i]
-    local b1, b2 = byte(handle, 1, 2)  -- plain(handle), inline: this runs once per item
-    if b1 == 0x93 and b2 ~= nil and (b2 < 0xa0 or (b2 > 0xbf and b2 < 0xd9) or b2 > 0xdb) then
+    if plain(handle) then
       n_completing = n_completing + 1
       completing[n_completing], handles[n_completing] = i, handle
     else
