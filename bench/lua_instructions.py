@@ -68,9 +68,10 @@ def _count(
         reply = call(keys, [*args, *handles])
         assert reply[0] == 0 and int(reply[3]) == 0, reply[:4]
     _callgrind("--instr=off", str(pid))
+    safe = re.sub(r"[^A-Za-z0-9_-]", "_", label)  # it goes to a shell, and names a file
     for old in out.glob("cg.*"):  # callgrind may write a dump into the file of the one before
         old.unlink()
-    _callgrind(f"--dump={re.sub(r'[^A-Za-z0-9_-]', '_', label)}", str(pid))  # it goes to a shell
+    _callgrind(f"--dump={safe}", str(pid))
     queue.purge()
     deadline = time.monotonic() + 30  # the server writes the dump when it next wakes up
     while time.monotonic() < deadline:
@@ -79,7 +80,7 @@ def _count(
         if totals:
             if keep is not None:  # the whole dump, for callgrind_annotate: where the instructions go
                 for dump in out.glob("cg.*"):
-                    shutil.copy(dump, keep / f"callgrind.{re.sub(r'[^A-Za-z0-9_-]', '_', label)}.out")
+                    shutil.copy(dump, keep / f"callgrind.{safe}.out")
             return int(totals[-1].split()[1])
         time.sleep(0.1)
     raise RuntimeError(f"callgrind wrote no totals for {label}")
